@@ -1,0 +1,1 @@
+//! The only modules with side effects: /proc, systemd over D-Bus, the nginx binary.

@@ -1,0 +1,1 @@
+//! The facts snapshot: what nginx, the sockets, systemd and the error log say right now.

@@ -1,0 +1,7 @@
+//! nginx-medic: finds out why Nginx answers 502/504 and heals it.
+//!
+//! The data flows `facts` → `playbook`/`engine` → `plan` → `apply`; the modules with side effects
+//! live in `adapters`, so everything between them is plain data and pure functions.
+
+pub mod adapters;
+pub mod facts;
