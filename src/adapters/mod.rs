@@ -1,1 +1,3 @@
 //! The only modules with side effects: /proc, systemd over D-Bus, the nginx binary.
+
+pub mod procfs;
