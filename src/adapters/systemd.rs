@@ -1,0 +1,228 @@
+//! systemd over D-Bus (zbus): unit facts and unit jobs, on the system or the user bus.
+
+use crate::config::Bus;
+use crate::facts::units::{EnvironmentFile, ExecCommand, UnitFacts};
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::OwnedObjectPath;
+
+/// A D-Bus or systemd failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("cannot connect to the {bus} bus: {source}")]
+    Connect { bus: &'static str, source: zbus::Error },
+    #[error("systemd call `{call}` for `{unit}` failed: {source}")]
+    Call {
+        call: &'static str,
+        unit: String,
+        source: zbus::Error,
+    },
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
+    fn list_unit_files_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<Vec<(String, String)>>;
+}
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Unit {
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sub_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn fragment_path(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "ActiveEnterTimestamp")]
+    fn active_enter_timestamp(&self) -> zbus::Result<u64>;
+}
+
+/// `ExecStart` entries: path, argv, ignore-failure, four timestamps, pid, exit code, status.
+type ExecStartEntry = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Service {
+    #[zbus(property)]
+    fn result(&self) -> zbus::Result<String>;
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn exec_start(&self) -> zbus::Result<Vec<ExecStartEntry>>;
+    #[zbus(property)]
+    fn environment_files(&self) -> zbus::Result<Vec<(String, bool)>>;
+    #[zbus(property)]
+    fn environment(&self) -> zbus::Result<Vec<String>>;
+}
+
+/// A connection to one systemd manager.
+pub struct Systemd {
+    conn: zbus::Connection,
+}
+
+impl Systemd {
+    /// Connects to the system bus or to the session bus of the caller's user manager
+    /// (`DBUS_SESSION_BUS_ADDRESS`).
+    pub async fn connect(bus: Bus) -> Result<Self, SystemdError> {
+        let (name, conn) = match bus {
+            Bus::System => ("system", zbus::Connection::system().await),
+            Bus::User => ("user", zbus::Connection::session().await),
+        };
+        let conn = conn.map_err(|source| SystemdError::Connect { bus: name, source })?;
+        Ok(Self { conn })
+    }
+
+    async fn manager(&self) -> zbus::Result<ManagerProxy<'static>> {
+        ManagerProxy::builder(&self.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+    }
+
+    /// Reads the facts of one unit, loading it if the manager has unloaded it (a stopped unit
+    /// that nothing references is unloaded, but still has a unit file).
+    pub async fn unit(&self, name: &str) -> Result<UnitFacts, SystemdError> {
+        let call = |call: &'static str| {
+            let unit = name.to_string();
+            move |source| SystemdError::Call { call, unit, source }
+        };
+        let path = self
+            .manager()
+            .await
+            .map_err(call("Manager"))?
+            .load_unit(name)
+            .await
+            .map_err(call("LoadUnit"))?;
+        let unit = UnitProxy::builder(&self.conn)
+            .path(path.clone())
+            .map_err(call("Unit"))?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("Unit"))?;
+        let mut facts = UnitFacts {
+            name: name.to_string(),
+            load_state: unit.load_state().await.map_err(call("LoadState"))?,
+            active_state: unit.active_state().await.map_err(call("ActiveState"))?,
+            sub_state: unit.sub_state().await.map_err(call("SubState"))?,
+            fragment_path: unit.fragment_path().await.ok().filter(|p| !p.is_empty()),
+            active_enter_timestamp: unit.active_enter_timestamp().await.unwrap_or(0),
+            result: None,
+            main_pid: 0,
+            n_restarts: None,
+            exec_start: Vec::new(),
+            environment_files: Vec::new(),
+            environment: Vec::new(),
+        };
+        if name.ends_with(".service") && facts.load_state == "loaded" {
+            self.add_service_facts(path, &mut facts)
+                .await
+                .map_err(call("Service"))?;
+        }
+        Ok(facts)
+    }
+
+    async fn add_service_facts(
+        &self,
+        path: OwnedObjectPath,
+        facts: &mut UnitFacts,
+    ) -> zbus::Result<()> {
+        let service = ServiceProxy::builder(&self.conn)
+            .path(path)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        facts.result = Some(service.result().await?);
+        facts.main_pid = service.main_pid().await?;
+        facts.n_restarts = service.n_restarts().await.ok();
+        facts.exec_start = service
+            .exec_start()
+            .await?
+            .into_iter()
+            .map(|(path, argv, ..)| ExecCommand { path, argv })
+            .collect();
+        facts.environment_files = service
+            .environment_files()
+            .await?
+            .into_iter()
+            .map(|(path, optional)| EnvironmentFile {
+                vars: read_env_file(&path),
+                path,
+                optional,
+            })
+            .collect();
+        facts.environment = service.environment().await?;
+        Ok(())
+    }
+
+    /// The names of every service the manager knows: loaded units and installed unit files.
+    pub async fn service_names(&self) -> Result<Vec<String>, SystemdError> {
+        let call = |call: &'static str| move |source| SystemdError::Call {
+            call,
+            unit: "*.service".into(),
+            source,
+        };
+        let manager = self.manager().await.map_err(call("Manager"))?;
+        let mut names: Vec<String> = manager
+            .list_units_by_patterns(&[], &["*.service"])
+            .await
+            .map_err(call("ListUnitsByPatterns"))?
+            .into_iter()
+            .map(|u| u.0)
+            .collect();
+        let files = manager
+            .list_unit_files_by_patterns(&[], &["*.service"])
+            .await
+            .map_err(call("ListUnitFilesByPatterns"))?;
+        names.extend(files.into_iter().filter_map(|(path, state)| {
+            let name = path.rsplit('/').next()?.to_string();
+            // Template units (`x@.service`) cannot be loaded without an instance name.
+            (!name.contains("@.") && state != "masked").then_some(name)
+        }));
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+}
+
+/// Reads an environment file as systemd would; an unreadable file gives no variables.
+fn read_env_file(path: &str) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(path)
+        .map(|text| crate::facts::mapping::parse_env_file(&text).into_iter().collect())
+        .unwrap_or_default()
+}

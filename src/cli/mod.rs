@@ -1,0 +1,90 @@
+//! The command line: one file per subcommand; `anyhow` context lives here and nowhere deeper.
+
+mod facts;
+mod table;
+
+use crate::config::{ConfigError, Settings};
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  healthy / done
+  1  failure (a source could not be read, an action failed)
+  2  findings or planned changes
+  3  invalid input (configuration, playbook, template)";
+
+/// Finds out why Nginx answers 502/504, and heals it.
+#[derive(Debug, Parser)]
+#[command(name = "nginx-medic", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(long, global = true, value_name = "PATH", env = "NGINX_MEDIC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// More log output on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what nginx-medic sees: sites and their pass targets, the sockets and units behind
+    /// them, and the classified error log.
+    Facts(facts::Args),
+}
+
+/// The process exit codes, documented in `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    Failure = 1,
+    Findings = 2,
+    InvalidInput = 3,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        Self::from(e as u8)
+    }
+}
+
+impl Exit {
+    /// Invalid input when the chain holds a configuration error, failure otherwise.
+    pub fn from_error(e: &anyhow::Error) -> Self {
+        if e.chain().any(|c| c.is::<ConfigError>()) {
+            Self::InvalidInput
+        } else {
+            Self::Failure
+        }
+    }
+}
+
+/// Logs go to stderr: plain when not a terminal (journald adds its own timestamps).
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NGINX_MEDIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Facts(args) => runtime.block_on(facts::run(&settings, &args)),
+    }
+}

@@ -1,0 +1,408 @@
+//! Which backend serves each pass target: the endpoint nginx dials, the socket that accepts it,
+//! and the unit and process behind that socket (from the socket owner, the configured hints, or
+//! the unit's command line and environment). Pure: every input is already gathered.
+
+use crate::config::{BackendHint, UpstreamAddr};
+use crate::facts::nginx::{NginxFacts, Target};
+use crate::facts::sockets::{accepts, SocketFacts};
+use crate::facts::units::UnitFacts;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// One location's pass target and the backends behind it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// The first `server_name`, or `_` when the server has none.
+    pub site: String,
+    pub listen: Vec<String>,
+    pub location: String,
+    /// `proxy_pass`, `fastcgi_pass`, …
+    pub directive: String,
+    /// The target as written, normalised (`127.0.0.1:8000`, `unix:/run/x.sock`, `upstream web`).
+    pub target: String,
+    /// Where the pass directive stands, `file:line`.
+    pub at: String,
+    /// A target built from variables: nginx decides at run time, so it is never guessed.
+    pub dynamic: bool,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One address nginx dials for a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// `127.0.0.1:8000`, `[::1]:8000` or `unix:/path`.
+    pub address: String,
+    /// The name the configuration used, when it was not a literal address (`localhost`).
+    pub host_name: Option<String>,
+    pub listening: bool,
+    /// The bound socket that accepts connections to `address` (`0.0.0.0:8000`).
+    pub listener: Option<String>,
+    pub pid: Option<i32>,
+    pub unit: Option<String>,
+    pub unit_from: Option<UnitSource>,
+    /// Every socket the unit listens on, to compare with `address`.
+    pub unit_listeners: Vec<String>,
+}
+
+/// How the unit of an endpoint was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitSource {
+    /// The unit (cgroup) of the process that owns the listening socket.
+    SocketOwner,
+    /// A `backends:` entry of the configuration.
+    Hint,
+    /// The unit's `ExecStart` or environment names the port or socket path.
+    UnitCommandLine,
+}
+
+/// Everything the mapping needs besides nginx's facts.
+pub struct MappingInput<'a> {
+    pub sockets: &'a SocketFacts,
+    pub units: &'a [UnitFacts],
+    /// Each unit's environment: `Environment=` plus its `EnvironmentFile=` contents.
+    pub unit_env: &'a BTreeMap<String, BTreeMap<String, String>>,
+    pub hints: &'a [BackendHint],
+    pub bindv6only: bool,
+}
+
+/// The address a target names before name resolution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dialled {
+    Tcp { host: String, port: u16 },
+    Unix { path: String },
+}
+
+/// The addresses nginx dials for `target` (upstream groups expanded), before name resolution.
+pub fn dialled(nginx: &NginxFacts, target: &Target) -> Vec<Dialled> {
+    match target {
+        Target::Tcp { host, port, .. } => vec![Dialled::Tcp {
+            host: host.clone(),
+            port: *port,
+        }],
+        Target::Unix { path } => vec![Dialled::Unix {
+            path: path.display().to_string(),
+        }],
+        Target::Upstream { name } => nginx
+            .upstreams
+            .iter()
+            .filter(|u| &u.name == name)
+            .flat_map(|u| u.servers.iter())
+            .flat_map(|s| dialled(nginx, &s.target))
+            .collect(),
+        Target::Dynamic { .. } => Vec::new(),
+    }
+}
+
+/// Builds every route of every site.
+pub fn routes(
+    nginx: &NginxFacts,
+    input: &MappingInput<'_>,
+    resolve: &dyn Fn(&str) -> Vec<IpAddr>,
+) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for site in &nginx.sites {
+        for location in &site.locations {
+            let Some(pass) = &location.pass else { continue };
+            let endpoints = dialled(nginx, &pass.target)
+                .into_iter()
+                .flat_map(|d| endpoints_of(&d, input, resolve))
+                .collect();
+            routes.push(Route {
+                site: site.server_names.first().cloned().unwrap_or_else(|| "_".into()),
+                listen: site.listen.clone(),
+                location: location.path.clone(),
+                directive: pass.directive.clone(),
+                target: pass.target.to_string(),
+                at: format!("{}:{}", pass.at.file.display(), pass.at.line),
+                dynamic: matches!(pass.target, Target::Dynamic { .. }),
+                endpoints,
+            });
+        }
+    }
+    routes
+}
+
+fn endpoints_of(
+    dialled: &Dialled,
+    input: &MappingInput<'_>,
+    resolve: &dyn Fn(&str) -> Vec<IpAddr>,
+) -> Vec<Endpoint> {
+    match dialled {
+        Dialled::Unix { path } => vec![unix_endpoint(path, input)],
+        Dialled::Tcp { host, port } => {
+            let (ips, host_name) = match host.parse::<IpAddr>() {
+                Ok(ip) => (vec![ip], None),
+                Err(_) => (resolve(host), Some(host.clone())),
+            };
+            ips.into_iter()
+                .map(|ip| tcp_endpoint(ip, *port, host_name.clone(), input))
+                .collect()
+        }
+    }
+}
+
+fn tcp_endpoint(ip: IpAddr, port: u16, host_name: Option<String>, input: &MappingInput<'_>) -> Endpoint {
+    let address = UpstreamAddr::Tcp { host: ip.to_string(), port }.to_string();
+    let listener = input
+        .sockets
+        .tcp_listeners_on(port)
+        .filter(|s| s.addr == ip || accepts(s.addr, ip, input.bindv6only))
+        .min_by_key(|s| s.addr != ip);
+    let owner = listener.and_then(|s| s.main_owner());
+    let mut endpoint = Endpoint {
+        address,
+        host_name,
+        listening: listener.is_some(),
+        listener: listener.map(|s| UpstreamAddr::Tcp { host: s.addr.to_string(), port }.to_string()),
+        pid: owner.map(|o| o.pid),
+        unit: None,
+        unit_from: None,
+        unit_listeners: Vec::new(),
+    };
+    let mentions = |unit: &UnitFacts| mentions_port(unit, input.unit_env.get(&unit.name), port);
+    attribute_unit(&mut endpoint, owner.and_then(|o| o.unit.clone()), input, &mentions);
+    endpoint
+}
+
+fn unix_endpoint(path: &str, input: &MappingInput<'_>) -> Endpoint {
+    let address = format!("unix:{path}");
+    let listener = input.sockets.unix_listener(path);
+    let owner = listener.and_then(|s| s.main_owner());
+    let mut endpoint = Endpoint {
+        address,
+        host_name: None,
+        listening: listener.is_some(),
+        listener: listener.map(|s| format!("unix:{}", s.path)),
+        pid: owner.map(|o| o.pid),
+        unit: None,
+        unit_from: None,
+        unit_listeners: Vec::new(),
+    };
+    let mentions = |unit: &UnitFacts| mentions_path(unit, input.unit_env.get(&unit.name), path);
+    attribute_unit(&mut endpoint, owner.and_then(|o| o.unit.clone()), input, &mentions);
+    endpoint
+}
+
+/// Fills in the unit: socket owner first, then a hint, then a unit whose command line names it.
+fn attribute_unit(
+    endpoint: &mut Endpoint,
+    owner_unit: Option<String>,
+    input: &MappingInput<'_>,
+    mentions: &dyn Fn(&UnitFacts) -> bool,
+) {
+    let hinted = || {
+        input.hints.iter().find_map(|h| {
+            let same = h.upstream.to_string() == endpoint.address
+                || endpoint.host_name.as_ref().is_some_and(|name| match &h.upstream {
+                    UpstreamAddr::Tcp { host, port } => {
+                        host == name && endpoint.address.ends_with(&format!(":{port}"))
+                    }
+                    UpstreamAddr::Unix { .. } => false,
+                });
+            if same {
+                h.unit.clone()
+            } else {
+                None
+            }
+        })
+    };
+    let found = owner_unit
+        .filter(|u| u.ends_with(".service"))
+        .map(|u| (u, UnitSource::SocketOwner))
+        .or_else(|| hinted().map(|u| (u, UnitSource::Hint)))
+        .or_else(|| {
+            let mut matching = input.units.iter().filter(|u| mentions(u));
+            match (matching.next(), matching.next()) {
+                (Some(unit), None) => Some((unit.name.clone(), UnitSource::UnitCommandLine)),
+                _ => None, // none, or ambiguous: never guessed
+            }
+        });
+    if let Some((unit, from)) = found {
+        endpoint.unit_listeners = listeners_of_unit(input.sockets, &unit);
+        endpoint.unit = Some(unit);
+        endpoint.unit_from = Some(from);
+    }
+}
+
+/// Every socket whose owning process belongs to `unit`.
+pub fn listeners_of_unit(sockets: &SocketFacts, unit: &str) -> Vec<String> {
+    let of_unit = |owner: Option<&crate::facts::sockets::Owner>| {
+        owner.and_then(|o| o.unit.as_deref()) == Some(unit)
+    };
+    let tcp = sockets.tcp.iter().filter(|s| of_unit(s.main_owner())).map(|s| {
+        UpstreamAddr::Tcp {
+            host: s.addr.to_string(),
+            port: s.port,
+        }
+        .to_string()
+    });
+    let unix = sockets
+        .unix
+        .iter()
+        .filter(|s| of_unit(s.main_owner()))
+        .map(|s| format!("unix:{}", s.path));
+    let mut all: Vec<String> = tcp.chain(unix).collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// The unit's `ExecStart` words with `${VAR}` and `$VAR` expanded from its environment.
+pub fn expanded_argv(unit: &UnitFacts, env: Option<&BTreeMap<String, String>>) -> Vec<String> {
+    let empty = BTreeMap::new();
+    let env = env.unwrap_or(&empty);
+    unit.exec_start
+        .iter()
+        .flat_map(|c| c.argv.iter())
+        .map(|word| expand(word, env))
+        .collect()
+}
+
+fn expand(word: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, tail) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => ("", after),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        match env.get(name) {
+            Some(value) if !name.is_empty() => out.push_str(value),
+            _ => out.push_str(&rest[i..rest.len() - tail.len()]),
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether the unit's command line or environment names `port` as the one it listens on.
+fn mentions_port(unit: &UnitFacts, env: Option<&BTreeMap<String, String>>, port: u16) -> bool {
+    let port = port.to_string();
+    let argv = expanded_argv(unit, env);
+    let in_argv = argv.iter().enumerate().any(|(i, word)| {
+        let after_flag = i > 0
+            && matches!(
+                argv.get(i - 1).map(String::as_str),
+                Some("--port" | "-p" | "--listen" | "--bind" | "-b")
+            );
+        (after_flag && word == &port)
+            || word.strip_prefix("--port=") == Some(port.as_str())
+            || word.rsplit_once(':').is_some_and(|(_, p)| p == port)
+    });
+    let in_env = env.is_some_and(|env| {
+        env.iter()
+            .any(|(k, v)| k.ends_with("PORT") && v.trim() == port)
+    });
+    in_argv || in_env
+}
+
+/// Whether the unit's command line or environment names the socket `path`.
+fn mentions_path(unit: &UnitFacts, env: Option<&BTreeMap<String, String>>, path: &str) -> bool {
+    let named = |w: &str| w == path || w.ends_with(&format!("unix:{path}")) || w.ends_with(&format!("={path}"));
+    expanded_argv(unit, env).iter().any(|w| named(w))
+        || env.is_some_and(|env| env.values().any(|v| named(v.trim())))
+}
+
+/// Parses `KEY=value` lines as systemd's `EnvironmentFile=` does (comments, quotes, `export`).
+pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                return None;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let (key, value) = line.split_once('=')?;
+            let value = value.trim();
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            Some((key.trim().to_string(), unquoted.to_string()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::units::ExecCommand;
+
+    fn unit(argv: &[&str]) -> UnitFacts {
+        UnitFacts {
+            name: "api.service".into(),
+            load_state: "loaded".into(),
+            active_state: "inactive".into(),
+            sub_state: "dead".into(),
+            result: Some("success".into()),
+            main_pid: 0,
+            n_restarts: Some(0),
+            exec_start: vec![ExecCommand {
+                path: argv[0].into(),
+                argv: argv.iter().map(|s| s.to_string()).collect(),
+            }],
+            fragment_path: None,
+            environment_files: Vec::new(),
+            environment: Vec::new(),
+            active_enter_timestamp: 0,
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn expands_braced_and_bare_variables() {
+        let e = env(&[("HOST", "127.0.0.1"), ("PORT", "8000")]);
+        assert_eq!(expand("${HOST}:$PORT", &e), "127.0.0.1:8000");
+        assert_eq!(expand("$MISSING/x", &e), "$MISSING/x");
+        assert_eq!(expand("${open", &e), "${open");
+    }
+
+    #[test]
+    fn finds_ports_in_uvicorn_gunicorn_and_env() {
+        let uvicorn = unit(&["/v/uvicorn", "app:app", "--host", "${HOST}", "--port", "${PORT}"]);
+        let e = env(&[("HOST", "127.0.0.1"), ("PORT", "8000")]);
+        assert!(mentions_port(&uvicorn, Some(&e), 8000));
+        assert!(!mentions_port(&uvicorn, Some(&e), 8001));
+        let gunicorn = unit(&["/v/gunicorn", "--bind", "127.0.0.1:9000", "app.wsgi"]);
+        assert!(mentions_port(&gunicorn, None, 9000));
+        let node = unit(&["/usr/bin/node", "/srv/web.js"]);
+        assert!(mentions_port(&node, Some(&env(&[("PORT", "3000")])), 3000));
+        assert!(!mentions_port(&node, None, 3000));
+    }
+
+    #[test]
+    fn finds_socket_paths() {
+        let g = unit(&["/v/gunicorn", "--bind", "unix:/run/app.sock", "app.wsgi"]);
+        assert!(mentions_path(&g, None, "/run/app.sock"));
+        assert!(!mentions_path(&g, None, "/run/other.sock"));
+    }
+
+    #[test]
+    fn env_files_parse_like_systemd() {
+        let parsed = parse_env_file("# c\nHOST=127.0.0.1\nexport PORT=\"8000\"\n\nNAME='x y'\nbad line\n");
+        assert_eq!(
+            parsed,
+            vec![
+                ("HOST".into(), "127.0.0.1".into()),
+                ("PORT".into(), "8000".into()),
+                ("NAME".into(), "x y".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,65 @@
+//! systemd unit facts: the state of the units that serve nginx's upstreams, and nginx's own.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// One unit as the manager reports it over D-Bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitFacts {
+    pub name: String,
+    /// `loaded`, `not-found`, `masked`, …
+    pub load_state: String,
+    /// `active`, `inactive`, `failed`, `activating`, …
+    pub active_state: String,
+    pub sub_state: String,
+    /// The service's last result (`success`, `exit-code`, `signal`, …); `None` for non-services.
+    pub result: Option<String>,
+    /// 0 when the service has no main process.
+    pub main_pid: u32,
+    pub n_restarts: Option<u32>,
+    pub exec_start: Vec<ExecCommand>,
+    pub fragment_path: Option<String>,
+    /// `EnvironmentFile=` entries (a leading `-` in the unit is reported as `optional`).
+    pub environment_files: Vec<EnvironmentFile>,
+    /// `Environment=` assignments, `KEY=value`.
+    pub environment: Vec<String>,
+    /// When the unit last entered `active`, in microseconds since the epoch (0: never).
+    pub active_enter_timestamp: u64,
+}
+
+/// One `ExecStart=` command line, unexpanded (`${HOST}` stays as written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecCommand {
+    pub path: String,
+    pub argv: Vec<String>,
+}
+
+/// One `EnvironmentFile=` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvironmentFile {
+    pub path: String,
+    pub optional: bool,
+    /// The `KEY=value` assignments read from the file (empty when unreadable).
+    pub vars: BTreeMap<String, String>,
+}
+
+impl UnitFacts {
+    /// The unit's environment as its processes see it: environment files, then `Environment=`.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        let mut env: BTreeMap<String, String> = self
+            .environment_files
+            .iter()
+            .flat_map(|f| f.vars.clone())
+            .collect();
+        env.extend(self.environment.iter().filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        }));
+        env
+    }
+
+    /// True while the unit runs or is on its way up.
+    pub fn is_up(&self) -> bool {
+        matches!(self.active_state.as_str(), "active" | "activating" | "reloading")
+    }
+}
