@@ -162,8 +162,9 @@ cmd_up() {
     DIR=$(norm_dir "$1")
     lab_vars "$DIR"
     BASE=$2
-    [[ $BASE =~ ^[0-9]+$ ]] && [ "$BASE" -ge 18000 ] && [ "$BASE" -le 65516 ] ||
+    if ! [[ $BASE =~ ^[0-9]+$ ]] || [ "$BASE" -lt 18000 ] || [ "$BASE" -gt 65516 ]; then
         die "BASE_PORT \`$BASE\` must be a number from 18000 to 65516 (the lab uses BASE..BASE+19)"
+    fi
     [ "$(id -u)" = 0 ] ||
         die "the lab needs root: its systemd user manager is fenced in a mount namespace and a cgroup2 group"
     [ -n "$CG2" ] ||
@@ -193,7 +194,8 @@ cmd_up() {
     : >"$DIR/$MARKER"
     mkdir -p "$DIR"/{config/systemd/user,logs,apps,state,home,data,cache,xdg-state} \
         "$DIR"/nginx/{logs,tmp,sites-enabled}
-    mkdir -p -m 0711 "$DIR/run"
+    mkdir "$DIR/run"
+    chmod 0711 "$DIR/run" # workers of other users may need to reach sockets in it
     if [ "$(id -u)" = 0 ] && id -u www-data >/dev/null 2>&1; then
         USER_LINE='user www-data;'
     else
@@ -220,6 +222,7 @@ cmd_up() {
     # of the caller's (NOTIFY_SOCKET, another DBUS_SESSION_BUS_ADDRESS, ...) leaks in.
     # setsid does not fork here (a background job of a non-interactive shell leads no process
     # group) and unshare without --fork execs, so $! ends up as the manager's own PID.
+    # shellcheck disable=SC2016 # the script of the inner sh expands its own variables
     env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
         HOME="$DIR/home" USER=root LOGNAME=root SHELL=/bin/sh \
         XDG_RUNTIME_DIR="$DIR/run" XDG_CONFIG_HOME="$DIR/config" XDG_DATA_HOME="$DIR/data" \
@@ -296,7 +299,9 @@ cmd_down() {
     [ $# -eq 1 ] || usage
     DIR=$(norm_dir "$1")
     lab_vars "$DIR"
-    if [ -e "$DIR" ] && [ ! -e "$DIR/$MARKER" ]; then
+    if [ -d "$DIR" ] && [ ! -e "$DIR/$MARKER" ] && [ -z "$(ls -A "$DIR")" ]; then
+        rmdir -- "$DIR" # reserved by a caller, but `up` never got to it
+    elif [ -e "$DIR" ] && [ ! -e "$DIR/$MARKER" ]; then
         die "\`$DIR\` is no lab (no $MARKER in it): refusing to remove it"
     fi
 
@@ -320,28 +325,26 @@ cmd_down() {
     if [ -n "$CGDIR" ] && [ -d "$CGDIR" ]; then
         local pids round
         for round in $(seq 100); do
-            pids=$(group_pids)
-            [ -n "$pids" ] || break
+            mapfile -t pids < <(group_pids)
+            [ "${#pids[@]}" -gt 0 ] || break
             if [ "$round" = 1 ]; then
-                # shellcheck disable=SC2086
-                kill -TERM $pids 2>/dev/null || true
-                wait_gone 3 $pids || true
+                kill -TERM "${pids[@]}" 2>/dev/null || true
+                wait_gone 3 "${pids[@]}" || true
                 continue
             fi
             if [ -e "$CGDIR/cgroup.kill" ]; then
                 echo 1 >"$CGDIR/cgroup.kill" 2>/dev/null || true
             fi
-            # shellcheck disable=SC2086
-            kill -KILL $pids 2>/dev/null || true
-            wait_gone 1 $pids || true
+            kill -KILL "${pids[@]}" 2>/dev/null || true
+            wait_gone 1 "${pids[@]}" || true
         done
-        pids=$(group_pids)
-        [ -z "$pids" ] || die "processes left in $CGDIR after SIGKILL: $(echo $pids)"
+        mapfile -t pids < <(group_pids)
+        [ "${#pids[@]}" -eq 0 ] || die "processes left in $CGDIR after SIGKILL: ${pids[*]}"
         [ -z "$busd" ] || wait_gone 5 "$busd" || true
         [ -z "$mpid" ] || wait_gone 5 "$mpid" || true
         # 3. the cgroup dirs, bottom-up (an emptied group may need a moment before rmdir works)
-        local try
-        for try in $(seq 50); do
+        local _
+        for _ in $(seq 50); do
             find "$CGDIR" -depth -type d -exec rmdir {} + 2>/dev/null || true
             [ -d "$CGDIR" ] || break
             sleep 0.1
