@@ -1,0 +1,4 @@
+//! nginx-medic's integration tests, one binary (`cargo test --test integration`).
+
+mod lab_smoke;
+mod support;

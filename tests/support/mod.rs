@@ -1,0 +1,6 @@
+//! Helpers shared by the integration tests.
+
+// Not every test uses every helper; the unused ones would otherwise warn per test.
+#![allow(dead_code)]
+
+pub mod lab;
