@@ -5,3 +5,4 @@
 
 pub mod adapters;
 pub mod facts;
+pub mod nginx_conf;

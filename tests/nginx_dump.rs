@@ -1,0 +1,1 @@
+//! Cross-checks the parser against `nginx -T`.
