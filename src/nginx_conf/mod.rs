@@ -247,3 +247,123 @@ mod tests {
         );
     }
 }
+
+/// Test helpers: the fixtures under `tests/fixtures/nginx/`, mounted in memory.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::MemFs;
+    use std::path::{Path, PathBuf};
+
+    /// The fixture directory `name`.
+    pub(crate) fn dir(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/nginx")
+            .join(name)
+    }
+
+    fn walk(dir: &Path, at: &Path, fs: &mut MemFs) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let path = entry.path();
+            let target = at.join(entry.file_name());
+            if path.is_dir() {
+                walk(&path, &target, fs);
+            } else {
+                fs.insert(target, std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+
+    /// Every file of fixture `name`, as if the directory were at `at`.
+    pub(crate) fn mount(name: &str, at: &str) -> MemFs {
+        let mut fs = MemFs::new();
+        walk(&dir(name), Path::new(at), &mut fs);
+        fs
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+    use std::path::Path;
+
+    fn load_error(name: &str, main: &str) -> String {
+        let fs = fixtures::mount(name, "/etc/nginx");
+        load(&Path::new("/etc/nginx").join(main), &fs)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn malformed_fixtures_give_exact_errors() {
+        assert_eq!(
+            load_error("malformed", "unbalanced.conf"),
+            "/etc/nginx/unbalanced.conf:10:1: unexpected end of file, expecting \"}\" (block opened at 3:1)"
+        );
+        assert_eq!(
+            load_error("malformed", "extra-brace.conf"),
+            "/etc/nginx/extra-brace.conf:7:1: unexpected \"}\""
+        );
+        assert_eq!(
+            load_error("malformed", "unterminated.conf"),
+            "/etc/nginx/unterminated.conf:8:1: unterminated quoted string (opened at 4:27)"
+        );
+        assert_eq!(
+            load_error("malformed", "glued-quote.conf"),
+            "/etc/nginx/glued-quote.conf:2:25: unexpected \"t\""
+        );
+        assert_eq!(
+            load_error("malformed", "missing-include.conf"),
+            "open() \"/etc/nginx/missing.conf\" failed: No such file or directory \
+             (included from /etc/nginx/missing-include.conf:4:5)"
+        );
+        assert_eq!(
+            load_error("malformed", "cycle/nginx.conf"),
+            "/etc/nginx/cycle/b.conf:5:1: include cycle: \"/etc/nginx/cycle/a.conf\" -> \
+             \"/etc/nginx/cycle/b.conf\" -> \"/etc/nginx/cycle/a.conf\""
+        );
+    }
+
+    /// Every prefix of every fixture file parses or fails cleanly, never panics.
+    #[test]
+    fn truncated_fixtures_never_panic() {
+        for name in ["debian", "multisite", "php", "malformed"] {
+            let fs = fixtures::mount(name, "/etc/nginx");
+            for (path, text) in &fs.files {
+                let cuts = text.char_indices().map(|(i, _)| i).chain([text.len()]);
+                for cut in cuts {
+                    let _ = parse(path, &text[..cut], 0);
+                    let _ = parse(path, &text[cut..], 0);
+                }
+            }
+        }
+        for text in [
+            "\"", "'", "\\", "$", "${", "a \"b\"", "a {", "}", "a;}", "\"a\"\\",
+        ] {
+            let _ = parse(Path::new("/x"), text, 0);
+        }
+    }
+
+    #[test]
+    fn loaded_files_keep_their_exact_text() {
+        let fs = fixtures::mount("debian", "/etc/nginx");
+        let conf = load(Path::new("/etc/nginx/nginx.conf"), &fs).unwrap();
+        for f in &conf.files {
+            assert_eq!(Some(&f.text), fs.files.get(&f.path));
+        }
+        // each directive's span text starts with its name and ends with `;` or `}`
+        fn check(conf: &Config, ds: &[Directive]) {
+            for d in ds {
+                let text = conf.text_of(d).unwrap();
+                assert!(text.starts_with(&d.name), "{text}");
+                assert!(text.ends_with(';') || text.ends_with('}'), "{text}");
+                for a in &d.args {
+                    let file = &conf.files[d.file].text;
+                    assert_eq!(&file[a.span.start..a.span.end], a.raw);
+                }
+                check(conf, d.children());
+            }
+        }
+        check(&conf, &conf.directives);
+    }
+}
