@@ -39,7 +39,12 @@ fn pattern_str(pattern: &Path) -> io::Result<&str> {
 
 impl SourceFs for RealFs {
     fn read(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path)
+        std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => {
+                io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text")
+            }
+            _ => e,
+        })
     }
 
     fn glob(&self, pattern: &Path) -> io::Result<Vec<PathBuf>> {
@@ -342,6 +347,21 @@ mod tests {
 
     fn fs_one(text: &str) -> MemFs {
         fs(&[("/c/nginx.conf", text)])
+    }
+
+    #[test]
+    fn real_fs_refuses_non_utf8_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, b"user \xff;").unwrap();
+        let err = load(&path, &RealFs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "open() \"{}\" failed: the file is not UTF-8 text",
+                path.display()
+            )
+        );
     }
 
     #[test]
