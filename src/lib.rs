@@ -7,3 +7,4 @@ pub mod adapters;
 pub mod cli;
 pub mod config;
 pub mod facts;
+pub mod nginx_conf;

@@ -1,4 +1,5 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
 mod lab_smoke;
+mod nginx_dump;
 mod support;

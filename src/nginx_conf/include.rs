@@ -1,0 +1,375 @@
+//! Loads a configuration with its `include`s, as nginx does: relative paths against the conf
+//! prefix (the main file's directory), globs sorted bytewise, a missing plain file an error,
+//! a glob matching nothing fine; each file listed once, cycles refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::parse::parse;
+use super::{ConfError, Config, Directive, FilePos, SourceFile};
+
+/// Read access to configuration files, so the loader can run against memory in tests.
+pub trait SourceFs {
+    /// The whole text of a file.
+    fn read(&self, path: &Path) -> io::Result<String>;
+    /// The paths matching a glob pattern (`*`, `?`, `[...]`, no leading-dot matches); an empty
+    /// list when nothing matches. The order does not matter: the loader sorts.
+    fn glob(&self, pattern: &Path) -> io::Result<Vec<PathBuf>>;
+}
+
+/// The real file system.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RealFs;
+
+fn match_options() -> glob::MatchOptions {
+    glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: true,
+    }
+}
+
+fn pattern_str(pattern: &Path) -> io::Result<&str> {
+    pattern
+        .to_str()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "pattern is not valid UTF-8"))
+}
+
+impl SourceFs for RealFs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => {
+                io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text")
+            }
+            _ => e,
+        })
+    }
+
+    fn glob(&self, pattern: &Path) -> io::Result<Vec<PathBuf>> {
+        let paths = glob::glob_with(pattern_str(pattern)?, match_options())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.msg))?;
+        // like glob(3) without GLOB_ERR, unreadable directories are skipped
+        Ok(paths.filter_map(Result::ok).collect())
+    }
+}
+
+/// Files held in memory, for tests and for checking a configuration that is not on disk yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemFs {
+    /// Path → text.
+    pub files: BTreeMap<PathBuf, String>,
+}
+
+impl MemFs {
+    /// An empty file system.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds or replaces a file.
+    pub fn insert(&mut self, path: impl Into<PathBuf>, text: impl Into<String>) -> &mut Self {
+        self.files.insert(path.into(), text.into());
+        self
+    }
+}
+
+impl SourceFs for MemFs {
+    fn read(&self, path: &Path) -> io::Result<String> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from_raw_os_error(nix::errno::Errno::ENOENT as i32))
+    }
+
+    fn glob(&self, pattern: &Path) -> io::Result<Vec<PathBuf>> {
+        let pattern = glob::Pattern::new(pattern_str(pattern)?)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.msg))?;
+        Ok(self
+            .files
+            .keys()
+            .filter(|p| pattern.matches_path_with(p, match_options()))
+            .cloned()
+            .collect())
+    }
+}
+
+/// The system's text for an I/O error, without Rust's ` (os error N)` suffix.
+fn io_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text.get(..i).unwrap_or(&text).to_string(),
+        _ => text,
+    }
+}
+
+/// Loads `conf` and every file it includes into nginx's logical tree.
+///
+/// Relative `include` paths are resolved against the directory of `conf` (nginx's conf prefix).
+pub fn load(conf: &Path, fs: &dyn SourceFs) -> Result<Config, ConfError> {
+    let mut loader = Loader {
+        fs,
+        prefix: conf.parent().unwrap_or(Path::new("")).to_path_buf(),
+        files: Vec::new(),
+        index: HashMap::new(),
+        stack: Vec::new(),
+    };
+    let directives = loader.file(conf, None)?;
+    Ok(Config {
+        files: loader.files,
+        directives,
+    })
+}
+
+struct Loader<'a> {
+    fs: &'a dyn SourceFs,
+    prefix: PathBuf,
+    files: Vec<SourceFile>,
+    index: HashMap<PathBuf, usize>,
+    /// The chain of files being read, outermost first.
+    stack: Vec<PathBuf>,
+}
+
+impl Loader<'_> {
+    fn file(&mut self, path: &Path, from: Option<FilePos>) -> Result<Vec<Directive>, ConfError> {
+        if let Some(i) = self.stack.iter().position(|p| p == path) {
+            let mut chain: Vec<PathBuf> = self.stack.get(i..).unwrap_or_default().to_vec();
+            chain.push(path.to_path_buf());
+            return Err(ConfError::Cycle {
+                // `from` is always set here: the main file is never on the stack yet
+                at: from.unwrap_or_else(|| FilePos {
+                    file: path.to_path_buf(),
+                    pos: super::Pos { line: 1, col: 1 },
+                }),
+                chain,
+            });
+        }
+        let text = self.fs.read(path).map_err(|e| ConfError::Open {
+            path: path.to_path_buf(),
+            reason: io_reason(&e),
+            included_from: from,
+        })?;
+        let idx = match self.index.get(path) {
+            Some(&i) => i,
+            None => {
+                let i = self.files.len();
+                self.files.push(SourceFile {
+                    path: path.to_path_buf(),
+                    text: text.clone(),
+                });
+                self.index.insert(path.to_path_buf(), i);
+                i
+            }
+        };
+        let directives = parse(path, &text, idx)?;
+        self.stack.push(path.to_path_buf());
+        let expanded = self.expand(directives, path);
+        self.stack.pop();
+        expanded
+    }
+
+    /// Replaces each `include` by itself followed by the directives it names, recursively.
+    fn expand(
+        &mut self,
+        directives: Vec<Directive>,
+        path: &Path,
+    ) -> Result<Vec<Directive>, ConfError> {
+        let mut out = Vec::with_capacity(directives.len());
+        for mut d in directives {
+            if let Some(children) = d.block.take() {
+                d.block = Some(self.expand(children, path)?);
+            }
+            if d.name != "include" {
+                out.push(d);
+                continue;
+            }
+            let at = FilePos {
+                file: path.to_path_buf(),
+                pos: d.pos,
+            };
+            if d.block.is_some() {
+                return Err(ConfError::Syntax {
+                    at,
+                    reason: "directive \"include\" is not terminated by \";\"".into(),
+                });
+            }
+            let target = match d.args.as_slice() {
+                [arg] => self.prefix.join(&arg.value),
+                _ => {
+                    return Err(ConfError::Syntax {
+                        at,
+                        reason: "invalid number of arguments in \"include\" directive".into(),
+                    })
+                }
+            };
+            out.push(d);
+            let bytes = target.as_os_str().as_bytes();
+            if !bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'[')) {
+                out.extend(self.file(&target, Some(at))?);
+                continue;
+            }
+            let mut matches = self.fs.glob(&target).map_err(|e| ConfError::Glob {
+                at: at.clone(),
+                pattern: target.clone(),
+                reason: io_reason(&e),
+            })?;
+            matches.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+            for m in matches {
+                out.extend(self.file(&m, Some(at.clone()))?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fs(files: &[(&str, &str)]) -> MemFs {
+        let mut fs = MemFs::new();
+        for (p, t) in files {
+            fs.insert(*p, *t);
+        }
+        fs
+    }
+
+    fn names(ds: &[Directive]) -> Vec<String> {
+        ds.iter()
+            .map(|d| match &d.block {
+                Some(b) => format!("{}{{{}}}", d.name, names(b).join(" ")),
+                None => d.name.clone(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn includes_expand_in_place_with_sorted_globs() {
+        let fs = fs(&[
+            (
+                "/etc/nginx/nginx.conf",
+                "a;\nhttp { include sites/*; b; }\ninclude /etc/nginx/last.conf;\n",
+            ),
+            ("/etc/nginx/sites/B", "sb;"),
+            ("/etc/nginx/sites/a", "sa; include snip.conf;"),
+            ("/etc/nginx/sites/.hidden", "hidden;"),
+            ("/etc/nginx/sites/_x", "sx;"),
+            ("/etc/nginx/snip.conf", "snip;"),
+            ("/etc/nginx/last.conf", "last;"),
+        ]);
+        let c = load(Path::new("/etc/nginx/nginx.conf"), &fs).unwrap();
+        assert_eq!(
+            names(&c.directives),
+            [
+                "a",
+                "http{include sb sx sa include snip b}",
+                "include",
+                "last"
+            ]
+        );
+        let paths: Vec<_> = c.files.iter().map(|f| f.path.to_str().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/etc/nginx/nginx.conf",
+                "/etc/nginx/sites/B",
+                "/etc/nginx/sites/_x",
+                "/etc/nginx/sites/a",
+                "/etc/nginx/snip.conf",
+                "/etc/nginx/last.conf",
+            ]
+        );
+        let sa = &c.directives[1].children()[3];
+        assert_eq!((sa.name.as_str(), sa.file), ("sa", 3));
+    }
+
+    #[test]
+    fn a_file_included_twice_is_listed_once_but_appears_twice() {
+        let fs = fs(&[
+            ("/c/nginx.conf", "include x.conf; include x.conf;"),
+            ("/c/x.conf", "x;"),
+        ]);
+        let c = load(Path::new("/c/nginx.conf"), &fs).unwrap();
+        assert_eq!(c.files.len(), 2);
+        assert_eq!(names(&c.directives), ["include", "x", "include", "x"]);
+    }
+
+    #[test]
+    fn empty_glob_is_fine_missing_file_is_not() {
+        let fs = fs(&[(
+            "/c/nginx.conf",
+            "include conf.d/*.conf;\ninclude  missing.conf;\n",
+        )]);
+        let err = load(Path::new("/c/nginx.conf"), &fs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "open() \"/c/missing.conf\" failed: No such file or directory (included from /c/nginx.conf:2:1)"
+        );
+        let err = load(Path::new("/c/none.conf"), &fs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "open() \"/c/none.conf\" failed: No such file or directory"
+        );
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        let fs = fs(&[
+            ("/c/nginx.conf", "http {\n  include a.conf;\n}\n"),
+            ("/c/a.conf", "include b.conf;"),
+            ("/c/b.conf", "\n\n   include /c/a.conf;"),
+        ]);
+        let err = load(Path::new("/c/nginx.conf"), &fs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "/c/b.conf:3:4: include cycle: \"/c/a.conf\" -> \"/c/b.conf\" -> \"/c/a.conf\""
+        );
+    }
+
+    #[test]
+    fn include_needs_one_argument_and_no_block() {
+        let fs = fs(&[("/c/nginx.conf", "include a b;")]);
+        assert_eq!(
+            load(Path::new("/c/nginx.conf"), &fs)
+                .unwrap_err()
+                .to_string(),
+            "/c/nginx.conf:1:1: invalid number of arguments in \"include\" directive"
+        );
+        let fs = fs_one("include a {}");
+        assert_eq!(
+            load(Path::new("/c/nginx.conf"), &fs)
+                .unwrap_err()
+                .to_string(),
+            "/c/nginx.conf:1:1: directive \"include\" is not terminated by \";\""
+        );
+    }
+
+    fn fs_one(text: &str) -> MemFs {
+        fs(&[("/c/nginx.conf", text)])
+    }
+
+    #[test]
+    fn real_fs_refuses_non_utf8_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, b"user \xff;").unwrap();
+        let err = load(&path, &RealFs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "open() \"{}\" failed: the file is not UTF-8 text",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn real_fs_reports_the_system_reason() {
+        let err = load(Path::new("/nonexistent/nginx-medic/nginx.conf"), &RealFs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "open() \"/nonexistent/nginx-medic/nginx.conf\" failed: No such file or directory"
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! Splits nginx configuration text into statements, following the rules of nginx's own
+//! `ngx_conf_read_token`: where words end, how quotes, `\` escapes, `${var}` and `#` comments work.
+
+/// One word with its byte range (quotes included) and its unescaped value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Word {
+    pub start: usize,
+    pub end: usize,
+    pub value: String,
+}
+
+/// What ended a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// `;` at this offset.
+    Semicolon(usize),
+    /// `{` at this offset.
+    BlockStart(usize),
+    /// `}` at this offset (the statement then has no words).
+    BlockEnd(usize),
+    /// End of the text, with no words pending.
+    Eof,
+}
+
+/// The words of one directive and what ended them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Statement {
+    pub words: Vec<Word>,
+    pub end: Stop,
+}
+
+/// A lexical error at a byte offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LexError {
+    /// A character that cannot stand here (`;`, `{` or `}` out of place, or a character glued to
+    /// a closing quote).
+    Unexpected { at: usize, ch: char },
+    /// The text ends inside a quoted string that opened at `opened`.
+    UnterminatedQuote { opened: usize },
+    /// The text ends inside a directive that started at `started`.
+    UnexpectedEof { started: usize },
+}
+
+/// A cursor over the text of one file.
+pub(crate) struct Lexer<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+fn is_space(ch: u8) -> bool {
+    matches!(ch, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// nginx's unescaping: `\"`, `\'`, `\\` drop the backslash, `\t` `\r` `\n` become control
+/// characters, any other backslash stays.
+fn unescape(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        if b == b'\\' {
+            match raw.get(i + 1) {
+                Some(&c @ (b'"' | b'\'' | b'\\')) => {
+                    out.push(c);
+                    i += 2;
+                    continue;
+                }
+                Some(b't') => {
+                    out.push(b'\t');
+                    i += 2;
+                    continue;
+                }
+                Some(b'r') => {
+                    out.push(b'\r');
+                    i += 2;
+                    continue;
+                }
+                Some(b'n') => {
+                    out.push(b'\n');
+                    i += 2;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl<'a> Lexer<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Lexer { text, pos: 0 }
+    }
+
+    /// The character starting at byte `at` (all delimiters are ASCII, so `at` is a boundary).
+    fn char_at(&self, at: usize) -> char {
+        self.text
+            .get(at..)
+            .and_then(|s| s.chars().next())
+            .unwrap_or('\u{fffd}')
+    }
+
+    /// Reads the words up to the next `;`, `{`, `}` or the end of the text.
+    pub(crate) fn next_statement(&mut self) -> Result<Statement, LexError> {
+        let bytes = self.text.as_bytes();
+        let mut words: Vec<Word> = Vec::new();
+        let mut need_space = false;
+        let mut last_space = true;
+        let mut comment = false;
+        let mut variable = false;
+        let mut escaped = false;
+        let mut s_quoted = false;
+        let mut d_quoted = false;
+        let mut start = self.pos;
+        let mut quote_at = self.pos;
+
+        loop {
+            let Some(&ch) = bytes.get(self.pos) else {
+                if s_quoted || d_quoted {
+                    return Err(LexError::UnterminatedQuote { opened: quote_at });
+                }
+                if !words.is_empty() || !last_space {
+                    let started = words.first().map_or(start, |w| w.start);
+                    return Err(LexError::UnexpectedEof { started });
+                }
+                return Ok(Statement {
+                    words,
+                    end: Stop::Eof,
+                });
+            };
+            let at = self.pos;
+            self.pos += 1;
+
+            if ch == b'\n' {
+                comment = false;
+            }
+            if comment {
+                continue;
+            }
+            if escaped {
+                escaped = false;
+                continue;
+            }
+            if need_space {
+                if is_space(ch) {
+                    last_space = true;
+                    need_space = false;
+                    continue;
+                }
+                match ch {
+                    b';' => {
+                        return Ok(Statement {
+                            words,
+                            end: Stop::Semicolon(at),
+                        })
+                    }
+                    b'{' => {
+                        return Ok(Statement {
+                            words,
+                            end: Stop::BlockStart(at),
+                        })
+                    }
+                    b')' => {
+                        last_space = true;
+                        need_space = false;
+                    }
+                    _ => {
+                        return Err(LexError::Unexpected {
+                            at,
+                            ch: self.char_at(at),
+                        })
+                    }
+                }
+            }
+
+            if last_space {
+                start = at;
+                if is_space(ch) {
+                    continue;
+                }
+                match ch {
+                    b';' | b'{' => {
+                        if words.is_empty() {
+                            return Err(LexError::Unexpected { at, ch: ch as char });
+                        }
+                        let end = if ch == b'{' {
+                            Stop::BlockStart(at)
+                        } else {
+                            Stop::Semicolon(at)
+                        };
+                        return Ok(Statement { words, end });
+                    }
+                    b'}' => {
+                        if !words.is_empty() {
+                            return Err(LexError::Unexpected { at, ch: '}' });
+                        }
+                        return Ok(Statement {
+                            words,
+                            end: Stop::BlockEnd(at),
+                        });
+                    }
+                    b'#' => comment = true,
+                    b'\\' => {
+                        escaped = true;
+                        last_space = false;
+                    }
+                    b'"' | b'\'' => {
+                        start = at + 1;
+                        quote_at = at;
+                        d_quoted = ch == b'"';
+                        s_quoted = ch == b'\'';
+                        last_space = false;
+                    }
+                    b'$' => {
+                        variable = true;
+                        last_space = false;
+                    }
+                    _ => last_space = false,
+                }
+                continue;
+            }
+
+            if ch == b'{' && variable {
+                continue;
+            }
+            variable = false;
+            if ch == b'\\' {
+                escaped = true;
+                continue;
+            }
+            if ch == b'$' {
+                variable = true;
+                continue;
+            }
+            let found = if d_quoted {
+                d_quoted = ch != b'"';
+                !d_quoted
+            } else if s_quoted {
+                s_quoted = ch != b'\'';
+                !s_quoted
+            } else {
+                is_space(ch) || ch == b';' || ch == b'{'
+            };
+            if !found {
+                continue;
+            }
+            let quoted = matches!(ch, b'"' | b'\'');
+            if quoted {
+                need_space = true;
+            } else {
+                last_space = true;
+            }
+            let value = unescape(bytes.get(start..at).unwrap_or_default());
+            let (wstart, wend) = if quoted {
+                (start.saturating_sub(1), at + 1)
+            } else {
+                (start, at)
+            };
+            words.push(Word {
+                start: wstart,
+                end: wend,
+                value,
+            });
+            if !quoted {
+                match ch {
+                    b';' => {
+                        return Ok(Statement {
+                            words,
+                            end: Stop::Semicolon(at),
+                        })
+                    }
+                    b'{' => {
+                        return Ok(Statement {
+                            words,
+                            end: Stop::BlockStart(at),
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(text: &str) -> Vec<(Vec<String>, Stop)> {
+        let mut lexer = Lexer::new(text);
+        let mut out = Vec::new();
+        loop {
+            let st = lexer.next_statement().unwrap();
+            let end = st.end;
+            out.push((st.words.into_iter().map(|w| w.value).collect(), end));
+            if end == Stop::Eof {
+                return out;
+            }
+        }
+    }
+
+    fn words(text: &str) -> Vec<String> {
+        values(text).into_iter().flat_map(|(w, _)| w).collect()
+    }
+
+    #[test]
+    fn words_end_at_space_semicolon_and_brace() {
+        assert_eq!(
+            values("a b;c{ }"),
+            vec![
+                (vec!["a".into(), "b".into()], Stop::Semicolon(3)),
+                (vec!["c".into()], Stop::BlockStart(5)),
+                (vec![], Stop::BlockEnd(7)),
+                (vec![], Stop::Eof),
+            ]
+        );
+    }
+
+    #[test]
+    fn quotes_and_escapes_follow_nginx() {
+        assert_eq!(words(r#"a "x y" 'q\'s';"#), ["a", "x y", "q's"]);
+        assert_eq!(words(r#"a "say \"hi\"";"#), ["a", "say \"hi\""]);
+        assert_eq!(words(r#"a "t\tn\nb\\ r\.x";"#), ["a", "t\tn\nb\\ r\\.x"]);
+        assert_eq!(words(r"a ~\.php$;"), ["a", r"~\.php$"]);
+        assert_eq!(words(r"a b\ c;"), ["a", r"b\ c"]);
+        // a quote inside a word is an ordinary character
+        assert_eq!(words(r#"a b"c;"#), ["a", "b\"c"]);
+        // `)` may follow a closing quote and becomes its own word, as in `if`
+        assert_eq!(words(r#"if ($a = "x") {}"#), ["if", "($a", "=", "x", ")"]);
+    }
+
+    #[test]
+    fn variables_braces_comments_and_closing_brace_in_words() {
+        assert_eq!(words("a ${host}x;"), ["a", "${host}x"]);
+        assert_eq!(words("a b${c}d;"), ["a", "b${c}d"]);
+        assert_eq!(words("a b#c; # rest ; {\n d;"), ["a", "b#c", "d"]);
+        assert_eq!(words("a x}y;"), ["a", "x}y"]);
+        // a comment may sit between the words of a directive
+        assert_eq!(words("a # c\n b;"), ["a", "b"]);
+    }
+
+    #[test]
+    fn word_spans_include_quotes() {
+        let text = r#"add_header X "a b";"#;
+        let st = Lexer::new(text).next_statement().unwrap();
+        let w = &st.words[2];
+        assert_eq!(&text[w.start..w.end], r#""a b""#);
+        assert_eq!(st.end, Stop::Semicolon(text.len() - 1));
+    }
+
+    #[test]
+    fn errors_carry_offsets() {
+        let err = |t: &str| {
+            let mut l = Lexer::new(t);
+            loop {
+                match l.next_statement() {
+                    Ok(st) if st.end == Stop::Eof => return None,
+                    Ok(_) => {}
+                    Err(e) => return Some(e),
+                }
+            }
+        };
+        assert_eq!(err(";"), Some(LexError::Unexpected { at: 0, ch: ';' }));
+        assert_eq!(err("a {"), None);
+        assert_eq!(err("a }"), Some(LexError::Unexpected { at: 2, ch: '}' }));
+        assert_eq!(
+            err(r#"a "b"c;"#),
+            Some(LexError::Unexpected { at: 5, ch: 'c' })
+        );
+        assert_eq!(
+            err("a 'b;\n"),
+            Some(LexError::UnterminatedQuote { opened: 2 })
+        );
+        assert_eq!(err("x; a b"), Some(LexError::UnexpectedEof { started: 3 }));
+        assert_eq!(err("a\\"), Some(LexError::UnexpectedEof { started: 0 }));
+        assert_eq!(err("# only a comment"), None);
+    }
+}

@@ -1,0 +1,265 @@
+//! Builds the directive tree of one file from the lexer's statements; `include` is left as an
+//! ordinary directive here (see `include.rs`).
+
+use std::path::Path;
+
+use super::lexer::{LexError, Lexer, Statement, Stop, Word};
+use super::{Arg, ConfError, Directive, FilePos, Pos, Span};
+
+/// Blocks nested deeper than this are refused rather than risk the stack.
+const MAX_DEPTH: usize = 100;
+
+/// Maps byte offsets to 1-based line:col.
+pub(crate) struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { text, starts }
+    }
+
+    pub(crate) fn pos(&self, offset: usize) -> Pos {
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let start = self.starts.get(line - 1).copied().unwrap_or(0);
+        let col = match self.text.get(start..offset) {
+            Some(s) => s.chars().count(),
+            None => offset.saturating_sub(start),
+        };
+        Pos { line, col: col + 1 }
+    }
+}
+
+struct Parser<'a> {
+    path: &'a Path,
+    text: &'a str,
+    file: usize,
+    lines: LineIndex<'a>,
+    lexer: Lexer<'a>,
+}
+
+/// Parses the text of one file into its directives, without expanding `include`.
+///
+/// `path` is only used in error messages; `file` is stored in every directive.
+pub fn parse(path: &Path, text: &str, file: usize) -> Result<Vec<Directive>, ConfError> {
+    let mut parser = Parser {
+        path,
+        text,
+        file,
+        lines: LineIndex::new(text),
+        lexer: Lexer::new(text),
+    };
+    let (directives, _) = parser.block(None, 0)?;
+    Ok(directives)
+}
+
+impl Parser<'_> {
+    fn at(&self, offset: usize) -> FilePos {
+        FilePos {
+            file: self.path.to_path_buf(),
+            pos: self.lines.pos(offset),
+        }
+    }
+
+    fn error(&self, offset: usize, reason: String) -> ConfError {
+        ConfError::Syntax {
+            at: self.at(offset),
+            reason,
+        }
+    }
+
+    fn lex_error(&self, e: LexError) -> ConfError {
+        let eof = self.text.len();
+        match e {
+            LexError::Unexpected { at, ch } => self.error(at, format!("unexpected \"{ch}\"")),
+            LexError::UnterminatedQuote { opened } => self.error(
+                eof,
+                format!(
+                    "unterminated quoted string (opened at {})",
+                    self.lines.pos(opened)
+                ),
+            ),
+            LexError::UnexpectedEof { started } => self.error(
+                eof,
+                format!(
+                    "unexpected end of file, expecting \";\" or \"}}\" (directive started at {})",
+                    self.lines.pos(started)
+                ),
+            ),
+        }
+    }
+
+    fn arg(&self, w: Word) -> Arg {
+        Arg {
+            raw: self
+                .text
+                .get(w.start..w.end)
+                .unwrap_or_default()
+                .to_string(),
+            span: Span {
+                start: w.start,
+                end: w.end,
+            },
+            pos: self.lines.pos(w.start),
+            value: w.value,
+        }
+    }
+
+    /// Parses directives up to the `}` closing the block opened by the directive at `opened`
+    /// (or to the end of the text at the top level); returns them and the offset of that `}`.
+    fn block(
+        &mut self,
+        opened: Option<usize>,
+        depth: usize,
+    ) -> Result<(Vec<Directive>, usize), ConfError> {
+        let mut out = Vec::new();
+        loop {
+            let Statement { words, end } =
+                self.lexer.next_statement().map_err(|e| self.lex_error(e))?;
+            let mut words = words.into_iter();
+            let name = words.next();
+            match (name, end) {
+                (_, Stop::BlockEnd(at)) => {
+                    return match opened {
+                        Some(_) => Ok((out, at)),
+                        None => Err(self.error(at, "unexpected \"}\"".to_string())),
+                    }
+                }
+                (_, Stop::Eof) => {
+                    return match opened {
+                        None => Ok((out, self.text.len())),
+                        Some(o) => Err(self.error(
+                            self.text.len(),
+                            format!(
+                                "unexpected end of file, expecting \"}}\" (block opened at {})",
+                                self.lines.pos(o)
+                            ),
+                        )),
+                    }
+                }
+                // the lexer never ends an empty statement with `;` or `{`
+                (None, Stop::Semicolon(at)) => {
+                    return Err(self.error(at, "unexpected \";\"".to_string()))
+                }
+                (None, Stop::BlockStart(at)) => {
+                    return Err(self.error(at, "unexpected \"{\"".to_string()))
+                }
+                (Some(name), Stop::Semicolon(at)) => {
+                    let start = name.start;
+                    out.push(Directive {
+                        name: name.value,
+                        args: words.map(|w| self.arg(w)).collect(),
+                        file: self.file,
+                        span: Span { start, end: at + 1 },
+                        pos: self.lines.pos(start),
+                        block: None,
+                    });
+                }
+                (Some(name), Stop::BlockStart(at)) => {
+                    let start = name.start;
+                    if depth >= MAX_DEPTH {
+                        return Err(self.error(
+                            at,
+                            format!("blocks nested more than {MAX_DEPTH} levels deep"),
+                        ));
+                    }
+                    let args = words.map(|w| self.arg(w)).collect();
+                    let (children, close) = self.block(Some(start), depth + 1)?;
+                    out.push(Directive {
+                        name: name.value,
+                        args,
+                        file: self.file,
+                        span: Span {
+                            start,
+                            end: close + 1,
+                        },
+                        pos: self.lines.pos(start),
+                        block: Some(children),
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Vec<Directive>, String> {
+        parse(Path::new("/etc/nginx/x.conf"), text, 0).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn positions_and_spans() {
+        let text = "events {}\nhttp {\n\tserver {\n\t\tlisten 80;\n\t}\n}\n";
+        let tree = p(text).unwrap();
+        assert_eq!(tree.len(), 2);
+        let http = &tree[1];
+        assert_eq!(http.pos, Pos { line: 2, col: 1 });
+        assert_eq!(
+            &text[http.span.start..http.span.end],
+            "http {\n\tserver {\n\t\tlisten 80;\n\t}\n}"
+        );
+        let listen = &http.children()[0].children()[0];
+        assert_eq!(listen.pos, Pos { line: 4, col: 3 });
+        assert_eq!(&text[listen.span.start..listen.span.end], "listen 80;");
+        assert_eq!(listen.args[0].pos, Pos { line: 4, col: 10 });
+        assert_eq!(listen.args[0].raw, "80");
+        assert_eq!(tree[0].block, Some(vec![]));
+    }
+
+    #[test]
+    fn columns_count_characters() {
+        let tree = p("# é\nreturn 200 \"é\" x;").unwrap();
+        assert_eq!(tree[0].args[2].pos, Pos { line: 2, col: 16 });
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_col() {
+        assert_eq!(
+            p("http {\n  server {\n  }\n}\n}\n").unwrap_err(),
+            "/etc/nginx/x.conf:5:1: unexpected \"}\""
+        );
+        assert_eq!(
+            p("http {\n    server {\n").unwrap_err(),
+            "/etc/nginx/x.conf:3:1: unexpected end of file, expecting \"}\" (block opened at 2:5)"
+        );
+        assert_eq!(
+            p("http {\n    return 200 \"ok;\n}\n").unwrap_err(),
+            "/etc/nginx/x.conf:4:1: unterminated quoted string (opened at 2:16)"
+        );
+        assert_eq!(
+            p("user www-data").unwrap_err(),
+            "/etc/nginx/x.conf:1:14: unexpected end of file, expecting \";\" or \"}\" (directive started at 1:1)"
+        );
+        assert_eq!(
+            p("http {\n  listen 80 }\n").unwrap_err(),
+            "/etc/nginx/x.conf:2:13: unexpected \"}\""
+        );
+        assert_eq!(
+            p("  ;").unwrap_err(),
+            "/etc/nginx/x.conf:1:3: unexpected \";\""
+        );
+        assert_eq!(
+            p("{}").unwrap_err(),
+            "/etc/nginx/x.conf:1:1: unexpected \"{\""
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let text = "a {".repeat(10_000);
+        assert!(p(&text)
+            .unwrap_err()
+            .contains("nested more than 100 levels"));
+    }
+}
