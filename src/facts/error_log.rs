@@ -1,0 +1,1398 @@
+//! Error-log facts: reads nginx's error.log (the tail, or everything since an offset) and
+//! classifies each line by the upstream failure it reports.
+//!
+//! The classifier works on nginx's own message texts (see `CLASS_TABLE`); everything else on a
+//! line is parsed from the fixed anatomy nginx writes:
+//!
+//! ```text
+//! YYYY/MM/DD HH:MM:SS [level] PID#TID: *CONN <message> (<errno>: <strerror>) while <phase>,
+//!     client: C, server: S, request: "R", subrequest: "SR", upstream: "U", host: "H", referrer: "F"
+//! ```
+//!
+//! nginx writes the request line, Host and Referer headers into the quoted values without
+//! escaping, so a value may hold `"` or even `", host: "`. The trailing pairs are therefore parsed
+//! with the order nginx writes them in and a small backtracking search, not by splitting on `", `.
+
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// What an error-log line says went wrong between nginx and its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum LogClass {
+    /// `(111: Connection refused)` while talking to an upstream: nothing listens there.
+    ConnectionRefused,
+    /// `(2: No such file or directory)` while connecting: the unix socket is missing.
+    NoSuchFile,
+    /// `(13: Permission denied)` while connecting: socket mode/owner vs the worker user.
+    PermissionDenied,
+    /// `upstream timed out` or `(110: …)` towards an upstream; the client gets 504.
+    TimedOut,
+    /// `upstream prematurely closed connection` / `… FastCGI stdout`: the backend hung up.
+    PrematurelyClosed,
+    /// `(104: Connection reset by peer)` from an upstream.
+    ResetByPeer,
+    /// `upstream sent too big header`: larger than `proxy_buffer_size`.
+    TooBigHeader,
+    /// The upstream does not speak the protocol nginx expects (HTTP vs FastCGI, garbage).
+    InvalidHeader,
+    /// `no live upstreams`: every peer of a group is down; a secondary symptom.
+    NoLiveUpstreams,
+    /// An upstream name nginx could not resolve, at load time or at run time.
+    HostNotFound,
+    /// Any other nginx line (notices, static-file 404s, client errors, …).
+    Other,
+}
+
+/// One classified error-log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogEntry {
+    /// Byte offset of the line's first byte in the file.
+    pub offset: u64,
+    /// Time as nginx wrote it: `YYYY/MM/DD HH:MM:SS` (local time of the nginx host).
+    pub time: String,
+    /// Level as written between the brackets: `error`, `crit`, `emerg`, …
+    pub level: String,
+    /// Process id of the writer (master or worker).
+    pub pid: Option<u32>,
+    /// nginx's connection number, the `N` of `*N`.
+    pub connection: Option<u64>,
+    /// What the line reports.
+    pub class: LogClass,
+    /// The system error number in `(111: Connection refused)`. `None` for `host_not_found`:
+    /// the number in resolver messages is a resolver code, not an errno.
+    pub errno: Option<i32>,
+    /// The text after the `*N ` prefix up to `, client:` (or the end of the line).
+    pub message: String,
+    /// What nginx was doing: the text after ` while `, e.g. `connecting to upstream`.
+    pub phase: Option<String>,
+    /// Client address.
+    pub client: Option<String>,
+    /// First `server_name` of the server block that handled the request.
+    pub server: Option<String>,
+    /// The request line, as written (not unescaped).
+    pub request: Option<String>,
+    /// The `upstream: "…"` value as written; for name-resolution failures without that field,
+    /// the name nginx could not resolve.
+    pub upstream: Option<String>,
+    /// The address nginx dialled: `127.0.0.1:8000`, `[::1]:8000` or `unix:/run/php/x.sock`.
+    pub upstream_addr: Option<String>,
+    /// The request's Host header.
+    pub host: Option<String>,
+    /// Configuration file named by a load-time `host not found in upstream` line.
+    pub file: Option<String>,
+    /// Line in `file`.
+    pub line: Option<u32>,
+}
+
+/// What the reader found in one error log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ErrorLogFacts {
+    /// The file that was read.
+    pub path: PathBuf,
+    /// Its size when reading began; bytes appended later are left for the next read.
+    pub size: u64,
+    /// Offset of the first byte read (a line boundary).
+    pub read_from: u64,
+    /// Every nginx line read, in file order.
+    pub entries: Vec<LogEntry>,
+    /// Number of entries per class; classes with no entry are absent.
+    pub counts: BTreeMap<LogClass, usize>,
+    /// Complete lines that were not nginx log lines (backend noise, blank lines, binary junk).
+    pub skipped_lines: usize,
+    /// The file ended inside a line (nginx was writing it); that line was not classified.
+    pub partial_tail: bool,
+    /// Where to continue with [`read_error_log_since`]: the start of the unfinished last line,
+    /// or `size`.
+    pub resume_at: u64,
+}
+
+/// Reading the error log failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ErrorLogError {
+    /// The file could not be opened or its size read.
+    #[error(
+        "cannot open error log `{}`: {source}\nhelp: check the `error_log` path in the nginx configuration and that this user may read it",
+        path.display()
+    )]
+    Open {
+        /// The error log.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// Reading failed part-way.
+    #[error("cannot read error log `{}` at byte {offset}: {source}", path.display())]
+    Read {
+        /// The error log.
+        path: PathBuf,
+        /// Where reading failed.
+        offset: u64,
+        /// What the system said.
+        source: io::Error,
+    },
+}
+
+/// How a row of [`CLASS_TABLE`] recognises a line.
+enum Pattern {
+    /// The message starts with this text (nginx's fixed wording).
+    Prefix(&'static str),
+    /// The message contains this text (it follows a name nginx interpolates).
+    Contains(&'static str),
+    /// The system error number, only when nginx was talking to an upstream: the phase mentions
+    /// `upstream` or the message is a `connect()` failure. A static file's `open() … (2: …)` or
+    /// the resolver's `send() failed (111: …) while resolving` stay `other`.
+    UpstreamErrno(i32),
+}
+
+/// The classification table. The first row that matches wins, so the order matters:
+/// 1. `no live upstreams` and the name-resolution texts come first, because resolver messages
+///    carry numbers like `(110: Operation timed out)` that the errno rows would take.
+/// 2. nginx's fixed upstream texts (`upstream timed out (110: …)` is a timeout by text).
+/// 3. Bare errnos last, limited to upstream context.
+const CLASS_TABLE: &[(Pattern, LogClass)] = &[
+    (
+        Pattern::Prefix("no live upstreams"),
+        LogClass::NoLiveUpstreams,
+    ),
+    (
+        Pattern::Prefix("host not found in upstream"),
+        LogClass::HostNotFound,
+    ),
+    (
+        Pattern::Prefix("no resolver defined to resolve"),
+        LogClass::HostNotFound,
+    ),
+    (
+        Pattern::Contains(" could not be resolved"),
+        LogClass::HostNotFound,
+    ),
+    (Pattern::Prefix("upstream timed out"), LogClass::TimedOut),
+    (
+        Pattern::Prefix("upstream prematurely closed connection"),
+        LogClass::PrematurelyClosed,
+    ),
+    (
+        Pattern::Prefix("upstream prematurely closed FastCGI stdout"),
+        LogClass::PrematurelyClosed,
+    ),
+    (
+        Pattern::Prefix("upstream sent too big header"),
+        LogClass::TooBigHeader,
+    ),
+    (
+        Pattern::Prefix("upstream sent invalid header"),
+        LogClass::InvalidHeader,
+    ),
+    (
+        Pattern::Prefix("upstream sent no valid HTTP/1.0 header"),
+        LogClass::InvalidHeader,
+    ),
+    (
+        Pattern::Prefix("upstream sent unsupported FastCGI protocol version"),
+        LogClass::InvalidHeader,
+    ),
+    (Pattern::UpstreamErrno(111), LogClass::ConnectionRefused),
+    (Pattern::UpstreamErrno(2), LogClass::NoSuchFile),
+    (Pattern::UpstreamErrno(13), LogClass::PermissionDenied),
+    (Pattern::UpstreamErrno(110), LogClass::TimedOut),
+    (Pattern::UpstreamErrno(104), LogClass::ResetByPeer),
+];
+
+/// The levels nginx writes, in its own order.
+const LEVELS: &[&str] = &[
+    "emerg", "alert", "crit", "error", "warn", "notice", "info", "debug",
+];
+
+/// Parses and classifies one error-log line (without its line break; a trailing `\r` or `\n`
+/// is ignored). Returns `None` for a line that is not an nginx log line. `offset` is 0: the
+/// reader fills it in.
+pub fn classify_line(line: &str) -> Option<LogEntry> {
+    let line = line.trim_end_matches(['\n', '\r']);
+    let (time, rest) = split_time(line)?;
+    let rest = rest.strip_prefix(" [")?;
+    let (level, rest) = rest.split_once("] ")?;
+    if !LEVELS.contains(&level) {
+        return None;
+    }
+    let (pid, rest) = split_pid(rest);
+    let (connection, body) = split_connection(rest);
+
+    let (message, tail) = split_tail(body);
+    let phase = phase_of(message);
+    let errno = errno_of(message);
+    let class = classify(message, phase, errno);
+
+    let mut entry = LogEntry {
+        offset: 0,
+        time: time.to_owned(),
+        level: level.to_owned(),
+        pid,
+        connection,
+        class,
+        errno,
+        message: message.to_owned(),
+        phase: phase.map(str::to_owned),
+        client: None,
+        server: None,
+        request: None,
+        upstream: None,
+        upstream_addr: None,
+        host: None,
+        file: None,
+        line: None,
+    };
+    if let Some(tail) = tail {
+        entry.client = Some(tail.client.to_owned());
+        entry.server = tail.server.map(str::to_owned);
+        entry.request = tail.quoted[KEY_REQUEST].map(str::to_owned);
+        entry.upstream = tail.quoted[KEY_UPSTREAM].map(str::to_owned);
+        entry.host = tail.quoted[KEY_HOST].map(str::to_owned);
+    }
+    entry.upstream_addr = match &entry.upstream {
+        Some(upstream) => dialled_address(upstream),
+        None => connect_target(message).and_then(dialled_address),
+    };
+    if class == LogClass::HostNotFound {
+        entry.errno = None;
+        let (name, file, line) = unresolved_name(message);
+        if entry.upstream.is_none() {
+            entry.upstream = name.map(str::to_owned);
+        }
+        entry.file = file.map(str::to_owned);
+        entry.line = line;
+    }
+    Some(entry)
+}
+
+fn classify(message: &str, phase: Option<&str>, errno: Option<i32>) -> LogClass {
+    let upstream_context = phase.is_some_and(|p| p.contains("upstream"))
+        || message.starts_with("connect() failed")
+        || message.starts_with("connect() to ");
+    CLASS_TABLE
+        .iter()
+        .find(|(pattern, _)| match pattern {
+            Pattern::Prefix(text) => message.starts_with(text),
+            Pattern::Contains(text) => message.contains(text),
+            Pattern::UpstreamErrno(n) => upstream_context && errno == Some(*n),
+        })
+        .map_or(LogClass::Other, |(_, class)| *class)
+}
+
+/// `YYYY/MM/DD HH:MM:SS` at the start of the line.
+fn split_time(line: &str) -> Option<(&str, &str)> {
+    const SHAPE: &[u8] = b"dddd/dd/dd dd:dd:dd";
+    let head = line.as_bytes().get(..SHAPE.len())?;
+    let fits = head.iter().zip(SHAPE).all(|(b, s)| match s {
+        b'd' => b.is_ascii_digit(),
+        other => b == other,
+    });
+    // The head is ASCII, so the split is on a char boundary.
+    fits.then(|| line.split_at(SHAPE.len()))
+}
+
+/// `PID#TID: ` (both decimal).
+fn split_pid(rest: &str) -> (Option<u32>, &str) {
+    let Some((ids, after)) = rest.split_once(": ") else {
+        return (None, rest);
+    };
+    let Some((pid, tid)) = ids.split_once('#') else {
+        return (None, rest);
+    };
+    if tid.is_empty() || !tid.bytes().all(|b| b.is_ascii_digit()) {
+        return (None, rest);
+    }
+    match pid.parse() {
+        Ok(pid) => (Some(pid), after),
+        Err(_) => (None, rest),
+    }
+}
+
+/// `*N ` before the message.
+fn split_connection(rest: &str) -> (Option<u64>, &str) {
+    let Some(after_star) = rest.strip_prefix('*') else {
+        return (None, rest);
+    };
+    let Some((number, body)) = after_star.split_once(' ') else {
+        return (None, rest);
+    };
+    match number.parse() {
+        Ok(n) => (Some(n), body),
+        Err(_) => (None, rest),
+    }
+}
+
+/// The text after the last ` while `, up to any `, key: …` nginx appended (e.g. `, resolver:`).
+fn phase_of(message: &str) -> Option<&str> {
+    let (_, after) = message.rsplit_once(" while ")?;
+    let phase = after.split(", ").next().unwrap_or(after);
+    let plain = !phase.is_empty()
+        && phase
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' ');
+    plain.then_some(phase)
+}
+
+/// The last `(N: text)` in the message, before the phase.
+fn errno_of(message: &str) -> Option<i32> {
+    let head = message.rsplit_once(" while ").map_or(message, |(h, _)| h);
+    head.match_indices('(').rev().find_map(|(i, _)| {
+        let inner = head.get(i + 1..)?;
+        let (digits, after) = inner.split_once(": ")?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        after.contains(')').then(|| digits.parse().ok()).flatten()
+    })
+}
+
+/// The `X` of `connect() to X failed`.
+fn connect_target(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("connect() to ")?;
+    rest.split_once(" failed").map(|(target, _)| target)
+}
+
+/// Normalises an `upstream: "…"` value or a `connect() to` target to the dialled address.
+/// `None` when it names no address (an upstream group's name in `no live upstreams`).
+fn dialled_address(upstream: &str) -> Option<String> {
+    let (scheme, rest) = match upstream.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, upstream),
+    };
+    if let Some(path) = rest.strip_prefix("unix:") {
+        // nginx writes `unix:PATH` + `:` + URI. HTTP-like schemes always carry a URI (from
+        // `/`), and proxy_pass cannot name a path with `:`; the others carry no URI, so only
+        // the separator is cut and a `:` inside the path survives.
+        let path = match scheme {
+            Some("http" | "https") => path.split(':').next().unwrap_or(path),
+            Some(_) => path.strip_suffix(':').unwrap_or(path),
+            None => path,
+        };
+        return (!path.is_empty()).then(|| format!("unix:{path}"));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority
+        .parse::<SocketAddr>()
+        .ok()
+        .map(|addr| addr.to_string())
+}
+
+/// For `host_not_found` messages: the unresolved name and, at load time, `FILE:LINE`.
+fn unresolved_name(message: &str) -> (Option<&str>, Option<&str>, Option<u32>) {
+    if let Some(rest) = message.strip_prefix("host not found in upstream \"") {
+        let Some((name, after)) = rest.split_once('"') else {
+            return (None, None, None);
+        };
+        let place = after.strip_prefix(" in ").and_then(|p| {
+            let (file, line) = p.rsplit_once(':')?;
+            Some((file, line.parse().ok()?))
+        });
+        return match place {
+            Some((file, line)) => (Some(name), Some(file), Some(line)),
+            None => (Some(name), None, None),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("no resolver defined to resolve ") {
+        let name = rest.split([' ', ',']).next().filter(|n| !n.is_empty());
+        return (name, None, None);
+    }
+    if let Some((name, _)) = message.split_once(" could not be resolved") {
+        let name = name.rsplit(' ').next().filter(|n| !n.is_empty());
+        return (name, None, None);
+    }
+    (None, None, None)
+}
+
+const KEY_REQUEST: usize = 0;
+const KEY_UPSTREAM: usize = 2;
+const KEY_HOST: usize = 3;
+/// The quoted pairs in the order nginx appends them (`ngx_http_log_error_handler`).
+const QUOTED_KEYS: [&str; 5] = [
+    ", request: \"",
+    ", subrequest: \"",
+    ", upstream: \"",
+    ", host: \"",
+    ", referrer: \"",
+];
+
+/// The `, client: …` part of a line.
+#[derive(Debug, Default)]
+struct Tail<'a> {
+    client: &'a str,
+    server: Option<&'a str>,
+    quoted: [Option<&'a str>; 5],
+}
+
+/// Splits the body into the message and the trailing pairs. The first `, client: ` whose
+/// remainder parses completely wins (a message can quote a path holding `, client: `). If none
+/// does, the line was cut by nginx's line-length limit: the first one is parsed leniently.
+fn split_tail(body: &str) -> (&str, Option<Tail<'_>>) {
+    const CLIENT: &str = ", client: ";
+    let starts: Vec<usize> = body.match_indices(CLIENT).map(|(i, _)| i).collect();
+    for lenient in [false, true] {
+        for &i in &starts {
+            let (message, rest) = body.split_at(i);
+            if let Some(tail) = parse_tail(rest.get(CLIENT.len()..).unwrap_or(""), lenient) {
+                return (message, Some(tail));
+            }
+            if lenient {
+                break;
+            }
+        }
+    }
+    (body, None)
+}
+
+fn parse_tail(rest: &str, lenient: bool) -> Option<Tail<'_>> {
+    let (client, mut rest) = take_until_comma(rest);
+    if client.is_empty() || client.contains([' ', '"']) {
+        return None;
+    }
+    let mut tail = Tail {
+        client,
+        ..Tail::default()
+    };
+    if let Some(after) = rest.strip_prefix(", server: ") {
+        let (server, after) = take_until_comma(after);
+        if server.contains('"') {
+            return None;
+        }
+        tail.server = (!server.is_empty()).then_some(server);
+        rest = after;
+    }
+    let mut search = QuotedSearch {
+        line_end: rest.len(),
+        failed: HashSet::new(),
+        lenient,
+    };
+    search.parse(rest, 0, &mut tail.quoted).then_some(tail)
+}
+
+/// Splits at the first `, ` (or the end).
+fn take_until_comma(s: &str) -> (&str, &str) {
+    match s.find(", ") {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    }
+}
+
+/// Backtracking over where each quoted value ends, with a memo of dead ends so a hostile line
+/// full of `", host: "` stays linear-ish. nginx caps a line at 2048 bytes anyway.
+struct QuotedSearch {
+    line_end: usize,
+    failed: HashSet<(usize, usize)>,
+    lenient: bool,
+}
+
+impl QuotedSearch {
+    /// Parses `rest` as quoted pairs with keys from `first_key` on, filling `out`.
+    fn parse<'a>(
+        &mut self,
+        rest: &'a str,
+        first_key: usize,
+        out: &mut [Option<&'a str>; 5],
+    ) -> bool {
+        if rest.is_empty() {
+            return true;
+        }
+        let position = self.line_end - rest.len();
+        if self.failed.contains(&(position, first_key)) {
+            return false;
+        }
+        for key in first_key..QUOTED_KEYS.len() {
+            let Some(value_and_more) = QUOTED_KEYS.get(key).and_then(|k| rest.strip_prefix(k))
+            else {
+                continue;
+            };
+            for end in self.value_ends(value_and_more, key) {
+                let (value, more) = value_and_more.split_at(end);
+                let more = more.get(1..).unwrap_or("");
+                if self.parse(more, key + 1, out) {
+                    if let Some(slot) = out.get_mut(key) {
+                        *slot = Some(value);
+                    }
+                    return true;
+                }
+            }
+            break;
+        }
+        self.failed.insert((position, first_key));
+        false
+    }
+
+    /// Candidate positions of the closing quote of a value of `key`: a `"` followed by the end
+    /// of the line or by a later key. For the request, ends right after ` HTTP/x.y` are tried
+    /// first (a request line that never reached an upstream may hold anything). In lenient
+    /// mode the end of the line closes a value cut short.
+    fn value_ends(&self, s: &str, key: usize) -> Vec<usize> {
+        let later = QUOTED_KEYS.get(key + 1..).unwrap_or(&[]);
+        let mut ends: Vec<usize> = s
+            .match_indices('"')
+            .map(|(i, _)| i)
+            .filter(|&i| {
+                let after = s.get(i + 1..).unwrap_or("");
+                after.is_empty() || later.iter().any(|k| after.starts_with(k))
+            })
+            .collect();
+        if key == KEY_REQUEST {
+            ends.sort_by_key(|&i| !ends_with_http_version(s.get(..i).unwrap_or("")));
+        }
+        if self.lenient && !s.ends_with('"') {
+            ends.push(s.len());
+        }
+        ends
+    }
+}
+
+fn ends_with_http_version(request: &str) -> bool {
+    let Some((_, version)) = request.rsplit_once(" HTTP/") else {
+        return false;
+    };
+    let b = version.as_bytes();
+    b.len() == 3
+        && b.first().is_some_and(u8::is_ascii_digit)
+        && b.get(1) == Some(&b'.')
+        && b.get(2).is_some_and(u8::is_ascii_digit)
+}
+
+/// Longest line the reader buffers; nginx itself cuts lines at 2048 bytes, so anything longer
+/// is not an nginx line and is skipped without being held in memory.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Streaming line reader: feed it bytes as they come, get classified entries back. A last line
+/// without its newline is held until the newline arrives.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    /// File offset of the next byte fed.
+    offset: u64,
+    /// Bytes of the unfinished line.
+    pending: Vec<u8>,
+    /// The unfinished line is longer than [`MAX_LINE_BYTES`] and is being dropped.
+    discarding: bool,
+    skipped: usize,
+    classify_partial: bool,
+}
+
+impl LogReader {
+    /// A reader whose first fed byte sits at `offset` in the file.
+    pub fn new(offset: u64) -> Self {
+        Self {
+            offset,
+            pending: Vec::new(),
+            discarding: false,
+            skipped: 0,
+            classify_partial: false,
+        }
+    }
+
+    /// Whether [`LogReader::finish`] classifies an unfinished last line (default: no, nginx
+    /// may still be writing it).
+    pub fn classify_partial_tail(mut self, yes: bool) -> Self {
+        self.classify_partial = yes;
+        self
+    }
+
+    /// Consumes `bytes`, returning the entries of every line they complete.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<LogEntry> {
+        let mut entries = Vec::new();
+        let mut rest = bytes;
+        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+            let (line, after) = rest.split_at(newline);
+            rest = after.get(1..).unwrap_or(&[]);
+            let consumed = line.len() as u64 + 1;
+            if self.discarding {
+                self.discarding = false;
+                self.skipped += 1;
+            } else if self.pending.is_empty() {
+                self.emit(line, self.offset, &mut entries);
+            } else {
+                let mut whole = std::mem::take(&mut self.pending);
+                whole.extend_from_slice(line);
+                let start = self.offset - (whole.len() - line.len()) as u64;
+                self.emit(&whole, start, &mut entries);
+            }
+            self.offset += consumed;
+        }
+        self.hold(rest);
+        entries
+    }
+
+    /// Ends the stream. The unfinished last line is dropped unless
+    /// [`LogReader::classify_partial_tail`] asked for it.
+    pub fn finish(&mut self) -> Option<LogEntry> {
+        let pending = std::mem::take(&mut self.pending);
+        let start = self.offset - pending.len() as u64;
+        self.discarding = false;
+        if !self.classify_partial || pending.is_empty() {
+            return None;
+        }
+        let mut entries = Vec::new();
+        self.emit(&pending, start, &mut entries);
+        entries.pop()
+    }
+
+    /// Complete lines so far that were not nginx lines.
+    pub fn skipped_lines(&self) -> usize {
+        self.skipped
+    }
+
+    /// Whether bytes of an unfinished line are held.
+    pub fn has_partial_line(&self) -> bool {
+        !self.pending.is_empty() || self.discarding
+    }
+
+    /// File offset where the unfinished line starts, or of the next byte to feed.
+    pub fn line_start(&self) -> u64 {
+        self.offset - self.pending.len() as u64
+    }
+
+    fn hold(&mut self, rest: &[u8]) {
+        self.offset += rest.len() as u64;
+        if self.discarding {
+            return;
+        }
+        if self.pending.len() + rest.len() > MAX_LINE_BYTES {
+            self.pending.clear();
+            self.discarding = true;
+        } else {
+            self.pending.extend_from_slice(rest);
+        }
+    }
+
+    fn emit(&mut self, line: &[u8], start: u64, entries: &mut Vec<LogEntry>) {
+        if line.len() > MAX_LINE_BYTES {
+            self.skipped += 1;
+            return;
+        }
+        let text = String::from_utf8_lossy(line);
+        match classify_line(&text) {
+            Some(mut entry) => {
+                entry.offset = start;
+                entries.push(entry);
+            }
+            None => self.skipped += 1,
+        }
+    }
+}
+
+/// Reads at most the last `max_bytes` of the error log, starting at the first line boundary in
+/// that window. Invalid UTF-8 is replaced; an unfinished last line is not classified.
+pub fn read_error_log(path: &Path, max_bytes: u64) -> Result<ErrorLogFacts, ErrorLogError> {
+    let (file, size) = open(path)?;
+    read_range(file, path, size, size.saturating_sub(max_bytes))
+}
+
+/// Reads the error log from `offset` (e.g. the size recorded before a reload) to its current
+/// end. A file now shorter than `offset` was truncated or rotated: it is read from the start.
+/// An `offset` inside a line moves on to the next line boundary.
+pub fn read_error_log_since(path: &Path, offset: u64) -> Result<ErrorLogFacts, ErrorLogError> {
+    let (file, size) = open(path)?;
+    let start = if offset > size { 0 } else { offset };
+    read_range(file, path, size, start)
+}
+
+fn open(path: &Path) -> Result<(File, u64), ErrorLogError> {
+    let open_error = |source| ErrorLogError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(open_error)?;
+    let size = file.metadata().map_err(open_error)?.len();
+    Ok((file, size))
+}
+
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// Reads `[start, size)`, first moving `start` to a line boundary: the byte before it must be a
+/// newline, or the rest of that line is dropped.
+fn read_range(
+    mut file: File,
+    path: &Path,
+    size: u64,
+    start: u64,
+) -> Result<ErrorLogFacts, ErrorLogError> {
+    let read_error = |offset, source| ErrorLogError::Read {
+        path: path.to_owned(),
+        offset,
+        source,
+    };
+    let mut position = start.saturating_sub(1);
+    file.seek(SeekFrom::Start(position))
+        .map_err(|e| read_error(position, e))?;
+    let mut input = file.take(size - position);
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    // While looking for the line boundary, bytes up to the first newline are dropped.
+    let mut seeking_boundary = start > 0;
+    let mut read_from = start;
+    let mut reader = LogReader::new(start);
+    let mut entries = Vec::new();
+    loop {
+        let n = match input.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_error(position, e)),
+        };
+        let chunk = buffer.get(..n).unwrap_or(&[]);
+        let chunk_start = position;
+        position += n as u64;
+        let chunk = if seeking_boundary {
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    seeking_boundary = false;
+                    read_from = chunk_start + i as u64 + 1;
+                    reader = LogReader::new(read_from);
+                    chunk.get(i + 1..).unwrap_or(&[])
+                }
+                None => continue,
+            }
+        } else {
+            chunk
+        };
+        entries.extend(reader.feed(chunk));
+    }
+    if seeking_boundary {
+        // No line boundary in the window: nothing whole to read.
+        read_from = size;
+    }
+    let partial_tail = reader.has_partial_line() || (seeking_boundary && size > start);
+    let resume_at = if seeking_boundary {
+        size
+    } else {
+        reader.line_start()
+    };
+    let mut counts = BTreeMap::new();
+    for entry in &entries {
+        *counts.entry(entry.class).or_insert(0) += 1;
+    }
+    Ok(ErrorLogFacts {
+        path: path.to_owned(),
+        size,
+        read_from,
+        entries,
+        counts,
+        skipped_lines: reader.skipped_lines(),
+        partial_tail,
+        resume_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const LAB: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/error_log/lab-runtime.log"
+    ));
+    const NGINX_T: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/error_log/nginx-t.log"
+    ));
+    const CRLF: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/error_log/crlf.log"
+    ));
+    const PARTIAL: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/error_log/partial-tail.log"
+    ));
+    const GARBAGE: &[u8] = include_bytes!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/error_log/garbage.log"
+    ));
+
+    fn read_all(bytes: &[u8]) -> (Vec<LogEntry>, LogReader) {
+        let mut reader = LogReader::new(0);
+        let entries = reader.feed(bytes);
+        (entries, reader)
+    }
+
+    fn lab() -> Vec<LogEntry> {
+        read_all(LAB).0
+    }
+
+    /// The one upstream-error entry of the lab log whose request line starts with `request`.
+    fn by_request(entries: &[LogEntry], request: &str) -> LogEntry {
+        let found: Vec<&LogEntry> = entries
+            .iter()
+            .filter(|e| e.level != "info" && e.level != "warn")
+            .filter(|e| e.request.as_deref().is_some_and(|r| r.starts_with(request)))
+            .collect();
+        assert_eq!(found.len(), 1, "entries for {request}: {found:#?}");
+        found[0].clone()
+    }
+
+    fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(bytes).unwrap();
+        file.flush().unwrap();
+        file
+    }
+
+    #[test]
+    fn every_lab_line_is_an_nginx_line() {
+        let (entries, reader) = read_all(LAB);
+        assert_eq!(reader.skipped_lines(), 0);
+        assert!(!reader.has_partial_line());
+        assert_eq!(entries.len(), LAB.iter().filter(|&&b| b == b'\n').count());
+        for e in &entries {
+            let at = &LAB[e.offset as usize..];
+            assert!(at.starts_with(e.time.as_bytes()), "offset of {e:?}");
+            assert!(e.offset == 0 || LAB[e.offset as usize - 1] == b'\n');
+            assert!(e.pid.is_some());
+        }
+    }
+
+    #[test]
+    fn connection_refused_tcp() {
+        let e = by_request(&lab(), "GET /refused?q=1");
+        assert_eq!(e.class, LogClass::ConnectionRefused);
+        assert_eq!(e.time, "2026/11/26 09:06:28");
+        assert_eq!(e.level, "error");
+        assert_eq!(e.pid, Some(14756));
+        assert_eq!(e.connection, Some(1));
+        assert_eq!(e.errno, Some(111));
+        assert_eq!(
+            e.message,
+            "connect() failed (111: Connection refused) while connecting to upstream"
+        );
+        assert_eq!(e.phase.as_deref(), Some("connecting to upstream"));
+        assert_eq!(e.client.as_deref(), Some("127.0.0.1"));
+        assert_eq!(e.server.as_deref(), Some("lab.test"));
+        assert_eq!(e.request.as_deref(), Some("GET /refused?q=1 HTTP/1.1"));
+        assert_eq!(
+            e.upstream.as_deref(),
+            Some("http://127.0.0.1:19069/refused?q=1")
+        );
+        assert_eq!(e.upstream_addr.as_deref(), Some("127.0.0.1:19069"));
+        assert_eq!(e.host.as_deref(), Some("127.0.0.1:19040"));
+        assert_eq!((e.file, e.line), (None, None));
+    }
+
+    #[test]
+    fn connection_refused_ipv6_and_stale_unix_socket() {
+        let entries = lab();
+        let v6 = by_request(&entries, "GET /refused6");
+        assert_eq!(v6.class, LogClass::ConnectionRefused);
+        assert_eq!(v6.upstream_addr.as_deref(), Some("[::1]:19069"));
+        let stale = by_request(&entries, "GET /stale HTTP");
+        assert_eq!(stale.class, LogClass::ConnectionRefused);
+        assert_eq!(
+            stale.upstream_addr.as_deref(),
+            Some("unix:/tmp/errlog-lab/stale.sock")
+        );
+    }
+
+    #[test]
+    fn no_such_file_is_crit_with_the_socket_path() {
+        let entries = lab();
+        let http = by_request(&entries, "GET /nosock?");
+        assert_eq!(http.class, LogClass::NoSuchFile);
+        assert_eq!(http.level, "crit");
+        assert_eq!(http.errno, Some(2));
+        assert_eq!(
+            http.upstream.as_deref(),
+            Some("http://unix:/tmp/errlog-lab/missing.sock:/?q=1")
+        );
+        assert_eq!(
+            http.upstream_addr.as_deref(),
+            Some("unix:/tmp/errlog-lab/missing.sock")
+        );
+        let fcgi = by_request(&entries, "GET /nosockfcgi");
+        assert_eq!(fcgi.class, LogClass::NoSuchFile);
+        assert_eq!(
+            fcgi.upstream_addr.as_deref(),
+            Some("unix:/tmp/errlog-lab/php/php8.2-fpm.sock")
+        );
+    }
+
+    #[test]
+    fn permission_denied() {
+        let e = by_request(&lab(), "GET /perm?");
+        assert_eq!(e.class, LogClass::PermissionDenied);
+        assert_eq!(e.level, "crit");
+        assert_eq!(e.errno, Some(13));
+        assert_eq!(
+            e.upstream_addr.as_deref(),
+            Some("unix:/tmp/errlog-lab/perm.sock")
+        );
+    }
+
+    #[test]
+    fn timed_out_reading_and_connecting() {
+        let entries = lab();
+        let slow = by_request(&entries, "GET /slow");
+        assert_eq!(slow.class, LogClass::TimedOut);
+        assert_eq!(slow.errno, Some(110));
+        assert_eq!(
+            slow.phase.as_deref(),
+            Some("reading response header from upstream")
+        );
+        let connect = by_request(&entries, "GET /blackhole");
+        assert_eq!(connect.class, LogClass::TimedOut);
+        assert_eq!(connect.phase.as_deref(), Some("connecting to upstream"));
+        assert_eq!(connect.upstream_addr.as_deref(), Some("127.0.0.1:19074"));
+    }
+
+    #[test]
+    fn prematurely_closed_http_and_fastcgi() {
+        let entries = lab();
+        for request in ["GET /close", "GET /fcgiclose", "GET /fcgistdout"] {
+            let e = by_request(&entries, request);
+            assert_eq!(e.class, LogClass::PrematurelyClosed, "{request}");
+            assert_eq!(e.errno, None);
+        }
+        let fcgi = by_request(&entries, "GET /fcgistdout");
+        assert!(fcgi
+            .message
+            .starts_with("upstream prematurely closed FastCGI stdout"));
+        assert_eq!(fcgi.upstream_addr.as_deref(), Some("127.0.0.1:19068"));
+    }
+
+    #[test]
+    fn reset_by_peer() {
+        let e = by_request(&lab(), "GET /reset");
+        assert_eq!(e.class, LogClass::ResetByPeer);
+        assert_eq!(e.errno, Some(104));
+        assert!(e.message.starts_with("recv() failed"));
+    }
+
+    #[test]
+    fn too_big_header() {
+        let e = by_request(&lab(), "GET /big");
+        assert_eq!(e.class, LogClass::TooBigHeader);
+        assert_eq!(e.upstream_addr.as_deref(), Some("127.0.0.1:19062"));
+    }
+
+    #[test]
+    fn invalid_header_in_its_three_wordings() {
+        let entries = lab();
+        let garbage = by_request(&entries, "GET /garbage");
+        assert!(garbage
+            .message
+            .starts_with("upstream sent no valid HTTP/1.0 header"));
+        let invalid = by_request(&entries, "GET /invalid");
+        assert!(invalid
+            .message
+            .starts_with("upstream sent invalid header: \"Bad\\x01...\""));
+        let fcgi = by_request(&entries, "GET /fcgihttp");
+        assert!(fcgi
+            .message
+            .contains("unsupported FastCGI protocol version: 72"));
+        assert_eq!(fcgi.upstream.as_deref(), Some("fastcgi://127.0.0.1:19066"));
+        assert_eq!(fcgi.upstream_addr.as_deref(), Some("127.0.0.1:19066"));
+        for e in [garbage, invalid, fcgi] {
+            assert_eq!(e.class, LogClass::InvalidHeader, "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn no_live_upstreams_names_the_group_not_an_address() {
+        let entries = lab();
+        let e = by_request(&entries, "GET /alldown");
+        assert_eq!(e.class, LogClass::NoLiveUpstreams);
+        assert_eq!(e.upstream.as_deref(), Some("http://alldown/alldown?q=1"));
+        assert_eq!(e.upstream_addr, None);
+        let after_retries: Vec<&LogEntry> = entries
+            .iter()
+            .filter(|e| e.upstream.as_deref() == Some("http://pair/pair?q=1"))
+            .collect();
+        assert_eq!(after_retries.len(), 1);
+        assert_eq!(after_retries[0].class, LogClass::NoLiveUpstreams);
+        let disabled = entries
+            .iter()
+            .find(|e| e.level == "warn" && e.message.starts_with("upstream server temporarily"))
+            .unwrap();
+        assert_eq!(disabled.class, LogClass::Other);
+    }
+
+    #[test]
+    fn host_not_found_at_load_time_from_nginx_t() {
+        let (entries, reader) = read_all(NGINX_T);
+        assert_eq!(reader.skipped_lines(), 0);
+        assert_eq!(entries.len(), 2);
+        let group = &entries[0];
+        assert_eq!(group.class, LogClass::HostNotFound);
+        assert_eq!(group.level, "emerg");
+        assert_eq!(group.connection, None);
+        assert_eq!(group.upstream.as_deref(), Some("app.nosuch.invalid:8000"));
+        assert_eq!(group.upstream_addr, None);
+        assert_eq!(group.file.as_deref(), Some("/tmp/errlog-lab/bad-t.conf"));
+        assert_eq!(group.line, Some(4));
+        assert_eq!(
+            entries[1].upstream.as_deref(),
+            Some("backend.nosuch.invalid")
+        );
+        assert_eq!(entries[1].line, Some(6));
+    }
+
+    #[test]
+    fn host_not_found_after_a_failed_reload() {
+        let entries = lab();
+        let emergs: Vec<(usize, &LogEntry)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.level == "emerg")
+            .collect();
+        // First the `nginx -s reload` that parsed the file itself and never signalled, then
+        // the master after a plain SIGHUP: it logs and keeps the old configuration.
+        assert_eq!(emergs.len(), 2);
+        let (at, emerg) = emergs[1];
+        assert_eq!(entries[at - 1].message, "reconfiguring");
+        assert_eq!(emerg.pid, entries[at - 1].pid);
+        for (_, e) in emergs {
+            assert_eq!(e.class, LogClass::HostNotFound);
+            assert_eq!(e.upstream.as_deref(), Some("api.nosuch.invalid"));
+            assert_eq!(e.file.as_deref(), Some("/tmp/errlog-lab/nginx.conf"));
+            assert_eq!(e.line, Some(40));
+        }
+    }
+
+    #[test]
+    fn host_not_found_at_run_time() {
+        let entries = lab();
+        let none = by_request(&entries, "GET /noresolver");
+        assert_eq!(none.class, LogClass::HostNotFound);
+        assert_eq!(none.upstream.as_deref(), Some("nosuch.invalid"));
+        assert_eq!(
+            none.message,
+            "no resolver defined to resolve nosuch.invalid"
+        );
+        let nx = by_request(&entries, "GET /resolv?");
+        assert_eq!(nx.class, LogClass::HostNotFound);
+        assert_eq!(nx.upstream.as_deref(), Some("nosuch.invalid"));
+        assert_eq!(nx.errno, None, "(3: Host not found) is a resolver code");
+        let timeout = by_request(&entries, "GET /resolvdead");
+        assert_eq!(timeout.class, LogClass::HostNotFound, "not timed_out");
+        assert_eq!(timeout.upstream.as_deref(), Some("dead.nosuch.invalid"));
+    }
+
+    #[test]
+    fn resolver_socket_errors_are_not_upstream_errors() {
+        let entries = lab();
+        let e = entries
+            .iter()
+            .find(|e| e.message.starts_with("send() failed (111"))
+            .unwrap();
+        assert_eq!(e.class, LogClass::Other);
+        assert_eq!(e.errno, Some(111));
+        assert_eq!(e.phase.as_deref(), Some("resolving"));
+        assert_eq!(e.connection, None);
+        assert_eq!(e.client, None);
+    }
+
+    #[test]
+    fn static_file_errors_are_other() {
+        let entries = lab();
+        let favicon = by_request(&entries, "GET /static/favicon.ico");
+        assert_eq!(favicon.class, LogClass::Other);
+        assert_eq!(favicon.errno, Some(2));
+        assert_eq!(favicon.upstream_addr, None);
+        // The path in the message holds `, client: x`; the real pairs come after it.
+        let tricky = by_request(&entries, "GET /static/a,%20client");
+        assert_eq!(
+            tricky.message,
+            "open() \"/tmp/errlog-lab/www/static/a, client: x\" failed (2: No such file or directory)"
+        );
+        assert_eq!(tricky.client.as_deref(), Some("127.0.0.1"));
+        assert_eq!(tricky.host.as_deref(), Some("lab.test"));
+    }
+
+    #[test]
+    fn quotes_inside_request_host_and_referrer() {
+        let entries = lab();
+        let e = by_request(&entries, "GET /refused/a\"b?x=%22");
+        assert_eq!(
+            e.request.as_deref(),
+            Some("GET /refused/a\"b?x=%22,%20upstream:%20%22http://evil/ HTTP/1.1")
+        );
+        assert_eq!(e.upstream_addr.as_deref(), Some("127.0.0.1:19069"));
+        assert_eq!(
+            e.host.as_deref(),
+            Some("lab.test"),
+            "a referrer cannot fake the host"
+        );
+        let host = entries
+            .iter()
+            .find(|e| e.host.as_deref() == Some("a\"b"))
+            .unwrap();
+        assert_eq!(host.class, LogClass::ConnectionRefused);
+        // An invalid request line (400) carrying a fake client and server.
+        let invalid: Vec<&LogEntry> = entries
+            .iter()
+            .filter(|e| e.message.starts_with("client sent invalid request"))
+            .collect();
+        assert_eq!(invalid.len(), 1);
+        assert_eq!(invalid[0].client.as_deref(), Some("127.0.0.1"));
+        assert_eq!(invalid[0].server.as_deref(), Some("lab.test"));
+        assert_eq!(
+            invalid[0].request.as_deref(),
+            Some("GET /refused/a\"b?x=\", client: 1.2.3.4, server: evil HTTP/1.1")
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let e = by_request(&lab(), "GET /refused/caf");
+        assert_eq!(e.class, LogClass::ConnectionRefused);
+        assert!(e
+            .request
+            .unwrap()
+            .contains("café/\u{fffd}\u{fffd} HTTP/1.1"));
+    }
+
+    #[test]
+    fn crlf_lines() {
+        let (entries, reader) = read_all(CRLF);
+        assert_eq!(reader.skipped_lines(), 0);
+        let classes: Vec<LogClass> = entries.iter().map(|e| e.class).collect();
+        assert_eq!(
+            classes,
+            [
+                LogClass::ConnectionRefused,
+                LogClass::PermissionDenied,
+                LogClass::TimedOut
+            ]
+        );
+        for e in &entries {
+            assert_eq!(e.host.as_deref(), Some("127.0.0.1:19040"));
+            assert!(!format!("{e:?}").contains('\r'));
+        }
+    }
+
+    #[test]
+    fn garbage_lines_are_skipped() {
+        let (entries, reader) = read_all(GARBAGE);
+        let classes: Vec<LogClass> = entries.iter().map(|e| e.class).collect();
+        assert_eq!(
+            classes,
+            [LogClass::PrematurelyClosed, LogClass::ResetByPeer]
+        );
+        // nginx's stderr form, a blank line, binary junk, backend noise, an unknown level and
+        // an indented continuation.
+        assert_eq!(reader.skipped_lines(), 6);
+    }
+
+    #[test]
+    fn partial_last_line_is_held_and_not_classified() {
+        let (entries, mut reader) = read_all(PARTIAL);
+        assert_eq!(entries.len(), 2);
+        assert!(reader.has_partial_line());
+        let tail_start = PARTIAL.iter().rposition(|&b| b == b'\n').unwrap() as u64 + 1;
+        assert_eq!(reader.line_start(), tail_start);
+        assert_eq!(reader.finish(), None);
+
+        let mut reader = LogReader::new(0).classify_partial_tail(true);
+        reader.feed(PARTIAL);
+        let last = reader.finish().unwrap();
+        assert_eq!(last.class, LogClass::TooBigHeader);
+        assert_eq!(last.offset, tail_start);
+
+        let file = file_with(PARTIAL);
+        let facts = read_error_log(file.path(), u64::MAX).unwrap();
+        assert_eq!(facts.entries.len(), 2);
+        assert!(facts.partial_tail);
+        assert_eq!(facts.resume_at, tail_start);
+        assert_eq!(facts.skipped_lines, 0);
+    }
+
+    #[test]
+    fn byte_by_byte_feeding_matches_one_feed() {
+        let whole = read_all(LAB).0;
+        let mut reader = LogReader::new(0);
+        let mut pieces = Vec::new();
+        for chunk in LAB.chunks(7) {
+            pieces.extend(reader.feed(chunk));
+        }
+        assert_eq!(pieces, whole);
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_without_buffering_it() {
+        let mut reader = LogReader::new(0);
+        let junk = vec![b'x'; MAX_LINE_BYTES + 10];
+        assert!(reader.feed(&junk).is_empty());
+        assert!(reader.pending.is_empty());
+        let entries = reader.feed(b"tail\n");
+        assert!(entries.is_empty());
+        let entries = reader.feed(&CRLF[..CRLF.iter().position(|&b| b == b'\n').unwrap() + 1]);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].offset, junk.len() as u64 + 5);
+        assert_eq!(reader.skipped_lines(), 1);
+    }
+
+    #[test]
+    fn a_line_cut_by_nginx_keeps_its_client() {
+        let line = "2026/11/26 09:06:28 [error] 14756#14756: *1 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: lab.test, request: \"GET /aaaaaaaaaaaa";
+        let e = classify_line(line).unwrap();
+        assert_eq!(e.class, LogClass::ConnectionRefused);
+        assert_eq!(e.client.as_deref(), Some("127.0.0.1"));
+        assert_eq!(e.request.as_deref(), Some("GET /aaaaaaaaaaaa"));
+        assert_eq!(e.upstream, None);
+    }
+
+    #[test]
+    fn lines_that_are_not_nginx_lines() {
+        for line in [
+            "",
+            "nginx: [emerg] host not found in upstream \"x\" in /etc/nginx/nginx.conf:1",
+            "2026/11/26 09:06:28",
+            "2026/11/26 09:06:28 [error]",
+            "2026-11-26 09:06:28 [error] 1#1: x",
+            "2026/11/26 09:06:28 [ERROR] 1#1: x",
+        ] {
+            assert_eq!(classify_line(line), None, "{line:?}");
+        }
+        let bare = classify_line("2026/11/26 09:06:28 [alert] no pid here").unwrap();
+        assert_eq!(bare.pid, None);
+        assert_eq!(bare.message, "no pid here");
+    }
+
+    #[test]
+    fn upstream_addresses() {
+        for (upstream, addr) in [
+            ("http://127.0.0.1:8000/path", Some("127.0.0.1:8000")),
+            ("https://[::1]:8443/", Some("[::1]:8443")),
+            (
+                "fastcgi://unix:/run/php/x.sock:",
+                Some("unix:/run/php/x.sock"),
+            ),
+            ("http://unix:/tmp/a.sock:/", Some("unix:/tmp/a.sock")),
+            ("uwsgi://unix:/run/a:b.sock:", Some("unix:/run/a:b.sock")),
+            ("grpc://10.0.0.5:50051", Some("10.0.0.5:50051")),
+            ("unix:/run/php/x.sock", Some("unix:/run/php/x.sock")),
+            ("http://backend/x", None),
+            ("http://unix:", None),
+        ] {
+            assert_eq!(dialled_address(upstream).as_deref(), addr, "{upstream}");
+        }
+    }
+
+    #[test]
+    fn the_table_order_decides() {
+        let line = |message: &str| {
+            classify_line(&format!("2026/11/26 09:06:28 [error] 1#1: *1 {message}"))
+                .unwrap()
+                .class
+        };
+        assert_eq!(
+            line("upstream timed out (110: Connection timed out) while reading upstream"),
+            LogClass::TimedOut
+        );
+        assert_eq!(
+            line("x.example could not be resolved (110: Operation timed out)"),
+            LogClass::HostNotFound
+        );
+        assert_eq!(
+            line("connect() to 127.0.0.1:8000 failed (111: Connection refused) while connecting to upstream"),
+            LogClass::ConnectionRefused
+        );
+        assert_eq!(
+            line("connect() failed (11: Resource temporarily unavailable) while connecting to upstream"),
+            LogClass::Other
+        );
+    }
+
+    #[test]
+    fn reading_the_tail_starts_at_a_line_boundary() {
+        let file = file_with(LAB);
+        let size = LAB.len() as u64;
+        let facts = read_error_log(file.path(), 1000).unwrap();
+        assert_eq!(facts.size, size);
+        assert!(facts.read_from >= size - 1000);
+        assert_eq!(LAB[facts.read_from as usize - 1], b'\n');
+        assert_eq!(facts.entries[0].offset, facts.read_from);
+        assert!(!facts.partial_tail);
+        assert_eq!(facts.resume_at, size);
+        let all = read_error_log(file.path(), u64::MAX).unwrap();
+        assert_eq!(all.read_from, 0);
+        assert_eq!(all.entries, lab());
+        assert_eq!(all.counts.get(&LogClass::ConnectionRefused), Some(&10));
+        assert_eq!(all.counts.values().sum::<usize>(), all.entries.len());
+        let none = read_error_log(file.path(), 0).unwrap();
+        assert!(none.entries.is_empty());
+        assert_eq!(none.read_from, size);
+        assert!(!none.partial_tail);
+    }
+
+    #[test]
+    fn reading_since_an_offset() {
+        let file = file_with(LAB);
+        let size = LAB.len() as u64;
+        let all = lab();
+        let from = all[50].offset;
+        let since = read_error_log_since(file.path(), from).unwrap();
+        assert_eq!(since.read_from, from);
+        assert_eq!(since.entries, all[50..].to_vec());
+        // Inside a line: on to the next boundary.
+        let inside = read_error_log_since(file.path(), from + 3).unwrap();
+        assert_eq!(inside.read_from, all[51].offset);
+        // At the end: nothing new.
+        let end = read_error_log_since(file.path(), size).unwrap();
+        assert!(end.entries.is_empty());
+        assert_eq!(end.resume_at, size);
+    }
+
+    #[test]
+    fn a_truncated_file_is_read_from_the_start() {
+        let file = file_with(CRLF);
+        let facts = read_error_log_since(file.path(), 1_000_000).unwrap();
+        assert_eq!(facts.read_from, 0);
+        assert_eq!(facts.entries.len(), 3);
+        assert_eq!(facts.size, CRLF.len() as u64);
+    }
+
+    #[test]
+    fn a_missing_file_says_where_and_what_to_do() {
+        let err = read_error_log(Path::new("/nonexistent/error.log"), 10).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("cannot open error log `/nonexistent/error.log`: "));
+        assert!(text.contains("\nhelp: "));
+    }
+
+    #[test]
+    fn facts_serialise_with_snake_case_classes() {
+        let (entries, _) = read_all(CRLF);
+        let json = serde_json::to_value(&entries[0]).unwrap();
+        assert_eq!(json["class"], "connection_refused");
+        let mut counts = BTreeMap::new();
+        counts.insert(LogClass::NoLiveUpstreams, 2usize);
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"no_live_upstreams":2}"#
+        );
+    }
+
+    #[test]
+    fn throughput_over_100k_lines() {
+        let lines: Vec<&[u8]> = LAB
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut log = Vec::new();
+        for i in 0..100_000 {
+            log.extend_from_slice(lines[i % lines.len()]);
+            log.push(b'\n');
+        }
+        let started = std::time::Instant::now();
+        let mut reader = LogReader::new(0);
+        let mut entries = 0;
+        for chunk in log.chunks(CHUNK_BYTES) {
+            entries += reader.feed(chunk).len();
+        }
+        let elapsed = started.elapsed();
+        assert_eq!(entries, 100_000);
+        println!(
+            "error_log: classified 100000 lines ({} MiB) in {:.3} s: {:.0} lines/s",
+            log.len() / (1024 * 1024),
+            elapsed.as_secs_f64(),
+            100_000.0 / elapsed.as_secs_f64()
+        );
+    }
+}
