@@ -174,12 +174,20 @@ impl UpstreamAddr {
     /// Parses `127.0.0.1:8000`, `[::1]:8000`, `localhost:3000` or `unix:/run/x.sock`.
     pub fn parse(text: &str) -> Option<Self> {
         if let Some(path) = text.strip_prefix("unix:") {
-            return path.starts_with('/').then(|| Self::Unix { path: path.into() });
+            return path
+                .starts_with('/')
+                .then(|| Self::Unix { path: path.into() });
         }
         let (host, port) = text.rsplit_once(':')?;
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         let port = port.parse().ok()?;
-        (!host.is_empty() && !host.contains(['/', ' '])).then(|| Self::Tcp { host: host.into(), port })
+        (!host.is_empty() && !host.contains(['/', ' '])).then(|| Self::Tcp {
+            host: host.into(),
+            port,
+        })
     }
 }
 
@@ -233,9 +241,7 @@ impl Settings {
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let field = e.path().to_string();
                 let inner = e.into_inner();
-                let (line, column) = inner
-                    .location()
-                    .map_or((0, 0), |l| (l.line(), l.column()));
+                let (line, column) = inner.location().map_or((0, 0), |l| (l.line(), l.column()));
                 ConfigError::Invalid {
                     path: path.into(),
                     line,
@@ -284,7 +290,12 @@ impl ConfigFile {
                         format!("`{}` must be an absolute path", bind.file.display()),
                     ));
                 }
-                if bind.key.is_empty() || !bind.key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                if bind.key.is_empty()
+                    || !bind
+                        .key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
                     return Err(err(
                         format!("backends[{i}].bind.key"),
                         format!("`{}` is not a variable name", bind.key),
@@ -294,7 +305,10 @@ impl ConfigFile {
             backends.push(BackendHint {
                 upstream,
                 unit: b.unit,
-                bind: b.bind.map(|b| BindLocation { file: b.file, key: b.key }),
+                bind: b.bind.map(|b| BindLocation {
+                    file: b.file,
+                    key: b.key,
+                }),
             });
         }
         if self.nginx.unit.is_empty() {
@@ -345,25 +359,38 @@ mod tests {
         assert_eq!(s.nginx.reload, ReloadMethod::Signal);
         assert_eq!(s.bus, Bus::User);
         assert_eq!(s.backends[0].upstream.to_string(), "127.0.0.1:8000");
-        assert_eq!(s.backends[1].upstream.to_string(), "unix:/run/php/php8.2-fpm.sock");
+        assert_eq!(
+            s.backends[1].upstream.to_string(),
+            "unix:/run/php/php8.2-fpm.sock"
+        );
         assert_eq!(s.backends[0].bind.as_ref().unwrap().key, "HOST");
     }
 
     #[test]
     fn unknown_key_names_line_and_field() {
-        let e = parse("nginx:\n  binary: /x\n  reloads: signal\n").unwrap_err().to_string();
-        assert!(e.starts_with("medic.yaml:3:3: `nginx.reloads`: unknown field `reloads`"), "{e}");
+        let e = parse("nginx:\n  binary: /x\n  reloads: signal\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("medic.yaml:3:3: `nginx.reloads`: unknown field `reloads`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_enum_value_names_field() {
         let e = parse("systemd:\n  bus: session\n").unwrap_err().to_string();
-        assert!(e.contains("medic.yaml:2:") && e.contains("`systemd.bus`"), "{e}");
+        assert!(
+            e.contains("medic.yaml:2:") && e.contains("`systemd.bus`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_upstream_is_rejected() {
-        let e = parse("backends:\n  - upstream: nonsense\n").unwrap_err().to_string();
+        let e = parse("backends:\n  - upstream: nonsense\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "medic.yaml: `backends[0].upstream`: `nonsense` is not `host:port` or `unix:/path`"
@@ -374,9 +401,15 @@ mod tests {
     fn upstream_addresses_parse() {
         assert_eq!(
             UpstreamAddr::parse("[::1]:3000"),
-            Some(UpstreamAddr::Tcp { host: "::1".into(), port: 3000 })
+            Some(UpstreamAddr::Tcp {
+                host: "::1".into(),
+                port: 3000
+            })
         );
-        assert_eq!(UpstreamAddr::parse("[::1]:3000").unwrap().to_string(), "[::1]:3000");
+        assert_eq!(
+            UpstreamAddr::parse("[::1]:3000").unwrap().to_string(),
+            "[::1]:3000"
+        );
         assert_eq!(UpstreamAddr::parse("unix:relative"), None);
         assert_eq!(UpstreamAddr::parse("host:99999"), None);
     }

@@ -9,7 +9,10 @@ use zbus::zvariant::OwnedObjectPath;
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
     #[error("cannot connect to the {bus} bus: {source}")]
-    Connect { bus: &'static str, source: zbus::Error },
+    Connect {
+        bus: &'static str,
+        source: zbus::Error,
+    },
     #[error("systemd call `{call}` for `{unit}` failed: {source}")]
     Call {
         call: &'static str,
@@ -192,10 +195,12 @@ impl Systemd {
 
     /// The names of every service the manager knows: loaded units and installed unit files.
     pub async fn service_names(&self) -> Result<Vec<String>, SystemdError> {
-        let call = |call: &'static str| move |source| SystemdError::Call {
-            call,
-            unit: "*.service".into(),
-            source,
+        let call = |call: &'static str| {
+            move |source| SystemdError::Call {
+                call,
+                unit: "*.service".into(),
+                source,
+            }
         };
         let manager = self.manager().await.map_err(call("Manager"))?;
         let mut names: Vec<String> = manager
@@ -223,6 +228,10 @@ impl Systemd {
 /// Reads an environment file as systemd would; an unreadable file gives no variables.
 fn read_env_file(path: &str) -> std::collections::BTreeMap<String, String> {
     std::fs::read_to_string(path)
-        .map(|text| crate::facts::mapping::parse_env_file(&text).into_iter().collect())
+        .map(|text| {
+            crate::facts::mapping::parse_env_file(&text)
+                .into_iter()
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -46,7 +46,9 @@ fn nginx_section(facts: &Facts) -> String {
     if let Some(text) = unavailable("nginx configuration", &facts.nginx) {
         return text;
     }
-    let Some(n) = facts.nginx.ok() else { return String::new() };
+    let Some(n) = facts.nginx.ok() else {
+        return String::new();
+    };
     format!(
         "nginx: {} ({} files), worker user {}, error log {}\n\n",
         n.conf.display(),
@@ -64,10 +66,20 @@ fn routes_section(facts: &Facts) -> String {
     ]);
     let dash = || "-".to_string();
     for r in &facts.routes {
-        let head = [r.site.clone(), r.location.clone(), r.target.clone(), r.at.clone()];
+        let head = [
+            r.site.clone(),
+            r.location.clone(),
+            r.target.clone(),
+            r.at.clone(),
+        ];
         if r.endpoints.is_empty() {
             let note = if r.dynamic { "(dynamic)" } else { "(none)" };
-            t.row(head.into_iter().chain([note.into(), dash(), dash(), dash()]).collect());
+            t.row(
+                head.iter()
+                    .cloned()
+                    .chain([note.into(), dash(), dash(), dash()])
+                    .collect(),
+            );
         }
         for e in &r.endpoints {
             t.row(
@@ -75,7 +87,9 @@ fn routes_section(facts: &Facts) -> String {
                     .cloned()
                     .chain([
                         e.address.clone(),
-                        e.listener.clone().unwrap_or_else(|| "(nothing listens)".into()),
+                        e.listener
+                            .clone()
+                            .unwrap_or_else(|| "(nothing listens)".into()),
                         e.unit.clone().unwrap_or_else(dash),
                         e.pid.map_or_else(dash, |p| p.to_string()),
                     ])
@@ -108,16 +122,29 @@ fn log_section(facts: &Facts) -> String {
     if let Some(text) = unavailable("error log", &facts.error_log) {
         return text;
     }
-    let Some(log) = facts.error_log.ok() else { return String::new() };
+    let Some(log) = facts.error_log.ok() else {
+        return String::new();
+    };
     let mut out = format!(
         "error log: {} ({} lines classified)\n",
         log.path.display(),
         log.entries.len()
     );
     for (class, count) in &log.counts {
-        out.push_str(&format!("  {count:>6}  {}\n", serde_json::to_value(class).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+        out.push_str(&format!(
+            "  {count:>6}  {}\n",
+            serde_json::to_value(class)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ));
     }
-    let recent = log.entries.iter().rev().take(RECENT_LOG_LINES).collect::<Vec<_>>();
+    let recent = log
+        .entries
+        .iter()
+        .rev()
+        .take(RECENT_LOG_LINES)
+        .collect::<Vec<_>>();
     for e in recent.into_iter().rev() {
         out.push_str(&format!("  {} [{}] {}\n", e.time, e.level, e.message));
     }

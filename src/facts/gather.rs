@@ -23,14 +23,12 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
     let binary = nginx_binary(settings);
     let nginx = Gathered::from_result(read_nginx(&binary));
     let sockets = Gathered::from_result(procfs.socket_facts());
-    let error_log = Gathered::from_result(
-        error_log_path(settings, nginx.ok())
-            .ok_or("no error_log in the configuration; set `nginx.error_log`")
-            .and_then(|path| {
-                error_log::read_error_log(&path, ERROR_LOG_WINDOW).map_err(|e| e.to_string().into())
-            })
-            .map_err(|e: Box<dyn std::error::Error>| e.to_string()),
-    );
+    let error_log = match error_log_path(settings, nginx.ok()) {
+        Some(path) => Gathered::from_result(error_log::read_error_log(&path, ERROR_LOG_WINDOW)),
+        None => Gathered::Unavailable {
+            reason: "the configuration names no error_log; set `nginx.error_log`".into(),
+        },
+    };
     let units = gather_units(settings, nginx.ok(), sockets.ok()).await;
     let routes = match (nginx.ok(), sockets.ok()) {
         (Some(n), Some(s)) => {
@@ -100,7 +98,11 @@ async fn gather_units(
 ) -> Gathered<Vec<UnitFacts>> {
     let systemd = match Systemd::connect(settings.bus).await {
         Ok(s) => s,
-        Err(e) => return Gathered::Unavailable { reason: e.to_string() },
+        Err(e) => {
+            return Gathered::Unavailable {
+                reason: e.to_string(),
+            }
+        }
     };
     let mut names: BTreeSet<String> = BTreeSet::new();
     names.insert(settings.nginx.unit.clone());
@@ -125,7 +127,9 @@ async fn gather_units(
     let mut units = Vec::with_capacity(names.len());
     for name in &names {
         match systemd.unit(name).await {
-            Ok(unit) if unit.load_state == "loaded" || *name == settings.nginx.unit => units.push(unit),
+            Ok(unit) if unit.load_state == "loaded" || *name == settings.nginx.unit => {
+                units.push(unit)
+            }
             Ok(_) => {}
             Err(e) => tracing::debug!(unit = %name, error = %e, "unit facts unavailable"),
         }

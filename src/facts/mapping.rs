@@ -110,7 +110,11 @@ pub fn routes(
                 .flat_map(|d| endpoints_of(&d, input, resolve))
                 .collect();
             routes.push(Route {
-                site: site.server_names.first().cloned().unwrap_or_else(|| "_".into()),
+                site: site
+                    .server_names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "_".into()),
                 listen: site.listen.clone(),
                 location: location.path.clone(),
                 directive: pass.directive.clone(),
@@ -143,8 +147,17 @@ fn endpoints_of(
     }
 }
 
-fn tcp_endpoint(ip: IpAddr, port: u16, host_name: Option<String>, input: &MappingInput<'_>) -> Endpoint {
-    let address = UpstreamAddr::Tcp { host: ip.to_string(), port }.to_string();
+fn tcp_endpoint(
+    ip: IpAddr,
+    port: u16,
+    host_name: Option<String>,
+    input: &MappingInput<'_>,
+) -> Endpoint {
+    let address = UpstreamAddr::Tcp {
+        host: ip.to_string(),
+        port,
+    }
+    .to_string();
     let listener = input
         .sockets
         .tcp_listeners_on(port)
@@ -155,14 +168,25 @@ fn tcp_endpoint(ip: IpAddr, port: u16, host_name: Option<String>, input: &Mappin
         address,
         host_name,
         listening: listener.is_some(),
-        listener: listener.map(|s| UpstreamAddr::Tcp { host: s.addr.to_string(), port }.to_string()),
+        listener: listener.map(|s| {
+            UpstreamAddr::Tcp {
+                host: s.addr.to_string(),
+                port,
+            }
+            .to_string()
+        }),
         pid: owner.map(|o| o.pid),
         unit: None,
         unit_from: None,
         unit_listeners: Vec::new(),
     };
     let mentions = |unit: &UnitFacts| mentions_port(unit, input.unit_env.get(&unit.name), port);
-    attribute_unit(&mut endpoint, owner.and_then(|o| o.unit.clone()), input, &mentions);
+    attribute_unit(
+        &mut endpoint,
+        owner.and_then(|o| o.unit.clone()),
+        input,
+        &mentions,
+    );
     endpoint
 }
 
@@ -181,7 +205,12 @@ fn unix_endpoint(path: &str, input: &MappingInput<'_>) -> Endpoint {
         unit_listeners: Vec::new(),
     };
     let mentions = |unit: &UnitFacts| mentions_path(unit, input.unit_env.get(&unit.name), path);
-    attribute_unit(&mut endpoint, owner.and_then(|o| o.unit.clone()), input, &mentions);
+    attribute_unit(
+        &mut endpoint,
+        owner.and_then(|o| o.unit.clone()),
+        input,
+        &mentions,
+    );
     endpoint
 }
 
@@ -195,12 +224,15 @@ fn attribute_unit(
     let hinted = || {
         input.hints.iter().find_map(|h| {
             let same = h.upstream.to_string() == endpoint.address
-                || endpoint.host_name.as_ref().is_some_and(|name| match &h.upstream {
-                    UpstreamAddr::Tcp { host, port } => {
-                        host == name && endpoint.address.ends_with(&format!(":{port}"))
-                    }
-                    UpstreamAddr::Unix { .. } => false,
-                });
+                || endpoint
+                    .host_name
+                    .as_ref()
+                    .is_some_and(|name| match &h.upstream {
+                        UpstreamAddr::Tcp { host, port } => {
+                            host == name && endpoint.address.ends_with(&format!(":{port}"))
+                        }
+                        UpstreamAddr::Unix { .. } => false,
+                    });
             if same {
                 h.unit.clone()
             } else {
@@ -231,13 +263,17 @@ pub fn listeners_of_unit(sockets: &SocketFacts, unit: &str) -> Vec<String> {
     let of_unit = |owner: Option<&crate::facts::sockets::Owner>| {
         owner.and_then(|o| o.unit.as_deref()) == Some(unit)
     };
-    let tcp = sockets.tcp.iter().filter(|s| of_unit(s.main_owner())).map(|s| {
-        UpstreamAddr::Tcp {
-            host: s.addr.to_string(),
-            port: s.port,
-        }
-        .to_string()
-    });
+    let tcp = sockets
+        .tcp
+        .iter()
+        .filter(|s| of_unit(s.main_owner()))
+        .map(|s| {
+            UpstreamAddr::Tcp {
+                host: s.addr.to_string(),
+                port: s.port,
+            }
+            .to_string()
+        });
     let unix = sockets
         .unix
         .iter()
@@ -310,7 +346,9 @@ fn mentions_port(unit: &UnitFacts, env: Option<&BTreeMap<String, String>>, port:
 
 /// Whether the unit's command line or environment names the socket `path`.
 fn mentions_path(unit: &UnitFacts, env: Option<&BTreeMap<String, String>>, path: &str) -> bool {
-    let named = |w: &str| w == path || w.ends_with(&format!("unix:{path}")) || w.ends_with(&format!("={path}"));
+    let named = |w: &str| {
+        w == path || w.ends_with(&format!("unix:{path}")) || w.ends_with(&format!("={path}"))
+    };
     expanded_argv(unit, env).iter().any(|w| named(w))
         || env.is_some_and(|env| env.values().any(|v| named(v.trim())))
 }
@@ -362,7 +400,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -375,7 +416,14 @@ mod tests {
 
     #[test]
     fn finds_ports_in_uvicorn_gunicorn_and_env() {
-        let uvicorn = unit(&["/v/uvicorn", "app:app", "--host", "${HOST}", "--port", "${PORT}"]);
+        let uvicorn = unit(&[
+            "/v/uvicorn",
+            "app:app",
+            "--host",
+            "${HOST}",
+            "--port",
+            "${PORT}",
+        ]);
         let e = env(&[("HOST", "127.0.0.1"), ("PORT", "8000")]);
         assert!(mentions_port(&uvicorn, Some(&e), 8000));
         assert!(!mentions_port(&uvicorn, Some(&e), 8001));
@@ -395,7 +443,8 @@ mod tests {
 
     #[test]
     fn env_files_parse_like_systemd() {
-        let parsed = parse_env_file("# c\nHOST=127.0.0.1\nexport PORT=\"8000\"\n\nNAME='x y'\nbad line\n");
+        let parsed =
+            parse_env_file("# c\nHOST=127.0.0.1\nexport PORT=\"8000\"\n\nNAME='x y'\nbad line\n");
         assert_eq!(
             parsed,
             vec![

@@ -60,6 +60,9 @@ impl UnitFacts {
 
     /// True while the unit runs or is on its way up.
     pub fn is_up(&self) -> bool {
-        matches!(self.active_state.as_str(), "active" | "activating" | "reloading")
+        matches!(
+            self.active_state.as_str(),
+            "active" | "activating" | "reloading"
+        )
     }
 }
