@@ -4,4 +4,5 @@
 //! live in `adapters`, so everything between them is plain data and pure functions.
 
 pub mod adapters;
+pub mod apply;
 pub mod facts;
