@@ -4,6 +4,7 @@
 //! live in `adapters`, so everything between them is plain data and pure functions.
 
 pub mod adapters;
+pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod facts;

@@ -1,5 +1,7 @@
-//! The only modules with side effects: /proc, systemd over D-Bus, the nginx binary.
+//! The only modules with side effects: files, /proc, systemd over D-Bus, the nginx binary, HTTP probes.
 
+pub mod fs;
 pub mod nginx;
+pub mod probe;
 pub mod procfs;
 pub mod systemd;

@@ -1,0 +1,687 @@
+//! Network checks for `apply`: a tiny HTTP/1.1 status probe and waiting for a socket to listen.
+//!
+//! Deliberately small: plain `http://` only, one GET with `Connection: close`, and only the
+//! status line is read. Anything richer belongs to a real HTTP client.
+
+use std::fmt;
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+/// Longest status line read before the response is called malformed.
+const MAX_STATUS_LINE: usize = 1024;
+
+/// How often `wait_listen` tries to connect.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Invalid probe targets and listen waits that ran out of time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProbeError {
+    /// The URL is not of the form `http://host[:port]/path`.
+    #[error("invalid probe url `{url}`: {reason}\nhelp: write it as `http://host[:port]/path`")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The address is not `host:port`, `[v6]:port` or `unix:/path`.
+    #[error("invalid listen address `{address}`: {reason}\nhelp: write it as `host:port`, `[::1]:port` or `unix:/path`")]
+    InvalidAddress {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Nothing accepted connections at the address in time.
+    #[error(
+        "`{address}` did not accept connections within {waited_ms} ms (last error: {last_error})"
+    )]
+    ListenTimeout {
+        /// The address waited for.
+        address: String,
+        /// How long was waited.
+        waited_ms: u64,
+        /// Why the last connect attempt failed.
+        last_error: String,
+    },
+}
+
+/// What a probe saw: a status code, or why there is none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct ProbeResult {
+    /// The HTTP status code, when a status line arrived.
+    pub status: Option<u16>,
+    /// Why no status arrived (bad url, refused, timed out, malformed response).
+    pub error: Option<String>,
+    /// Time from the start of the probe to its result, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// A parsed `http://host[:port]/path` URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct HttpUrl {
+    /// Host name, IPv4 literal, or IPv6 literal without brackets.
+    pub host: String,
+    /// TCP port (80 when not given).
+    pub port: u16,
+    /// Request target: starts with `/`, may carry a query.
+    pub path: String,
+}
+
+impl HttpUrl {
+    /// Parses `url` strictly: lowercase `http://`, no user info, no fragment, printable ASCII.
+    pub fn parse(url: &str) -> Result<Self, ProbeError> {
+        let invalid = |reason: &str| ProbeError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("only `http://` urls can be probed"))?;
+        if let Some(c) = rest.chars().find(|c| !c.is_ascii_graphic()) {
+            return Err(invalid(&format!(
+                "{c:?} is not allowed; urls are printable ascii without spaces"
+            )));
+        }
+        if rest.contains('#') {
+            return Err(invalid("a fragment (`#...`) is never sent to a server"));
+        }
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        if authority.contains('?') {
+            return Err(invalid("the path must start with `/` before any `?query`"));
+        }
+        if authority.contains('@') {
+            return Err(invalid("user info (`user@`) is not supported"));
+        }
+        let (host, port) = split_host_port(authority).map_err(|r| invalid(&r))?;
+        let port = match port {
+            Some(p) => parse_port(p).map_err(|r| invalid(&r))?,
+            None => 80,
+        };
+        Ok(HttpUrl {
+            host,
+            port,
+            path: path.to_string(),
+        })
+    }
+
+    /// The `Host` header value: the host, bracketed if IPv6, with the port unless it is 80.
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl FromStr for HttpUrl {
+    type Err = ProbeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        write!(f, "http://{host}:{}{}", self.port, self.path)
+    }
+}
+
+/// Where `wait_listen` connects: a TCP `host:port` or a unix socket path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenAddress {
+    /// A TCP address; `host` is a name, IPv4 literal or IPv6 literal without brackets.
+    Tcp {
+        /// Host to connect to.
+        host: String,
+        /// Port to connect to.
+        port: u16,
+    },
+    /// A unix stream socket.
+    Unix {
+        /// The socket file.
+        path: PathBuf,
+    },
+}
+
+impl ListenAddress {
+    /// Parses `host:port`, `[v6]:port` or `unix:/absolute/path`.
+    pub fn parse(address: &str) -> Result<Self, ProbeError> {
+        let invalid = |reason: &str| ProbeError::InvalidAddress {
+            address: address.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(path) = address.strip_prefix("unix:") {
+            if !path.starts_with('/') {
+                return Err(invalid("a unix socket path must be absolute"));
+            }
+            return Ok(ListenAddress::Unix {
+                path: PathBuf::from(path),
+            });
+        }
+        if address.is_empty() || address.chars().any(|c| !c.is_ascii_graphic()) {
+            return Err(invalid("expected printable ascii without spaces"));
+        }
+        let (host, port) = split_host_port(address).map_err(|r| invalid(&r))?;
+        let port = port.ok_or_else(|| invalid("a port is required"))?;
+        let port = parse_port(port).map_err(|r| invalid(&r))?;
+        Ok(ListenAddress::Tcp { host, port })
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddress::Tcp { host, port } if host.contains(':') => {
+                write!(f, "[{host}]:{port}")
+            }
+            ListenAddress::Tcp { host, port } => write!(f, "{host}:{port}"),
+            ListenAddress::Unix { path } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Sends `GET path` to `url` and returns the status code of the answer.
+///
+/// Never fails: an invalid URL, a refused connection, a timeout or a malformed answer is
+/// reported in `error`. The whole exchange (resolve, connect, send, status line) shares
+/// `timeout`.
+pub async fn probe_http(url: &str, timeout: Duration) -> ProbeResult {
+    let start = Instant::now();
+    match HttpUrl::parse(url) {
+        Ok(parsed) => probe_url(&parsed, timeout).await,
+        Err(e) => ProbeResult {
+            status: None,
+            error: Some(e.to_string()),
+            elapsed_ms: millis(start.elapsed()),
+        },
+    }
+}
+
+/// `probe_http` for an already parsed URL (parse once when the playbook loads).
+pub async fn probe_url(url: &HttpUrl, timeout: Duration) -> ProbeResult {
+    let start = Instant::now();
+    let outcome = tokio::time::timeout(timeout, exchange(url)).await;
+    let elapsed_ms = millis(start.elapsed());
+    match outcome {
+        Ok(Ok(status)) => ProbeResult {
+            status: Some(status),
+            error: None,
+            elapsed_ms,
+        },
+        Ok(Err(error)) => ProbeResult {
+            status: None,
+            error: Some(error),
+            elapsed_ms,
+        },
+        Err(_) => ProbeResult {
+            status: None,
+            error: Some(format!(
+                "no status line from `{url}` within {} ms",
+                millis(timeout)
+            )),
+            elapsed_ms,
+        },
+    }
+}
+
+/// Connects, sends the request and reads the status code.
+async fn exchange(url: &HttpUrl) -> Result<u16, String> {
+    let mut stream = TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| format!("cannot connect to `{url}`: {e}"))?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nginx-medic/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        url.path,
+        url.host_header(),
+        env!("CARGO_PKG_VERSION"),
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("cannot send the request to `{url}`: {e}"))?;
+
+    let mut line = Vec::with_capacity(128);
+    let mut buf = [0u8; 256];
+    loop {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("cannot read the answer from `{url}`: {e}"))?;
+        let chunk = buf.get(..n).unwrap_or_default();
+        if n == 0 {
+            return Err(format!(
+                "`{url}` closed the connection before sending a status line"
+            ));
+        }
+        line.extend_from_slice(chunk);
+        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+            line.truncate(end);
+            break;
+        }
+        if line.len() > MAX_STATUS_LINE {
+            return Err(format!(
+                "`{url}` sent no status line in its first {MAX_STATUS_LINE} bytes"
+            ));
+        }
+    }
+    parse_status_line(&line).ok_or_else(|| {
+        format!(
+            "`{url}` answered with a malformed status line `{}`",
+            String::from_utf8_lossy(&line).trim_end()
+        )
+    })
+}
+
+/// The code from `HTTP/1.x NNN reason` (trailing `\r` allowed).
+fn parse_status_line(line: &[u8]) -> Option<u16> {
+    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+    let mut parts = line.splitn(3, ' ');
+    let version = parts.next()?;
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
+        return None;
+    }
+    let code = parts.next()?;
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let code: u16 = code.parse().ok()?;
+    (100..=599).contains(&code).then_some(code)
+}
+
+/// Waits until a connection to `address` (`host:port`, `[v6]:port`, `unix:/path`) succeeds,
+/// trying every 100 ms, and returns how long that took.
+pub async fn wait_listen(address: &str, timeout: Duration) -> Result<Duration, ProbeError> {
+    let parsed = ListenAddress::parse(address)?;
+    wait_listen_on(&parsed, timeout).await
+}
+
+/// `wait_listen` for an already parsed address.
+pub async fn wait_listen_on(
+    address: &ListenAddress,
+    timeout: Duration,
+) -> Result<Duration, ProbeError> {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let attempt_started = Instant::now();
+        let last_error = match tokio::time::timeout(remaining, connect_once(address)).await {
+            Ok(Ok(())) => return Ok(start.elapsed()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "the connect attempt timed out".to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(ProbeError::ListenTimeout {
+                address: address.to_string(),
+                waited_ms: millis(start.elapsed()),
+                last_error,
+            });
+        }
+        // The last attempt happens at the deadline itself.
+        let next = (attempt_started + POLL_INTERVAL).min(deadline);
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
+async fn connect_once(address: &ListenAddress) -> std::io::Result<()> {
+    match address {
+        ListenAddress::Tcp { host, port } => {
+            TcpStream::connect((host.as_str(), *port)).await.map(drop)
+        }
+        ListenAddress::Unix { path } => UnixStream::connect(path).await.map(drop),
+    }
+}
+
+/// Splits `host`, `host:port`, `[v6]` or `[v6]:port` and checks the host's characters.
+fn split_host_port(authority: &str) -> Result<(String, Option<&str>), String> {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (v6, after) = rest
+            .split_once(']')
+            .ok_or_else(|| "`[` opens an ipv6 address that `]` never closes".to_string())?;
+        v6.parse::<Ipv6Addr>()
+            .map_err(|_| format!("`{v6}` is not an ipv6 address"))?;
+        let port = match after {
+            "" => None,
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("unexpected `{after}` after the ipv6 address"))?,
+            ),
+        };
+        return Ok((v6.to_string(), port));
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if host.is_empty() {
+        return Err("the host is empty".to_string());
+    }
+    if host.contains(':') || port.is_some_and(|p| p.contains(':')) {
+        return Err("an ipv6 address must be in brackets, as `[::1]:8080`".to_string());
+    }
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if host.len() > 253 || !host.split('.').all(valid_label) {
+        return Err(format!("`{host}` is not a host name or ipv4 address"));
+    }
+    Ok((host.to_string(), port))
+}
+
+fn parse_port(port: &str) -> Result<u16, String> {
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{port}` is not a port number"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("port `{port}` is not in 1..=65535")),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// Serves one connection: reads the request head, answers `response`, returns the request.
+    async fn serve_once(listener: TcpListener, response: &'static str) -> String {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 512];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            req.extend_from_slice(&buf[..n]);
+        }
+        sock.write_all(response.as_bytes()).await.unwrap();
+        String::from_utf8(req).unwrap()
+    }
+
+    #[tokio::test]
+    async fn probe_200_sends_host_and_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve_once(
+            listener,
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ));
+        let r = probe_http(
+            &format!("http://127.0.0.1:{port}/health?x=1"),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(r.status, Some(200), "{r:?}");
+        assert_eq!(r.error, None);
+        let req = server.await.unwrap();
+        assert!(req.starts_with("GET /health?x=1 HTTP/1.1\r\n"), "{req}");
+        assert!(
+            req.contains(&format!("\r\nHost: 127.0.0.1:{port}\r\n")),
+            "{req}"
+        );
+        assert!(req.contains("\r\nConnection: close\r\n"), "{req}");
+    }
+
+    #[tokio::test]
+    async fn probe_502_over_ipv6() {
+        let Ok(listener) = TcpListener::bind("[::1]:0").await else {
+            return; // no ipv6 loopback on this host
+        };
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve_once(
+            listener,
+            "HTTP/1.1 502 Bad Gateway\r\nServer: nginx\r\n\r\n",
+        ));
+        let r = probe_http(&format!("http://[::1]:{port}/"), Duration::from_secs(5)).await;
+        assert_eq!(r.status, Some(502), "{r:?}");
+        let req = server.await.unwrap();
+        assert!(
+            req.contains(&format!("\r\nHost: [::1]:{port}\r\n")),
+            "{req}"
+        );
+    }
+
+    #[tokio::test]
+    async fn probe_connection_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let r = probe_http(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5)).await;
+        assert_eq!(r.status, None);
+        let err = r.error.unwrap();
+        assert!(
+            err.starts_with("cannot connect to `http://127.0.0.1:"),
+            "{err}"
+        );
+        assert!(err.to_lowercase().contains("refused"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn probe_times_out_when_nothing_answers() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts and then says nothing.
+        let server = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(sock);
+        });
+        let r = probe_http(
+            &format!("http://127.0.0.1:{port}/"),
+            Duration::from_millis(300),
+        )
+        .await;
+        assert_eq!(r.status, None);
+        assert!(r.error.unwrap().contains("within 300 ms"));
+        assert!((300..2000).contains(&r.elapsed_ms), "{}", r.elapsed_ms);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn probe_reports_early_close_and_garbage() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve_once(listener, ""));
+        let r = probe_http(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5)).await;
+        server.await.unwrap();
+        assert!(r.error.unwrap().contains("before sending a status line"));
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve_once(listener, "SSH-2.0-OpenSSH\r\n"));
+        let r = probe_http(&format!("http://127.0.0.1:{port}/"), Duration::from_secs(5)).await;
+        server.await.unwrap();
+        assert_eq!(r.status, None);
+        assert!(r
+            .error
+            .unwrap()
+            .contains("malformed status line `SSH-2.0-OpenSSH`"));
+    }
+
+    #[tokio::test]
+    async fn probe_invalid_url_is_an_error_not_a_panic() {
+        let r = probe_http("https://example.com/", Duration::from_secs(1)).await;
+        assert_eq!(r.status, None);
+        assert!(r
+            .error
+            .unwrap()
+            .starts_with("invalid probe url `https://example.com/`"));
+    }
+
+    #[test]
+    fn parses_urls_strictly() {
+        let u = HttpUrl::parse("http://localhost").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("localhost", 80, "/")
+        );
+        assert_eq!(u.host_header(), "localhost");
+        let u = HttpUrl::parse("http://10.0.0.1:8080/a/b?c=d").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("10.0.0.1", 8080, "/a/b?c=d")
+        );
+        let u = HttpUrl::parse("http://[::1]/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 80));
+        assert_eq!(u.host_header(), "[::1]");
+        for bad in [
+            "https://a/",
+            "HTTP://a/",
+            "http://",
+            "http:///x",
+            "http://a:/",
+            "http://a:0/",
+            "http://a:65536/",
+            "http://a:8o/",
+            "http://user@a/",
+            "http://a/b#frag",
+            "http://a/b c",
+            "http://a?x",
+            "http://::1/",
+            "http://[::1/",
+            "http://[zz]/",
+            "http://[::1]x/",
+            "http://a_b/",
+            "http://-a/",
+            "http://a..b/",
+            "http://a/\r\nX: y",
+            "http://é/",
+            "ftp://a/",
+            "a:80",
+        ] {
+            assert!(HttpUrl::parse(bad).is_err(), "{bad} should be rejected");
+        }
+        let err = HttpUrl::parse("https://a/").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "invalid probe url `https://a/`: only `http://` urls can be probed\nhelp: write it as `http://host[:port]/path`"
+        );
+    }
+
+    #[test]
+    fn parses_status_lines() {
+        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r"), Some(200));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.0 504 Gateway Time-out"),
+            Some(504)
+        );
+        assert_eq!(parse_status_line(b"HTTP/1.1 204"), Some(204));
+        assert_eq!(parse_status_line(b"HTTP/2 200"), None);
+        assert_eq!(parse_status_line(b"HTTP/1.1 20 OK"), None);
+        assert_eq!(parse_status_line(b"HTTP/1.1 999 Nope"), None);
+        assert_eq!(parse_status_line(b"hello"), None);
+    }
+
+    #[test]
+    fn parses_listen_addresses() {
+        assert_eq!(
+            ListenAddress::parse("127.0.0.1:9000").unwrap(),
+            ListenAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: 9000
+            }
+        );
+        assert_eq!(
+            ListenAddress::parse("[::1]:9000").unwrap().to_string(),
+            "[::1]:9000"
+        );
+        assert_eq!(
+            ListenAddress::parse("unix:/run/php/fpm.sock").unwrap(),
+            ListenAddress::Unix {
+                path: "/run/php/fpm.sock".into()
+            }
+        );
+        for bad in [
+            "127.0.0.1",
+            "unix:relative.sock",
+            "host:",
+            ":80",
+            "::1:80",
+            "",
+        ] {
+            assert!(
+                ListenAddress::parse(bad).is_err(),
+                "{bad} should be rejected"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_listen_sees_a_late_listener() {
+        let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let server = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let listener = TcpListener::bind(addr).await.unwrap();
+            let _ = listener.accept().await;
+        });
+        let waited = wait_listen(&addr.to_string(), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(
+            (Duration::from_millis(250)..Duration::from_secs(3)).contains(&waited),
+            "{waited:?}"
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn wait_listen_unix_socket_and_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.sock");
+        let address = format!("unix:{}", path.display());
+        let err = wait_listen(&address, Duration::from_millis(250))
+            .await
+            .unwrap_err();
+        match &err {
+            ProbeError::ListenTimeout { waited_ms, .. } => {
+                assert!((200..2000).contains(waited_ms), "{waited_ms}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            err.to_string()
+                .contains("did not accept connections within"),
+            "{err}"
+        );
+
+        let _listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let waited = wait_listen(&address, Duration::from_secs(2)).await.unwrap();
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+    }
+}

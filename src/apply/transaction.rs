@@ -1,0 +1,671 @@
+//! File transactions: every file `apply` edits is checked against the plan's hash, backed up
+//! once, replaced atomically, and put back byte for byte on rollback.
+//!
+//! Layout under the state directory:
+//! ```text
+//! STATE/backups/TXN/manifest.json   txn id, state, and every backup (written before each edit)
+//! STATE/backups/TXN/etc_nginx_…     the byte-for-byte copies
+//! ```
+//! The manifest lists a file before that file is changed, so a transaction cut short by a crash
+//! can be found with [`FileTransaction::pending`] and undone with [`FileTransaction::resume`].
+//! Dropping an open transaction (an error path, a cancelled future on SIGTERM) rolls it back.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::fs::{self as afs, Backup, FsError};
+
+/// Directory under the state directory that holds one folder per transaction.
+pub const BACKUPS_DIR: &str = "backups";
+
+/// File in a transaction's folder that records its state and backups.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Failures starting, editing in, or finishing a transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// The id cannot be used as a directory name.
+    #[error(
+        "invalid transaction id `{id}`: use 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with `.`"
+    )]
+    InvalidId {
+        /// The id as given.
+        id: String,
+    },
+    /// A transaction with this id was started before.
+    #[error("transaction `{id}` already exists in `{}`\nhelp: use a fresh transaction id", dir.display())]
+    AlreadyExists {
+        /// The id.
+        id: String,
+        /// Its folder.
+        dir: PathBuf,
+    },
+    /// No transaction with this id exists.
+    #[error("no transaction `{id}` in `{}`", dir.display())]
+    NotFound {
+        /// The id.
+        id: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// Edited paths must be absolute so the manifest means the same thing after a restart.
+    #[error("`{}` is not an absolute path", path.display())]
+    RelativePath {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// The file is not what the plan saw.
+    #[error(
+        "`{}` changed since the plan was made (now {}, the plan expected {})\nhelp: make a new plan and review it before applying",
+        path.display(), describe(found.as_deref()), describe(expected.as_deref())
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// Hash the plan recorded (`None`: the file should not exist).
+        expected: Option<String>,
+        /// Hash now (`None`: the file does not exist).
+        found: Option<String>,
+    },
+    /// The manifest could not be read or parsed.
+    #[error("cannot read the transaction manifest `{}`: {reason}", path.display())]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A file operation failed.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+}
+
+/// `sha256 0123456789ab…` or `no file`, for messages.
+fn describe(hash: Option<&str>) -> String {
+    match hash {
+        Some(h) => format!("sha256 {}…", h.get(..12).unwrap_or(h)),
+        None => "no file".to_string(),
+    }
+}
+
+/// Where a transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TxnState {
+    /// Edits may be in progress; a crash here leaves work for `resume` + `rollback`.
+    Open,
+    /// The edits stay; the backups are kept for audit.
+    Committed,
+    /// Every touched file was put back.
+    RolledBack,
+    /// Rollback ran but at least one file could not be put back (see the journal).
+    RollbackIncomplete,
+}
+
+/// What `manifest.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub struct TxnManifest {
+    /// The transaction id.
+    pub txn: String,
+    /// Where it stands.
+    pub state: TxnState,
+    /// Backups of every touched file, in the order they were first touched.
+    pub files: Vec<Backup>,
+}
+
+/// A file edit that was made.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct Edit {
+    /// The file.
+    pub path: PathBuf,
+    /// Hash before the edit (`None`: the file was created).
+    pub before: Option<String>,
+    /// Hash after the edit.
+    pub after: String,
+}
+
+/// How putting one file back went.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackOutcome {
+    /// The original bytes, owner and mode are back.
+    Restored,
+    /// The file did not exist before and was removed.
+    Removed,
+    /// The file could not be put back.
+    Failed {
+        /// The error chain.
+        reason: String,
+    },
+}
+
+/// One file's rollback.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct RollbackReport {
+    /// The file.
+    pub path: PathBuf,
+    /// How it went.
+    pub outcome: RollbackOutcome,
+}
+
+/// A set of file edits that are committed or rolled back together.
+#[derive(Debug)]
+pub struct FileTransaction {
+    id: String,
+    dir: PathBuf,
+    backups: Vec<Backup>,
+    state: TxnState,
+}
+
+impl FileTransaction {
+    /// Starts transaction `txn_id`, creating `STATE/backups/TXN/` (mode 0700).
+    pub fn begin(state_dir: &Path, txn_id: &str) -> Result<Self, TxnError> {
+        check_id(txn_id)?;
+        let parent = state_dir.join(BACKUPS_DIR);
+        let dir = parent.join(txn_id);
+        let io_err = |path: &Path, source| {
+            TxnError::Fs(FsError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&parent)
+            .map_err(|e| io_err(&parent, e))?;
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(TxnError::AlreadyExists {
+                    id: txn_id.to_string(),
+                    dir,
+                })
+            }
+            Err(e) => return Err(io_err(&dir, e)),
+        }
+        let txn = FileTransaction {
+            id: txn_id.to_string(),
+            dir,
+            backups: Vec::new(),
+            state: TxnState::Open,
+        };
+        txn.write_manifest()?;
+        Ok(txn)
+    }
+
+    /// Ids of transactions left open in `state_dir` (cut short by a crash), oldest id first.
+    pub fn pending(state_dir: &Path) -> Result<Vec<String>, TxnError> {
+        let parent = state_dir.join(BACKUPS_DIR);
+        let entries = match fs::read_dir(&parent) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(TxnError::Fs(FsError::Read {
+                    path: parent,
+                    source,
+                }))
+            }
+        };
+        let mut open = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| FsError::Read {
+                path: parent.clone(),
+                source,
+            })?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if check_id(&id).is_err() {
+                continue;
+            }
+            if read_manifest(&entry.path().join(MANIFEST_FILE))?.state == TxnState::Open {
+                open.push(id);
+            }
+        }
+        open.sort();
+        Ok(open)
+    }
+
+    /// Takes over open transaction `txn_id` from its manifest, to roll it back (or commit it).
+    pub fn resume(state_dir: &Path, txn_id: &str) -> Result<Self, TxnError> {
+        check_id(txn_id)?;
+        let dir = state_dir.join(BACKUPS_DIR).join(txn_id);
+        if !dir.is_dir() {
+            return Err(TxnError::NotFound {
+                id: txn_id.to_string(),
+                dir: state_dir.join(BACKUPS_DIR),
+            });
+        }
+        let manifest = read_manifest(&dir.join(MANIFEST_FILE))?;
+        Ok(FileTransaction {
+            id: manifest.txn,
+            dir,
+            backups: manifest.files,
+            state: manifest.state,
+        })
+    }
+
+    /// The transaction id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The folder holding the manifest and backups.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the transaction stands.
+    pub fn state(&self) -> TxnState {
+        self.state
+    }
+
+    /// Every file this transaction has touched, in the order first touched.
+    pub fn touched(&self) -> Vec<PathBuf> {
+        self.backups.iter().map(|b| b.original.clone()).collect()
+    }
+
+    /// The backups taken so far.
+    pub fn backups(&self) -> &[Backup] {
+        &self.backups
+    }
+
+    /// Replaces the file at `path` with `new_bytes`, if it still has `expected_hash` (`None`:
+    /// the file must not exist yet).
+    ///
+    /// The first edit of a path backs it up and records it in the manifest before writing.
+    /// A hash mismatch changes nothing and leaves the path untouched.
+    pub fn edit(
+        &mut self,
+        path: &Path,
+        expected_hash: Option<&str>,
+        new_bytes: &[u8],
+    ) -> Result<Edit, TxnError> {
+        if !path.is_absolute() {
+            return Err(TxnError::RelativePath {
+                path: path.to_path_buf(),
+            });
+        }
+        let mismatch = |found: Option<String>| TxnError::Changed {
+            path: path.to_path_buf(),
+            expected: expected_hash.map(str::to_string),
+            found,
+        };
+        let before = if self.backups.iter().any(|b| b.original == path) {
+            let found = afs::current_hash(path)?;
+            if found.as_deref() != expected_hash {
+                return Err(mismatch(found));
+            }
+            found
+        } else {
+            let backup = afs::backup(path, &self.dir)?;
+            if backup.hash.as_deref() != expected_hash {
+                if let Some(copy) = &backup.copy {
+                    let _ = fs::remove_file(copy);
+                }
+                return Err(mismatch(backup.hash));
+            }
+            let before = backup.hash.clone();
+            self.backups.push(backup);
+            self.write_manifest()?;
+            before
+        };
+        afs::atomic_write(path, new_bytes)?;
+        Ok(Edit {
+            path: path.to_path_buf(),
+            before,
+            after: afs::bytes_hash(new_bytes),
+        })
+    }
+
+    /// Keeps the edits and the backups (for audit) and marks the transaction committed.
+    ///
+    /// If the manifest cannot be updated the edits still stay; the error says so.
+    pub fn commit(mut self) -> Result<(), TxnError> {
+        self.state = TxnState::Committed;
+        self.write_manifest()
+    }
+
+    /// Puts every touched file back byte for byte (with owner and mode), last touched first,
+    /// and reports each. Failures do not stop the others.
+    pub fn rollback(mut self) -> Vec<RollbackReport> {
+        self.rollback_in_place()
+    }
+
+    fn rollback_in_place(&mut self) -> Vec<RollbackReport> {
+        let reports: Vec<RollbackReport> = self
+            .backups
+            .iter()
+            .rev()
+            .map(|b| RollbackReport {
+                path: b.original.clone(),
+                outcome: match afs::restore(b) {
+                    Ok(()) if b.existed => RollbackOutcome::Restored,
+                    Ok(()) => RollbackOutcome::Removed,
+                    Err(e) => RollbackOutcome::Failed {
+                        reason: error_chain(&e),
+                    },
+                },
+            })
+            .collect();
+        let complete = reports
+            .iter()
+            .all(|r| !matches!(r.outcome, RollbackOutcome::Failed { .. }));
+        self.state = if complete {
+            TxnState::RolledBack
+        } else {
+            TxnState::RollbackIncomplete
+        };
+        if let Err(e) = self.write_manifest() {
+            tracing::error!(txn = %self.id, error = %error_chain(&e), "cannot record the rollback in the manifest");
+        }
+        reports
+    }
+
+    fn write_manifest(&self) -> Result<(), TxnError> {
+        let manifest = TxnManifest {
+            txn: self.id.clone(),
+            state: self.state,
+            files: self.backups.clone(),
+        };
+        let path = self.dir.join(MANIFEST_FILE);
+        let mut bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| TxnError::Manifest {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        afs::atomic_write(&path, &bytes)?;
+        Ok(())
+    }
+}
+
+impl Drop for FileTransaction {
+    /// An open transaction that is dropped (early return, panic, cancelled future) is rolled
+    /// back, best effort, with each file logged.
+    fn drop(&mut self) {
+        if self.state != TxnState::Open {
+            return;
+        }
+        if self.backups.is_empty() {
+            self.state = TxnState::RolledBack;
+            let _ = self.write_manifest();
+            return;
+        }
+        tracing::warn!(txn = %self.id, files = self.backups.len(), "transaction dropped without commit or rollback; rolling back");
+        for report in self.rollback_in_place() {
+            match report.outcome {
+                RollbackOutcome::Failed { reason } => {
+                    tracing::error!(txn = %self.id, path = %report.path.display(), %reason, "rollback failed")
+                }
+                outcome => {
+                    tracing::info!(txn = %self.id, path = %report.path.display(), ?outcome, "rolled back")
+                }
+            }
+        }
+    }
+}
+
+fn check_id(id: &str) -> Result<(), TxnError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(TxnError::InvalidId { id: id.to_string() })
+    }
+}
+
+fn read_manifest(path: &Path) -> Result<TxnManifest, TxnError> {
+    let text = fs::read_to_string(path).map_err(|e| TxnError::Manifest {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| TxnError::Manifest {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// `outer: inner: innermost`, for reports that carry errors as text.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn is_root() -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn owner_mode(path: &Path) -> (u32, u32, u32) {
+        let m = fs::metadata(path).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    }
+
+    /// A config dir with one existing file (owned by www-data 33 when root, mode 0640).
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let etc = dir.path().join("etc");
+        fs::create_dir(&etc).unwrap();
+        let conf = etc.join("app.conf");
+        fs::write(&conf, b"upstream app { server 127.0.0.1:9000; }\n").unwrap();
+        if is_root() {
+            std::os::unix::fs::chown(&conf, Some(33), Some(33)).unwrap();
+        }
+        fs::set_permissions(&conf, fs::Permissions::from_mode(0o640)).unwrap();
+        (dir, state, conf)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn edit_then_rollback_restores_existing_and_removes_new() {
+        let (_d, state, conf) = setup();
+        let original = fs::read(&conf).unwrap();
+        let before = owner_mode(&conf);
+        let new_file = conf.with_file_name("extra.conf");
+
+        let mut txn = FileTransaction::begin(&state, "t1").unwrap();
+        let h = afs::file_hash(&conf).unwrap();
+        let edit = txn.edit(&conf, Some(&h), b"edited once\n").unwrap();
+        assert_eq!(edit.before.as_deref(), Some(h.as_str()));
+        assert_eq!(edit.after, afs::bytes_hash(b"edited once\n"));
+        // A second edit checks against the first edit's result and is not backed up again.
+        let h1 = afs::file_hash(&conf).unwrap();
+        txn.edit(&conf, Some(&h1), b"edited twice\n").unwrap();
+        txn.edit(&new_file, None, b"new\n").unwrap();
+        assert_eq!(txn.touched(), vec![conf.clone(), new_file.clone()]);
+        assert_eq!(fs::read(&conf).unwrap(), b"edited twice\n");
+        assert_eq!(owner_mode(&conf), before);
+
+        let reports = txn.rollback();
+        assert_eq!(
+            reports,
+            vec![
+                RollbackReport {
+                    path: new_file.clone(),
+                    outcome: RollbackOutcome::Removed
+                },
+                RollbackReport {
+                    path: conf.clone(),
+                    outcome: RollbackOutcome::Restored
+                },
+            ]
+        );
+        assert_eq!(fs::read(&conf).unwrap(), original);
+        assert_eq!(owner_mode(&conf), before);
+        if is_root() {
+            assert_eq!(before, (33, 33, 0o640));
+        }
+        assert!(!new_file.exists());
+        // No temp files anywhere; one backup copy plus the manifest.
+        assert_eq!(names(conf.parent().unwrap()), vec!["app.conf"]);
+        let txn_dir = state.join("backups/t1");
+        assert_eq!(names(&txn_dir).len(), 2, "{:?}", names(&txn_dir));
+        let m = read_manifest(&txn_dir.join(MANIFEST_FILE)).unwrap();
+        assert_eq!(m.state, TxnState::RolledBack);
+        assert_eq!(m.files.len(), 2);
+    }
+
+    #[test]
+    fn hash_mismatch_is_refused_and_changes_nothing() {
+        let (_d, state, conf) = setup();
+        let mut txn = FileTransaction::begin(&state, "t2").unwrap();
+        let stale = afs::bytes_hash(b"what the plan saw");
+        let err = txn.edit(&conf, Some(&stale), b"x").unwrap_err();
+        assert!(matches!(err, TxnError::Changed { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("changed since the plan was made"), "{msg}");
+        assert!(msg.contains("\nhelp: make a new plan"), "{msg}");
+        assert_eq!(
+            fs::read(&conf).unwrap(),
+            b"upstream app { server 127.0.0.1:9000; }\n"
+        );
+        assert!(txn.touched().is_empty());
+        assert_eq!(names(txn.dir()), vec![MANIFEST_FILE]);
+
+        // A file the plan expected to be absent but which exists.
+        let err = txn.edit(&conf, None, b"x").unwrap_err();
+        assert!(
+            err.to_string().contains("the plan expected no file"),
+            "{err}"
+        );
+        // A file the plan expected but which is gone.
+        let gone = conf.with_file_name("gone.conf");
+        let err = txn.edit(&gone, Some(&stale), b"x").unwrap_err();
+        assert!(err.to_string().contains("(now no file,"), "{err}");
+        assert!(!gone.exists());
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn drop_without_commit_rolls_back() {
+        let (_d, state, conf) = setup();
+        let original = fs::read(&conf).unwrap();
+        let new_file = conf.with_file_name("new.conf");
+        {
+            let mut txn = FileTransaction::begin(&state, "t3").unwrap();
+            let h = afs::file_hash(&conf).unwrap();
+            txn.edit(&conf, Some(&h), b"half done").unwrap();
+            txn.edit(&new_file, None, b"new").unwrap();
+        }
+        assert_eq!(fs::read(&conf).unwrap(), original);
+        assert!(!new_file.exists());
+        let m = read_manifest(&state.join("backups/t3").join(MANIFEST_FILE)).unwrap();
+        assert_eq!(m.state, TxnState::RolledBack);
+    }
+
+    #[test]
+    fn commit_keeps_edits_and_backups() {
+        let (_d, state, conf) = setup();
+        let original = fs::read(&conf).unwrap();
+        let mut txn = FileTransaction::begin(&state, "t4").unwrap();
+        let h = afs::file_hash(&conf).unwrap();
+        txn.edit(&conf, Some(&h), b"kept").unwrap();
+        let copy = txn.backups()[0].copy.clone().unwrap();
+        txn.commit().unwrap();
+        assert_eq!(fs::read(&conf).unwrap(), b"kept");
+        assert_eq!(fs::read(copy).unwrap(), original);
+        let m = read_manifest(&state.join("backups/t4").join(MANIFEST_FILE)).unwrap();
+        assert_eq!(m.state, TxnState::Committed);
+        assert_eq!(
+            FileTransaction::pending(&state).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn crashed_transaction_is_found_and_rolled_back() {
+        let (_d, state, conf) = setup();
+        let original = fs::read(&conf).unwrap();
+        let mut txn = FileTransaction::begin(&state, "t5").unwrap();
+        let h = afs::file_hash(&conf).unwrap();
+        txn.edit(&conf, Some(&h), b"crash mid-apply").unwrap();
+        std::mem::forget(txn); // as if the process was killed
+        assert_eq!(FileTransaction::pending(&state).unwrap(), vec!["t5"]);
+        let txn = FileTransaction::resume(&state, "t5").unwrap();
+        assert_eq!(txn.touched(), vec![conf.clone()]);
+        let reports = txn.rollback();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(fs::read(&conf).unwrap(), original);
+        assert!(FileTransaction::pending(&state).unwrap().is_empty());
+    }
+
+    #[test]
+    fn ids_and_paths_are_checked() {
+        let (_d, state, _conf) = setup();
+        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
+            assert!(
+                matches!(
+                    FileTransaction::begin(&state, bad),
+                    Err(TxnError::InvalidId { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let mut txn = FileTransaction::begin(&state, "t6").unwrap();
+        let err = FileTransaction::begin(&state, "t6").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("transaction `t6` already exists"),
+            "{err}"
+        );
+        let err = txn.edit(Path::new("rel.conf"), None, b"x").unwrap_err();
+        assert!(matches!(err, TxnError::RelativePath { .. }), "{err:?}");
+        assert!(matches!(
+            FileTransaction::resume(&state, "nope"),
+            Err(TxnError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn failed_restore_is_reported_and_others_continue() {
+        let (_d, state, conf) = setup();
+        let other = conf.with_file_name("other.conf");
+        fs::write(&other, b"other original").unwrap();
+        let mut txn = FileTransaction::begin(&state, "t7").unwrap();
+        txn.edit(&conf, Some(&afs::file_hash(&conf).unwrap()), b"a")
+            .unwrap();
+        txn.edit(&other, Some(&afs::file_hash(&other).unwrap()), b"b")
+            .unwrap();
+        // Damage the first file's backup.
+        fs::write(txn.backups()[0].copy.as_ref().unwrap(), b"rot").unwrap();
+        let reports = txn.rollback();
+        assert_eq!(reports[0].outcome, RollbackOutcome::Restored);
+        assert!(
+            matches!(&reports[1].outcome, RollbackOutcome::Failed { reason } if reason.contains("is damaged")),
+            "{reports:?}"
+        );
+        assert_eq!(fs::read(&other).unwrap(), b"other original");
+        let m = read_manifest(&state.join("backups/t7").join(MANIFEST_FILE)).unwrap();
+        assert_eq!(m.state, TxnState::RollbackIncomplete);
+    }
+}
