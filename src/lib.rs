@@ -4,4 +4,6 @@
 //! live in `adapters`, so everything between them is plain data and pure functions.
 
 pub mod adapters;
+pub mod engine;
 pub mod facts;
+pub mod playbook;
