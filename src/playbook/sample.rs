@@ -1,0 +1,64 @@
+//! The built-in sample context that playbook fact paths and templates are checked against.
+
+use serde_json::{json, Value};
+
+/// A context with every field the engine builds for one target filled in (unit and bind present,
+/// one other port, even `endpoint.path`, which a TCP endpoint leaves null), so that strict
+/// rendering and fact-path checks can see every path. It is not a consistent situation; it is
+/// a map of the paths. `endpoint.listener` stays null: its shape is the engine's to define.
+///
+/// Keep it in step with the context the engine builds: a path missing here is reported as an
+/// unknown fact by `playbooks check`.
+pub fn sample_context() -> Value {
+    json!({
+        "site": {
+            "name": "api.lab",
+            "listen": ["127.0.0.1:18000"],
+            "url": "http://127.0.0.1:18000/",
+            "location": "/"
+        },
+        "pass": {
+            "directive": "proxy_pass",
+            "target": "127.0.0.1:18010",
+            "kind": "tcp",
+            "scheme": "http",
+            "uri": "",
+            "file": "/etc/nginx/sites-enabled/api.conf",
+            "line": 4
+        },
+        "endpoint": {
+            "address": "127.0.0.1:18010",
+            "kind": "tcp",
+            "host": "127.0.0.1",
+            "port": 18010,
+            "path": "/run/api/api.sock",
+            "listening": false,
+            "listener": null
+        },
+        "unit": {
+            "name": "api.service",
+            "active_state": "active",
+            "sub_state": "running",
+            "result": "success",
+            "main_pid": 4242,
+            "n_restarts": 0,
+            "listeners": ["127.0.0.2:18010"],
+            "hosts_on_endpoint_port": ["127.0.0.2"],
+            "other_ports": [18011],
+            "bind": {"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2"}
+        },
+        "log": {
+            "connection_refused": 2,
+            "no_such_file": 0,
+            "permission_denied": 0,
+            "timed_out": 0,
+            "prematurely_closed": 0,
+            "reset_by_peer": 0,
+            "too_big_header": 0,
+            "invalid_header": 0,
+            "no_live_upstreams": 0,
+            "host_not_found": 0,
+            "other": 0
+        }
+    })
+}

@@ -1,0 +1,345 @@
+//! The shipped playbooks (`playbooks/`, `templates/`): loaded, then evaluated against contexts
+//! for match, no match and inconclusive, with their templates rendered.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::engine::conditions::{evaluate, unmet};
+use crate::engine::render::{render, validate_bind_host, validate_nginx_directive};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn seeds() -> PlaybookSet {
+    match load_dirs(&[root().join("playbooks")], &[root().join("templates")]) {
+        Ok(set) => set,
+        Err(errors) => panic!("{errors}"),
+    }
+}
+
+/// A target whose backend unit is stopped: the context the engine builds, as in the brief.
+fn stopped() -> Value {
+    json!({
+        "site": {"name": "api.lab", "listen": ["127.0.0.1:18000"], "url": "http://127.0.0.1:18000/", "location": "/"},
+        "pass": {"directive": "proxy_pass", "target": "127.0.0.1:18010", "kind": "tcp", "scheme": "http",
+                 "uri": "", "file": "/etc/nginx/sites-enabled/api.conf", "line": 4},
+        "endpoint": {"address": "127.0.0.1:18010", "kind": "tcp", "host": "127.0.0.1", "port": 18010,
+                     "path": null, "listening": false, "listener": null},
+        "unit": {"name": "api.service", "active_state": "inactive", "sub_state": "dead", "result": "success",
+                 "main_pid": 0, "n_restarts": 0, "listeners": [], "hosts_on_endpoint_port": [],
+                 "other_ports": [], "bind": null},
+        "log": {"connection_refused": 2, "no_such_file": 0, "permission_denied": 0, "timed_out": 0,
+                "prematurely_closed": 0, "reset_by_peer": 0, "too_big_header": 0, "invalid_header": 0,
+                "no_live_upstreams": 0, "host_not_found": 0, "other": 0}
+    })
+}
+
+fn running(listeners: &[&str], hosts: &[&str], other_ports: &[u16]) -> Value {
+    let mut ctx = stopped();
+    ctx["unit"]["active_state"] = json!("active");
+    ctx["unit"]["sub_state"] = json!("running");
+    ctx["unit"]["main_pid"] = json!(4242);
+    ctx["unit"]["listeners"] = json!(listeners);
+    ctx["unit"]["hosts_on_endpoint_port"] = json!(hosts);
+    ctx["unit"]["other_ports"] = json!(other_ports);
+    ctx
+}
+
+fn bind_mismatch() -> Value {
+    let mut ctx = running(&["127.0.0.2:18010"], &["127.0.0.2"], &[]);
+    ctx["unit"]["bind"] = json!({"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2"});
+    ctx
+}
+
+/// Every playbook whose `when` holds, in evaluation order, with its unmet requirements.
+fn matches(set: &PlaybookSet, ctx: &Value) -> Vec<(String, Vec<String>)> {
+    set.iter()
+        .filter(|p| evaluate(&p.when, ctx))
+        .map(|p| (p.id.clone(), unmet(&p.conclusive, ctx)))
+        .collect()
+}
+
+fn conclusive(id: &str) -> Vec<(String, Vec<String>)> {
+    vec![(id.to_string(), vec![])]
+}
+
+fn rendered_evidence(playbook: &Playbook, ctx: &Value) -> Vec<String> {
+    playbook
+        .evidence
+        .iter()
+        .map(|line| render(line, ctx).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect()
+}
+
+#[test]
+fn seed_playbooks_load_in_priority_order() {
+    let set = seeds();
+    let ids: Vec<(&str, u32)> = set.iter().map(|p| (p.id.as_str(), p.priority)).collect();
+    assert_eq!(
+        ids,
+        [
+            ("backend-down", 10),
+            ("bind-mismatch", 20),
+            ("wrong-port", 30)
+        ]
+    );
+    assert!(check(&[root().join("playbooks")], &[root().join("templates")]).is_empty());
+}
+
+#[test]
+fn backend_down_matches_a_stopped_unit() {
+    let set = seeds();
+    let ctx = stopped();
+    assert_eq!(matches(&set, &ctx), conclusive("backend-down"));
+    let mut failed = stopped();
+    failed["unit"]["active_state"] = json!("failed");
+    failed["unit"]["result"] = json!("exit-code");
+    assert_eq!(matches(&set, &failed), conclusive("backend-down"));
+
+    let playbook = set.get("backend-down").unwrap();
+    assert_eq!(
+        rendered_evidence(playbook, &failed),
+        [
+            "nothing listens on 127.0.0.1:18010",
+            "api.service is failed (exit-code)"
+        ]
+    );
+    assert_eq!(
+        playbook.actions,
+        [
+            Action::Systemd {
+                unit: "{{unit.name}}".to_string(),
+                op: SystemdOp::Restart
+            },
+            Action::WaitListen {
+                address: "{{endpoint.address}}".to_string(),
+                timeout: Duration::from_secs(15)
+            },
+            Action::Probe {
+                url: "{{site.url}}".to_string(),
+                expect: 200,
+                timeout: Duration::from_secs(10)
+            },
+        ]
+    );
+}
+
+#[test]
+fn backend_down_without_a_unit_is_inconclusive() {
+    let set = seeds();
+    let mut ctx = stopped();
+    ctx["unit"] = Value::Null;
+    assert_eq!(
+        matches(&set, &ctx),
+        vec![(
+            "backend-down".to_string(),
+            vec![
+                "no systemd unit is known to serve this upstream; add a `backends:` hint"
+                    .to_string()
+            ]
+        )]
+    );
+}
+
+#[test]
+fn nothing_matches_when_the_upstream_listens() {
+    let set = seeds();
+    let mut ctx = stopped();
+    ctx["endpoint"]["listening"] = json!(true);
+    assert!(matches(&set, &ctx).is_empty());
+    let mut ctx = bind_mismatch();
+    ctx["endpoint"]["listening"] = json!(true);
+    assert!(matches(&set, &ctx).is_empty());
+}
+
+#[test]
+fn nothing_matches_a_running_unit_with_no_sockets() {
+    // Active but listening nowhere (still starting, or the wrong unit): no playbook claims it.
+    assert!(matches(&seeds(), &running(&[], &[], &[])).is_empty());
+}
+
+#[test]
+fn bind_mismatch_binds_the_exact_address_nginx_dials() {
+    let set = seeds();
+    let ctx = bind_mismatch();
+    assert_eq!(matches(&set, &ctx), conclusive("bind-mismatch"));
+    let playbook = set.get("bind-mismatch").unwrap();
+    assert_eq!(
+        rendered_evidence(playbook, &ctx),
+        [
+            "nothing listens on 127.0.0.1:18010",
+            "api.service listens on port 18010 of 127.0.0.2 instead",
+            "HOST=127.0.0.2 in /etc/default/api",
+        ]
+    );
+    let Some(Action::SetBindHost { host }) = playbook.actions.first() else {
+        panic!("{:?}", playbook.actions);
+    };
+    let host = render(host, &ctx).unwrap();
+    assert_eq!(host, "127.0.0.1");
+    assert_eq!(validate_bind_host(&host), Ok(()));
+    let kinds: Vec<&str> = playbook.actions.iter().map(Action::kind).collect();
+    assert_eq!(kinds, ["set_bind_host", "systemd", "wait_listen", "probe"]);
+}
+
+#[test]
+fn bind_mismatch_without_a_bind_setting_is_inconclusive() {
+    let set = seeds();
+    let mut ctx = bind_mismatch();
+    ctx["unit"]["bind"] = Value::Null;
+    let found = matches(&set, &ctx);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, "bind-mismatch");
+    assert!(found[0].1[0].contains("`bind:` hint"), "{found:?}");
+}
+
+#[test]
+fn wrong_port_rewrites_the_pass_target() {
+    let set = seeds();
+    let ctx = running(&["127.0.0.1:18011"], &[], &[18011]);
+    assert_eq!(matches(&set, &ctx), conclusive("wrong-port"));
+    let playbook = set.get("wrong-port").unwrap();
+    assert_eq!(
+        rendered_evidence(playbook, &ctx),
+        [
+            "nothing listens on 127.0.0.1:18010",
+            "api.service listens on port 18011, not 18010",
+            "proxy_pass 127.0.0.1:18010 at /etc/nginx/sites-enabled/api.conf:4",
+        ]
+    );
+    let Some(Action::RenderSite { template, source }) = playbook.actions.first() else {
+        panic!("{:?}", playbook.actions);
+    };
+    assert_eq!(template, "pass-target.hbs");
+    let out = render(source, &ctx).unwrap();
+    assert_eq!(
+        validate_nginx_directive(&out, "proxy_pass"),
+        Ok("proxy_pass http://127.0.0.1:18011;".to_string())
+    );
+    let kinds: Vec<&str> = playbook.actions.iter().map(Action::kind).collect();
+    assert_eq!(
+        kinds,
+        ["render_site", "nginx_test", "nginx_reload", "probe"]
+    );
+}
+
+#[test]
+fn wrong_port_keeps_the_uri_and_drops_the_scheme_for_fastcgi() {
+    let set = seeds();
+    let Some(Action::RenderSite { source, .. }) = set.get("wrong-port").unwrap().actions.first()
+    else {
+        panic!("no render_site");
+    };
+    let mut ctx = running(&["127.0.0.1:18011"], &[], &[18011]);
+    ctx["pass"]["uri"] = json!("/api/");
+    assert_eq!(
+        render(source, &ctx).unwrap().trim(),
+        "proxy_pass http://127.0.0.1:18011/api/;"
+    );
+    ctx["pass"]["uri"] = json!("");
+    ctx["pass"]["directive"] = json!("fastcgi_pass");
+    ctx["pass"]["scheme"] = Value::Null;
+    let out = render(source, &ctx).unwrap();
+    assert_eq!(
+        validate_nginx_directive(&out, "fastcgi_pass"),
+        Ok("fastcgi_pass 127.0.0.1:18011;".to_string())
+    );
+}
+
+#[test]
+fn wrong_port_with_several_candidates_is_inconclusive() {
+    let set = seeds();
+    let ctx = running(
+        &["127.0.0.1:18011", "127.0.0.1:18012"],
+        &[],
+        &[18011, 18012],
+    );
+    let found = matches(&set, &ctx);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, "wrong-port");
+    assert_eq!(found[0].1.len(), 1);
+}
+
+#[test]
+fn wrong_port_stays_out_when_the_right_port_is_used_on_another_host() {
+    // Listening on the right port of another host and on another port too: the port is right, so
+    // only bind-mismatch claims it.
+    let set = seeds();
+    let mut ctx = bind_mismatch();
+    ctx["unit"]["other_ports"] = json!([9100]);
+    let ids: Vec<String> = matches(&set, &ctx).into_iter().map(|m| m.0).collect();
+    assert_eq!(ids, ["bind-mismatch"]);
+}
+
+#[test]
+fn unix_socket_targets_do_not_match_tcp_playbooks() {
+    let set = seeds();
+    let mut ctx = running(&["127.0.0.1:18011"], &["127.0.0.2"], &[18011]);
+    ctx["endpoint"] = json!({"address": "unix:/run/api.sock", "kind": "unix", "host": null,
+                             "port": null, "path": "/run/api.sock", "listening": false, "listener": null});
+    ctx["unit"]["bind"] = json!({"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2"});
+    assert!(matches(&set, &ctx).is_empty());
+}
+
+#[test]
+fn later_dir_overrides_an_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("playbooks/backend-down.yaml"))
+        .unwrap()
+        .replace("priority: 10", "priority: 99");
+    std::fs::write(dir.path().join("mine.yml"), text).unwrap();
+    let set = load_dirs(
+        &[
+            root().join("playbooks"),
+            dir.path().to_path_buf(),
+            root().join("no-such-dir"),
+        ],
+        &[root().join("templates")],
+    )
+    .unwrap();
+    assert_eq!(set.len(), 3);
+    let playbook = set.get("backend-down").unwrap();
+    assert_eq!(playbook.priority, 99);
+    assert_eq!(playbook.file, dir.path().join("mine.yml"));
+    assert_eq!(set.as_slice().last().unwrap().id, "backend-down");
+}
+
+#[test]
+fn playbooks_serialize_with_readable_durations() {
+    let set = seeds();
+    let value = serde_json::to_value(set.get("backend-down").unwrap()).unwrap();
+    assert_eq!(
+        value["actions"][1],
+        json!({"wait_listen": {"address": "{{endpoint.address}}", "timeout": "15s"}})
+    );
+    assert_eq!(
+        value["when"]["all"][0],
+        json!({"fact": {"path": "endpoint.listening", "test": {"is": false}}})
+    );
+    assert_eq!(value["severity"], json!("critical"));
+}
+
+#[test]
+fn durations_parse_and_format() {
+    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration("15s"), Some(Duration::from_secs(15)));
+    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+    for bad in [
+        "",
+        "15",
+        "s",
+        "0s",
+        "1.5s",
+        "-1s",
+        "15 s",
+        "15sec",
+        "99999999999999999999h",
+    ] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+    for d in ["500ms", "15s", "2m", "1h", "1500ms"] {
+        assert_eq!(format_duration(parse_duration(d).unwrap()), d);
+    }
+}
