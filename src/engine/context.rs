@@ -4,6 +4,7 @@
 use crate::config::{BackendHint, UpstreamAddr};
 use crate::facts::error_log::LogClass;
 use crate::facts::mapping::{Endpoint, Route};
+use crate::facts::nginx::Target as PassTarget;
 use crate::facts::units::UnitFacts;
 use crate::facts::Facts;
 use serde::Serialize;
@@ -29,7 +30,7 @@ pub fn targets(facts: &Facts, hints: &[BackendHint]) -> Vec<Target> {
             let unit = endpoint.unit.as_deref().and_then(|n| facts.unit(n));
             let context = json!({
                 "site": site_context(route),
-                "pass": pass_context(facts, route),
+                "pass": pass_context(route),
                 "endpoint": endpoint_context(endpoint),
                 "unit": unit.map_or(Value::Null, |u| unit_context(u, endpoint, hints)),
                 "log": log_counts(facts, &endpoint.address),
@@ -59,7 +60,11 @@ pub fn site_url(route: &Route) -> String {
         "[::]" => "[::1]",
         other => other,
     };
-    let path = if route.location.starts_with('/') { route.location.as_str() } else { "/" };
+    let path = if route.location.starts_with('/') {
+        route.location.as_str()
+    } else {
+        "/"
+    };
     format!("http://{host}:{port}{path}")
 }
 
@@ -72,23 +77,22 @@ fn site_context(route: &Route) -> Value {
     })
 }
 
-fn pass_context(facts: &Facts, route: &Route) -> Value {
-    let pass = facts.nginx.ok().and_then(|n| {
-        n.sites
-            .iter()
-            .flat_map(|s| s.locations.iter())
-            .filter_map(|l| l.pass.as_ref())
-            .find(|p| format!("{}:{}", p.at.file.display(), p.at.line) == route.at)
-    });
-    let (scheme, uri) = pass.map_or((None, String::new()), |p| scheme_and_uri(&p.raw));
+fn pass_context(route: &Route) -> Value {
+    let (scheme, uri) = scheme_and_uri(&route.pass.raw);
+    let kind = match route.pass.target {
+        PassTarget::Unix { .. } => "unix",
+        PassTarget::Dynamic { .. } => "dynamic",
+        PassTarget::Upstream { .. } => "upstream",
+        PassTarget::Tcp { .. } => "tcp",
+    };
     json!({
         "directive": route.directive,
         "target": route.target,
-        "kind": if route.target.starts_with("unix:") { "unix" } else if route.dynamic { "dynamic" } else { "tcp" },
+        "kind": kind,
         "scheme": scheme,
         "uri": uri,
-        "file": pass.map(|p| p.at.file.display().to_string()),
-        "line": pass.map(|p| p.at.line),
+        "file": route.pass.at.file.display().to_string(),
+        "line": route.pass.at.line,
     })
 }
 
@@ -136,9 +140,16 @@ fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) ->
             UpstreamAddr::Unix { .. } => None,
         })
         .collect();
-    let hosts_on_port: Vec<&String> =
-        tcp.iter().filter(|(_, p)| Some(*p) == port).map(|(h, _)| h).collect();
-    let mut other_ports: Vec<u16> = tcp.iter().map(|(_, p)| *p).filter(|p| Some(*p) != port).collect();
+    let hosts_on_port: Vec<&String> = tcp
+        .iter()
+        .filter(|(_, p)| Some(*p) == port)
+        .map(|(h, _)| h)
+        .collect();
+    let mut other_ports: Vec<u16> = tcp
+        .iter()
+        .map(|(_, p)| *p)
+        .filter(|p| Some(*p) != port)
+        .collect();
     other_ports.sort_unstable();
     other_ports.dedup();
     json!({
@@ -157,9 +168,15 @@ fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) ->
 
 /// Where the unit's bind host is set: a `backends:` hint, or an environment-file key the unit's
 /// `ExecStart` uses whose value is the host it listens on now. Anything less is not evidence.
-fn bind_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint], hosts: &[&String]) -> Value {
+fn bind_context(
+    unit: &UnitFacts,
+    endpoint: &Endpoint,
+    hints: &[BackendHint],
+    hosts: &[&String],
+) -> Value {
     let hinted = hints.iter().find_map(|h| {
-        let same = h.upstream.to_string() == endpoint.address || h.unit.as_deref() == Some(&unit.name);
+        let same =
+            h.upstream.to_string() == endpoint.address || h.unit.as_deref() == Some(&unit.name);
         same.then_some(h.bind.as_ref()).flatten()
     });
     if let Some(bind) = hinted {
@@ -179,20 +196,28 @@ fn bind_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint], ho
     unit.environment_files
         .iter()
         .flat_map(|f| f.vars.iter().map(move |(k, v)| (f, k, v)))
-        .find(|(_, k, v)| used(k) && hosts.iter().any(|h| *h == *v || h.trim_matches(['[', ']']) == v.as_str()))
-        .map_or(Value::Null, |(f, k, v)| {
-            json!({"file": f.path, "key": k, "value": v, "from": "environment_file"})
+        .find(|(_, k, v)| {
+            used(k)
+                && hosts
+                    .iter()
+                    .any(|h| *h == *v || h.trim_matches(['[', ']']) == v.as_str())
         })
+        .map_or(
+            Value::Null,
+            |(f, k, v)| json!({"file": f.path, "key": k, "value": v, "from": "environment_file"}),
+        )
 }
 
 /// How many classified error-log lines name this endpoint, by class.
 fn log_counts(facts: &Facts, address: &str) -> Value {
-    let mut counts: BTreeMap<String, usize> = LogClass::ALL
-        .iter()
-        .map(|c| (class_name(c), 0))
-        .collect();
+    let mut counts: BTreeMap<String, usize> =
+        LogClass::ALL.iter().map(|c| (class_name(c), 0)).collect();
     if let Some(log) = facts.error_log.ok() {
-        for e in log.entries.iter().filter(|e| e.upstream_addr.as_deref() == Some(address)) {
+        for e in log
+            .entries
+            .iter()
+            .filter(|e| e.upstream_addr.as_deref() == Some(address))
+        {
             *counts.entry(class_name(&e.class)).or_default() += 1;
         }
     }
@@ -220,21 +245,57 @@ mod tests {
             at: "/x:1".into(),
             dynamic: false,
             endpoints: Vec::new(),
+            pass: crate::facts::nginx::Pass {
+                directive: "proxy_pass".into(),
+                raw: "http://127.0.0.1:8000".into(),
+                target: PassTarget::Tcp {
+                    scheme: Some("http".into()),
+                    host: "127.0.0.1".into(),
+                    port: 8000,
+                },
+                at: at(),
+                arg: at(),
+            },
+        }
+    }
+
+    fn at() -> crate::facts::nginx::At {
+        crate::facts::nginx::At {
+            file: "/x".into(),
+            line: 1,
+            col: 1,
+            start: 0,
+            end: 0,
         }
     }
 
     #[test]
     fn site_urls_are_dialable() {
-        assert_eq!(site_url(&route("127.0.0.1:18000", "/")), "http://127.0.0.1:18000/");
-        assert_eq!(site_url(&route("80 default_server", "/api/")), "http://127.0.0.1:80/api/");
-        assert_eq!(site_url(&route("[::]:8080", "~ \\.php$")), "http://[::1]:8080/");
+        assert_eq!(
+            site_url(&route("127.0.0.1:18000", "/")),
+            "http://127.0.0.1:18000/"
+        );
+        assert_eq!(
+            site_url(&route("80 default_server", "/api/")),
+            "http://127.0.0.1:80/api/"
+        );
+        assert_eq!(
+            site_url(&route("[::]:8080", "~ \\.php$")),
+            "http://[::1]:8080/"
+        );
         assert_eq!(site_url(&route("*:81", "/")), "http://127.0.0.1:81/");
     }
 
     #[test]
     fn splits_scheme_and_uri() {
-        assert_eq!(scheme_and_uri("http://127.0.0.1:8000/api"), (Some("http".into()), "/api".into()));
-        assert_eq!(scheme_and_uri("http://unix:/run/a.sock:/x"), (Some("http".into()), "/x".into()));
+        assert_eq!(
+            scheme_and_uri("http://127.0.0.1:8000/api"),
+            (Some("http".into()), "/api".into())
+        );
+        assert_eq!(
+            scheme_and_uri("http://unix:/run/a.sock:/x"),
+            (Some("http".into()), "/x".into())
+        );
         assert_eq!(scheme_and_uri("127.0.0.1:9000"), (None, String::new()));
     }
 }

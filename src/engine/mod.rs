@@ -1,4 +1,8 @@
-//! The pure core between facts and side effects: condition evaluation and strict template rendering.
+//! The pure core between facts and side effects: targets and their contexts, condition
+//! evaluation, strict template rendering, findings and plans.
 
 pub mod conditions;
+pub mod context;
+pub mod evaluate;
+pub mod plan;
 pub mod render;

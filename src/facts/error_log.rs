@@ -48,6 +48,23 @@ pub enum LogClass {
     Other,
 }
 
+impl LogClass {
+    /// Every class, in declaration order.
+    pub const ALL: [LogClass; 11] = [
+        LogClass::ConnectionRefused,
+        LogClass::NoSuchFile,
+        LogClass::PermissionDenied,
+        LogClass::TimedOut,
+        LogClass::PrematurelyClosed,
+        LogClass::ResetByPeer,
+        LogClass::TooBigHeader,
+        LogClass::InvalidHeader,
+        LogClass::NoLiveUpstreams,
+        LogClass::HostNotFound,
+        LogClass::Other,
+    ];
+}
+
 /// One classified error-log line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogEntry {

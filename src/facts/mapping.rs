@@ -3,7 +3,7 @@
 //! the unit's command line and environment). Pure: every input is already gathered.
 
 use crate::config::{BackendHint, UpstreamAddr};
-use crate::facts::nginx::{NginxFacts, Target};
+use crate::facts::nginx::{NginxFacts, Pass, Target};
 use crate::facts::sockets::{accepts, SocketFacts};
 use crate::facts::units::UnitFacts;
 use serde::Serialize;
@@ -26,6 +26,8 @@ pub struct Route {
     /// A target built from variables: nginx decides at run time, so it is never guessed.
     pub dynamic: bool,
     pub endpoints: Vec<Endpoint>,
+    /// The pass directive itself, with its byte span for an exact rewrite.
+    pub pass: Pass,
 }
 
 /// One address nginx dials for a route.
@@ -122,6 +124,7 @@ pub fn routes(
                 at: format!("{}:{}", pass.at.file.display(), pass.at.line),
                 dynamic: matches!(pass.target, Target::Dynamic { .. }),
                 endpoints,
+                pass: pass.clone(),
             });
         }
     }

@@ -171,7 +171,7 @@ pub struct Requirement {
 }
 
 /// What `systemd` does to a unit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SystemdOp {
     /// `StartUnit`.

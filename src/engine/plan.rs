@@ -1,0 +1,336 @@
+//! Findings → plan: each conclusive finding's actions with their parameters rendered, and every
+//! file edit computed in full (new content, the hash of the content it replaces, a unified diff).
+//! Pure: files are read through the caller's reader, nothing is written.
+
+use super::context::Target;
+use super::evaluate::Finding;
+use super::render::{render, validate_bind_host, validate_nginx_directive, validate_nginx_value};
+use crate::adapters::fs::bytes_hash;
+use crate::nginx_conf::{replace_span, Span};
+use crate::playbook::{Action, PlaybookSet, SystemdOp};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What `plan` prints and `apply --plan` runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Seconds since the epoch when the facts were taken.
+    pub created_at: u64,
+    #[serde(skip_deserializing)]
+    pub findings: Vec<Finding>,
+    pub actions: Vec<Step>,
+}
+
+/// One action of one finding, ready to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The playbook (cause) that asked for it.
+    pub playbook: String,
+    /// Index of its finding in `findings`; steps of one finding form one transaction.
+    pub finding: usize,
+    /// `site location -> upstream`.
+    pub target: String,
+    #[serde(flatten)]
+    pub action: PlannedAction,
+    /// The unified diff of a file edit.
+    pub diff: Option<String>,
+}
+
+/// An action with every parameter rendered and checked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlannedAction {
+    Systemd {
+        unit: String,
+        op: SystemdOp,
+    },
+    SetBindHost {
+        unit: String,
+        host: String,
+        previous: String,
+        key: String,
+        edit: FileEdit,
+    },
+    RenderSite {
+        directive: String,
+        edit: FileEdit,
+    },
+    WaitListen {
+        address: String,
+        timeout_ms: u64,
+    },
+    NginxTest {},
+    NginxReload {},
+    Probe {
+        url: String,
+        expect: u16,
+        timeout_ms: u64,
+    },
+}
+
+/// A whole-file replacement, valid only while the file still has the content it was planned on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEdit {
+    pub path: PathBuf,
+    /// sha256 of the content the edit was computed from.
+    pub before_hash: String,
+    pub after: String,
+}
+
+impl PlannedAction {
+    /// The file this action edits, if any.
+    pub fn edit(&self) -> Option<&FileEdit> {
+        match self {
+            Self::SetBindHost { edit, .. } | Self::RenderSite { edit, .. } => Some(edit),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a file's text for planning.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
+
+/// Plans the actions of every conclusive finding. A finding whose actions cannot be planned
+/// (a value fails validation, a file cannot be read) is made inconclusive with the reason.
+pub fn plan(
+    created_at: u64,
+    playbooks: &PlaybookSet,
+    targets: &[Target],
+    mut findings: Vec<Finding>,
+    read: ReadFile<'_>,
+) -> Plan {
+    let mut actions: Vec<Step> = Vec::new();
+    for (index, finding) in findings.iter_mut().enumerate() {
+        let (Some(playbook), Some(target)) =
+            (playbooks.get(&finding.cause), targets.get(finding.target))
+        else {
+            continue;
+        };
+        if !finding.conclusive {
+            continue;
+        }
+        match plan_finding(&playbook.actions, target, read, &actions) {
+            Ok(steps) => actions.extend(steps.into_iter().map(|(action, diff)| Step {
+                playbook: finding.cause.clone(),
+                finding: index,
+                target: target.label.clone(),
+                action,
+                diff,
+            })),
+            Err(reason) => {
+                finding.conclusive = false;
+                finding.missing.push(format!("cannot plan: {reason}"));
+            }
+        }
+    }
+    Plan {
+        created_at,
+        findings,
+        actions,
+    }
+}
+
+fn plan_finding(
+    actions: &[Action],
+    target: &Target,
+    read: ReadFile<'_>,
+    earlier: &[Step],
+) -> Result<Vec<(PlannedAction, Option<String>)>, String> {
+    let mut steps = Vec::new();
+    for action in actions {
+        let planned = plan_action(action, target, read)?;
+        if let Some(edit) = planned.edit() {
+            if earlier
+                .iter()
+                .any(|s| s.action.edit().is_some_and(|e| e.path == edit.path))
+            {
+                return Err(format!(
+                    "`{}` is already edited by an earlier finding; run again after that change",
+                    edit.path.display()
+                ));
+            }
+        }
+        let diff = planned.edit().map(|edit| unified_diff(edit, read));
+        let duplicate = earlier.iter().any(|s| {
+            s.action == planned
+                && !matches!(
+                    planned,
+                    PlannedAction::NginxTest {} | PlannedAction::NginxReload {}
+                )
+        });
+        if !duplicate {
+            steps.push((planned, diff));
+        }
+    }
+    Ok(steps)
+}
+
+fn text(template: &str, target: &Target) -> Result<String, String> {
+    render(template, &target.context).map_err(|e| e.to_string())
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn plan_action(
+    action: &Action,
+    target: &Target,
+    read: ReadFile<'_>,
+) -> Result<PlannedAction, String> {
+    Ok(match action {
+        Action::Systemd { unit, op } => {
+            let unit = text(unit, target)?;
+            validate_nginx_value(&unit).map_err(|e| format!("unit `{unit}`: {e}"))?;
+            PlannedAction::Systemd { unit, op: *op }
+        }
+        Action::SetBindHost { host } => plan_bind(&text(host, target)?, target, read)?,
+        Action::RenderSite { template, source } => plan_site(template, source, target, read)?,
+        Action::WaitListen { address, timeout } => {
+            let address = text(address, target)?;
+            validate_nginx_value(&address).map_err(|e| format!("address `{address}`: {e}"))?;
+            PlannedAction::WaitListen {
+                address,
+                timeout_ms: millis(*timeout),
+            }
+        }
+        Action::NginxTest => PlannedAction::NginxTest {},
+        Action::NginxReload => PlannedAction::NginxReload {},
+        Action::Probe {
+            url,
+            expect,
+            timeout,
+        } => PlannedAction::Probe {
+            url: text(url, target)?,
+            expect: *expect,
+            timeout_ms: millis(*timeout),
+        },
+    })
+}
+
+fn plan_bind(host: &str, target: &Target, read: ReadFile<'_>) -> Result<PlannedAction, String> {
+    validate_bind_host(host).map_err(|e| format!("bind host `{host}`: {e}"))?;
+    let bind = &target.context["unit"]["bind"];
+    let unit = target.context["unit"]["name"]
+        .as_str()
+        .ok_or("no unit is known")?;
+    let (Some(file), Some(key)) = (bind["file"].as_str(), bind["key"].as_str()) else {
+        return Err("the backend's bind setting is not known".into());
+    };
+    let path = PathBuf::from(file);
+    let before = read(&path).map_err(|e| format!("cannot read `{file}`: {e}"))?;
+    let (after, previous) = replace_env_value(&before, key, host)
+        .ok_or_else(|| format!("`{file}` has no `{key}=` line"))?;
+    Ok(PlannedAction::SetBindHost {
+        unit: unit.to_string(),
+        host: host.to_string(),
+        previous,
+        key: key.to_string(),
+        edit: FileEdit {
+            path,
+            before_hash: bytes_hash(before.as_bytes()),
+            after,
+        },
+    })
+}
+
+fn plan_site(
+    template: &str,
+    source: &str,
+    target: &Target,
+    read: ReadFile<'_>,
+) -> Result<PlannedAction, String> {
+    let rendered =
+        render(source, &target.context).map_err(|e| format!("template `{template}`: {e}"))?;
+    let pass = &target.route.pass;
+    let directive = validate_nginx_directive(&rendered, &pass.directive)
+        .map_err(|e| format!("template `{template}` rendered `{}`: {e}", rendered.trim()))?;
+    let path = pass.at.file.clone();
+    let before = read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let span = Span {
+        start: pass.at.start,
+        end: pass.at.end,
+    };
+    let current = before.get(span.start..span.end).unwrap_or_default();
+    if !current.starts_with(&pass.directive) {
+        return Err(format!(
+            "`{}` changed since the facts were taken",
+            path.display()
+        ));
+    }
+    let after = replace_span(&before, span, &directive)
+        .ok_or_else(|| format!("`{}` changed since the facts were taken", path.display()))?;
+    Ok(PlannedAction::RenderSite {
+        directive,
+        edit: FileEdit {
+            path,
+            before_hash: bytes_hash(before.as_bytes()),
+            after,
+        },
+    })
+}
+
+/// Replaces the value of the last `KEY=` line (the one systemd uses), keeping `export` and the
+/// quote style; returns the new text and the old value.
+pub fn replace_env_value(text: &str, key: &str, value: &str) -> Option<(String, String)> {
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    fn assignment<'t>(line: &'t str, key: &str) -> Option<(&'t str, usize)> {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let rest = body.trim_start();
+        let rest = rest.strip_prefix("export ").unwrap_or(rest);
+        let (k, old) = rest.split_once('=')?;
+        (k.trim() == key).then_some((body, old.len()))
+    }
+    let index = lines.iter().rposition(|l| assignment(l, key).is_some())?;
+    let line = lines.get(index)?;
+    let (body, old_len) = assignment(line, key)?;
+    let (prefix, old) = body.split_at(body.len() - old_len);
+    let ending = &line[body.len()..];
+    let quote = old
+        .trim()
+        .chars()
+        .next()
+        .filter(|c| *c == '"' || *c == '\'');
+    let q = quote.map(String::from).unwrap_or_default();
+    let previous = old.trim().trim_matches(['"', '\'']).to_string();
+    let mut out = String::with_capacity(text.len() + value.len());
+    for (i, l) in lines.iter().enumerate() {
+        if i == index {
+            out.push_str(&format!("{prefix}{q}{value}{q}{ending}"));
+        } else {
+            out.push_str(l);
+        }
+    }
+    Some((out, previous))
+}
+
+fn unified_diff(edit: &FileEdit, read: ReadFile<'_>) -> String {
+    let before = read(&edit.path).unwrap_or_default();
+    let name = edit.path.display().to_string();
+    similar::TextDiff::from_lines(&before, &edit.after)
+        .unified_diff()
+        .context_radius(2)
+        .header(&name, &name)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_are_replaced_in_place() {
+        let (after, old) =
+            replace_env_value("# api\nHOST=127.0.0.2\nPORT=8000\n", "HOST", "127.0.0.1").unwrap();
+        assert_eq!(after, "# api\nHOST=127.0.0.1\nPORT=8000\n");
+        assert_eq!(old, "127.0.0.2");
+        let (after, _) = replace_env_value("export HOST=\"::1\"\r\n", "HOST", "127.0.0.1").unwrap();
+        assert_eq!(after, "export HOST=\"127.0.0.1\"\r\n");
+        assert!(replace_env_value("PORT=1\n", "HOST", "x").is_none());
+        let (after, _) = replace_env_value("HOST=a\nHOST=b\n", "HOST", "c").unwrap();
+        assert_eq!(
+            after, "HOST=a\nHOST=c\n",
+            "the last assignment is the one systemd uses"
+        );
+    }
+}
