@@ -13,6 +13,18 @@ pub enum SystemdError {
         bus: &'static str,
         source: zbus::Error,
     },
+    #[error("systemd job `{op}` of `{unit}` ended with `{result}`\nhelp: see the unit's log for why")]
+    JobFailed {
+        op: &'static str,
+        unit: String,
+        result: String,
+    },
+    #[error("systemd job `{op}` of `{unit}` did not finish within {seconds}s")]
+    JobTimeout {
+        op: &'static str,
+        unit: String,
+        seconds: u64,
+    },
     #[error("systemd call `{call}` for `{unit}` failed: {source}")]
     Call {
         call: &'static str,
@@ -52,6 +64,12 @@ trait Manager {
         states: &[&str],
         patterns: &[&str],
     ) -> zbus::Result<Vec<(String, String)>>;
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    #[zbus(signal)]
+    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(
@@ -91,6 +109,24 @@ trait Service {
     fn environment_files(&self) -> zbus::Result<Vec<(String, bool)>>;
     #[zbus(property)]
     fn environment(&self) -> zbus::Result<Vec<String>>;
+}
+
+/// A unit job nginx-medic may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOp {
+    Start,
+    Restart,
+    Reload,
+}
+
+impl JobOp {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Start => "StartUnit",
+            Self::Restart => "RestartUnit",
+            Self::Reload => "ReloadUnit",
+        }
+    }
 }
 
 /// A connection to one systemd manager.
@@ -191,6 +227,59 @@ impl Systemd {
             .collect();
         facts.environment = service.environment().await?;
         Ok(())
+    }
+
+    /// Runs a job on a unit (mode `replace`) and waits until systemd reports it finished.
+    pub async fn run_job(
+        &self,
+        unit: &str,
+        op: JobOp,
+        timeout: std::time::Duration,
+    ) -> Result<(), SystemdError> {
+        use futures_lite::StreamExt;
+        let call = |call: &'static str| {
+            let unit = unit.to_string();
+            move |source| SystemdError::Call { call, unit, source }
+        };
+        let manager = self.manager().await.map_err(call("Manager"))?;
+        manager.subscribe().await.map_err(call("Subscribe"))?;
+        // Listen before asking, so the JobRemoved signal cannot slip past.
+        let mut removed = manager
+            .receive_job_removed()
+            .await
+            .map_err(call("JobRemoved"))?;
+        let job = match op {
+            JobOp::Start => manager.start_unit(unit, "replace").await,
+            JobOp::Restart => manager.restart_unit(unit, "replace").await,
+            JobOp::Reload => manager.reload_unit(unit, "replace").await,
+        }
+        .map_err(call(op.name()))?;
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                let Ok(args) = signal.args() else { continue };
+                if args.job == job {
+                    return Some(args.result);
+                }
+            }
+            None
+        };
+        let result = tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| SystemdError::JobTimeout {
+                op: op.name(),
+                unit: unit.to_string(),
+                seconds: timeout.as_secs(),
+            })?
+            .unwrap_or_else(|| "disconnected".into());
+        if result == "done" {
+            Ok(())
+        } else {
+            Err(SystemdError::JobFailed {
+                op: op.name(),
+                unit: unit.to_string(),
+                result,
+            })
+        }
     }
 
     /// The names of every service the manager knows: loaded units and installed unit files.

@@ -1,4 +1,5 @@
-//! Applying a plan: file transactions with rollback and the audit journal of every step.
+//! Applying a plan: the step loop, file transactions with rollback, the audit journal.
 
 pub mod journal;
 pub mod transaction;
+pub mod execute;

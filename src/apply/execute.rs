@@ -1,0 +1,392 @@
+//! The step loop: runs a plan's steps finding by finding, each finding one transaction. Any
+//! failure rolls that finding's file edits back byte for byte, brings nginx and the backend back
+//! to the old configuration, and every step lands in the audit journal.
+
+use super::journal::{EntryStatus, Journal, JournalEntry};
+use super::transaction::{FileTransaction, RollbackOutcome};
+use crate::adapters::nginx::NginxBinary;
+use crate::adapters::probe::{probe_http, wait_listen};
+use crate::adapters::systemd::{JobOp, Systemd};
+use crate::config::ReloadMethod;
+use crate::engine::plan::{Plan, PlannedAction, Step};
+use crate::facts::error_log::read_error_log_since;
+use crate::playbook::SystemdOp;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long a systemd job may take before the step fails.
+const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long nginx gets to report a failed reload in its error log.
+const RELOAD_SETTLE: Duration = Duration::from_millis(400);
+
+/// What `apply` acts through.
+pub struct Effects<'a> {
+    pub systemd: &'a Systemd,
+    pub nginx: NginxBinary,
+    pub reload: ReloadMethod,
+    pub nginx_unit: String,
+    pub error_log: Option<PathBuf>,
+    pub state_dir: PathBuf,
+}
+
+/// How an apply ended, overall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Healed,
+    NothingToDo,
+    RolledBack,
+    Failed,
+}
+
+/// How one step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Ok,
+    Failed,
+    Skipped,
+    RolledBack,
+    NotRun,
+}
+
+/// One step with its result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepResult {
+    #[serde(flatten)]
+    pub step: Step,
+    pub status: StepStatus,
+    pub detail: String,
+}
+
+/// What `apply` reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApplyReport {
+    pub outcome: Outcome,
+    pub actions: Vec<StepResult>,
+    /// One transaction id per finding that acted.
+    pub transactions: Vec<String>,
+}
+
+/// Runs every step of the plan.
+pub async fn apply(plan: &Plan, effects: &Effects<'_>) -> Result<ApplyReport, super::journal::JournalError> {
+    let mut journal = Journal::open(&effects.state_dir)?;
+    let mut report = ApplyReport {
+        outcome: Outcome::NothingToDo,
+        actions: Vec::new(),
+        transactions: Vec::new(),
+    };
+    let mut groups: Vec<usize> = plan.actions.iter().map(|s| s.finding).collect();
+    groups.dedup();
+    for finding in groups {
+        let steps: Vec<&Step> = plan.actions.iter().filter(|s| s.finding == finding).collect();
+        let txn_id = format!("{}-{finding}", unique_stamp());
+        let (results, group_outcome) = run_group(&txn_id, &steps, plan.created_at, effects, &mut journal).await;
+        report.transactions.push(txn_id);
+        report.actions.extend(results);
+        report.outcome = combine(report.outcome, group_outcome);
+    }
+    Ok(report)
+}
+
+fn combine(so_far: Outcome, next: Outcome) -> Outcome {
+    use Outcome::*;
+    match (so_far, next) {
+        (Failed, _) | (_, Failed) => Failed,
+        (RolledBack, _) | (_, RolledBack) => RolledBack,
+        (Healed, _) | (_, Healed) => Healed,
+        _ => NothingToDo,
+    }
+}
+
+fn unique_stamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}{:06}-{}", now.as_secs(), now.subsec_micros(), std::process::id())
+}
+
+struct Group<'a, 'e> {
+    txn: Option<FileTransaction>,
+    txn_id: &'a str,
+    journal: &'a mut Journal,
+    effects: &'a Effects<'e>,
+    step_no: u32,
+    reloaded: bool,
+    restarted_units: Vec<String>,
+}
+
+impl Group<'_, '_> {
+    fn log(&mut self, kind: &str, target: &str, status: EntryStatus, detail: &str) {
+        self.step_no += 1;
+        let entry = JournalEntry::now(self.txn_id, self.step_no, kind, target, status, detail);
+        if let Err(e) = self.journal.append(&entry) {
+            tracing::error!(error = %e, "cannot write the audit journal");
+        }
+    }
+}
+
+async fn run_group(
+    txn_id: &str,
+    steps: &[&Step],
+    planned_at: u64,
+    effects: &Effects<'_>,
+    journal: &mut Journal,
+) -> (Vec<StepResult>, Outcome) {
+    let mut group = Group {
+        txn: None,
+        txn_id,
+        journal,
+        effects,
+        step_no: 0,
+        reloaded: false,
+        restarted_units: Vec::new(),
+    };
+    let mut results = Vec::with_capacity(steps.len());
+    let mut failed = false;
+    for step in steps {
+        if failed {
+            results.push(result(step, StepStatus::NotRun, "an earlier step failed"));
+            continue;
+        }
+        let (status, detail) = match run_step(&mut group, &step.action, planned_at).await {
+            Ok(StepDone::Done(detail)) => (StepStatus::Ok, detail),
+            Ok(StepDone::Skipped(detail)) => (StepStatus::Skipped, detail),
+            Err(detail) => {
+                failed = true;
+                (StepStatus::Failed, detail)
+            }
+        };
+        let journal_status = match status {
+            StepStatus::Ok => EntryStatus::Ok,
+            StepStatus::Skipped => EntryStatus::Skipped,
+            _ => EntryStatus::Failed,
+        };
+        group.log(kind_of(&step.action), &target_of(&step.action), journal_status, &detail);
+        tracing::info!(txn = txn_id, kind = kind_of(&step.action), target = %target_of(&step.action), ?status, detail = %detail, "step");
+        results.push(result(step, status, &detail));
+    }
+    if !failed {
+        let committed = match group.txn.take() {
+            Some(txn) => txn.commit().map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        if let Err(e) = committed {
+            group.log("commit", txn_id, EntryStatus::Failed, &e);
+        }
+        return (results, Outcome::Healed);
+    }
+    let rolled_back = roll_back(&mut group).await;
+    if rolled_back {
+        for r in results.iter_mut().filter(|r| r.step.action.edit().is_some() && r.status == StepStatus::Ok) {
+            r.status = StepStatus::RolledBack;
+        }
+    }
+    let outcome = if rolled_back { Outcome::RolledBack } else { Outcome::Failed };
+    (results, outcome)
+}
+
+fn result(step: &Step, status: StepStatus, detail: &str) -> StepResult {
+    StepResult {
+        step: (*step).clone(),
+        status,
+        detail: detail.to_string(),
+    }
+}
+
+enum StepDone {
+    Done(String),
+    Skipped(String),
+}
+
+async fn run_step(group: &mut Group<'_, '_>, action: &PlannedAction, planned_at: u64) -> Result<StepDone, String> {
+    let effects = group.effects;
+    match action {
+        PlannedAction::Systemd { unit, op } => systemd_step(group, unit, *op, planned_at).await,
+        PlannedAction::SetBindHost { edit, .. } | PlannedAction::RenderSite { edit, .. } => {
+            if group.txn.is_none() {
+                let txn = FileTransaction::begin(&effects.state_dir, group.txn_id).map_err(|e| e.to_string())?;
+                group.txn = Some(txn);
+            }
+            let txn = group.txn.as_mut().ok_or("no transaction")?;
+            let done = txn
+                .edit(&edit.path, Some(&edit.before_hash), edit.after.as_bytes())
+                .map_err(|e| e.to_string())?;
+            Ok(StepDone::Done(format!(
+                "wrote `{}` (sha256 {} → {})",
+                edit.path.display(),
+                short(done.before.as_deref().unwrap_or("-")),
+                short(&done.after)
+            )))
+        }
+        PlannedAction::WaitListen { address, timeout_ms } => wait_listen(address, Duration::from_millis(*timeout_ms))
+            .await
+            .map(|waited| StepDone::Done(format!("listening after {} ms", waited.as_millis())))
+            .map_err(|e| e.to_string()),
+        PlannedAction::NginxTest {} => nginx_test(&effects.nginx),
+        PlannedAction::NginxReload {} => {
+            group.reloaded = true;
+            reload_nginx(effects).await
+        }
+        PlannedAction::Probe { url, expect, timeout_ms } => probe_until(url, *expect, Duration::from_millis(*timeout_ms)).await,
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+async fn systemd_step(group: &mut Group<'_, '_>, unit: &str, op: SystemdOp, planned_at: u64) -> Result<StepDone, String> {
+    let systemd = group.effects.systemd;
+    let facts = systemd.unit(unit).await.map_err(|e| e.to_string())?;
+    let fresh = facts.active_state == "active" && facts.active_enter_timestamp / 1_000_000 > planned_at;
+    if matches!(op, SystemdOp::Start | SystemdOp::Restart) && fresh {
+        return Ok(StepDone::Skipped(format!(
+            "`{unit}` is already active with PID {} started after the plan",
+            facts.main_pid
+        )));
+    }
+    if op == SystemdOp::Start && facts.active_state == "active" {
+        return Ok(StepDone::Skipped(format!("`{unit}` is already active")));
+    }
+    let job = match op {
+        SystemdOp::Start => JobOp::Start,
+        SystemdOp::Restart => JobOp::Restart,
+        SystemdOp::Reload => JobOp::Reload,
+    };
+    systemd.run_job(unit, job, JOB_TIMEOUT).await.map_err(|e| e.to_string())?;
+    group.restarted_units.push(unit.to_string());
+    let after = systemd.unit(unit).await.map_err(|e| e.to_string())?;
+    Ok(StepDone::Done(format!("{op} `{unit}`: {} with PID {}", after.active_state, after.main_pid)))
+}
+
+fn nginx_test(nginx: &NginxBinary) -> Result<StepDone, String> {
+    let outcome = nginx.test().map_err(|e| e.to_string())?;
+    if outcome.ok {
+        Ok(StepDone::Done("configuration test passed".into()))
+    } else {
+        Err(format!("nginx -t failed: {}", outcome.output))
+    }
+}
+
+/// Reloads nginx, then reads the error log written since: a reload that fails keeps the old
+/// configuration and says so only there.
+async fn reload_nginx(effects: &Effects<'_>) -> Result<StepDone, String> {
+    let offset = effects
+        .error_log
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    match effects.reload {
+        ReloadMethod::Systemd => effects
+            .systemd
+            .run_job(&effects.nginx_unit, JobOp::Reload, JOB_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?,
+        ReloadMethod::Signal => effects.nginx.reload_by_signal().map_err(|e| e.to_string())?,
+    }
+    tokio::time::sleep(RELOAD_SETTLE).await;
+    let Some(log) = &effects.error_log else {
+        return Ok(StepDone::Done("reloaded (no error log to check)".into()));
+    };
+    let since = read_error_log_since(log, offset).map_err(|e| e.to_string())?;
+    let fatal: Vec<String> = since
+        .entries
+        .iter()
+        .filter(|e| e.level == "emerg" || e.level == "alert")
+        .map(|e| format!("[{}] {}", e.level, e.message))
+        .collect();
+    if fatal.is_empty() {
+        Ok(StepDone::Done("reloaded; no [emerg] or [alert] since".into()))
+    } else {
+        Err(format!("the reload failed, nginx kept the old configuration: {}", fatal.join("; ")))
+    }
+}
+
+/// Probes until the expected status arrives or the timeout passes (workers take a moment to
+/// pick up a reload, a backend a moment to accept).
+async fn probe_until(url: &str, expect: u16, timeout: Duration) -> Result<StepDone, String> {
+    let start = Instant::now();
+    let mut last;
+    loop {
+        let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(200));
+        let probe = probe_http(url, left.min(Duration::from_secs(5))).await;
+        if probe.status == Some(expect) {
+            return Ok(StepDone::Done(format!("{url} answered {expect} after {} ms", start.elapsed().as_millis())));
+        }
+        last = probe
+            .status
+            .map_or_else(|| probe.error.unwrap_or_default(), |s| format!("status {s}"));
+        if start.elapsed() >= timeout {
+            return Err(format!("{url} did not answer {expect} within {} ms (last: {last})", timeout.as_millis()));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Restores every edited file, then brings nginx and the restarted backends back onto them.
+async fn roll_back(group: &mut Group<'_, '_>) -> bool {
+    let Some(txn) = group.txn.take() else {
+        return false;
+    };
+    let reports = txn.rollback();
+    let mut all_restored = true;
+    for r in &reports {
+        let (status, detail) = match &r.outcome {
+            RollbackOutcome::Restored => (EntryStatus::RolledBack, "restored byte for byte".to_string()),
+            RollbackOutcome::Removed => (EntryStatus::RolledBack, "removed (it did not exist before)".to_string()),
+            RollbackOutcome::Failed { reason } => {
+                all_restored = false;
+                (EntryStatus::Failed, reason.clone())
+            }
+        };
+        group.log("restore_file", &r.path.display().to_string(), status, &detail);
+    }
+    let effects = group.effects;
+    if group.reloaded {
+        let outcome = match nginx_test(&effects.nginx) {
+            Ok(_) => reload_nginx(effects).await,
+            Err(e) => Err(e),
+        };
+        let (status, detail) = match outcome {
+            Ok(StepDone::Done(d) | StepDone::Skipped(d)) => (EntryStatus::RolledBack, d),
+            Err(e) => {
+                all_restored = false;
+                (EntryStatus::Failed, e)
+            }
+        };
+        group.log("reload_nginx", &effects.nginx_unit, status, &detail);
+    }
+    for unit in std::mem::take(&mut group.restarted_units) {
+        let outcome = effects.systemd.run_job(&unit, JobOp::Restart, JOB_TIMEOUT).await;
+        let (status, detail) = match outcome {
+            Ok(()) => (EntryStatus::RolledBack, "restarted on the restored configuration".to_string()),
+            Err(e) => (EntryStatus::Failed, e.to_string()),
+        };
+        group.log("restart_unit", &unit, status, &detail);
+    }
+    all_restored
+}
+
+fn kind_of(action: &PlannedAction) -> &'static str {
+    match action {
+        PlannedAction::Systemd { .. } => "systemd",
+        PlannedAction::SetBindHost { .. } => "set_bind_host",
+        PlannedAction::RenderSite { .. } => "render_site",
+        PlannedAction::WaitListen { .. } => "wait_listen",
+        PlannedAction::NginxTest {} => "nginx_test",
+        PlannedAction::NginxReload {} => "nginx_reload",
+        PlannedAction::Probe { .. } => "probe",
+    }
+}
+
+fn target_of(action: &PlannedAction) -> String {
+    match action {
+        PlannedAction::Systemd { unit, .. } => unit.clone(),
+        PlannedAction::SetBindHost { edit, .. } | PlannedAction::RenderSite { edit, .. } => edit.path.display().to_string(),
+        PlannedAction::WaitListen { address, .. } => address.clone(),
+        PlannedAction::NginxTest {} | PlannedAction::NginxReload {} => "nginx".into(),
+        PlannedAction::Probe { url, .. } => url.clone(),
+    }
+}
