@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use handlebars::{Handlebars, RenderErrorReason};
+use handlebars::{Handlebars, RenderErrorReason, TemplateErrorReason};
 use serde_json::Value;
 
 /// Why a template could not be rendered.
@@ -39,8 +39,11 @@ pub enum RenderError {
 
 fn at(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
-        (Some(line), Some(column)) => format!(" at {line}:{column}"),
-        (Some(line), None) => format!(" at line {line}"),
+        (Some(1), Some(column)) => format!(" at column {column} of the template"),
+        (Some(line), Some(column)) => {
+            format!(" at line {line}, column {column} of the template")
+        }
+        (Some(line), None) => format!(" at line {line} of the template"),
         _ => String::new(),
     }
 }
@@ -53,8 +56,15 @@ impl RenderError {
                     Some((line, column)) => (Some(line), Some(column)),
                     None => (None, None),
                 };
+                let reason = match template.reason() {
+                    // The parser's own detail names grammar rules, which helps nobody.
+                    TemplateErrorReason::InvalidSyntax(_) => {
+                        "a `{{…}}` expression is malformed or not closed".to_string()
+                    }
+                    other => first_line(&other.to_string()),
+                };
                 RenderError::Syntax {
-                    reason: first_line(&template.reason().to_string()),
+                    reason,
                     line,
                     column,
                 }
@@ -334,7 +344,15 @@ mod tests {
     #[test]
     fn syntax_error_is_reported() {
         let err = render("{{unit.name", &ctx()).unwrap_err();
-        assert!(matches!(err, RenderError::Syntax { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "invalid template syntax at column 12 of the template: a `{{…}}` expression is malformed or not closed"
+        );
+        let err = render("{{#if a}}\n{{/each}}", &ctx()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid template syntax at line 2, column 1 of the template: helper \"if\" was opened, but \"each\" is closing"
+        );
         assert!(compile("{{#if x}}").is_err());
         assert_eq!(compile("plain {{x}}"), Ok(()));
     }
