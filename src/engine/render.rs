@@ -107,6 +107,16 @@ pub fn render(template: &str, ctx: &Value) -> Result<String, RenderError> {
         .map_err(|err| RenderError::from_handlebars(&err))
 }
 
+/// Renders evidence lines, leaving out those that name a fact the context does not have (an
+/// inconclusive finding often lacks the very facts some of its lines describe). Lines are
+/// checked when playbooks load, so any other failure is left out too rather than aborting.
+pub fn render_evidence(lines: &[String], ctx: &Value) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|line| render(line, ctx).ok())
+        .collect()
+}
+
 /// `ctx` with every null member of every mapping removed (list items keep their positions).
 fn without_nulls(ctx: &Value) -> Value {
     match ctx {
@@ -321,6 +331,18 @@ mod tests {
             render("{{endpoint.path}}", &ctx()),
             Err(RenderError::Missing { .. })
         ));
+    }
+
+    #[test]
+    fn evidence_leaves_out_lines_about_absent_facts() {
+        let lines = vec![
+            "nothing listens on {{endpoint.host}}".to_string(),
+            "{{unit.nme}} is down".to_string(),
+        ];
+        assert_eq!(
+            render_evidence(&lines, &ctx()),
+            ["nothing listens on 127.0.0.1"]
+        );
     }
 
     #[test]
