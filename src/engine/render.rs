@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use handlebars::{Handlebars, RenderErrorReason};
+use handlebars::{Handlebars, RenderErrorReason, TemplateErrorReason};
 use serde_json::Value;
 
 /// Why a template could not be rendered.
@@ -39,8 +39,11 @@ pub enum RenderError {
 
 fn at(line: Option<usize>, column: Option<usize>) -> String {
     match (line, column) {
-        (Some(line), Some(column)) => format!(" at {line}:{column}"),
-        (Some(line), None) => format!(" at line {line}"),
+        (Some(1), Some(column)) => format!(" at column {column} of the template"),
+        (Some(line), Some(column)) => {
+            format!(" at line {line}, column {column} of the template")
+        }
+        (Some(line), None) => format!(" at line {line} of the template"),
         _ => String::new(),
     }
 }
@@ -53,8 +56,15 @@ impl RenderError {
                     Some((line, column)) => (Some(line), Some(column)),
                     None => (None, None),
                 };
+                let reason = match template.reason() {
+                    // The parser's own detail names grammar rules, which helps nobody.
+                    TemplateErrorReason::InvalidSyntax(_) => {
+                        "a `{{…}}` expression is malformed or not closed".to_string()
+                    }
+                    other => first_line(&other.to_string()),
+                };
                 RenderError::Syntax {
-                    reason: first_line(&template.reason().to_string()),
+                    reason,
                     line,
                     column,
                 }
@@ -95,6 +105,16 @@ pub fn render(template: &str, ctx: &Value) -> Result<String, RenderError> {
     registry()
         .render_template(template, &without_nulls(ctx))
         .map_err(|err| RenderError::from_handlebars(&err))
+}
+
+/// Renders evidence lines, leaving out those that name a fact the context does not have (an
+/// inconclusive finding often lacks the very facts some of its lines describe). Lines are
+/// checked when playbooks load, so any other failure is left out too rather than aborting.
+pub fn render_evidence(lines: &[String], ctx: &Value) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|line| render(line, ctx).ok())
+        .collect()
 }
 
 /// `ctx` with every null member of every mapping removed (list items keep their positions).
@@ -314,6 +334,18 @@ mod tests {
     }
 
     #[test]
+    fn evidence_leaves_out_lines_about_absent_facts() {
+        let lines = vec![
+            "nothing listens on {{endpoint.host}}".to_string(),
+            "{{unit.nme}} is down".to_string(),
+        ];
+        assert_eq!(
+            render_evidence(&lines, &ctx()),
+            ["nothing listens on 127.0.0.1"]
+        );
+    }
+
+    #[test]
     fn out_of_range_index_is_an_error() {
         assert!(render("{{unit.other_ports.[3]}}", &ctx()).is_err());
     }
@@ -334,7 +366,15 @@ mod tests {
     #[test]
     fn syntax_error_is_reported() {
         let err = render("{{unit.name", &ctx()).unwrap_err();
-        assert!(matches!(err, RenderError::Syntax { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "invalid template syntax at column 12 of the template: a `{{…}}` expression is malformed or not closed"
+        );
+        let err = render("{{#if a}}\n{{/each}}", &ctx()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid template syntax at line 2, column 1 of the template: helper \"if\" was opened, but \"each\" is closing"
+        );
         assert!(compile("{{#if x}}").is_err());
         assert_eq!(compile("plain {{x}}"), Ok(()));
     }

@@ -91,7 +91,7 @@ fn load<P: AsRef<Path>, Q: AsRef<Path>>(
                     reason: format!("duplicate id `{}`", spec.id),
                     help: Some(format!(
                         "`{}` in the same dir has it already; ids are unique per dir (a later dir overrides an earlier one)",
-                        first.display()
+                        first.file_name().unwrap_or_default().to_string_lossy()
                     )),
                     file: file.clone(),
                 });
@@ -289,8 +289,16 @@ fn parse(text: &str) -> Result<PlaybookSpec, Box<PlaybookError>> {
                 serde_path_to_error::Segment::Unknown => None,
             })
             .collect();
-        let field = FieldPath(segs.clone());
+        let mut field = FieldPath(segs.clone());
         let inner = err.into_inner();
+        let message = strip_yaml_decoration(&inner.to_string());
+        // The path of an unknown field ends with the field itself; name the mapping instead.
+        if let Some(rest) = message.strip_prefix("unknown field `") {
+            let word = rest.split('`').next().unwrap_or_default();
+            if matches!(field.0.last(), Some(Seg::Key(k)) if k == word) {
+                field.0.pop();
+            }
+        }
         let location = inner
             .location()
             .map(|l| Location {
@@ -298,7 +306,7 @@ fn parse(text: &str) -> Result<PlaybookSpec, Box<PlaybookError>> {
                 column: l.column(),
             })
             .or_else(|| locate(text, &segs));
-        let (reason, help) = explain(&strip_yaml_decoration(&inner.to_string()), &field);
+        let (reason, help) = explain(&message, &field);
         let field = Some(field.to_string()).filter(|f| !f.is_empty());
         error(location, field, reason, help)
     })
@@ -511,5 +519,233 @@ impl<'de> Visitor<'de> for Walk<'_> {
             }
             i += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BAD: &str = "tests/fixtures/playbooks/bad";
+
+    /// Every error of every file in `tests/fixtures/playbooks/bad/`, in one run, stage by stage.
+    #[test]
+    fn check_reports_every_error_of_every_file() {
+        let errors: Vec<String> = check(&[BAD], &["templates"])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let expected = [
+            // parse / schema: one per file, the file stops there
+            "tests/fixtures/playbooks/bad/empty.yml: the file is empty\n  help: a playbook needs `id`, `description`, `severity`, `priority` and `when`",
+            "tests/fixtures/playbooks/bad/unknown-action.yaml:8:5: actions[1]: unknown action `wait_listn`\n  help: did you mean `wait_listen`?",
+            "tests/fixtures/playbooks/bad/unknown-key.yaml:7:16: actions[0].systemd: unknown field `unti`\n  help: did you mean `unit`?",
+            "tests/fixtures/playbooks/bad/wrong-type.yaml:4:11: priority: expected a whole number, found `high`",
+            // semantic: every problem of a file
+            "tests/fixtures/playbooks/bad/bad-duration.yaml:8:15: when.all[1].fact: unknown fact `unit.activ_state`\n  help: did you mean `unit.active_state`?",
+            "tests/fixtures/playbooks/bad/bad-duration.yaml:10:43: actions[0].systemd.op: unknown operation `restrat`\n  help: did you mean `restart`?",
+            "tests/fixtures/playbooks/bad/bad-duration.yaml:11:62: actions[1].wait_listen.timeout: invalid duration `15`\n  help: write a whole number above zero with a unit: `500ms`, `15s`, `2m` or `1h`",
+            "tests/fixtures/playbooks/bad/bad-duration.yaml:12:43: actions[2].probe.expect: `42` is not an HTTP status\n  help: expect a status between 100 and 599, such as `200`",
+            "tests/fixtures/playbooks/bad/bad-duration.yaml:12:56: actions[2].probe.timeout: invalid duration `1.5s`\n  help: write a whole number above zero with a unit: `500ms`, `15s`, `2m` or `1h`",
+            "tests/fixtures/playbooks/bad/duplicate-id.yaml:1:5: id: duplicate id `bad-duration`\n  help: `bad-duration.yaml` in the same dir has it already; ids are unique per dir (a later dir overrides an earlier one)",
+            "tests/fixtures/playbooks/bad/unsafe-actions.yaml:7:5: conclusive[0]: a `conclusive` item needs a `missing:` text\n  help: say what is missing and how to provide it",
+            // templates: rendered strictly against the sample facts
+            "tests/fixtures/playbooks/bad/bad-handlebars.yaml:7:5: evidence[0]: invalid template syntax at column 38 of the template: a `{{…}}` expression is malformed or not closed\n  help: handlebars variables look like `{{unit.name}}`",
+            "tests/fixtures/playbooks/bad/bad-handlebars.yaml:8:5: evidence[1]: variable `unit.nme` is missing from the facts\n  help: did you mean `unit.name`?",
+            "tests/fixtures/playbooks/bad/unsafe-actions.yaml:9:28: actions[0].set_bind_host.host: with the sample facts: `0.0.0.0` listens on every interface and would expose the backend around nginx\n  help: bind the exact address nginx dials: `{{endpoint.host}}`",
+            "tests/fixtures/playbooks/bad/unsafe-actions.yaml:10:30: actions[1].render_site.template: template `pass-targt.hbs` not found in `templates`\n  help: did you mean `pass-target.hbs`?",
+        ];
+        assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn load_dirs_fails_with_every_error() {
+        let err = load_dirs(&[BAD], &["templates"]).unwrap_err();
+        assert_eq!(err.0.len(), 15);
+        assert!(err.to_string().starts_with("15 playbook errors found\n"));
+    }
+
+    #[test]
+    fn missing_dirs_are_skipped() {
+        let set = load_dirs(&["no/such/dir"], &["no/such/templates"]).unwrap();
+        assert!(set.is_empty());
+    }
+
+    const HEAD: &str = "id: t\ndescription: d\nseverity: info\npriority: 1\n";
+
+    /// `check` on one file holding `text`, with the temporary dir's prefix removed.
+    fn errors_of(text: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.yaml"), text).unwrap();
+        let prefix = format!("{}/", dir.path().display());
+        check(&[dir.path()], &["templates"])
+            .iter()
+            .map(|e| e.to_string().replace(&prefix, ""))
+            .collect()
+    }
+
+    fn errors_of_body(body: &str) -> Vec<String> {
+        errors_of(&format!("{HEAD}{body}"))
+    }
+
+    #[test]
+    fn yaml_syntax_errors_have_a_location() {
+        assert_eq!(
+            errors_of("id: t\n  description: [\n"),
+            ["t.yaml:2:14: mapping values are not allowed in this context"]
+        );
+    }
+
+    #[test]
+    fn missing_and_unknown_top_level_fields() {
+        assert_eq!(
+            errors_of("id: t\ndescription: d\nseverity: info\npriority: 1\n"),
+            ["t.yaml:1:1: missing field `when`"]
+        );
+        assert_eq!(
+            errors_of_body("when: { fact: endpoint.listening, is: false }\nactons: []\n"),
+            ["t.yaml:6:1: unknown field `actons`\n  help: did you mean `actions`?"]
+        );
+        assert_eq!(
+            errors_of(&HEAD.replace("info", "critcal")),
+            ["t.yaml:3:11: severity: unknown value `critcal`\n  help: did you mean `critical`?"]
+        );
+    }
+
+    #[test]
+    fn action_shapes() {
+        let when = "when: { fact: endpoint.listening, is: false }\n";
+        assert_eq!(
+            errors_of_body(&format!("{when}actions:\n  - nginx_test\n")),
+            ["t.yaml:7:5: actions[0]: expected an action, a mapping with one key such as `systemd:`, found `nginx_test`"]
+        );
+        assert_eq!(
+            errors_of_body(&format!(
+                "{when}actions:\n  - nginx_test:\n  - nginx_reload: {{}}\n"
+            )),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            errors_of_body(&format!("{when}actions:\n  - nginx_test: {{}}\n    nginx_reload: {{}}\n")),
+            ["t.yaml:7:5: actions[0]: an action has exactly one key, found `nginx_test` and `nginx_reload`; make `nginx_reload` a separate list item"]
+        );
+        assert_eq!(
+            errors_of_body(&format!("{when}actions:\n  - nginx_test: {{ now: true }}\n")),
+            ["t.yaml:7:19: actions[0].nginx_test: unknown field `now`\n  help: this mapping takes no fields"]
+        );
+        assert_eq!(
+            errors_of_body(&format!(
+                "{when}actions:\n  - systemd: {{ unit: x.service }}\n"
+            )),
+            ["t.yaml:7:14: actions[0].systemd: missing field `op`"]
+        );
+        assert_eq!(
+            errors_of_body(&format!("{when}actions:\n  - probe: {{ url: \"{{{{site.url}}}}\", expect: ok, timeout: 1s }}\n")),
+            ["t.yaml:7:43: actions[0].probe.expect: expected a whole number, found `ok`"]
+        );
+    }
+
+    #[test]
+    fn condition_shapes() {
+        let errors = errors_of_body(
+            "when:\n  all:\n    - { fact: endpoint.listening }\n    - { fact: unit.name, exists: true, is: x }\n    - { all: [], fact: x }\n    - { is: 1 }\n    - {}\n    - { fact: unit.other_ports.first, count: 1 }\n    - { fact: endpoint.port.x, gt: 1 }\n    - { fact: \"unit..name\", exists: true }\n    - { fact: unit.bind, is: null }\n    - { fact: unit.name, exists: true, missing: nope }\n    - { fact: unit.name, in: [] }\n    - { not: { fact: unit.nam, exists: true } }\n",
+        );
+        let expected = [
+            "t.yaml:7:7: when.all[0]: `fact: endpoint.listening` needs a test\n  help: add one of `is`, `in`, `exists`, `count`, `gt`, `lt`, `not_empty`",
+            "t.yaml:8:7: when.all[1]: `fact: unit.name` takes one test, found `is`, `exists`\n  help: combine tests with `all:`",
+            "t.yaml:9:7: when.all[2]: a condition takes one of `all`, `any`, `not` or `fact`, found `all`, `fact`\n  help: nest them, as in `all: [ {fact: ..}, {not: ..} ]`",
+            "t.yaml:10:7: when.all[3]: `is` needs `fact:` naming what it tests\n  help: write `{ fact: unit.active_state, is: active }`",
+            "t.yaml:11:7: when.all[4]: empty condition\n  help: a condition is one of `all`, `any`, `not`, `fact`",
+            "t.yaml:12:15: when.all[5].fact: `unit.other_ports` is a list; `first` is not an index\n  help: index it with a number, as in `unit.other_ports.0`",
+            "t.yaml:13:15: when.all[6].fact: `endpoint.port` is a single value and has no `x`",
+            "t.yaml:14:15: when.all[7].fact: `unit..name` is not a fact path\n  help: write dotted names such as `unit.active_state` or `unit.other_ports.0`",
+            "t.yaml:15:30: when.all[8].is: a null value never matches: a null fact is absent\n  help: test absence with `exists: false`",
+            "t.yaml:16:49: when.all[9].missing: `missing` only goes at the top of a `conclusive` item",
+            "t.yaml:17:30: when.all[10].in: `in` needs at least one value",
+            "t.yaml:18:22: when.all[11].not.fact: unknown fact `unit.nam`\n  help: did you mean `unit.name`?",
+        ];
+        assert_eq!(errors, expected);
+    }
+
+    #[test]
+    fn template_files_are_rendered_for_proxy_and_fastcgi() {
+        let playbooks = tempfile::tempdir().unwrap();
+        let templates = tempfile::tempdir().unwrap();
+        let body = "when: { fact: endpoint.listening, is: false }\nactions:\n  - render_site: { template: t.hbs }\n";
+        std::fs::write(playbooks.path().join("t.yaml"), format!("{HEAD}{body}")).unwrap();
+        let run = |template: &str| -> Vec<String> {
+            std::fs::write(templates.path().join("t.hbs"), template).unwrap();
+            let prefix = format!("{}/", templates.path().display());
+            check(&[playbooks.path()], &[templates.path()])
+                .iter()
+                .map(|e| e.to_string().replace(&prefix, ""))
+                .collect()
+        };
+        assert_eq!(
+            run("{{pass.directive}} {{#if pass.scheme}}{{pass.scheme}}://{{/if}}{{endpoint.host}}:{{unit.other_ports.[0]}};\n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            run("{{pass.directive}} {{pass.scheme}}://{{endpoint.host}}:{{unit.other_ports.[0]}};\n"),
+            ["t.hbs: rendered for a `fastcgi_pass` target: variable `pass.scheme` is missing from the facts\n  help: fastcgi and uwsgi targets have no scheme: wrap it in `{{#if pass.scheme}}…{{/if}}`"]
+        );
+        assert_eq!(
+            run("proxy_pass http://{{endpoint.host}}:{{unit.other_ports.[0]}};\n"),
+            ["t.hbs: rendered for a `fastcgi_pass` target: the rendered directive is `proxy_pass`, expected `fastcgi_pass`\n  help: render the whole pass directive on one line, as in `{{pass.directive}} …;`"]
+        );
+        assert_eq!(
+            run("{{pass.directive}} {{endpoint.address}};\nreturn 200;\n"),
+            ["t.hbs: rendered for a `proxy_pass` target: the rendered directive spans several lines; it must be one `name arg...;` line\n  help: render the whole pass directive on one line, as in `{{pass.directive}} …;`"]
+        );
+        assert_eq!(
+            run("{{pass.directive}}\n{{#if x}}"),
+            ["t.hbs:2:10: rendered for a `proxy_pass` target: invalid template syntax at line 2, column 10 of the template: a `{{…}}` expression is malformed or not closed"]
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_within_a_dir_are_errors_across_dirs_overrides() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let text = format!("{HEAD}when: {{ fact: endpoint.listening, is: false }}\n");
+        std::fs::write(a.path().join("one.yaml"), &text).unwrap();
+        std::fs::write(b.path().join("two.yaml"), &text).unwrap();
+        let set = load_dirs(&[a.path(), b.path()], &["templates"]).unwrap();
+        assert_eq!(set.len(), 1);
+        assert_eq!(set.get("t").unwrap().file, b.path().join("two.yaml"));
+        std::fs::write(b.path().join("three.yml"), &text).unwrap();
+        let errors = check(&[a.path(), b.path()], &["templates"]);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].file, b.path().join("two.yaml"));
+        assert_eq!(errors[0].reason, "duplicate id `t`");
+    }
+
+    #[test]
+    fn locate_finds_nodes_or_their_nearest_ancestor() {
+        let text = "a:\n  b: [x, { c: 1 }]\nd: 2\n";
+        let key = |k: &str| Seg::Key(k.to_string());
+        let at = |path: &[Seg]| locate(text, path).map(|l| (l.line, l.column));
+        assert_eq!(at(&[key("d")]), Some((3, 4)));
+        assert_eq!(
+            at(&[key("a"), key("b"), Seg::Index(1), key("c")]),
+            Some((2, 15))
+        );
+        assert_eq!(at(&[key("a"), key("b"), Seg::Index(0)]), Some((2, 7)));
+        assert_eq!(at(&[key("a"), key("zz")]), Some((2, 3)));
+        assert_eq!(at(&[key("a"), key("b"), Seg::Index(9)]), Some((2, 6)));
+    }
+
+    #[test]
+    fn serde_messages_lose_yaml_decoration() {
+        assert_eq!(
+            strip_yaml_decoration(
+                "actions[0].systemd: unknown field `x`, expected `unit` at line 3 column 7"
+            ),
+            "unknown field `x`, expected `unit`"
+        );
+        assert_eq!(
+            strip_yaml_decoration("invalid type: string \"a: b\", expected u32"),
+            "invalid type: string \"a: b\", expected u32"
+        );
     }
 }

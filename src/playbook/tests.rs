@@ -5,7 +5,9 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::engine::conditions::{evaluate, unmet};
-use crate::engine::render::{render, validate_bind_host, validate_nginx_directive};
+use crate::engine::render::{
+    render, render_evidence, validate_bind_host, validate_nginx_directive,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -139,6 +141,11 @@ fn backend_down_without_a_unit_is_inconclusive() {
                     .to_string()
             ]
         )]
+    );
+    let playbook = set.get("backend-down").unwrap();
+    assert_eq!(
+        render_evidence(&playbook.evidence, &ctx),
+        ["nothing listens on 127.0.0.1:18010"]
     );
 }
 
