@@ -59,35 +59,42 @@ fn lab_facts_map_sites_to_units_and_see_a_stopped_backend() {
     );
     assert_eq!(unit(&f, "nginx.service")["active_state"], "active");
 
-    let stop = lab.systemctl(&["stop", "api.service"]);
+    let stop = lab.systemctl(&["stop", "web.service"]);
     assert!(stop.status.success());
-    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
+    assert_eq!(lab.http_status(lab.port("web_site"), "/"), 502);
 
     let f = facts(&lab);
-    let endpoint = &route(&f, "api.lab")["endpoints"][0];
+    let web_addr = format!("127.0.0.1:{}", lab.port("web"));
+    let endpoint = &route(&f, "web.lab")["endpoints"][0];
     assert_eq!(endpoint["listening"], false, "{endpoint:#}");
     assert_eq!(endpoint["pid"], Value::Null);
     assert_eq!(
-        endpoint["unit"], "api.service",
-        "found from ExecStart and its EnvironmentFile"
+        endpoint["unit"], "web.service",
+        "found from its EnvironmentFile"
     );
     assert_eq!(endpoint["unit_from"], "unit_command_line");
-    assert_eq!(unit(&f, "api.service")["active_state"], "inactive");
+    assert_eq!(unit(&f, "web.service")["active_state"], "inactive");
+    let listening_on_port = f["sockets"]["data"]["tcp"]
+        .as_array()
+        .expect("tcp sockets")
+        .iter()
+        .any(|s| s["port"] == lab.port("web"));
+    assert!(!listening_on_port, "nothing may listen on {web_addr}");
     let refused = f["error_log"]["data"]["entries"]
         .as_array()
         .expect("error log entries")
         .iter()
-        .any(|e| e["class"] == "connection_refused" && e["upstream_addr"] == api_addr);
+        .any(|e| e["class"] == "connection_refused" && e["upstream_addr"] == web_addr);
     assert!(
         refused,
-        "no connection_refused line for {api_addr}: {:#}",
+        "no connection_refused line for {web_addr}: {:#}",
         f["error_log"]
     );
 
     let human = lab.medic(&["facts"]);
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(
-        text.contains("(nothing listens)") && text.contains("api.service"),
+        text.contains("(nothing listens)") && text.contains("web.service"),
         "{text}"
     );
 }

@@ -1,6 +1,7 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
 mod lab_facts;
+mod lab_heal;
 mod lab_smoke;
 mod nginx_dump;
 mod support;

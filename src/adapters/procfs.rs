@@ -13,7 +13,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::facts::sockets::{
     parse_cmdline, parse_stat, parse_tcp_listeners, parse_unix_listeners, socket_inode,
-    unit_from_cgroup, Owner, SocketFacts, SocketFile,
+    unit_cgroup, Owner, SocketFacts, SocketFile,
 };
 
 /// Failures reading `/proc`.
@@ -150,15 +150,17 @@ impl Procfs {
             source,
         })?;
         // A kernel without cgroups has no cgroup file; that only means no unit.
-        let unit = fs::read_to_string(dir.join("cgroup"))
+        let (unit, unit_cgroup) = fs::read_to_string(dir.join("cgroup"))
             .ok()
-            .and_then(|t| unit_from_cgroup(&t));
+            .and_then(|t| unit_cgroup(&t))
+            .unzip();
         Ok(Owner {
             pid: stat.pid,
             ppid: stat.ppid,
             comm: stat.comm,
             cmdline: parse_cmdline(&cmdline),
             unit,
+            unit_cgroup,
         })
     }
 
@@ -305,6 +307,7 @@ mod tests {
                 comm: "nginx".into(),
                 cmdline: vec!["nginx: master process".into()],
                 unit: None,
+                unit_cgroup: None,
             }]
         );
         assert!(facts.unix.is_empty());

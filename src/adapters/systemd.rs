@@ -13,7 +13,9 @@ pub enum SystemdError {
         bus: &'static str,
         source: zbus::Error,
     },
-    #[error("systemd job `{op}` of `{unit}` ended with `{result}`\nhelp: see the unit's log for why")]
+    #[error(
+        "systemd job `{op}` of `{unit}` ended with `{result}`\nhelp: see the unit's log for why"
+    )]
     JobFailed {
         op: &'static str,
         unit: String,
@@ -69,7 +71,13 @@ trait Manager {
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(
@@ -109,6 +117,8 @@ trait Service {
     fn environment_files(&self) -> zbus::Result<Vec<(String, bool)>>;
     #[zbus(property)]
     fn environment(&self) -> zbus::Result<Vec<String>>;
+    #[zbus(property)]
+    fn control_group(&self) -> zbus::Result<String>;
 }
 
 /// A unit job nginx-medic may ask for.
@@ -187,6 +197,7 @@ impl Systemd {
             exec_start: Vec::new(),
             environment_files: Vec::new(),
             environment: Vec::new(),
+            control_group: None,
         };
         if name.ends_with(".service") && facts.load_state == "loaded" {
             self.add_service_facts(path, &mut facts)
@@ -226,6 +237,7 @@ impl Systemd {
             })
             .collect();
         facts.environment = service.environment().await?;
+        facts.control_group = service.control_group().await.ok().filter(|c| !c.is_empty());
         Ok(())
     }
 

@@ -70,7 +70,10 @@ pub struct ApplyReport {
 }
 
 /// Runs every step of the plan.
-pub async fn apply(plan: &Plan, effects: &Effects<'_>) -> Result<ApplyReport, super::journal::JournalError> {
+pub async fn apply(
+    plan: &Plan,
+    effects: &Effects<'_>,
+) -> Result<ApplyReport, super::journal::JournalError> {
     let mut journal = Journal::open(&effects.state_dir)?;
     let mut report = ApplyReport {
         outcome: Outcome::NothingToDo,
@@ -80,9 +83,14 @@ pub async fn apply(plan: &Plan, effects: &Effects<'_>) -> Result<ApplyReport, su
     let mut groups: Vec<usize> = plan.actions.iter().map(|s| s.finding).collect();
     groups.dedup();
     for finding in groups {
-        let steps: Vec<&Step> = plan.actions.iter().filter(|s| s.finding == finding).collect();
+        let steps: Vec<&Step> = plan
+            .actions
+            .iter()
+            .filter(|s| s.finding == finding)
+            .collect();
         let txn_id = format!("{}-{finding}", unique_stamp());
-        let (results, group_outcome) = run_group(&txn_id, &steps, plan.created_at, effects, &mut journal).await;
+        let (results, group_outcome) =
+            run_group(&txn_id, &steps, plan.created_at, effects, &mut journal).await;
         report.transactions.push(txn_id);
         report.actions.extend(results);
         report.outcome = combine(report.outcome, group_outcome);
@@ -104,7 +112,12 @@ fn unique_stamp() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    format!("{}{:06}-{}", now.as_secs(), now.subsec_micros(), std::process::id())
+    format!(
+        "{}{:06}-{}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id()
+    )
 }
 
 struct Group<'a, 'e> {
@@ -163,7 +176,12 @@ async fn run_group(
             StepStatus::Skipped => EntryStatus::Skipped,
             _ => EntryStatus::Failed,
         };
-        group.log(kind_of(&step.action), &target_of(&step.action), journal_status, &detail);
+        group.log(
+            kind_of(&step.action),
+            &target_of(&step.action),
+            journal_status,
+            &detail,
+        );
         tracing::info!(txn = txn_id, kind = kind_of(&step.action), target = %target_of(&step.action), ?status, detail = %detail, "step");
         results.push(result(step, status, &detail));
     }
@@ -179,11 +197,18 @@ async fn run_group(
     }
     let rolled_back = roll_back(&mut group).await;
     if rolled_back {
-        for r in results.iter_mut().filter(|r| r.step.action.edit().is_some() && r.status == StepStatus::Ok) {
+        for r in results
+            .iter_mut()
+            .filter(|r| r.step.action.edit().is_some() && r.status == StepStatus::Ok)
+        {
             r.status = StepStatus::RolledBack;
         }
     }
-    let outcome = if rolled_back { Outcome::RolledBack } else { Outcome::Failed };
+    let outcome = if rolled_back {
+        Outcome::RolledBack
+    } else {
+        Outcome::Failed
+    };
     (results, outcome)
 }
 
@@ -200,13 +225,18 @@ enum StepDone {
     Skipped(String),
 }
 
-async fn run_step(group: &mut Group<'_, '_>, action: &PlannedAction, planned_at: u64) -> Result<StepDone, String> {
+async fn run_step(
+    group: &mut Group<'_, '_>,
+    action: &PlannedAction,
+    planned_at: u64,
+) -> Result<StepDone, String> {
     let effects = group.effects;
     match action {
         PlannedAction::Systemd { unit, op } => systemd_step(group, unit, *op, planned_at).await,
         PlannedAction::SetBindHost { edit, .. } | PlannedAction::RenderSite { edit, .. } => {
             if group.txn.is_none() {
-                let txn = FileTransaction::begin(&effects.state_dir, group.txn_id).map_err(|e| e.to_string())?;
+                let txn = FileTransaction::begin(&effects.state_dir, group.txn_id)
+                    .map_err(|e| e.to_string())?;
                 group.txn = Some(txn);
             }
             let txn = group.txn.as_mut().ok_or("no transaction")?;
@@ -220,7 +250,10 @@ async fn run_step(group: &mut Group<'_, '_>, action: &PlannedAction, planned_at:
                 short(&done.after)
             )))
         }
-        PlannedAction::WaitListen { address, timeout_ms } => wait_listen(address, Duration::from_millis(*timeout_ms))
+        PlannedAction::WaitListen {
+            address,
+            timeout_ms,
+        } => wait_listen(address, Duration::from_millis(*timeout_ms))
             .await
             .map(|waited| StepDone::Done(format!("listening after {} ms", waited.as_millis())))
             .map_err(|e| e.to_string()),
@@ -229,7 +262,11 @@ async fn run_step(group: &mut Group<'_, '_>, action: &PlannedAction, planned_at:
             group.reloaded = true;
             reload_nginx(effects).await
         }
-        PlannedAction::Probe { url, expect, timeout_ms } => probe_until(url, *expect, Duration::from_millis(*timeout_ms)).await,
+        PlannedAction::Probe {
+            url,
+            expect,
+            timeout_ms,
+        } => probe_until(url, *expect, Duration::from_millis(*timeout_ms)).await,
     }
 }
 
@@ -237,10 +274,16 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
-async fn systemd_step(group: &mut Group<'_, '_>, unit: &str, op: SystemdOp, planned_at: u64) -> Result<StepDone, String> {
+async fn systemd_step(
+    group: &mut Group<'_, '_>,
+    unit: &str,
+    op: SystemdOp,
+    planned_at: u64,
+) -> Result<StepDone, String> {
     let systemd = group.effects.systemd;
     let facts = systemd.unit(unit).await.map_err(|e| e.to_string())?;
-    let fresh = facts.active_state == "active" && facts.active_enter_timestamp / 1_000_000 > planned_at;
+    let fresh =
+        facts.active_state == "active" && facts.active_enter_timestamp / 1_000_000 > planned_at;
     if matches!(op, SystemdOp::Start | SystemdOp::Restart) && fresh {
         return Ok(StepDone::Skipped(format!(
             "`{unit}` is already active with PID {} started after the plan",
@@ -255,10 +298,16 @@ async fn systemd_step(group: &mut Group<'_, '_>, unit: &str, op: SystemdOp, plan
         SystemdOp::Restart => JobOp::Restart,
         SystemdOp::Reload => JobOp::Reload,
     };
-    systemd.run_job(unit, job, JOB_TIMEOUT).await.map_err(|e| e.to_string())?;
+    systemd
+        .run_job(unit, job, JOB_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
     group.restarted_units.push(unit.to_string());
     let after = systemd.unit(unit).await.map_err(|e| e.to_string())?;
-    Ok(StepDone::Done(format!("{op} `{unit}`: {} with PID {}", after.active_state, after.main_pid)))
+    Ok(StepDone::Done(format!(
+        "{op} `{unit}`: {} with PID {}",
+        after.active_state, after.main_pid
+    )))
 }
 
 fn nginx_test(nginx: &NginxBinary) -> Result<StepDone, String> {
@@ -284,7 +333,10 @@ async fn reload_nginx(effects: &Effects<'_>) -> Result<StepDone, String> {
             .run_job(&effects.nginx_unit, JobOp::Reload, JOB_TIMEOUT)
             .await
             .map_err(|e| e.to_string())?,
-        ReloadMethod::Signal => effects.nginx.reload_by_signal().map_err(|e| e.to_string())?,
+        ReloadMethod::Signal => effects
+            .nginx
+            .reload_by_signal()
+            .map_err(|e| e.to_string())?,
     }
     tokio::time::sleep(RELOAD_SETTLE).await;
     let Some(log) = &effects.error_log else {
@@ -298,9 +350,14 @@ async fn reload_nginx(effects: &Effects<'_>) -> Result<StepDone, String> {
         .map(|e| format!("[{}] {}", e.level, e.message))
         .collect();
     if fatal.is_empty() {
-        Ok(StepDone::Done("reloaded; no [emerg] or [alert] since".into()))
+        Ok(StepDone::Done(
+            "reloaded; no [emerg] or [alert] since".into(),
+        ))
     } else {
-        Err(format!("the reload failed, nginx kept the old configuration: {}", fatal.join("; ")))
+        Err(format!(
+            "the reload failed, nginx kept the old configuration: {}",
+            fatal.join("; ")
+        ))
     }
 }
 
@@ -310,16 +367,25 @@ async fn probe_until(url: &str, expect: u16, timeout: Duration) -> Result<StepDo
     let start = Instant::now();
     let mut last;
     loop {
-        let left = timeout.saturating_sub(start.elapsed()).max(Duration::from_millis(200));
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(200));
         let probe = probe_http(url, left.min(Duration::from_secs(5))).await;
         if probe.status == Some(expect) {
-            return Ok(StepDone::Done(format!("{url} answered {expect} after {} ms", start.elapsed().as_millis())));
+            return Ok(StepDone::Done(format!(
+                "{url} answered {expect} after {} ms",
+                start.elapsed().as_millis()
+            )));
         }
-        last = probe
-            .status
-            .map_or_else(|| probe.error.unwrap_or_default(), |s| format!("status {s}"));
+        last = probe.status.map_or_else(
+            || probe.error.unwrap_or_default(),
+            |s| format!("status {s}"),
+        );
         if start.elapsed() >= timeout {
-            return Err(format!("{url} did not answer {expect} within {} ms (last: {last})", timeout.as_millis()));
+            return Err(format!(
+                "{url} did not answer {expect} within {} ms (last: {last})",
+                timeout.as_millis()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -334,14 +400,25 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
     let mut all_restored = true;
     for r in &reports {
         let (status, detail) = match &r.outcome {
-            RollbackOutcome::Restored => (EntryStatus::RolledBack, "restored byte for byte".to_string()),
-            RollbackOutcome::Removed => (EntryStatus::RolledBack, "removed (it did not exist before)".to_string()),
+            RollbackOutcome::Restored => (
+                EntryStatus::RolledBack,
+                "restored byte for byte".to_string(),
+            ),
+            RollbackOutcome::Removed => (
+                EntryStatus::RolledBack,
+                "removed (it did not exist before)".to_string(),
+            ),
             RollbackOutcome::Failed { reason } => {
                 all_restored = false;
                 (EntryStatus::Failed, reason.clone())
             }
         };
-        group.log("restore_file", &r.path.display().to_string(), status, &detail);
+        group.log(
+            "restore_file",
+            &r.path.display().to_string(),
+            status,
+            &detail,
+        );
     }
     let effects = group.effects;
     if group.reloaded {
@@ -359,9 +436,15 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
         group.log("reload_nginx", &effects.nginx_unit, status, &detail);
     }
     for unit in std::mem::take(&mut group.restarted_units) {
-        let outcome = effects.systemd.run_job(&unit, JobOp::Restart, JOB_TIMEOUT).await;
+        let outcome = effects
+            .systemd
+            .run_job(&unit, JobOp::Restart, JOB_TIMEOUT)
+            .await;
         let (status, detail) = match outcome {
-            Ok(()) => (EntryStatus::RolledBack, "restarted on the restored configuration".to_string()),
+            Ok(()) => (
+                EntryStatus::RolledBack,
+                "restarted on the restored configuration".to_string(),
+            ),
             Err(e) => (EntryStatus::Failed, e.to_string()),
         };
         group.log("restart_unit", &unit, status, &detail);
@@ -384,7 +467,9 @@ fn kind_of(action: &PlannedAction) -> &'static str {
 fn target_of(action: &PlannedAction) -> String {
     match action {
         PlannedAction::Systemd { unit, .. } => unit.clone(),
-        PlannedAction::SetBindHost { edit, .. } | PlannedAction::RenderSite { edit, .. } => edit.path.display().to_string(),
+        PlannedAction::SetBindHost { edit, .. } | PlannedAction::RenderSite { edit, .. } => {
+            edit.path.display().to_string()
+        }
         PlannedAction::WaitListen { address, .. } => address.clone(),
         PlannedAction::NginxTest {} | PlannedAction::NginxReload {} => "nginx".into(),
         PlannedAction::Probe { url, .. } => url.clone(),

@@ -1,5 +1,5 @@
 //! Applying a plan: the step loop, file transactions with rollback, the audit journal.
 
+pub mod execute;
 pub mod journal;
 pub mod transaction;
-pub mod execute;

@@ -1,6 +1,11 @@
 //! The command line: one file per subcommand; `anyhow` context lives here and nowhere deeper.
 
+mod apply;
+mod diagnose;
 mod facts;
+mod pipeline;
+mod plan;
+mod playbooks;
 mod table;
 
 use crate::config::{ConfigError, Settings};
@@ -34,6 +39,19 @@ pub enum Command {
     /// Show what nginx-medic sees: sites and their pass targets, the sockets and units behind
     /// them, and the classified error log.
     Facts(facts::Args),
+    /// Name the cause of each failing upstream, with the evidence. Changes nothing.
+    /// Exit 0 when healthy, 2 when something is found.
+    Diagnose(diagnose::Args),
+    /// Show the actions that would heal each finding, with unified diffs. A dry run: writes
+    /// nothing, restarts nothing. Exit 0 when nothing is to be done, 2 otherwise.
+    Plan(plan::Args),
+    /// Heal: run the plan in transactions (backup, atomic write, nginx -t, reload, probe) and
+    /// roll back any change that does not verify. Exit 0 healed or nothing to do, 1 rolled
+    /// back or failed, 2 findings left that were not conclusive enough to act on.
+    Apply(apply::Args),
+    /// Work with playbooks.
+    #[command(subcommand)]
+    Playbooks(playbooks::Command),
 }
 
 /// The process exit codes, documented in `--help`.
@@ -54,13 +72,20 @@ impl From<Exit> for std::process::ExitCode {
 impl Exit {
     /// Invalid input when the chain holds a configuration error, failure otherwise.
     pub fn from_error(e: &anyhow::Error) -> Self {
-        if e.chain().any(|c| c.is::<ConfigError>()) {
+        if e.chain().any(|c| {
+            c.is::<ConfigError>() || c.is::<InvalidInput>() || c.is::<pipeline::InvalidPlaybooks>()
+        }) {
             Self::InvalidInput
         } else {
             Self::Failure
         }
     }
 }
+
+/// Input that cannot be used as given (a plan file that does not parse, …): exit 3.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidInput(pub String);
 
 /// Logs go to stderr: plain when not a terminal (journald adds its own timestamps).
 pub fn init_tracing(verbose: u8) {
@@ -86,5 +111,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         .build()?;
     match cli.command {
         Command::Facts(args) => runtime.block_on(facts::run(&settings, &args)),
+        Command::Diagnose(args) => runtime.block_on(diagnose::run(&settings, &args)),
+        Command::Plan(args) => runtime.block_on(plan::run(&settings, &args)),
+        Command::Apply(args) => runtime.block_on(apply::run(&settings, &args)),
+        Command::Playbooks(command) => playbooks::run(&settings, &command),
     }
 }

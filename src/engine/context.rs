@@ -166,8 +166,21 @@ fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) ->
     })
 }
 
-/// Where the unit's bind host is set: a `backends:` hint, or an environment-file key the unit's
-/// `ExecStart` uses whose value is the host it listens on now. Anything less is not evidence.
+/// Environment keys that conventionally hold a backend's bind host (Node's `HOST`, …).
+const BIND_KEYS: [&str; 8] = [
+    "HOST",
+    "BIND",
+    "BIND_HOST",
+    "BIND_ADDRESS",
+    "LISTEN_HOST",
+    "LISTEN_ADDRESS",
+    "APP_HOST",
+    "SERVER_HOST",
+];
+
+/// Where the unit's bind host is set: a `backends:` hint, or an environment-file key — one the
+/// unit's `ExecStart` uses, or a conventional bind key — whose value is the host the unit
+/// listens on now. Anything less is not evidence.
 fn bind_context(
     unit: &UnitFacts,
     endpoint: &Endpoint,
@@ -190,8 +203,10 @@ fn bind_context(
     }
     let argv: Vec<&String> = unit.exec_start.iter().flat_map(|c| c.argv.iter()).collect();
     let used = |key: &str| {
-        argv.iter()
-            .any(|w| w.contains(&format!("${{{key}}}")) || w.contains(&format!("${key}")))
+        BIND_KEYS.contains(&key)
+            || argv
+                .iter()
+                .any(|w| w.contains(&format!("${{{key}}}")) || w.contains(&format!("${key}")))
     };
     unit.environment_files
         .iter()

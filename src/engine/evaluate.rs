@@ -4,7 +4,7 @@
 
 use super::conditions::{evaluate as holds, unmet};
 use super::context::Target;
-use super::render::render;
+use super::render::render_evidence;
 use crate::playbook::{PlaybookSet, Severity};
 use serde::Serialize;
 
@@ -47,11 +47,7 @@ fn finding_for(playbooks: &PlaybookSet, index: usize, target: &Target) -> Option
     let mut matched = playbooks.iter().filter(|p| holds(&p.when, ctx));
     let first = matched.next()?;
     let missing = unmet(&first.conclusive, ctx);
-    let evidence = first
-        .evidence
-        .iter()
-        .map(|line| render(line, ctx).unwrap_or_else(|e| format!("({line}: {e})")))
-        .collect();
+    let evidence = render_evidence(&first.evidence, ctx);
     Some(Finding {
         cause: first.id.clone(),
         description: first.description.clone(),

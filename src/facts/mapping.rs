@@ -255,16 +255,24 @@ fn attribute_unit(
             }
         });
     if let Some((unit, from)) = found {
-        endpoint.unit_listeners = listeners_of_unit(input.sockets, &unit);
+        let cgroup = input
+            .units
+            .iter()
+            .find(|u| u.name == unit)
+            .and_then(|u| u.control_group.as_deref());
+        endpoint.unit_listeners = listeners_of_unit(input.sockets, &unit, cgroup);
         endpoint.unit = Some(unit);
         endpoint.unit_from = Some(from);
     }
 }
 
-/// Every socket whose owning process belongs to `unit`.
-pub fn listeners_of_unit(sockets: &SocketFacts, unit: &str) -> Vec<String> {
-    let of_unit = |owner: Option<&crate::facts::sockets::Owner>| {
-        owner.and_then(|o| o.unit.as_deref()) == Some(unit)
+/// Every socket whose owning process belongs to `unit` — matched by cgroup when the manager
+/// reported one (unit names repeat across managers), else by name.
+pub fn listeners_of_unit(sockets: &SocketFacts, unit: &str, cgroup: Option<&str>) -> Vec<String> {
+    let of_unit = |owner: Option<&crate::facts::sockets::Owner>| match (owner, cgroup) {
+        (Some(o), Some(cg)) => o.unit_cgroup.as_deref() == Some(cg),
+        (Some(o), None) => o.unit.as_deref() == Some(unit),
+        (None, _) => false,
     };
     let tcp = sockets
         .tcp
@@ -398,6 +406,7 @@ mod tests {
             fragment_path: None,
             environment_files: Vec::new(),
             environment: Vec::new(),
+            control_group: None,
             active_enter_timestamp: 0,
         }
     }

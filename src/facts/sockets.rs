@@ -78,6 +78,9 @@ pub struct Owner {
     pub cmdline: Vec<String>,
     /// The systemd unit the process runs in, from its cgroup.
     pub unit: Option<String>,
+    /// The unit's cgroup path (`/system.slice/api.service`): unlike the name, unique across
+    /// managers, so a user manager's `api.service` is not mistaken for the system's.
+    pub unit_cgroup: Option<String>,
 }
 
 impl TcpSocket {
@@ -307,6 +310,12 @@ const UNIT_SUFFIXES: [&str; 5] = [".service", ".scope", ".socket", ".mount", ".s
 /// (`…/user@1000.service/app.slice/web.service`) wins over the manager itself. Malformed lines
 /// are ignored.
 pub fn unit_from_cgroup(text: &str) -> Option<String> {
+    unit_cgroup(text).map(|(unit, _)| unit)
+}
+
+/// The unit a process runs in and the unit's cgroup path, from the text of `/proc/PID/cgroup`
+/// (the same choice of line and component as [`unit_from_cgroup`]).
+pub fn unit_cgroup(text: &str) -> Option<(String, String)> {
     let mut unified = None;
     let mut named = None;
     for line in text.lines() {
@@ -326,14 +335,15 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
         .or_else(|| named.and_then(unit_in_path))
 }
 
-fn unit_in_path(path: &str) -> Option<String> {
-    path.rsplit('/')
-        .find(|c| {
-            UNIT_SUFFIXES
-                .iter()
-                .any(|s| c.len() > s.len() && c.ends_with(s))
-        })
-        .map(str::to_owned)
+fn unit_in_path(path: &str) -> Option<(String, String)> {
+    let is_unit = |c: &str| {
+        UNIT_SUFFIXES
+            .iter()
+            .any(|s| c.len() > s.len() && c.ends_with(s))
+    };
+    let unit = path.rsplit('/').find(|c| is_unit(c))?;
+    let end = path.rfind(&format!("/{unit}"))? + unit.len() + 1;
+    Some((unit.to_owned(), path.get(..end)?.to_owned()))
 }
 
 /// What `/proc/PID/stat` says about a process that matters here.
@@ -626,6 +636,7 @@ mod tests {
             comm: "nginx".into(),
             cmdline: vec![],
             unit: None,
+            unit_cgroup: None,
         }
     }
 
@@ -734,5 +745,24 @@ mod tests {
         assert_eq!(socket_inode("pipe:[14624]"), None);
         assert_eq!(socket_inode("socket:[]"), None);
         assert_eq!(socket_inode("/dev/null"), None);
+    }
+
+    #[test]
+    fn unit_cgroup_keeps_the_path_up_to_the_unit() {
+        assert_eq!(
+            unit_cgroup("0::/nginx-medic-lab-1a/app.slice/api.service\n"),
+            Some((
+                "api.service".into(),
+                "/nginx-medic-lab-1a/app.slice/api.service".into()
+            ))
+        );
+        assert_eq!(
+            unit_cgroup("0::/system.slice/php8.2-fpm.service/pool\n"),
+            Some((
+                "php8.2-fpm.service".into(),
+                "/system.slice/php8.2-fpm.service".into()
+            ))
+        );
+        assert_eq!(unit_cgroup("0::/\n"), None);
     }
 }

@@ -23,6 +23,8 @@ pub struct UnitFacts {
     pub environment_files: Vec<EnvironmentFile>,
     /// `Environment=` assignments, `KEY=value`.
     pub environment: Vec<String>,
+    /// The unit's cgroup (`/system.slice/api.service`) while it has processes.
+    pub control_group: Option<String>,
     /// When the unit last entered `active`, in microseconds since the epoch (0: never).
     pub active_enter_timestamp: u64,
 }

@@ -1,0 +1,113 @@
+//! `nginx-medic apply`: heals what `plan` shows — or exactly the reviewed plan given with
+//! `--plan FILE` — in transactions that roll back whatever does not verify.
+
+use super::pipeline::{diagnose, plan_of};
+use super::Exit;
+use crate::adapters::systemd::Systemd;
+use crate::apply::execute::{apply, ApplyReport, Effects, Outcome, StepStatus};
+use crate::config::Settings;
+use crate::engine::evaluate::Finding;
+use crate::engine::plan::Plan;
+use crate::facts::gather::{error_log_path, nginx_binary};
+use anyhow::Context;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the findings, each action with its result, and the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Run exactly this plan (written by `plan --out FILE`) instead of planning afresh; a file
+    /// that changed since is refused.
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Output<'a> {
+    findings: &'a [Finding],
+    #[serde(flatten)]
+    report: &'a ApplyReport,
+}
+
+pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
+    let plan = match &args.plan {
+        Some(path) => read_plan(path)?,
+        None => plan_of(diagnose(settings).await?),
+    };
+    let systemd = Systemd::connect(settings.bus).await?;
+    let nginx = nginx_binary(settings);
+    let facts_nginx = crate::nginx_conf::load(&nginx.conf, &crate::nginx_conf::RealFs)
+        .ok()
+        .map(|c| crate::facts::nginx::extract(&c, &nginx.effective_prefix()));
+    let effects = Effects {
+        systemd: &systemd,
+        error_log: error_log_path(settings, facts_nginx.as_ref()),
+        nginx,
+        reload: settings.nginx.reload,
+        nginx_unit: settings.nginx.unit.clone(),
+        state_dir: settings.state_dir.clone(),
+    };
+    let report = apply(&plan, &effects)
+        .await
+        .context("cannot keep the audit journal")?;
+    if args.json {
+        let out = Output {
+            findings: &plan.findings,
+            report: &report,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!(
+            "{}",
+            super::diagnose::render(&plan.findings, plan.findings.len())
+        );
+        print!("{}", render(&report));
+    }
+    let inconclusive = plan.findings.iter().any(|f| !f.conclusive);
+    Ok(match report.outcome {
+        Outcome::RolledBack | Outcome::Failed => Exit::Failure,
+        _ if inconclusive => Exit::Findings,
+        Outcome::Healed | Outcome::NothingToDo => Exit::Ok,
+    })
+}
+
+fn read_plan(path: &std::path::Path) -> anyhow::Result<Plan> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow::Error::new(super::InvalidInput(format!(
+            "{}:{}:{}: not a plan: {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        )))
+    })
+}
+
+fn render(report: &ApplyReport) -> String {
+    let mut out = String::from("\napply:\n");
+    for (i, r) in report.actions.iter().enumerate() {
+        let mark = match r.status {
+            StepStatus::Ok => "ok",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Skipped => "skipped",
+            StepStatus::RolledBack => "rolled back",
+            StepStatus::NotRun => "not run",
+        };
+        out.push_str(&format!(
+            "{:>3}. [{}] {} — {mark}: {}\n",
+            i + 1,
+            r.step.playbook,
+            super::plan::describe(&r.step.action),
+            r.detail
+        ));
+    }
+    let outcome = serde_json::to_value(report.outcome)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
+    out.push_str(&format!("outcome: {outcome}\n"));
+    out
+}

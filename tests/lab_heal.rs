@@ -1,0 +1,291 @@
+//! The seed causes healed end to end in the lab: a real 502 through nginx → `diagnose` names the
+//! cause and the unit → `plan` shows actions and diffs and changes nothing → `apply` → 200.
+
+use crate::support::lab::Lab;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Runs nginx-medic with `--json` and parses what it printed.
+fn medic_json(lab: &Lab, args: &[&str]) -> (i32, Value) {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = lab.medic(&all);
+    let code = out.status.code().unwrap_or(-1);
+    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}), exit {code}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, value)
+}
+
+/// Sets `KEY=value` in one of the lab's env files.
+fn set_env(lab: &Lab, file: &str, key: &str, value: &str) {
+    let path = lab.dir.join("config").join(file);
+    let text = fs::read_to_string(&path).expect("env file");
+    let new: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{key}=")) {
+                format!("{key}={value}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    fs::write(&path, new.join("\n") + "\n").expect("write env file");
+}
+
+fn restart(lab: &Lab, unit: &str) {
+    let out = lab.systemctl(&["restart", unit]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(700));
+}
+
+/// Every file of the lab's configuration with its bytes, to prove a dry run changed nothing.
+fn snapshot(lab: &Lab) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(bytes) = fs::read(&path) {
+                out.insert(path, bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&lab.dir.join("nginx/sites-enabled"), &mut out);
+    walk(&lab.dir.join("config"), &mut out);
+    out.insert(
+        lab.dir.join("nginx/nginx.conf"),
+        fs::read(lab.dir.join("nginx/nginx.conf")).unwrap_or_default(),
+    );
+    out
+}
+
+fn unit_states(lab: &Lab) -> Vec<(String, String, Option<u32>)> {
+    ["nginx.service", "api.service", "web.service"]
+        .iter()
+        .map(|u| {
+            (
+                u.to_string(),
+                lab.unit_property(u, "ActiveState"),
+                lab.main_pid(u),
+            )
+        })
+        .collect()
+}
+
+/// The whole story for one cause: 502 → diagnose → plan (dry) → apply → 200.
+fn heal(lab: &Lab, site_port: u16, cause: &str, unit: &str, expect_kinds: &[&str]) -> Value {
+    assert_eq!(
+        lab.http_status(site_port, "/"),
+        502,
+        "the fault must show as a 502 first"
+    );
+
+    let (code, diagnosis) = medic_json(lab, &["diagnose"]);
+    assert_eq!(code, 2, "diagnose exits 2 on findings: {diagnosis:#}");
+    assert_eq!(diagnosis["healthy"], false);
+    let finding = &diagnosis["findings"][0];
+    assert_eq!(finding["cause"], cause, "{diagnosis:#}");
+    assert_eq!(finding["unit"], unit, "{diagnosis:#}");
+    assert_eq!(finding["conclusive"], true, "{diagnosis:#}");
+
+    let (files, units) = (snapshot(lab), unit_states(lab));
+    let (code, plan) = medic_json(lab, &["plan"]);
+    assert_eq!(code, 2, "plan exits 2 when it plans changes");
+    let kinds: Vec<&str> = plan["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter_map(|a| a["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, expect_kinds, "{plan:#}");
+    assert!(plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["playbook"] == cause));
+    assert!(snapshot(lab) == files, "plan must not change any file");
+    assert_eq!(unit_states(lab), units, "plan must not touch any unit");
+
+    let (code, applied) = medic_json(lab, &["apply"]);
+    assert_eq!(
+        applied["outcome"],
+        "healed",
+        "{applied:#}\n{}",
+        lab.nginx_error_log()
+    );
+    assert_eq!(code, 0);
+    assert_eq!(lab.http_status(site_port, "/"), 200);
+    plan
+}
+
+#[test]
+fn lab_heals_a_stopped_backend() {
+    let lab = Lab::start();
+    let stop = lab.systemctl(&["stop", "api.service"]);
+    assert!(stop.status.success());
+    heal(
+        &lab,
+        lab.port("api_site"),
+        "backend-down",
+        "api.service",
+        &["systemd", "wait_listen", "probe"],
+    );
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "active");
+}
+
+#[test]
+fn lab_heals_a_backend_bound_to_another_host() {
+    let lab = Lab::start();
+    set_env(&lab, "web.env", "HOST", "127.0.0.2");
+    restart(&lab, "web.service");
+    let plan = heal(
+        &lab,
+        lab.port("web_site"),
+        "bind-mismatch",
+        "web.service",
+        &["set_bind_host", "systemd", "wait_listen", "probe"],
+    );
+    let diff = plan["actions"][0]["diff"]
+        .as_str()
+        .expect("a diff for the bind edit");
+    assert!(
+        diff.contains("-HOST=127.0.0.2") && diff.contains("+HOST=127.0.0.1"),
+        "{diff}"
+    );
+    let env = fs::read_to_string(lab.dir.join("config/web.env")).unwrap();
+    assert!(
+        env.contains("HOST=127.0.0.1\n"),
+        "the exact address nginx dials, never a wildcard: {env}"
+    );
+}
+
+#[test]
+fn lab_heals_a_wrong_proxy_pass_port() {
+    let lab = Lab::start();
+    let moved = lab.port("api") + 5;
+    set_env(&lab, "api.env", "PORT", &moved.to_string());
+    restart(&lab, "api.service");
+    let plan = heal(
+        &lab,
+        lab.port("api_site"),
+        "wrong-port",
+        "api.service",
+        &["render_site", "nginx_test", "nginx_reload", "probe"],
+    );
+    let diff = plan["actions"][0]["diff"]
+        .as_str()
+        .expect("a diff for the site");
+    assert!(
+        diff.contains(&format!("+        proxy_pass http://127.0.0.1:{moved};")),
+        "{diff}"
+    );
+    let site = fs::read_to_string(lab.dir.join("nginx/sites-enabled/api.conf")).unwrap();
+    assert!(site.contains(&format!("proxy_pass http://127.0.0.1:{moved};")));
+}
+
+#[test]
+fn lab_rolls_back_a_site_edit_that_nginx_rejects() {
+    let lab = Lab::start();
+    // A template that renders a directive which passes our checks but not nginx -t (port > 65535).
+    let broken = lab.dir.join("broken-templates");
+    fs::create_dir_all(&broken).unwrap();
+    fs::write(
+        broken.join("pass-target.hbs"),
+        "{{pass.directive}} {{#if pass.scheme}}{{pass.scheme}}://{{/if}}{{endpoint.host}}:9{{unit.other_ports.[0]}}{{pass.uri}};\n",
+    )
+    .unwrap();
+    let config = fs::read_to_string(lab.config()).unwrap();
+    let repo_templates = format!("{}/templates", env!("CARGO_MANIFEST_DIR"));
+    let config = config.replace(&repo_templates, &broken.display().to_string());
+    assert!(config.contains("broken-templates"), "{config}");
+    fs::write(lab.config(), config).unwrap();
+
+    set_env(&lab, "api.env", "PORT", &(lab.port("api") + 5).to_string());
+    restart(&lab, "api.service");
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
+    let site = lab.dir.join("nginx/sites-enabled/api.conf");
+    let before = fs::read(&site).unwrap();
+    let meta_before = fs::metadata(&site).unwrap();
+
+    let (code, applied) = medic_json(&lab, &["apply"]);
+    assert_eq!(applied["outcome"], "rolled_back", "{applied:#}");
+    assert_eq!(code, 1, "a rollback exits 1");
+    assert_eq!(
+        fs::read(&site).unwrap(),
+        before,
+        "the site file is restored byte for byte"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let meta_after = fs::metadata(&site).unwrap();
+    assert_eq!(
+        (meta_after.mode(), meta_after.uid(), meta_after.gid()),
+        (meta_before.mode(), meta_before.uid(), meta_before.gid())
+    );
+    let statuses: Vec<(&str, &str)> = applied["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["kind"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("render_site", "rolled_back"),
+            ("nginx_test", "failed"),
+            ("nginx_reload", "not_run"),
+            ("probe", "not_run")
+        ]
+    );
+    // nginx still runs the old configuration: the api site still dials the old port.
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
+    assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
+    let journal =
+        fs::read_to_string(lab.dir.join("state/journal.jsonl")).expect("the audit journal");
+    let kinds: Vec<(String, String)> = journal
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("render_site", "ok"),
+            ("nginx_test", "failed"),
+            ("restore_file", "rolled_back")
+        ]
+        .map(|(k, s)| (k.to_string(), s.to_string())),
+        "{journal}"
+    );
+}
+
+#[test]
+fn lab_healthy_means_exit_zero_and_no_actions() {
+    let lab = Lab::start();
+    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    assert_eq!(
+        (code, &diagnosis["healthy"]),
+        (0, &Value::Bool(true)),
+        "{diagnosis:#}"
+    );
+    let (code, plan) = medic_json(&lab, &["plan"]);
+    assert_eq!(code, 0);
+    assert_eq!(plan["actions"], serde_json::json!([]));
+}
