@@ -289,3 +289,51 @@ fn lab_healthy_means_exit_zero_and_no_actions() {
     assert_eq!(code, 0);
     assert_eq!(plan["actions"], serde_json::json!([]));
 }
+
+#[test]
+fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
+    let lab = Lab::start();
+    let moved = lab.port("api") + 5;
+    set_env(&lab, "api.env", "PORT", &moved.to_string());
+    restart(&lab, "api.service");
+    let plan_file = lab.dir.join("reviewed-plan.json");
+    let out = lab.medic(&["plan", "--out", plan_file.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Someone edits the site after the review: the plan no longer describes the file.
+    let site = lab.dir.join("nginx/sites-enabled/api.conf");
+    let edited = fs::read_to_string(&site).unwrap() + "# edited after the review\n";
+    fs::write(&site, &edited).unwrap();
+    let (code, applied) = medic_json(&lab, &["apply", "--plan", plan_file.to_str().unwrap()]);
+    assert_eq!(
+        (code, applied["outcome"].as_str()),
+        (1, Some("failed")),
+        "{applied:#}"
+    );
+    let detail = applied["actions"][0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("changed since the plan was made"),
+        "{detail}"
+    );
+    assert_eq!(
+        fs::read_to_string(&site).unwrap(),
+        edited,
+        "the newer edit is kept"
+    );
+
+    // A fresh plan of the same fault, reviewed and run as written, heals.
+    let out = lab.medic(&["plan", "--out", plan_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let (code, applied) = medic_json(&lab, &["apply", "--plan", plan_file.to_str().unwrap()]);
+    assert_eq!(
+        (code, applied["outcome"].as_str()),
+        (0, Some("healed")),
+        "{applied:#}"
+    );
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
+}

@@ -1,5 +1,6 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
+mod cli;
 mod lab_facts;
 mod lab_heal;
 mod lab_smoke;

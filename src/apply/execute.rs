@@ -396,6 +396,11 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
     let Some(txn) = group.txn.take() else {
         return false;
     };
+    if txn.touched().is_empty() {
+        // Nothing was written: there is nothing to roll back, the finding simply failed.
+        txn.rollback();
+        return false;
+    }
     let reports = txn.rollback();
     let mut all_restored = true;
     for r in &reports {

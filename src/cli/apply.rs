@@ -77,8 +77,14 @@ fn read_plan(path: &std::path::Path) -> anyhow::Result<Plan> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     serde_json::from_str(&text).map_err(|e| {
+        let reason = e.to_string();
+        let reason = reason
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         anyhow::Error::new(super::InvalidInput(format!(
-            "{}:{}:{}: not a plan: {e}",
+            "{}:{}:{}: not a plan written by `nginx-medic plan --out`: {reason}",
             path.display(),
             e.line(),
             e.column()

@@ -1,0 +1,82 @@
+//! The binary's own behaviour on bad input and `--help`: exact text and exit codes, snapshotted.
+
+use std::process::{Command, Output};
+
+fn medic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nginx-medic"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(args)
+        .env_remove("NGINX_MEDIC_CONFIG")
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn playbooks_check_reports_every_error_with_file_line_and_field() {
+    let out = medic(&[
+        "--config",
+        "/dev/null",
+        "playbooks",
+        "check",
+        "tests/fixtures/playbooks/bad",
+        "--templates",
+        "templates",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "invalid input exits 3");
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn shipped_playbooks_pass_the_check() {
+    let out = medic(&[
+        "--config",
+        "/dev/null",
+        "playbooks",
+        "check",
+        "playbooks",
+        "--templates",
+        "templates",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok: 3 playbook(s) valid\n"
+    );
+}
+
+#[test]
+fn a_config_with_an_unknown_key_names_file_line_and_field() {
+    let out = medic(&[
+        "--config",
+        "tests/fixtures/config/unknown-key.yaml",
+        "facts",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_plan_file_that_is_not_a_plan_is_invalid_input() {
+    let out = medic(&["--config", "/dev/null", "apply", "--plan", "Cargo.toml"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with(
+        "error: Cargo.toml:1:2: not a plan written by `nginx-medic plan --out`: expected value"
+    ));
+}
+
+#[test]
+fn help_documents_the_commands_and_exit_codes() {
+    let out = medic(&["--help"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
+}
