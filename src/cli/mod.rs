@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; `anyhow` context lives here and nowhere deeper.
 
+mod assets;
 mod facts;
 mod table;
 
@@ -34,6 +35,7 @@ pub enum Command {
     /// Show what nginx-medic sees: sites and their pass targets, the sockets and units behind
     /// them, and the classified error log.
     Facts(facts::Args),
+    GenerateAssets(assets::Args),
 }
 
 /// The process exit codes, documented in `--help`.
@@ -86,5 +88,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         .build()?;
     match cli.command {
         Command::Facts(args) => runtime.block_on(facts::run(&settings, &args)),
+        Command::GenerateAssets(args) => assets::run(&args),
     }
 }
