@@ -193,6 +193,17 @@ for conf in /etc/nginx-medic/medic.yaml "$WORK/uncommented.yaml"; do
 done
 say "ok: medic.yaml and its defaults, uncommented, load"
 
+# The shipped playbooks load with the shipped templates, through the installed configuration.
+shipped=$(grep -c '^- /usr/share/nginx-medic/playbooks/.*\.yaml$' "$WORK/contents" || true)
+if nginx-medic playbooks check --help >/dev/null 2>&1; then
+    out=$(nginx-medic playbooks check 2>&1) || { printf '%s\n' "$out" >&2; die "the shipped playbooks do not check"; }
+    printf '%s\n' "$out" | grep -q "^ok: $shipped playbook(s) valid" ||
+        die "\`nginx-medic playbooks check\` says \`$out\`, $shipped are shipped"
+    say "ok: the $shipped shipped playbooks check"
+else
+    say "skipped: \`nginx-medic playbooks check\` (not in this build)"
+fi
+
 [ -L /etc/systemd/system/multi-user.target.wants/$PKG.service ] || die "the unit was not enabled"
 systemd-analyze verify "$UNIT" >"$WORK/verify.log" 2>&1 || { cat "$WORK/verify.log" >&2; die "systemd-analyze verify $UNIT"; }
 exposure=$(systemd-analyze security --offline=true "$UNIT" 2>/dev/null | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\).*/\1/p')
