@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand; `anyhow` context lives here and nowhere deeper.
 
 mod apply;
+mod assets;
 mod diagnose;
 mod facts;
 mod pipeline;
@@ -52,6 +53,7 @@ pub enum Command {
     /// Work with playbooks.
     #[command(subcommand)]
     Playbooks(playbooks::Command),
+    GenerateAssets(assets::Args),
 }
 
 /// The process exit codes, documented in `--help`.
@@ -105,6 +107,9 @@ pub fn init_tracing(verbose: u8) {
 
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    if let Command::GenerateAssets(args) = &cli.command {
+        return assets::run(args); // needs no configuration: it runs at package build time
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -115,5 +120,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan(args) => runtime.block_on(plan::run(&settings, &args)),
         Command::Apply(args) => runtime.block_on(apply::run(&settings, &args)),
         Command::Playbooks(command) => playbooks::run(&settings, &command),
+        Command::GenerateAssets(args) => assets::run(&args),
     }
 }
