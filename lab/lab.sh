@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # lab/lab.sh — a throw-away lab of real components for nginx-medic's tests and demo: a fenced
 # systemd user manager (own mount namespace, own cgroup2 group; see SYSTEMD-LAB.md), real nginx,
-# a FastAPI backend on uvicorn and a Node.js backend, all run as user units of that manager.
+# a FastAPI backend on uvicorn, a Node.js backend, PHP-FPM on a unix socket and Django on
+# gunicorn, all run as user units of that manager.
 #
 #   lab/lab.sh up   DIR BASE_PORT   build and start a lab in DIR (absolute path)
 #   lab/lab.sh down DIR             end everything `up` started and remove DIR (safe to repeat,
@@ -11,8 +12,11 @@
 # Ports: BASE_PORT >= 18000; the lab owns BASE..BASE+19:
 #   BASE    api site (nginx)  -> BASE+10 api backend (uvicorn, api.service)
 #   BASE+1  web site (nginx)  -> BASE+11 web backend (node, web.service)
+#   BASE+2  php site (nginx)  -> unix:DIR/run/php/php-fpm.sock (php-fpm.service)
+#   BASE+3  django site (nginx) -> BASE+13 django backend (gunicorn, django.service)
 # Files in DIR: medic.yaml (nginx-medic config), manager.pid, config/systemd/user/*.service,
-# config/{api,web}.env, nginx/{nginx.conf,sites-enabled/,logs/}, logs/NAME.log, run/bus, state/.
+# config/{api,web,django}.env, nginx/{nginx.conf,sites-enabled/,logs/}, php/{php-fpm.conf,pool.d/},
+# apps/, logs/NAME.log, run/bus, run/php/php-fpm.sock, state/.
 # Needs root (mount namespace, cgroup2 writes) and scripts/setup (packages and the venv).
 set -euo pipefail
 
@@ -24,7 +28,8 @@ NODE=/usr/bin/node
 SYSTEMD=/lib/systemd/systemd
 UP_TIMEOUT=${LAB_UP_TIMEOUT:-30}
 MARKER=.nginx-medic-lab
-UNITS=(nginx.service api.service web.service)
+UNITS=(nginx.service api.service web.service php-fpm.service django.service)
+PHP_FPM=/usr/sbin/php-fpm8.2
 
 say() { printf 'lab.sh: %s\n' "$*" >&2; }
 die() {
@@ -32,7 +37,7 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -129,6 +134,8 @@ render() {
     sed -e "s|@DIR@|$DIR|g" -e "s|@REPO@|$REPO|g" -e "s|@VENV@|$VENV|g" -e "s|@NODE@|$NODE|g" \
         -e "s|@API_SITE_PORT@|$((BASE))|g" -e "s|@WEB_SITE_PORT@|$((BASE + 1))|g" \
         -e "s|@API_PORT@|$((BASE + 10))|g" -e "s|@WEB_PORT@|$((BASE + 11))|g" \
+        -e "s|@PHP_SITE_PORT@|$((BASE + 2))|g" -e "s|@DJANGO_SITE_PORT@|$((BASE + 3))|g" \
+        -e "s|@DJANGO_PORT@|$((BASE + 13))|g" -e "s|@POOL_USER_LINES@|$POOL_USER_LINES|g" \
         -e "s|@USER_LINE@|$USER_LINE|g" "$src" >"$dst"
 }
 
@@ -170,7 +177,7 @@ cmd_up() {
     [ -n "$CG2" ] ||
         die "no cgroup2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified: a systemd user manager cannot be fenced here"
     local bin
-    for bin in "$NGINX" "$NODE" "$SYSTEMD" "$VENV/bin/uvicorn"; do
+    for bin in "$NGINX" "$NODE" "$SYSTEMD" "$PHP_FPM" "$VENV/bin/uvicorn" "$VENV/bin/gunicorn"; do
         [ -x "$bin" ] || die "\`$bin\` is missing: run scripts/setup as root (the venv may be moved with MEDIC_LAB_VENV)"
     done
     for bin in systemctl setsid unshare; do
@@ -193,17 +200,25 @@ cmd_up() {
     chmod 0755 "$DIR" # an unprivileged nginx worker must traverse it
     : >"$DIR/$MARKER"
     mkdir -p "$DIR"/{config/systemd/user,logs,apps,state,home,data,cache,xdg-state} \
-        "$DIR"/nginx/{logs,tmp,sites-enabled}
+        "$DIR"/nginx/{logs,tmp,sites-enabled} "$DIR"/php/pool.d "$DIR"/apps/php
     mkdir "$DIR/run"
     chmod 0711 "$DIR/run" # workers of other users may need to reach sockets in it
+    mkdir -m 0755 "$DIR/run/php" # php-fpm's socket; nginx's workers traverse it
     if [ "$(id -u)" = 0 ] && id -u www-data >/dev/null 2>&1; then
         USER_LINE='user www-data;'
+        POOL_USER_LINES='user = www-data\ngroup = www-data'
     else
         USER_LINE='# (not root: workers run as the master'"'"'s user)'
+        POOL_USER_LINES='; (not root: the pool runs as the master'"'"'s user)'
     fi
     render "$LAB_SRC/conf/nginx.conf.in" "$DIR/nginx/nginx.conf"
     render "$LAB_SRC/conf/api.conf.in" "$DIR/nginx/sites-enabled/api.conf"
     render "$LAB_SRC/conf/web.conf.in" "$DIR/nginx/sites-enabled/web.conf"
+    render "$LAB_SRC/conf/php.conf.in" "$DIR/nginx/sites-enabled/php.conf"
+    render "$LAB_SRC/conf/django.conf.in" "$DIR/nginx/sites-enabled/django.conf"
+    render "$LAB_SRC/conf/php-fpm.conf.in" "$DIR/php/php-fpm.conf"
+    render "$LAB_SRC/conf/php-pool.conf.in" "$DIR/php/pool.d/www.conf"
+    render "$LAB_SRC/conf/django.env.in" "$DIR/config/django.env"
     render "$LAB_SRC/conf/api.env.in" "$DIR/config/api.env"
     render "$LAB_SRC/conf/web.env.in" "$DIR/config/web.env"
     render "$LAB_SRC/conf/medic.yaml.in" "$DIR/medic.yaml"
@@ -212,6 +227,8 @@ cmd_up() {
         render "$LAB_SRC/units/$unit.in" "$DIR/config/systemd/user/$unit"
     done
     cp "$LAB_SRC/apps/api.py" "$LAB_SRC/apps/web.js" "$DIR/apps/"
+    cp "$LAB_SRC/apps/php/index.php" "$DIR/apps/php/"
+    cp -r "$LAB_SRC/apps/django" "$DIR/apps/"
     printf '%s\n' "$BASE" >"$DIR/base_port"
     printf '%s\n' "$CGDIR" >"$DIR/cgroup"
     "$NGINX" -t -q -p "$DIR/nginx/" -c "$DIR/nginx/nginx.conf" -e "$DIR/nginx/logs/error.log" ||
@@ -268,9 +285,11 @@ cmd_up() {
     local name
     for unit in "${UNITS[@]}"; do
         case $unit in
-        nginx.service) set -- "$BASE" $((BASE + 1)) ;;
+        nginx.service) set -- "$BASE" $((BASE + 1)) $((BASE + 2)) $((BASE + 3)) ;;
         api.service) set -- $((BASE + 10)) ;;
         web.service) set -- $((BASE + 11)) ;;
+        php-fpm.service) set -- "$DIR/run/php/php-fpm.sock" ;;
+        django.service) set -- $((BASE + 13)) ;;
         esac
         until [ "$(SCTL_TIMEOUT=5 sctl is-active "$unit" 2>/dev/null)" = active ] && all_listening "$@"; do
             state=$(SCTL_TIMEOUT=5 sctl is-active "$unit" 2>/dev/null) || true
@@ -284,15 +303,23 @@ cmd_up() {
     done
 
     say "lab up in $DIR in $((SECONDS - started))s (manager pid $mpid, cgroup $CGDIR)"
-    for name in "api site:$BASE" "web site:$((BASE + 1))" "api backend:$((BASE + 10))" "web backend:$((BASE + 11))"; do
+    for name in "api site:$BASE" "web site:$((BASE + 1))" "php site:$((BASE + 2))" \
+        "django site:$((BASE + 3))" "api backend:$((BASE + 10))" "web backend:$((BASE + 11))" \
+        "django backend:$((BASE + 13))"; do
         say "  ${name%%:*}: http://127.0.0.1:${name##*:}/"
     done
     say "  config: $DIR/medic.yaml"
 }
 
+# True when every port (or unix socket path) listens.
 all_listening() {
     local port
-    for port in "$@"; do listening "$port" || return 1; done
+    for port in "$@"; do
+        case $port in
+        /*) [ -S "$port" ] || return 1 ;;
+        *) listening "$port" || return 1 ;;
+        esac
+    done
 }
 
 cmd_down() {

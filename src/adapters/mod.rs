@@ -1,7 +1,9 @@
-//! The only modules with side effects: files, /proc, systemd over D-Bus, the nginx binary, HTTP probes.
+//! The only modules with side effects: files, /proc, systemd over D-Bus, the nginx binary, HTTP
+//! probes, backend logs.
 
 pub mod fs;
 pub mod nginx;
 pub mod probe;
 pub mod procfs;
 pub mod systemd;
+pub mod unit_log;

@@ -95,6 +95,8 @@ trait Unit {
     fn fragment_path(&self) -> zbus::Result<String>;
     #[zbus(property, name = "ActiveEnterTimestamp")]
     fn active_enter_timestamp(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn drop_in_paths(&self) -> zbus::Result<Vec<String>>;
 }
 
 /// `ExecStart` entries: path, argv, ignore-failure, four timestamps, pid, exit code, status.
@@ -119,6 +121,20 @@ trait Service {
     fn environment(&self) -> zbus::Result<Vec<String>>;
     #[zbus(property)]
     fn control_group(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn exec_main_code(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn exec_main_status(&self) -> zbus::Result<i32>;
+    #[zbus(property)]
+    fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn exec_main_exit_timestamp(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn restart(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn standard_output(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn standard_error(&self) -> zbus::Result<String>;
 }
 
 /// A unit job nginx-medic may ask for.
@@ -198,7 +214,9 @@ impl Systemd {
             environment_files: Vec::new(),
             environment: Vec::new(),
             control_group: None,
+            run: Default::default(),
         };
+        facts.run.drop_in_paths = unit.drop_in_paths().await.unwrap_or_default();
         if name.ends_with(".service") && facts.load_state == "loaded" {
             self.add_service_facts(path, &mut facts)
                 .await
@@ -238,6 +256,15 @@ impl Systemd {
             .collect();
         facts.environment = service.environment().await?;
         facts.control_group = service.control_group().await.ok().filter(|c| !c.is_empty());
+        // Run facts are best effort: an older manager may lack one of them.
+        let run = &mut facts.run;
+        run.exec_main_code = service.exec_main_code().await.unwrap_or(0);
+        run.exec_main_status = service.exec_main_status().await.unwrap_or(0);
+        run.exec_main_start_timestamp = service.exec_main_start_timestamp().await.unwrap_or(0);
+        run.exec_main_exit_timestamp = service.exec_main_exit_timestamp().await.unwrap_or(0);
+        run.restart = service.restart().await.unwrap_or_default();
+        run.standard_output = service.standard_output().await.unwrap_or_default();
+        run.standard_error = service.standard_error().await.unwrap_or_default();
         Ok(())
     }
 

@@ -32,9 +32,19 @@ struct Output<'a> {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
+    // A finding whose playbook has no actions (a crash loop) is reported, never acted on.
+    let mut report_only = false;
     let plan = match &args.plan {
         Some(path) => read_plan(path)?,
-        None => plan_of(diagnose(settings).await?),
+        None => {
+            let d = diagnose(settings).await?;
+            report_only = d.findings.iter().any(|f| {
+                d.playbooks
+                    .get(&f.cause)
+                    .is_some_and(|p| p.actions.is_empty())
+            });
+            plan_of(d)
+        }
     };
     let systemd = Systemd::connect(settings.bus).await?;
     let nginx = nginx_binary(settings);
@@ -68,7 +78,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     let inconclusive = plan.findings.iter().any(|f| !f.conclusive);
     Ok(match report.outcome {
         Outcome::RolledBack | Outcome::Failed => Exit::Failure,
-        _ if inconclusive => Exit::Findings,
+        _ if inconclusive || report_only => Exit::Findings,
         Outcome::Healed | Outcome::NothingToDo => Exit::Ok,
     })
 }

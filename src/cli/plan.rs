@@ -95,5 +95,23 @@ pub fn describe(action: &PlannedAction) -> String {
             "reload nginx, then check the error log for [emerg]".into()
         }
         PlannedAction::Probe { url, expect, .. } => format!("probe {url}, expect {expect}"),
+        PlannedAction::SetPoolListen {
+            pool,
+            owner,
+            group,
+            mode,
+            previous,
+            edit,
+            ..
+        } => {
+            let was = |v: &Option<String>| v.clone().unwrap_or_else(|| "(default)".into());
+            format!(
+                "let nginx's workers connect to pool `{pool}`: listen.owner {} -> {owner}, listen.group {} -> {group}, listen.mode {} -> {mode} in {}",
+                was(&previous[0]),
+                was(&previous[1]),
+                was(&previous[2]),
+                edit.path.display()
+            )
+        }
     }
 }

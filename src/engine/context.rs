@@ -28,13 +28,14 @@ pub fn targets(facts: &Facts, hints: &[BackendHint]) -> Vec<Target> {
     for route in &facts.routes {
         for endpoint in &route.endpoints {
             let unit = endpoint.unit.as_deref().and_then(|n| facts.unit(n));
-            let context = json!({
+            let mut context = json!({
                 "site": site_context(route),
                 "pass": pass_context(route),
                 "endpoint": endpoint_context(endpoint),
                 "unit": unit.map_or(Value::Null, |u| unit_context(u, endpoint, hints)),
                 "log": log_counts(facts, &endpoint.address),
             });
+            add_socket_and_run_facts(&mut context, facts, endpoint, unit);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
                 route: route.clone(),
@@ -221,6 +222,84 @@ fn bind_context(
             Value::Null,
             |(f, k, v)| json!({"file": f.path, "key": k, "value": v, "from": "environment_file"}),
         )
+}
+
+// --- unix sockets and backend processes (socket-missing, socket-permission, crash-loop) -------
+
+/// Adds what the socket and crash-loop playbooks test: `nginx.{user,group}` (the worker
+/// identity), `endpoint.{exists,socket,worker_can_connect,pool}` for unix endpoints, and
+/// `unit.{restart,exec_main_status,last_run_ms,output,output_from}`.
+fn add_socket_and_run_facts(
+    context: &mut Value,
+    facts: &Facts,
+    endpoint: &Endpoint,
+    unit: Option<&UnitFacts>,
+) {
+    let user = facts
+        .nginx
+        .ok()
+        .and_then(|n| n.user.as_deref())
+        .and_then(|u| u.split_whitespace().next())
+        .unwrap_or("nobody");
+    context["nginx"] = json!({
+        "user": facts.worker.as_ref().map_or(user, |w| w.user.as_str()),
+        "group": facts.worker.as_ref().map(|w| w.group.clone()),
+    });
+    let path = match UpstreamAddr::parse(&endpoint.address) {
+        Some(UpstreamAddr::Unix { path }) => Some(path.display().to_string()),
+        _ => None,
+    };
+    let seen = path.as_deref().and_then(|p| facts.unix_path(p));
+    if let Some(e) = context.get_mut("endpoint").and_then(Value::as_object_mut) {
+        e.insert("exists".into(), json!(seen.map(|p| p.exists)));
+        e.insert(
+            "socket".into(),
+            seen.and_then(|p| p.file.as_ref()).map_or(Value::Null, |f| {
+                json!({
+                    "owner": f.user.clone().unwrap_or_else(|| f.uid.to_string()),
+                    "group": f.group.clone().unwrap_or_else(|| f.gid.to_string()),
+                    "uid": f.uid,
+                    "gid": f.gid,
+                    "mode": f.mode,
+                })
+            }),
+        );
+        e.insert(
+            "worker_can_connect".into(),
+            json!(seen.and_then(|p| p.worker_can_connect)),
+        );
+        e.insert(
+            "pool".into(),
+            facts.fpm_pool(&endpoint.address).map_or(Value::Null, |p| {
+                json!({
+                    "name": p.name,
+                    "file": p.file.display().to_string(),
+                    "unit": p.unit,
+                    "listen_owner": p.listen_owner,
+                    "listen_group": p.listen_group,
+                    "listen_mode": p.listen_mode,
+                })
+            }),
+        );
+    }
+    if let (Some(u), Some(ctx)) = (unit, context.get_mut("unit").and_then(Value::as_object_mut)) {
+        let run = &u.run;
+        let ended = run.exec_main_code != 0;
+        ctx.insert("restart".into(), json!(run.restart));
+        ctx.insert(
+            "exec_main_status".into(),
+            json!(ended.then_some(run.exec_main_status)),
+        );
+        ctx.insert("last_run_ms".into(), json!(run.last_run_ms()));
+        ctx.insert(
+            "output".into(),
+            json!(run.output.as_ref().map_or(&[][..], |o| o.lines.as_slice())),
+        );
+        ctx.insert(
+            "output_from".into(),
+            json!(run.output.as_ref().map(|o| o.source.clone())),
+        );
+    }
 }
 
 /// How many classified error-log lines name this endpoint, by class.

@@ -4,8 +4,12 @@
 
 use super::context::Target;
 use super::evaluate::Finding;
-use super::render::{render, validate_bind_host, validate_nginx_directive, validate_nginx_value};
+use super::render::{
+    render, validate_account_name, validate_bind_host, validate_nginx_directive,
+    validate_nginx_value, validate_socket_mode,
+};
 use crate::adapters::fs::bytes_hash;
+use crate::facts::php_fpm::set_ini_value;
 use crate::nginx_conf::{replace_span, Span};
 use crate::playbook::{Action, PlaybookSet, SystemdOp};
 use serde::{Deserialize, Serialize};
@@ -59,6 +63,17 @@ pub enum PlannedAction {
         address: String,
         timeout_ms: u64,
     },
+    /// A PHP-FPM pool's socket ownership, set so nginx's workers may connect.
+    SetPoolListen {
+        unit: String,
+        pool: String,
+        owner: String,
+        group: String,
+        mode: String,
+        /// `listen.owner`, `listen.group`, `listen.mode` before (null: not set, php-fpm's default).
+        previous: [Option<String>; 3],
+        edit: FileEdit,
+    },
     NginxTest {},
     NginxReload {},
     Probe {
@@ -81,7 +96,9 @@ impl PlannedAction {
     /// The file this action edits, if any.
     pub fn edit(&self) -> Option<&FileEdit> {
         match self {
-            Self::SetBindHost { edit, .. } | Self::RenderSite { edit, .. } => Some(edit),
+            Self::SetBindHost { edit, .. }
+            | Self::RenderSite { edit, .. }
+            | Self::SetPoolListen { edit, .. } => Some(edit),
             _ => None,
         }
     }
@@ -194,6 +211,13 @@ fn plan_action(
                 timeout_ms: millis(*timeout),
             }
         }
+        Action::SetPoolListen { owner, group, mode } => plan_pool_listen(
+            &text(owner, target)?,
+            &text(group, target)?,
+            mode,
+            target,
+            read,
+        )?,
         Action::NginxTest => PlannedAction::NginxTest {},
         Action::NginxReload => PlannedAction::NginxReload {},
         Action::Probe {
@@ -226,6 +250,55 @@ fn plan_bind(host: &str, target: &Target, read: ReadFile<'_>) -> Result<PlannedA
         host: host.to_string(),
         previous,
         key: key.to_string(),
+        edit: FileEdit {
+            path,
+            before_hash: bytes_hash(before.as_bytes()),
+            after,
+        },
+    })
+}
+
+/// Sets the pool's `listen.owner`/`listen.group`/`listen.mode`, in the file and section the
+/// pool is defined in.
+fn plan_pool_listen(
+    owner: &str,
+    group: &str,
+    mode: &str,
+    target: &Target,
+    read: ReadFile<'_>,
+) -> Result<PlannedAction, String> {
+    validate_account_name(owner).map_err(|e| format!("listen.owner: {e}"))?;
+    validate_account_name(group).map_err(|e| format!("listen.group: {e}"))?;
+    validate_socket_mode(mode).map_err(|e| format!("listen.mode: {e}"))?;
+    let pool = &target.context["endpoint"]["pool"];
+    let (Some(file), Some(name)) = (pool["file"].as_str(), pool["name"].as_str()) else {
+        return Err("no PHP-FPM pool is known to listen on this socket".into());
+    };
+    let unit = pool["unit"]
+        .as_str()
+        .or_else(|| target.context["unit"]["name"].as_str())
+        .ok_or("no unit is known")?;
+    let path = PathBuf::from(file);
+    let before = read(&path).map_err(|e| format!("cannot read `{file}`: {e}"))?;
+    let mut after = before.clone();
+    let mut previous: [Option<String>; 3] = Default::default();
+    for (slot, (key, value)) in previous.iter_mut().zip([
+        ("listen.owner", owner),
+        ("listen.group", group),
+        ("listen.mode", mode),
+    ]) {
+        let (text, old) = set_ini_value(&after, name, key, value)
+            .ok_or_else(|| format!("`{file}` has no `[{name}]` section"))?;
+        after = text;
+        *slot = old;
+    }
+    Ok(PlannedAction::SetPoolListen {
+        unit: unit.to_string(),
+        pool: name.to_string(),
+        owner: owner.to_string(),
+        group: group.to_string(),
+        mode: mode.to_string(),
+        previous,
         edit: FileEdit {
             path,
             before_hash: bytes_hash(before.as_bytes()),

@@ -158,6 +158,20 @@ pub enum UnsafeValue {
         /// The offending value.
         value: String,
     },
+    /// Not a user or group name.
+    #[error("`{value}` is not a user or group name")]
+    AccountName {
+        /// The offending value.
+        value: String,
+    },
+    /// A socket mode that is not octal or grants too much.
+    #[error("mode `{value}` {reason}")]
+    Mode {
+        /// The offending value.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 /// Checks one value (a host, a port, an address such as `127.0.0.1:8000` or `unix:/run/app.sock`)
@@ -203,6 +217,53 @@ pub fn validate_bind_host(host: &str) -> Result<(), UnsafeValue> {
         });
     }
     Ok(())
+}
+
+/// Checks a user or group name a socket is about to be given: what `useradd` accepts
+/// (`[a-z_][a-z0-9_.-]*`, at most 32 characters, optionally ending in `$`).
+pub fn validate_account_name(name: &str) -> Result<(), UnsafeValue> {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    let ok = !body.is_empty()
+        && name.len() <= 32
+        && body
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(UnsafeValue::AccountName {
+            value: name.to_string(),
+        })
+    }
+}
+
+/// Checks a socket mode: octal, and no bit for other users (a socket anybody may connect to
+/// is never the fix; `0666` and `0777` least of all). The owner and group need read and write.
+pub fn validate_socket_mode(mode: &str) -> Result<(), UnsafeValue> {
+    let parsed = crate::facts::socket_access::parse_mode(mode);
+    match parsed {
+        None => Err(UnsafeValue::Mode {
+            value: mode.to_string(),
+            reason: "is not an octal mode such as `0660`".into(),
+        }),
+        Some(m) if m & 0o007 != 0 => Err(UnsafeValue::Mode {
+            value: mode.to_string(),
+            reason: "lets every local user connect to the backend".into(),
+        }),
+        Some(m) if m & 0o660 != 0o660 => Err(UnsafeValue::Mode {
+            value: mode.to_string(),
+            reason: "does not let both the owner and the group read and write the socket".into(),
+        }),
+        Some(m) if m & 0o7000 != 0 => Err(UnsafeValue::Mode {
+            value: mode.to_string(),
+            reason: "sets setuid, setgid or sticky bits, which a socket does not need".into(),
+        }),
+        Some(_) => Ok(()),
+    }
 }
 
 /// Why a rendered directive may not replace the one in the nginx configuration.

@@ -1,10 +1,14 @@
 //! Gathers a `Facts` snapshot from the adapters: nginx's configuration, /proc, systemd, the log.
 
 use super::mapping::{self, Dialled, MappingInput};
-use super::{error_log, nginx, Facts, Gathered};
+use super::socket_access::{self, PathPerm, UnixPathFacts, WorkerIdentity};
+use super::sockets::SocketFile;
+use super::units::UnitOutput;
+use super::{error_log, nginx, php_fpm, unit_output, Facts, Gathered};
 use crate::adapters::nginx::NginxBinary;
 use crate::adapters::procfs::Procfs;
 use crate::adapters::systemd::Systemd;
+use crate::adapters::unit_log;
 use crate::config::Settings;
 use crate::facts::units::UnitFacts;
 use crate::nginx_conf;
@@ -29,22 +33,48 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
             reason: "the configuration names no error_log; set `nginx.error_log`".into(),
         },
     };
-    let units = gather_units(settings, nginx.ok(), sockets.ok()).await;
+    let mut units = gather_units(settings, nginx.ok(), sockets.ok()).await;
+    if let Gathered::Ok { data } = &mut units {
+        let user_bus = settings.bus == crate::config::Bus::User;
+        data.iter_mut().for_each(|u| add_unit_output(u, user_bus));
+    }
+    let fpm_pools = fpm_pools(units.ok().map_or(&[][..], Vec::as_slice));
     let routes = match (nginx.ok(), sockets.ok()) {
         (Some(n), Some(s)) => {
             let unit_list = units.ok().map_or(&[][..], Vec::as_slice);
             let unit_env = unit_environments(unit_list);
+            let declared: BTreeMap<String, String> = fpm_pools
+                .iter()
+                .filter_map(|p| Some((p.address.clone()?, p.unit.clone())))
+                .collect();
             let input = MappingInput {
                 sockets: s,
                 units: unit_list,
                 unit_env: &unit_env,
                 hints: &settings.backends,
                 bindv6only: procfs.bindv6only(),
+                declared: &declared,
             };
             mapping::routes(n, &input, &resolve)
         }
         _ => Vec::new(),
     };
+    let worker = nginx.ok().and_then(|n| worker_identity(n.user.as_deref()));
+    let unix_paths = nginx.ok().map_or_else(Vec::new, |n| {
+        let mut paths: Vec<String> = all_dialled(n)
+            .into_iter()
+            .filter_map(|d| match d {
+                Dialled::Unix { path } => Some(path),
+                Dialled::Tcp { .. } => None,
+            })
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+            .iter()
+            .map(|p| unix_path_facts(p, worker.as_ref()))
+            .collect()
+    });
     Facts {
         taken_at,
         nginx,
@@ -52,7 +82,151 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
         units,
         error_log,
         routes,
+        worker,
+        unix_paths,
+        fpm_pools,
     }
+}
+
+// --- unix sockets and backend processes -------------------------------------------------------
+
+/// The pools of every unit started as a PHP-FPM master (`--fpm-config FILE`).
+fn fpm_pools(units: &[UnitFacts]) -> Vec<php_fpm::FpmPool> {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).ok();
+    let expand = |pattern: &str| -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = glob::glob(pattern)
+            .map(|paths| paths.flatten().collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    };
+    units
+        .iter()
+        .filter_map(|u| {
+            let argv: Vec<String> = u.exec_start.iter().flat_map(|c| c.argv.clone()).collect();
+            Some((u, php_fpm::fpm_config_arg(&argv)?))
+        })
+        .flat_map(|(u, conf)| php_fpm::pools(&u.name, &conf, &read, &expand))
+        .collect()
+}
+
+/// Who nginx's workers run as: the `user` directive (`user NAME [GROUP]`, default `nobody`),
+/// looked up as nginx does (the group named like the user, else the user's primary group, plus
+/// the user's supplementary groups).
+fn worker_identity(directive: Option<&str>) -> Option<WorkerIdentity> {
+    use nix::unistd::{getgrouplist, Group, User};
+    let mut words = directive.unwrap_or("nobody").split_whitespace();
+    let name = words.next().unwrap_or("nobody");
+    let user = User::from_name(name).ok().flatten()?;
+    let group = words
+        .next()
+        .and_then(|g| Group::from_name(g).ok().flatten())
+        .or_else(|| Group::from_name(name).ok().flatten())
+        .or_else(|| Group::from_gid(user.gid).ok().flatten());
+    let (group_name, gid) = match group {
+        Some(g) => (g.name, g.gid),
+        None => (user.gid.to_string(), user.gid),
+    };
+    let mut groups: Vec<u32> = std::ffi::CString::new(name)
+        .ok()
+        .and_then(|c| getgrouplist(&c, gid).ok())
+        .map(|gs| gs.into_iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    groups.push(gid.as_raw());
+    groups.sort_unstable();
+    groups.dedup();
+    Some(WorkerIdentity {
+        user: user.name,
+        group: group_name,
+        uid: user.uid.as_raw(),
+        gid: gid.as_raw(),
+        groups,
+    })
+}
+
+/// `stat`s a unix socket path and every directory above it.
+fn unix_path_facts(path: &str, worker: Option<&WorkerIdentity>) -> UnixPathFacts {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let perm = |m: &std::fs::Metadata| PathPerm {
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode() & 0o7777,
+    };
+    let meta = std::fs::metadata(path).ok();
+    let dirs: Option<Vec<PathPerm>> = std::path::Path::new(path)
+        .ancestors()
+        .skip(1)
+        .map(|d| std::fs::metadata(d).ok().map(|m| perm(&m)))
+        .collect();
+    let worker_can_connect = match (worker, &meta, dirs) {
+        (Some(w), Some(m), Some(dirs)) => Some(socket_access::can_connect(w, &dirs, &perm(m))),
+        _ => None,
+    };
+    UnixPathFacts {
+        path: path.to_string(),
+        exists: meta.is_some() || std::fs::symlink_metadata(path).is_ok(),
+        is_socket: meta.as_ref().is_some_and(|m| m.file_type().is_socket()),
+        file: meta.as_ref().map(|m| SocketFile {
+            uid: m.uid(),
+            gid: m.gid(),
+            user: nix::unistd::User::from_uid(m.uid().into())
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+            group: nix::unistd::Group::from_gid(m.gid().into())
+                .ok()
+                .flatten()
+                .map(|g| g.name),
+            mode: format!("{:04o}", m.mode() & 0o7777),
+        }),
+        worker_can_connect,
+    }
+}
+
+/// Whether a unit is not running well (failed, restarting, restarted by systemd, or its last
+/// main process ended badly), so that its own last words are worth reading. A unit that is
+/// merely stopped is not: a host has many, and reading each one's journal is slow.
+fn troubled(unit: &UnitFacts) -> bool {
+    let ended_badly = unit.run.exec_main_code != 0
+        && !(unit.run.exec_main_code == 1 && unit.run.exec_main_status == 0);
+    unit.active_state == "failed"
+        || unit.sub_state == "auto-restart"
+        || unit.n_restarts.unwrap_or(0) > 0
+        || ended_badly
+}
+
+/// The last lines a troubled service wrote: from the file its unit appends to, else its journal.
+fn add_unit_output(unit: &mut UnitFacts, user_bus: bool) {
+    if !unit.name.ends_with(".service") || !troubled(unit) {
+        return;
+    }
+    let texts: Vec<String> = unit
+        .fragment_path
+        .iter()
+        .chain(unit.run.drop_in_paths.iter())
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    let to_file = |kind: &str| matches!(kind, "append" | "file" | "truncate");
+    let file = if to_file(&unit.run.standard_output) {
+        unit_output::output_file(&texts, "StandardOutput")
+    } else if to_file(&unit.run.standard_error) {
+        unit_output::output_file(&texts, "StandardError")
+    } else {
+        None
+    };
+    unit.run.output =
+        match file {
+            Some(path) => unit_log::file_tail(&path).ok().map(|text| UnitOutput {
+                source: format!("file:{}", path.display()),
+                lines: unit_output::last_lines(&text, unit_output::OUTPUT_LINES),
+            }),
+            None => unit_log::journal_tail(&unit.name, user_bus, unit_output::OUTPUT_LINES).map(
+                |text| UnitOutput {
+                    source: "journal".into(),
+                    lines: unit_output::last_lines(&text, unit_output::OUTPUT_LINES),
+                },
+            ),
+        };
 }
 
 /// The nginx binary, configuration and prefix from the settings.

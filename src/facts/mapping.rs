@@ -57,6 +57,8 @@ pub enum UnitSource {
     Hint,
     /// The unit's `ExecStart` or environment names the port or socket path.
     UnitCommandLine,
+    /// A configuration file of the unit declares the address (a PHP-FPM pool's `listen`).
+    UnitConfig,
 }
 
 /// Everything the mapping needs besides nginx's facts.
@@ -67,6 +69,9 @@ pub struct MappingInput<'a> {
     pub unit_env: &'a BTreeMap<String, BTreeMap<String, String>>,
     pub hints: &'a [BackendHint],
     pub bindv6only: bool,
+    /// Addresses declared in units' own configuration files (`unix:/path`, `host:port`,
+    /// `*:port`), each with its unit.
+    pub declared: &'a BTreeMap<String, String>,
 }
 
 /// The address a target names before name resolution.
@@ -248,6 +253,15 @@ fn attribute_unit(
         .map(|u| (u, UnitSource::SocketOwner))
         .or_else(|| hinted().map(|u| (u, UnitSource::Hint)))
         .or_else(|| {
+            let port = endpoint.address.rsplit_once(':').map(|(_, p)| p);
+            let any_host = port.map(|p| format!("*:{p}"));
+            input
+                .declared
+                .get(&endpoint.address)
+                .or_else(|| any_host.and_then(|a| input.declared.get(&a)))
+                .map(|u| (u.clone(), UnitSource::UnitConfig))
+        })
+        .or_else(|| {
             let mut matching = input.units.iter().filter(|u| mentions(u));
             match (matching.next(), matching.next()) {
                 (Some(unit), None) => Some((unit.name.clone(), UnitSource::UnitCommandLine)),
@@ -408,6 +422,7 @@ mod tests {
             environment: Vec::new(),
             control_group: None,
             active_enter_timestamp: 0,
+            run: Default::default(),
         }
     }
 

@@ -7,7 +7,10 @@ pub mod error_log;
 pub mod gather;
 pub mod mapping;
 pub mod nginx;
+pub mod php_fpm;
+pub mod socket_access;
 pub mod sockets;
+pub mod unit_output;
 pub mod units;
 
 use serde::Serialize;
@@ -51,11 +54,30 @@ pub struct Facts {
     pub error_log: Gathered<error_log::ErrorLogFacts>,
     /// Each site's pass targets and the backends behind them.
     pub routes: Vec<mapping::Route>,
+    // --- unix sockets and backend processes (socket-missing, socket-permission, crash-loop) ---
+    /// Who nginx's workers run as, when the user database knows the `user` directive's user.
+    pub worker: Option<socket_access::WorkerIdentity>,
+    /// Every unix socket path nginx dials, as the workers see it.
+    pub unix_paths: Vec<socket_access::UnixPathFacts>,
+    /// The pools of every PHP-FPM master unit (started with `--fpm-config FILE`).
+    pub fpm_pools: Vec<php_fpm::FpmPool>,
 }
 
 impl Facts {
     /// The unit facts for `name`, when gathered.
     pub fn unit(&self, name: &str) -> Option<&units::UnitFacts> {
         self.units.ok()?.iter().find(|u| u.name == name)
+    }
+
+    /// What the workers see at a unix socket path.
+    pub fn unix_path(&self, path: &str) -> Option<&socket_access::UnixPathFacts> {
+        self.unix_paths.iter().find(|p| p.path == path)
+    }
+
+    /// The PHP-FPM pool that listens on `address` (`unix:/path`).
+    pub fn fpm_pool(&self, address: &str) -> Option<&php_fpm::FpmPool> {
+        self.fpm_pools
+            .iter()
+            .find(|p| p.address.as_deref() == Some(address))
     }
 }

@@ -27,6 +27,49 @@ pub struct UnitFacts {
     pub control_group: Option<String>,
     /// When the unit last entered `active`, in microseconds since the epoch (0: never).
     pub active_enter_timestamp: u64,
+    /// How the main process last ran and ended, and where its output goes.
+    pub run: RunFacts,
+}
+
+/// How a service's main process last ran and ended, and where its output goes: what tells a
+/// crash loop from a stopped backend, and where the backend said why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunFacts {
+    /// `ExecMainCode`: 1 exited, 2 killed, 3 dumped core (0: no process has ended yet).
+    pub exec_main_code: i32,
+    /// `ExecMainStatus`: the exit status, or the signal number when killed.
+    pub exec_main_status: i32,
+    /// When the last main process started and ended, in microseconds since the epoch (0: never).
+    pub exec_main_start_timestamp: u64,
+    pub exec_main_exit_timestamp: u64,
+    /// `Restart=` (`no`, `on-failure`, `always`, …).
+    pub restart: String,
+    /// `StandardOutput=`/`StandardError=` kinds as the manager reports them (`journal`,
+    /// `append`, `file`, `inherit`, …); the file path is not on the bus in systemd 252.
+    pub standard_output: String,
+    pub standard_error: String,
+    /// The unit's drop-in files, which may set `StandardOutput=` too.
+    pub drop_in_paths: Vec<String>,
+    /// The last lines the backend wrote, read only for units that are not running well.
+    pub output: Option<UnitOutput>,
+}
+
+/// The last lines of a backend's own output, and where they were read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnitOutput {
+    /// `file:/path` or `journal`.
+    pub source: String,
+    pub lines: Vec<String>,
+}
+
+impl RunFacts {
+    /// How long the last main process ran, in milliseconds, when it has ended.
+    pub fn last_run_ms(&self) -> Option<u64> {
+        (self.exec_main_exit_timestamp > 0
+            && self.exec_main_exit_timestamp >= self.exec_main_start_timestamp
+            && self.exec_main_start_timestamp > 0)
+            .then(|| (self.exec_main_exit_timestamp - self.exec_main_start_timestamp) / 1000)
+    }
 }
 
 /// One `ExecStart=` command line, unexpanded (`${HOST}` stays as written).

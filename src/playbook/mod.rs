@@ -32,7 +32,9 @@
 //!
 //! Actions: `systemd {unit, op}`, `set_bind_host {host}`, `render_site {template}` (a `.hbs` file
 //! in the template dirs rendering the whole replacement pass directive), `wait_listen {address,
-//! timeout}`, `nginx_test {}`, `nginx_reload {}`, `probe {url, expect, timeout}`. Durations are
+//! timeout}`, `nginx_test {}`, `nginx_reload {}`, `probe {url, expect, timeout}`,
+//! `set_pool_listen {owner, group, mode}` (a PHP-FPM pool's socket ownership; a mode with any
+//! bit for other users is refused). Durations are
 //! `500ms`, `15s`, `2m` or `1h`. String parameters may contain handlebars; `op`, `expect` and
 //! `timeout` are checked when the playbook is loaded.
 //!
@@ -258,6 +260,16 @@ pub enum Action {
         #[serde(serialize_with = "serialize_duration")]
         timeout: Duration,
     },
+    /// Set the `listen.owner`, `listen.group` and `listen.mode` of the PHP-FPM pool that
+    /// listens on the endpoint (`endpoint.pool`).
+    SetPoolListen {
+        /// Owner template (a user name).
+        owner: String,
+        /// Group template (a group name).
+        group: String,
+        /// Octal mode, checked when loading: never one that lets other users connect.
+        mode: String,
+    },
 }
 
 impl Action {
@@ -271,6 +283,7 @@ impl Action {
             Action::NginxTest => "nginx_test",
             Action::NginxReload => "nginx_reload",
             Action::Probe { .. } => "probe",
+            Action::SetPoolListen { .. } => "set_pool_listen",
         }
     }
 }

@@ -33,7 +33,19 @@ pub fn sample_context() -> Value {
             "port": 18010,
             "path": "/run/api/api.sock",
             "listening": false,
-            "listener": null
+            "listener": null,
+            // unix sockets (socket-missing, socket-permission)
+            "exists": false,
+            "socket": {"owner": "root", "group": "root", "uid": 0, "gid": 0, "mode": "0600"},
+            "worker_can_connect": false,
+            "pool": {
+                "name": "www",
+                "file": "/etc/php/8.2/fpm/pool.d/www.conf",
+                "unit": "php8.2-fpm.service",
+                "listen_owner": "root",
+                "listen_group": "root",
+                "listen_mode": "0600"
+            }
         },
         "unit": {
             "name": "api.service",
@@ -45,8 +57,16 @@ pub fn sample_context() -> Value {
             "listeners": ["127.0.0.2:18010"],
             "hosts_on_endpoint_port": ["127.0.0.2"],
             "other_ports": [18011],
-            "bind": {"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2"}
+            "bind": {"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2"},
+            // how the main process last ran (crash-loop)
+            "restart": "on-failure",
+            "exec_main_status": 3,
+            "last_run_ms": 640,
+            "output": ["[ERROR] Reason: Worker failed to boot."],
+            "output_from": "file:/var/log/api.log"
         },
+        // the worker identity (socket-permission)
+        "nginx": {"user": "www-data", "group": "www-data"},
         "log": {
             "connection_refused": 2,
             "no_such_file": 0,

@@ -64,6 +64,7 @@ pub(crate) enum ActionSpec {
     NginxTest,
     NginxReload,
     Probe(ProbeSpec),
+    SetPoolListen(SetPoolListenSpec),
 }
 
 /// The action kinds, as spelled in playbooks.
@@ -75,6 +76,7 @@ pub(crate) const ACTION_KINDS: &[&str] = &[
     "nginx_test",
     "nginx_reload",
     "probe",
+    "set_pool_listen",
 ];
 
 impl<'de> Deserialize<'de> for ActionSpec {
@@ -112,6 +114,7 @@ impl<'de> Visitor<'de> for ActionVisitor {
                 ActionSpec::NginxReload
             }
             "probe" => ActionSpec::Probe(map.next_value()?),
+            "set_pool_listen" => ActionSpec::SetPoolListen(map.next_value()?),
             other => return Err(de::Error::unknown_variant(other, ACTION_KINDS)),
         };
         if let Some(extra) = map.next_key::<String>()? {
@@ -148,6 +151,16 @@ pub(crate) struct WaitListenSpec {
     pub address: String,
     #[serde(deserialize_with = "scalar_text")]
     pub timeout: String,
+}
+
+/// `set_pool_listen: {owner, group, mode}`; `mode` may be written as a YAML number.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetPoolListenSpec {
+    pub owner: String,
+    pub group: String,
+    #[serde(deserialize_with = "scalar_text")]
+    pub mode: String,
 }
 
 /// `nginx_test: {}` and `nginx_reload: {}` take no parameters.

@@ -81,6 +81,9 @@ fn seed_playbooks_load_in_priority_order() {
     assert_eq!(
         ids,
         [
+            ("crash-loop", 5),
+            ("socket-missing", 7),
+            ("socket-permission", 8),
             ("backend-down", 10),
             ("bind-mismatch", 20),
             ("wrong-port", 30)
@@ -305,7 +308,7 @@ fn later_dir_overrides_an_earlier_one() {
         &[root().join("templates")],
     )
     .unwrap();
-    assert_eq!(set.len(), 3);
+    assert_eq!(set.len(), 6);
     let playbook = set.get("backend-down").unwrap();
     assert_eq!(playbook.priority, 99);
     assert_eq!(playbook.file, dir.path().join("mine.yml"));
@@ -349,4 +352,142 @@ fn durations_parse_and_format() {
     for d in ["500ms", "15s", "2m", "1h", "1500ms"] {
         assert_eq!(format_duration(parse_duration(d).unwrap()), d);
     }
+}
+
+// --- unix sockets and backend processes: socket-missing, socket-permission, crash-loop ---------
+
+/// php.lab's `fastcgi_pass unix:/run/php/www.sock` with php-fpm listening and a readable socket.
+fn php() -> Value {
+    let mut ctx = running(&["unix:/run/php/www.sock"], &[], &[]);
+    ctx["site"]["name"] = json!("php.lab");
+    ctx["pass"] = json!({"directive": "fastcgi_pass", "target": "unix:/run/php/www.sock", "kind": "unix",
+        "scheme": null, "uri": "", "file": "/etc/nginx/sites-enabled/php.conf", "line": 6});
+    ctx["endpoint"] = json!({"address": "unix:/run/php/www.sock", "kind": "unix", "host": null, "port": null,
+        "path": "/run/php/www.sock", "listening": true, "listener": "unix:/run/php/www.sock",
+        "exists": true, "worker_can_connect": true,
+        "socket": {"owner": "www-data", "group": "www-data", "uid": 33, "gid": 33, "mode": "0660"},
+        "pool": {"name": "www", "file": "/etc/php/8.2/fpm/pool.d/www.conf", "unit": "php8.2-fpm.service",
+                 "listen_owner": "www-data", "listen_group": "www-data", "listen_mode": "0660"}});
+    ctx["unit"]["name"] = json!("php8.2-fpm.service");
+    ctx["nginx"] = json!({"user": "www-data", "group": "www-data"});
+    ctx
+}
+
+#[test]
+fn socket_missing_starts_the_pool_before_backend_down_would() {
+    let set = seeds();
+    let mut ctx = php();
+    ctx["endpoint"]["listening"] = json!(false);
+    ctx["endpoint"]["exists"] = json!(false);
+    ctx["endpoint"]["socket"] = Value::Null;
+    ctx["unit"]["active_state"] = json!("inactive");
+    ctx["unit"]["sub_state"] = json!("dead");
+    ctx["log"]["no_such_file"] = json!(3);
+    let found = matches(&set, &ctx);
+    assert_eq!(found.first(), conclusive("socket-missing").first());
+    assert_eq!(found.get(1).map(|f| f.0.as_str()), Some("backend-down"));
+    let playbook = set.get("socket-missing").unwrap();
+    assert_eq!(
+        rendered_evidence(playbook, &ctx),
+        [
+            "fastcgi_pass at /etc/nginx/sites-enabled/php.conf:6 dials unix:/run/php/www.sock, and no file exists at /run/php/www.sock",
+            "php8.2-fpm.service is inactive (success); its pool `www` in /etc/php/8.2/fpm/pool.d/www.conf listens there",
+            "3 `No such file or directory` line(s) for it in the error log",
+        ]
+    );
+    let kinds: Vec<&str> = playbook.actions.iter().map(Action::kind).collect();
+    assert_eq!(kinds, ["systemd", "wait_listen", "probe"]);
+}
+
+#[test]
+fn socket_permission_needs_the_log_line_and_a_known_pool() {
+    let set = seeds();
+    let mut ctx = php();
+    assert!(matches(&set, &ctx).is_empty(), "a healthy pool");
+    ctx["endpoint"]["worker_can_connect"] = json!(false);
+    ctx["endpoint"]["socket"] =
+        json!({"owner": "root", "group": "root", "uid": 0, "gid": 0, "mode": "0600"});
+    assert!(
+        matches(&set, &ctx).is_empty(),
+        "no `Permission denied` in the log yet: nginx has not failed on it"
+    );
+    ctx["log"]["permission_denied"] = json!(2);
+    assert_eq!(matches(&set, &ctx), conclusive("socket-permission"));
+    let playbook = set.get("socket-permission").unwrap();
+    assert_eq!(
+        rendered_evidence(playbook, &ctx)[0],
+        "nginx's workers run as www-data:www-data; /run/php/www.sock is root:root mode 0600, so they may not connect"
+    );
+    let Some(Action::SetPoolListen { owner, group, mode }) = playbook.actions.first() else {
+        panic!("{:?}", playbook.actions);
+    };
+    assert_eq!(
+        (
+            render(owner, &ctx).unwrap(),
+            render(group, &ctx).unwrap(),
+            mode.as_str()
+        ),
+        ("www-data".to_string(), "www-data".to_string(), "0660")
+    );
+    ctx["endpoint"]["pool"] = Value::Null;
+    let found = matches(&set, &ctx);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].1[0].starts_with("no PHP-FPM pool"), "{found:?}");
+}
+
+#[test]
+fn world_writable_socket_modes_are_refused_when_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("playbooks/socket-permission.yaml"))
+        .unwrap()
+        .replace("mode: \"0660\"", "mode: \"0666\"");
+    std::fs::write(dir.path().join("socket-permission.yaml"), text).unwrap();
+    let errors = check(&[dir.path().to_path_buf()], &[root().join("templates")]);
+    let text = errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        text.contains("set_pool_listen.mode: mode `0666` lets every local user connect"),
+        "{text}"
+    );
+}
+
+#[test]
+fn crash_loop_is_reported_and_never_restarted() {
+    let set = seeds();
+    let mut ctx = stopped();
+    ctx["unit"]["active_state"] = json!("failed");
+    ctx["unit"]["sub_state"] = json!("failed");
+    ctx["unit"]["result"] = json!("exit-code");
+    ctx["unit"]["n_restarts"] = json!(4);
+    ctx["unit"]["restart"] = json!("on-failure");
+    ctx["unit"]["exec_main_status"] = json!(3);
+    ctx["unit"]["last_run_ms"] = json!(231);
+    ctx["unit"]["output"] = json!([
+        "ModuleNotFoundError: No module named 'x'",
+        "Reason: Worker failed to boot."
+    ]);
+    ctx["unit"]["output_from"] = json!("file:/var/log/api.log");
+    let found = matches(&set, &ctx);
+    assert_eq!(found.first(), conclusive("crash-loop").first());
+    assert_eq!(found.get(1).map(|f| f.0.as_str()), Some("backend-down"));
+    let playbook = set.get("crash-loop").unwrap();
+    assert!(playbook.actions.is_empty());
+    let evidence = rendered_evidence(playbook, &ctx);
+    assert_eq!(
+        evidence[3],
+        "its last output (file:/var/log/api.log):\n    ModuleNotFoundError: No module named 'x'\n    Reason: Worker failed to boot."
+    );
+    // A unit that failed once and was never restarted by systemd is backend-down's.
+    ctx["unit"]["n_restarts"] = json!(0);
+    assert_eq!(matches(&set, &ctx), conclusive("backend-down"));
+    // Restarting right now counts too.
+    ctx["unit"]["active_state"] = json!("activating");
+    ctx["unit"]["sub_state"] = json!("auto-restart");
+    assert_eq!(
+        matches(&set, &ctx).first(),
+        conclusive("crash-loop").first()
+    );
 }

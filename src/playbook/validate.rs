@@ -372,6 +372,44 @@ impl Builder<'_> {
                     host: p.host.clone(),
                 })
             }
+            ActionSpec::SetPoolListen(p) => {
+                let path = path.key("set_pool_listen");
+                for (field, text) in [("owner", &p.owner), ("group", &p.group)] {
+                    if let Some(name) = self.template(text, &path.key(field)) {
+                        if let Err(err) = render::validate_account_name(&name) {
+                            self.issue(
+                                Stage::Templates,
+                                path.key(field),
+                                format!("with the sample facts: {err}"),
+                                Some(format!(
+                                    "name nginx's worker {}: `{{{{nginx.{}}}}}`",
+                                    if field == "owner" { "user" } else { "group" },
+                                    if field == "owner" { "user" } else { "group" }
+                                )),
+                            );
+                        }
+                    }
+                }
+                match render::validate_socket_mode(&p.mode) {
+                    Ok(()) => Some(Action::SetPoolListen {
+                        owner: p.owner.clone(),
+                        group: p.group.clone(),
+                        mode: p.mode.trim().to_string(),
+                    }),
+                    Err(err) => {
+                        self.issue(
+                            Stage::Semantic,
+                            path.key("mode"),
+                            err.to_string(),
+                            Some(
+                                "grant nginx's user through the owner or the group: `0660`"
+                                    .to_string(),
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
             ActionSpec::RenderSite(p) => {
                 let path = path.key("render_site").key("template");
                 let name = p.template.as_str();

@@ -1,5 +1,6 @@
 //! The real-component lab for integration tests: a fenced systemd user manager running nginx,
-//! a FastAPI backend and a Node.js backend, built by `lab/lab.sh up` and ended on drop.
+//! a FastAPI backend, a Node.js backend, PHP-FPM and Django on gunicorn, built by `lab/lab.sh up`
+//! and ended on drop.
 //!
 //! Needs root and the packages and venv of `scripts/setup`. A machine that cannot run the lab
 //! fails the test with the reason; it never skips, so a green run proves the lab ran.
@@ -102,16 +103,27 @@ impl Lab {
         self.dir.join("medic.yaml")
     }
 
-    /// A named port: `api_site`, `web_site` (nginx), `api`, `web` (the backends).
+    /// A named port: `api_site`, `web_site`, `php_site`, `django_site` (nginx), `api`, `web`,
+    /// `django` (the backends; php-fpm listens on `php_socket()`).
     pub fn port(&self, name: &str) -> u16 {
         let offset = match name {
             "api_site" => 0,
             "web_site" => 1,
+            "php_site" => 2,
+            "django_site" => 3,
             "api" => 10,
             "web" => 11,
-            other => panic!("no lab port `{other}`: use api_site, web_site, api or web"),
+            "django" => 13,
+            other => panic!(
+                "no lab port `{other}`: use api_site, web_site, php_site, django_site, api, web or django"
+            ),
         };
         self.base + offset
+    }
+
+    /// The php-fpm pool's socket, `DIR/run/php/php-fpm.sock`.
+    pub fn php_socket(&self) -> PathBuf {
+        self.dir.join("run/php/php-fpm.sock")
     }
 
     /// Runs `systemctl --user ARGS` against the lab's manager (bounded to 30 s).
