@@ -300,8 +300,8 @@ fn plan_site(
 // ----- set_directive (nginx-side causes) -----
 
 /// Plans `name value;` inside the target's location block: the directive written directly in
-/// the block is replaced (its span only), else the new line is inserted before the block's first
-/// directive with that directive's indentation. Every other byte stays.
+/// the block is replaced (its span only), else the new line is inserted above the pass directive
+/// (or the block's first directive) with its indentation. Every other byte stays.
 fn plan_set_directive(
     name: &str,
     value: &str,
@@ -372,7 +372,13 @@ pub fn set_in_location(
         let after = replace_span(text, existing.span, directive).ok_or_else(changed)?;
         return Ok((after, Some(previous.join(" "))));
     }
-    let first = children.first().ok_or_else(changed)?;
+    // Right above the pass directive when it is written in the block itself (so several
+    // inserts keep their order), else above the block's first directive.
+    let first = children
+        .iter()
+        .find(|d| d.name == pass)
+        .or_else(|| children.first())
+        .ok_or_else(changed)?;
     let line_start = text
         .get(..first.span.start)
         .and_then(|t| t.rfind('\n'))
