@@ -57,6 +57,22 @@ fn medic_json(lab: &Lab, args: &[&str]) -> (i32, Value) {
     (code, value)
 }
 
+/// Runs `explain`: returns its text (plain: not a terminal). With `NGINX_MEDIC_CAPTURE_EXPLAIN`
+/// set, also stores `explain --json` as the fixture `tests/fixtures/explain/NAME.json` that the
+/// snapshot tests of `src/cli/explain.rs` render.
+fn explain(lab: &Lab, name: &str) -> String {
+    if std::env::var_os("NGINX_MEDIC_CAPTURE_EXPLAIN").is_some() {
+        let out = lab.medic(&["explain", "--json"]);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/explain")
+            .join(format!("{name}.json"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, &out.stdout).unwrap();
+    }
+    let out = lab.medic(&["explain"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The finding with this cause, or a panic showing them all.
 fn finding<'v>(diagnosis: &'v Value, cause: &str) -> &'v Value {
     diagnosis["findings"]
@@ -167,6 +183,7 @@ fn lab_too_big_header_raises_the_location_buffers() {
     let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "too-big-header");
+    explain(&lab, "too-big-header");
     assert_eq!(f["site"], "big.lab");
     assert_eq!(f["conclusive"], true, "{f:#}");
 
@@ -198,6 +215,7 @@ fn lab_upstream_timeout_is_reported_and_nothing_changes() {
     let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "upstream-timeout");
+    explain(&lab, "upstream-timeout");
     let evidence = f["evidence"].to_string();
     assert!(evidence.contains("GET /slow?seconds=8 HTTP/1.1"), "{f:#}");
     assert!(evidence.contains("proxy_read_timeout is 5s"), "{f:#}");
@@ -239,6 +257,7 @@ fn lab_localhost_pass_target_is_pinned_to_the_family_the_backend_listens_on() {
     let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "localhost-family");
+    explain(&lab, "localhost-family");
     assert_eq!(f["unit"], "api.service");
     assert_eq!(f["conclusive"], true, "{f:#}");
     assert!(f["also_matched"].to_string().contains("bind-mismatch"));
@@ -298,6 +317,7 @@ fn lab_upstream_group_marked_down_is_reported_only() {
     let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "upstream-marked-down");
+    explain(&lab, "upstream-marked-down");
     assert_eq!(f["site"], "group.lab");
     let causes: Vec<&str> = diagnosis["findings"]
         .as_array()
@@ -339,6 +359,11 @@ fn lab_host_not_found_blocks_every_action() {
     assert_eq!(first["location"], format!("{}:5", broken.display()));
     assert_eq!(first["conclusive"], false);
     let down = finding(&diagnosis, "backend-down");
+    let text = explain(&lab, "host-not-found");
+    assert!(
+        text.contains("✗ nginx itself: host-not-found (critical)"),
+        "{text}"
+    );
     assert_eq!(down["conclusive"], false, "blocked while nginx -t fails");
 
     let files = snapshot(&lab);
@@ -348,4 +373,45 @@ fn lab_host_not_found_blocks_every_action() {
     assert!(snapshot(&lab) == files);
     assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
+}
+
+#[test]
+fn lab_explain_walks_the_triage_for_each_site() {
+    let lab = Lab::start();
+    ok(lab.systemctl(&["stop", "api.service"]), "stop api");
+    let text = explain(&lab, "backend-down");
+    let api = lab.port("api");
+    for line in [
+        "✗ api.lab location /".to_string(),
+        "  1. Is the backend running?".to_string(),
+        "     api.service: inactive (dead), no PID".to_string(),
+        format!("     nginx dials      127.0.0.1:{api}  →  nothing: nothing listens there"),
+        "  Cause: backend-down (critical)".to_string(),
+        "     1. systemd restart api.service".to_string(),
+        "     $ systemctl --user status api.service".to_string(),
+        format!("     $ ss -ltnp 'sport = :{api}'"),
+        "✓ web.lab location /".to_string(),
+        "  Cause: none, healthy".to_string(),
+    ] {
+        assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+    }
+    assert!(!text.contains('\x1b'), "no colour when not a terminal");
+    assert_eq!(
+        lab.unit_property("api.service", "ActiveState"),
+        "inactive",
+        "explain changes nothing"
+    );
+
+    ok(lab.systemctl(&["start", "api.service"]), "start api");
+    set_env(&lab, "web.env", "HOST", "127.0.0.2");
+    ok(lab.systemctl(&["restart", "web.service"]), "restart web");
+    std::thread::sleep(Duration::from_millis(700));
+    let text = explain(&lab, "bind-mismatch");
+    assert!(text.contains("  Cause: bind-mismatch (critical)"), "{text}");
+
+    set_env(&lab, "api.env", "PORT", &(api + 5).to_string());
+    ok(lab.systemctl(&["restart", "api.service"]), "restart api");
+    std::thread::sleep(Duration::from_millis(700));
+    let text = explain(&lab, "wrong-port");
+    assert!(text.contains("  Cause: wrong-port (critical)"), "{text}");
 }
