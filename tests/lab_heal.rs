@@ -209,7 +209,11 @@ fn lab_rolls_back_a_site_edit_that_nginx_rejects() {
     .unwrap();
     let config = fs::read_to_string(lab.config()).unwrap();
     let repo_templates = format!("{}/templates", env!("CARGO_MANIFEST_DIR"));
-    let config = config.replace(&repo_templates, &broken.display().to_string());
+    // a later template dir overrides an earlier one: only `pass-target.hbs` is broken
+    let config = config.replace(
+        &repo_templates,
+        &format!("{repo_templates}\n  - {}", broken.display()),
+    );
     assert!(config.contains("broken-templates"), "{config}");
     fs::write(lab.config(), config).unwrap();
 

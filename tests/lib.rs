@@ -1,6 +1,7 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
 mod cli;
+mod lab_causes_nginx;
 mod lab_causes_socket;
 mod lab_facts;
 mod lab_heal;

@@ -235,7 +235,8 @@ async fn run_step(
         PlannedAction::Systemd { unit, op } => systemd_step(group, unit, *op, planned_at).await,
         PlannedAction::SetBindHost { edit, .. }
         | PlannedAction::RenderSite { edit, .. }
-        | PlannedAction::SetPoolListen { edit, .. } => {
+        | PlannedAction::SetPoolListen { edit, .. }
+        | PlannedAction::SetDirective { edit, .. } => {
             if group.txn.is_none() {
                 let txn = FileTransaction::begin(&effects.state_dir, group.txn_id)
                     .map_err(|e| e.to_string())?;
@@ -464,6 +465,7 @@ fn kind_of(action: &PlannedAction) -> &'static str {
         PlannedAction::Systemd { .. } => "systemd",
         PlannedAction::SetBindHost { .. } => "set_bind_host",
         PlannedAction::RenderSite { .. } => "render_site",
+        PlannedAction::SetDirective { .. } => "set_directive",
         PlannedAction::WaitListen { .. } => "wait_listen",
         PlannedAction::NginxTest {} => "nginx_test",
         PlannedAction::NginxReload {} => "nginx_reload",
@@ -477,7 +479,8 @@ fn target_of(action: &PlannedAction) -> String {
         PlannedAction::Systemd { unit, .. } => unit.clone(),
         PlannedAction::SetBindHost { edit, .. }
         | PlannedAction::RenderSite { edit, .. }
-        | PlannedAction::SetPoolListen { edit, .. } => edit.path.display().to_string(),
+        | PlannedAction::SetPoolListen { edit, .. }
+        | PlannedAction::SetDirective { edit, .. } => edit.path.display().to_string(),
         PlannedAction::WaitListen { address, .. } => address.clone(),
         PlannedAction::NginxTest {} | PlannedAction::NginxReload {} => "nginx".into(),
         PlannedAction::Probe { url, .. } => url.clone(),

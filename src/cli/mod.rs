@@ -3,6 +3,7 @@
 mod apply;
 mod assets;
 mod diagnose;
+mod explain;
 mod facts;
 mod pipeline;
 mod plan;
@@ -48,8 +49,12 @@ pub enum Command {
     Plan(plan::Args),
     /// Heal: run the plan in transactions (backup, atomic write, nginx -t, reload, probe) and
     /// roll back any change that does not verify. Exit 0 healed or nothing to do, 1 rolled
-    /// back or failed, 2 findings left that were not conclusive enough to act on.
+    /// back or failed, 2 findings left that are report-only or not conclusive enough to act on.
     Apply(apply::Args),
+    /// Explain each site for a person: is the backend running, does nginx dial where it
+    /// listens, what the logs say, the cause, the planned fix and the commands to check it.
+    /// Changes nothing. Exit 0 when healthy, 2 when something is found.
+    Explain(explain::Args),
     /// Work with playbooks.
     #[command(subcommand)]
     Playbooks(playbooks::Command),
@@ -119,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Diagnose(args) => runtime.block_on(diagnose::run(&settings, &args)),
         Command::Plan(args) => runtime.block_on(plan::run(&settings, &args)),
         Command::Apply(args) => runtime.block_on(apply::run(&settings, &args)),
+        Command::Explain(args) => runtime.block_on(explain::run(&settings, &args)),
         Command::Playbooks(command) => playbooks::run(&settings, &command),
         Command::GenerateAssets(args) => assets::run(&args),
     }

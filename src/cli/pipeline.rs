@@ -35,7 +35,9 @@ pub async fn diagnose(settings: &Settings) -> anyhow::Result<Diagnosis> {
     let playbooks = playbooks(settings)?;
     let facts = gather(settings, &Procfs::system()).await;
     let targets = targets(&facts, &settings.backends);
-    let findings = evaluate(&playbooks, &targets);
+    let mut findings = evaluate(&playbooks, &targets);
+    // nginx -t failing already is global: it is reported first and blocks every action
+    crate::engine::preflight::check(&facts, &mut findings);
     Ok(Diagnosis {
         facts,
         playbooks,

@@ -81,6 +81,21 @@ pub fn describe(action: &PlannedAction) -> String {
                 edit.path.display()
             )
         }
+        PlannedAction::SetDirective {
+            directive,
+            previous,
+            location,
+            edit,
+        } => match previous {
+            Some(old) => format!(
+                "set `{directive}` in location {location} of {} (was {old})",
+                edit.path.display()
+            ),
+            None => format!(
+                "add `{directive}` to location {location} of {}",
+                edit.path.display()
+            ),
+        },
         PlannedAction::WaitListen {
             address,
             timeout_ms,

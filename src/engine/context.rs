@@ -25,8 +25,9 @@ pub struct Target {
 /// Every target of the snapshot, in the order of the routes.
 pub fn targets(facts: &Facts, hints: &[BackendHint]) -> Vec<Target> {
     let mut out = Vec::new();
+    let clock = LogClock::of(facts);
     for route in &facts.routes {
-        for endpoint in &route.endpoints {
+        for (index, endpoint) in route.endpoints.iter().enumerate() {
             let unit = endpoint.unit.as_deref().and_then(|n| facts.unit(n));
             let mut context = json!({
                 "site": site_context(route),
@@ -36,6 +37,7 @@ pub fn targets(facts: &Facts, hints: &[BackendHint]) -> Vec<Target> {
                 "log": log_counts(facts, &endpoint.address),
             });
             add_socket_and_run_facts(&mut context, facts, endpoint, unit);
+            add_nginx_side(&mut context, facts, route, index, &clock);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
                 route: route.clone(),
@@ -325,6 +327,363 @@ fn class_name(class: &LogClass) -> String {
         .unwrap_or_else(|| "other".into())
 }
 
+// ---------------------------------------------------------------------------------------------
+// nginx-side causes: the location's effective buffer and timeout settings with a capped raise,
+// the route's sibling endpoints (for `localhost` and upstream groups), and the error-log lines
+// that are recent enough to be a symptom rather than history. Paths: `location.*`, `route.*`,
+// `recent.*` (documented in `playbooks/README.md`; kept in step with `playbook/sample.rs`).
+// ---------------------------------------------------------------------------------------------
+
+/// A buffer is never raised above this many bytes (64k), whatever the headers need.
+pub const BUFFER_CAP: u64 = 64 * 1024;
+/// The smallest raise (16k): a header that overflows the 4k default usually fits.
+pub const BUFFER_FLOOR: u64 = 16 * 1024;
+/// Error-log lines older than this (15 minutes) are history, not a symptom.
+pub const RECENT_WINDOW_SECS: i64 = 15 * 60;
+
+/// Maps the local wall-clock times nginx writes to seconds since the epoch without knowing the
+/// time zone: the log's mtime is when its last line was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogClock {
+    /// The error log's mtime, seconds since the epoch.
+    pub log_mtime: i64,
+    /// The last entry's time read as if it were UTC.
+    pub last_naive: i64,
+}
+
+impl LogClock {
+    fn of(facts: &Facts) -> Option<LogClock> {
+        let log = facts.error_log.ok()?;
+        let last = log.entries.last().and_then(|e| naive_seconds(&e.time))?;
+        Some(LogClock {
+            log_mtime: mtime(&log.path)?,
+            last_naive: last,
+        })
+    }
+
+    /// When a line with this time was written, in seconds since the epoch.
+    pub fn epoch(&self, time: &str) -> Option<i64> {
+        Some(self.log_mtime - (self.last_naive - naive_seconds(time)?))
+    }
+}
+
+fn mtime(path: &std::path::Path) -> Option<i64> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let secs = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    i64::try_from(secs).ok()
+}
+
+/// `YYYY/MM/DD HH:MM:SS` read as UTC, in seconds since the epoch.
+pub fn naive_seconds(time: &str) -> Option<i64> {
+    let (date, clock) = time.split_once(' ')?;
+    let mut d = date.split('/').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut c = clock.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (c.next()??, c.next()??, c.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some(days_from_civil(y, m, day) * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn add_nginx_side(
+    context: &mut Value,
+    facts: &Facts,
+    route: &Route,
+    index: usize,
+    clock: &Option<LogClock>,
+) {
+    let location = facts.nginx.ok().and_then(|n| {
+        n.sites
+            .iter()
+            .flat_map(|s| s.locations.iter())
+            .find(|l| l.pass.as_ref().is_some_and(|p| p.at == route.pass.at))
+    });
+    let cutoff = {
+        let window = i64::try_from(facts.taken_at).unwrap_or(i64::MAX) - RECENT_WINDOW_SECS;
+        let changed = location.and_then(|l| mtime(&l.at.file)).unwrap_or(i64::MIN);
+        window.max(changed)
+    };
+    let recent_entry = |e: &&crate::facts::error_log::LogEntry| match clock {
+        Some(clock) => clock.epoch(&e.time).is_some_and(|t| t > cutoff),
+        None => true,
+    };
+    let entries: Vec<&crate::facts::error_log::LogEntry> = facts
+        .error_log
+        .ok()
+        .map(|l| l.entries.iter().filter(recent_entry).collect())
+        .unwrap_or_default();
+    let Some(endpoint) = route.endpoints.get(index) else {
+        return;
+    };
+    let extra = [
+        (
+            "location",
+            location.map_or(Value::Null, |l| location_context(l, &route.directive)),
+        ),
+        ("route", route_context(facts, route, index, &entries)),
+        (
+            "recent",
+            recent_context(&entries, &endpoint.address, url_base(&site_url(route))),
+        ),
+    ];
+    if let Value::Object(map) = context {
+        for (key, value) in extra {
+            map.insert(key.to_string(), value);
+        }
+    }
+}
+
+/// `proxy` for `proxy_pass`, `fastcgi` for `fastcgi_pass`, ….
+fn directive_prefix(directive: &str) -> &str {
+    directive.strip_suffix("_pass").unwrap_or(directive)
+}
+
+fn location_context(l: &crate::facts::nginx::Location, directive: &str) -> Value {
+    let prefix = directive_prefix(directive);
+    let get = |name: &str| l.settings.get(&format!("{prefix}_{name}")).cloned();
+    let buffer_size = get("buffer_size").unwrap_or_else(|| "4k".into());
+    let buffers = get("buffers").unwrap_or_else(|| "8 4k".into());
+    let busy = get("busy_buffers_size");
+    let raise = matches!(prefix, "proxy" | "fastcgi")
+        .then(|| buffer_raise(&buffer_size, &buffers, busy.as_deref()))
+        .flatten();
+    json!({
+        "path": l.path,
+        "file": l.at.file.display().to_string(),
+        "line": l.at.line,
+        "prefix": prefix,
+        "buffer_size": buffer_size,
+        "buffer_size_set": get("buffer_size").is_some(),
+        "buffers": buffers,
+        "busy_buffers_size": busy,
+        "read_timeout": get("read_timeout").unwrap_or_else(|| "60s".into()),
+        "read_timeout_set": get("read_timeout").is_some(),
+        "raise": raise.map_or(Value::Null, |(size, buffers)| json!({
+            "buffer_size": size,
+            "buffers": buffers,
+            "cap": format_size(BUFFER_CAP),
+        })),
+    })
+}
+
+/// nginx's size syntax: `4096`, `4k`, `8K`, `1m`.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (text.get(..i)?, c.to_ascii_lowercase()),
+        _ => (text, ' '),
+    };
+    let n: u64 = digits.parse().ok()?;
+    match unit {
+        ' ' => Some(n),
+        'k' => n.checked_mul(1024),
+        'm' => n.checked_mul(1024 * 1024),
+        _ => None,
+    }
+}
+
+/// `16384` → `16k`.
+pub fn format_size(bytes: u64) -> String {
+    if bytes % (1024 * 1024) == 0 {
+        format!("{}m", bytes / (1024 * 1024))
+    } else if bytes % 1024 == 0 {
+        format!("{}k", bytes / 1024)
+    } else {
+        bytes.to_string()
+    }
+}
+
+/// The raised `*_buffer_size` and the `*_buffers` that go with it: twice the current size and at
+/// least 16k, never above the 64k cap. `*_buffers` is kept when nginx's rule still holds for it
+/// (all buffers but one must exceed the default busy size, twice the buffer size), else set to
+/// four buffers of the new size. `None` at the cap, on a size nginx-medic cannot read, or when
+/// `*_busy_buffers_size` is set by hand (raising around it is a person's call).
+pub fn buffer_raise(
+    buffer_size: &str,
+    buffers: &str,
+    busy: Option<&str>,
+) -> Option<(String, String)> {
+    if busy.is_some() {
+        return None;
+    }
+    let current = parse_size(buffer_size)?;
+    let target = current.checked_mul(2)?.max(BUFFER_FLOOR);
+    if target > BUFFER_CAP {
+        return None;
+    }
+    let keep = buffers.split_once(' ').and_then(|(n, size)| {
+        let (n, size) = (n.trim().parse::<u64>().ok()?, parse_size(size)?);
+        (n >= 2 && (n - 1) * size > 2 * target && size <= BUFFER_CAP).then_some(())
+    });
+    let buffers = match keep {
+        Some(()) => buffers.to_string(),
+        None => format!("4 {}", format_size(target)),
+    };
+    Some((format_size(target), buffers))
+}
+
+fn route_context(
+    facts: &Facts,
+    route: &Route,
+    index: usize,
+    entries: &[&crate::facts::error_log::LogEntry],
+) -> Value {
+    let group = match &route.pass.target {
+        PassTarget::Upstream { name } => Some(name.clone()),
+        _ => None,
+    };
+    let listening: Vec<&str> = route
+        .endpoints
+        .iter()
+        .filter(|e| e.listening)
+        .map(|e| e.address.as_str())
+        .collect();
+    let no_live = group.as_ref().map_or(0, |name| {
+        entries
+            .iter()
+            .filter(|e| e.class == LogClass::NoLiveUpstreams)
+            .filter(|e| {
+                e.upstream.as_deref().is_some_and(|u| {
+                    let bare = u.split_once("://").map_or(u, |(_, rest)| rest);
+                    bare.split('/').next() == Some(name.as_str())
+                })
+            })
+            .count()
+    });
+    json!({
+        "endpoint_index": index,
+        "addresses": route.endpoints.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
+        "listening_addresses": listening,
+        "all_listening": !route.endpoints.is_empty() && route.endpoints.iter().all(|e| e.listening),
+        "upstream": group,
+        "no_live_upstreams": no_live,
+        "pinnable": route.endpoints.get(index).map_or_else(Vec::new, |e| pinnable(facts, route, e)),
+    })
+}
+
+/// For an endpoint that a host *name* resolved to a loopback address and where nothing listens:
+/// the literal loopback addresses of the other family on the same port that listen now (a
+/// sibling endpoint of the same name, or a socket `localhost` did not resolve to). Pinning the
+/// pass target to one of them keeps the traffic on this host.
+fn pinnable(facts: &Facts, route: &Route, endpoint: &Endpoint) -> Vec<String> {
+    let Some(UpstreamAddr::Tcp { host, port }) = UpstreamAddr::parse(&endpoint.address) else {
+        return Vec::new();
+    };
+    let ip: Option<std::net::IpAddr> = host.trim_matches(['[', ']']).parse().ok();
+    if endpoint.host_name.is_none() || endpoint.listening || !ip.is_some_and(|i| i.is_loopback()) {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = route
+        .endpoints
+        .iter()
+        .filter(|e| e.listening && e.address != endpoint.address)
+        .map(|e| e.address.clone())
+        .collect();
+    if let Some(sockets) = facts.sockets.ok() {
+        out.extend(
+            sockets
+                .tcp_listeners_on(port)
+                .filter(|s| s.addr.is_loopback() && Some(s.addr) != ip)
+                .map(|s| {
+                    UpstreamAddr::Tcp {
+                        host: s.addr.to_string(),
+                        port,
+                    }
+                    .to_string()
+                }),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The classes that `recent.last` describes.
+const RECENT_CLASSES: [LogClass; 10] = [
+    LogClass::ConnectionRefused,
+    LogClass::NoSuchFile,
+    LogClass::PermissionDenied,
+    LogClass::TimedOut,
+    LogClass::PrematurelyClosed,
+    LogClass::ResetByPeer,
+    LogClass::TooBigHeader,
+    LogClass::InvalidHeader,
+    LogClass::NoLiveUpstreams,
+    LogClass::HostNotFound,
+];
+
+/// `http://host:port` of a site URL.
+fn url_base(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    match url.get(after_scheme..).and_then(|rest| rest.find('/')) {
+        Some(i) => url.get(..after_scheme + i).unwrap_or(url),
+        None => url,
+    }
+}
+
+/// The URL to replay a logged `GET`/`HEAD` request through the site: base + the request target.
+fn request_url(base: &str, request: &str) -> Option<String> {
+    let mut words = request.split(' ');
+    let (method, target) = (words.next()?, words.next()?);
+    let safe = matches!(method, "GET" | "HEAD")
+        && target.starts_with('/')
+        && !target.contains(|c: char| c.is_whitespace() || c.is_control() || c == '"');
+    safe.then(|| format!("{base}{target}"))
+}
+
+fn recent_context(
+    entries: &[&crate::facts::error_log::LogEntry],
+    address: &str,
+    base: &str,
+) -> Value {
+    let mine: Vec<&&crate::facts::error_log::LogEntry> = entries
+        .iter()
+        .filter(|e| e.upstream_addr.as_deref() == Some(address))
+        .collect();
+    let mut counts = serde_json::Map::new();
+    let mut last = serde_json::Map::new();
+    for class in RECENT_CLASSES {
+        let of_class: Vec<_> = mine.iter().filter(|e| e.class == class).collect();
+        counts.insert(class_name(&class), json!(of_class.len()));
+        last.insert(
+            class_name(&class),
+            of_class.last().map_or(Value::Null, |e| {
+                json!({
+                    "time": e.time,
+                    "level": e.level,
+                    "message": e.message,
+                    "phase": e.phase,
+                    "request": e.request,
+                    "client": e.client,
+                    "upstream": e.upstream,
+                    "url": e.request.as_deref().and_then(|r| request_url(base, r)),
+                })
+            }),
+        );
+    }
+    json!({
+        "window": format!("{}m", RECENT_WINDOW_SECS / 60),
+        "counts": counts,
+        "last": last,
+    })
+}
+// ----- end of the nginx-side block -----
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +750,66 @@ mod tests {
             (Some("http".into()), "/x".into())
         );
         assert_eq!(scheme_and_uri("127.0.0.1:9000"), (None, String::new()));
+    }
+
+    // ----- nginx-side block -----
+
+    #[test]
+    fn log_times_map_to_the_epoch_without_a_time_zone() {
+        assert_eq!(naive_seconds("1970/01/01 00:00:00"), Some(0));
+        assert_eq!(naive_seconds("2026/11/26 09:07:37"), Some(1_795_684_057));
+        assert_eq!(naive_seconds("2026/13/26 09:07:37"), None);
+        let clock = LogClock {
+            log_mtime: 1_000_000,
+            last_naive: naive_seconds("2026/11/26 10:00:00").unwrap(),
+        };
+        assert_eq!(clock.epoch("2026/11/26 09:59:00"), Some(1_000_000 - 60));
+    }
+
+    #[test]
+    fn logged_get_requests_replay_through_the_site() {
+        let base = url_base("http://127.0.0.1:18000/api/");
+        assert_eq!(base, "http://127.0.0.1:18000");
+        assert_eq!(
+            request_url(base, "GET /big?x=1 HTTP/1.1").as_deref(),
+            Some("http://127.0.0.1:18000/big?x=1")
+        );
+        assert_eq!(request_url(base, "POST /form HTTP/1.1"), None);
+        assert_eq!(request_url(base, "GET http://evil/ HTTP/1.1"), None);
+    }
+
+    #[test]
+    fn sizes_parse_and_format_like_nginx() {
+        assert_eq!(parse_size("4k"), Some(4096));
+        assert_eq!(parse_size("8K"), Some(8192));
+        assert_eq!(parse_size("1m"), Some(1 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("4x"), None);
+        assert_eq!(format_size(16 * 1024), "16k");
+        assert_eq!(format_size(1000), "1000");
+    }
+
+    #[test]
+    fn buffers_are_raised_within_the_cap() {
+        assert_eq!(
+            buffer_raise("4k", "8 4k", None),
+            Some(("16k".into(), "4 16k".into()))
+        );
+        assert_eq!(
+            buffer_raise("16k", "4 16k", None),
+            Some(("32k".into(), "4 32k".into()))
+        );
+        assert_eq!(
+            buffer_raise("16k", "16 16k", None),
+            Some(("32k".into(), "16 16k".into())),
+            "buffers that already satisfy nginx are kept"
+        );
+        assert_eq!(
+            buffer_raise("32k", "4 32k", None),
+            Some(("64k".into(), "4 64k".into()))
+        );
+        assert_eq!(buffer_raise("64k", "4 64k", None), None, "at the cap");
+        assert_eq!(buffer_raise("4k", "8 4k", Some("8k")), None);
+        assert_eq!(buffer_raise("lots", "8 4k", None), None);
     }
 }

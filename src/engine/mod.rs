@@ -5,4 +5,5 @@ pub mod conditions;
 pub mod context;
 pub mod evaluate;
 pub mod plan;
+pub mod preflight;
 pub mod render;

@@ -6,7 +6,7 @@ use super::context::Target;
 use super::evaluate::Finding;
 use super::render::{
     render, validate_account_name, validate_bind_host, validate_nginx_directive,
-    validate_nginx_value, validate_socket_mode,
+    validate_nginx_value, validate_setting, validate_socket_mode,
 };
 use crate::adapters::fs::bytes_hash;
 use crate::facts::php_fpm::set_ini_value;
@@ -59,6 +59,16 @@ pub enum PlannedAction {
         directive: String,
         edit: FileEdit,
     },
+    /// One directive inserted into, or replaced inside, the target's location block.
+    SetDirective {
+        /// The directive as written: `proxy_buffer_size 16k;`.
+        directive: String,
+        /// The value written in the location before, when it was written there.
+        previous: Option<String>,
+        /// `path` of the location.
+        location: String,
+        edit: FileEdit,
+    },
     WaitListen {
         address: String,
         timeout_ms: u64,
@@ -98,7 +108,8 @@ impl PlannedAction {
         match self {
             Self::SetBindHost { edit, .. }
             | Self::RenderSite { edit, .. }
-            | Self::SetPoolListen { edit, .. } => Some(edit),
+            | Self::SetPoolListen { edit, .. }
+            | Self::SetDirective { edit, .. } => Some(edit),
             _ => None,
         }
     }
@@ -153,8 +164,18 @@ fn plan_finding(
     read: ReadFile<'_>,
     earlier: &[Step],
 ) -> Result<Vec<(PlannedAction, Option<String>)>, String> {
-    let mut steps = Vec::new();
+    let mut steps: Vec<(PlannedAction, Option<String>)> = Vec::new();
     for action in actions {
+        // A later edit of a file this finding already edits builds on that edit.
+        let pending: Vec<FileEdit> = steps
+            .iter()
+            .filter_map(|(a, _)| a.edit().cloned())
+            .collect();
+        let overlay = |path: &Path| match pending.iter().rev().find(|e| e.path == path) {
+            Some(edit) => Ok(edit.after.clone()),
+            None => read(path),
+        };
+        let read: ReadFile<'_> = &overlay;
         let planned = plan_action(action, target, read)?;
         if let Some(edit) = planned.edit() {
             if earlier
@@ -203,6 +224,9 @@ fn plan_action(
         }
         Action::SetBindHost { host } => plan_bind(&text(host, target)?, target, read)?,
         Action::RenderSite { template, source } => plan_site(template, source, target, read)?,
+        Action::SetDirective { name, value } => {
+            plan_set_directive(&text(name, target)?, &text(value, target)?, target, read)?
+        }
         Action::WaitListen { address, timeout } => {
             let address = text(address, target)?;
             validate_nginx_value(&address).map_err(|e| format!("address `{address}`: {e}"))?;
@@ -343,6 +367,122 @@ fn plan_site(
     })
 }
 
+// ----- set_directive (nginx-side causes) -----
+
+/// Plans `name value;` inside the target's location block: the directive written directly in
+/// the block is replaced (its span only), else the new line is inserted above the pass directive
+/// (or the block's first directive) with its indentation. Every other byte stays.
+fn plan_set_directive(
+    name: &str,
+    value: &str,
+    target: &Target,
+    read: ReadFile<'_>,
+) -> Result<PlannedAction, String> {
+    let directive = validate_setting(name, value).map_err(|e| e.to_string())?;
+    let location = &target.context["location"];
+    let (Some(file), Some(line), Some(path_text)) = (
+        location["file"].as_str(),
+        location["line"].as_u64(),
+        location["path"].as_str(),
+    ) else {
+        return Err("the location block of this target is not known".into());
+    };
+    let path = PathBuf::from(file);
+    let before = read(&path).map_err(|e| format!("cannot read `{file}`: {e}"))?;
+    let (after, previous) = set_in_location(
+        &before,
+        &path,
+        usize::try_from(line).unwrap_or(0),
+        &target.route.directive,
+        name,
+        &directive,
+    )?;
+    Ok(PlannedAction::SetDirective {
+        directive,
+        previous,
+        location: path_text.to_string(),
+        edit: FileEdit {
+            path,
+            before_hash: bytes_hash(before.as_bytes()),
+            after,
+        },
+    })
+}
+
+/// Sets `directive` (named `name`) in the `location` block that starts on `line` and holds a
+/// `pass` directive; returns the new text and the value written there before.
+pub fn set_in_location(
+    text: &str,
+    path: &Path,
+    line: usize,
+    pass: &str,
+    name: &str,
+    directive: &str,
+) -> Result<(String, Option<String>), String> {
+    let changed = || format!("`{}` changed since the facts were taken", path.display());
+    let tree = crate::nginx_conf::parse(path, text, 0).map_err(|e| e.to_string())?;
+    let mut found = Vec::new();
+    collect_locations(&tree, line, &mut found);
+    let location = match found.as_slice() {
+        [one] => *one,
+        [] => return Err(changed()),
+        _ => {
+            return Err(format!(
+                "several locations start on line {line} of `{}`",
+                path.display()
+            ))
+        }
+    };
+    if !holds_directive(location.children(), pass) {
+        return Err(changed());
+    }
+    let children = location.children();
+    if let Some(existing) = children.iter().find(|d| d.name == name) {
+        let previous: Vec<&str> = existing.args.iter().map(|a| a.value.as_str()).collect();
+        let after = replace_span(text, existing.span, directive).ok_or_else(changed)?;
+        return Ok((after, Some(previous.join(" "))));
+    }
+    // Right above the pass directive when it is written in the block itself (so several
+    // inserts keep their order), else above the block's first directive.
+    let first = children
+        .iter()
+        .find(|d| d.name == pass)
+        .or_else(|| children.first())
+        .ok_or_else(changed)?;
+    let line_start = text
+        .get(..first.span.start)
+        .and_then(|t| t.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let indent = text.get(line_start..first.span.start).ok_or_else(changed)?;
+    let (at, insert) = if indent.chars().all(|c| c == ' ' || c == '\t') {
+        (line_start, format!("{indent}{directive}\n"))
+    } else {
+        (first.span.start, format!("{directive} "))
+    };
+    let span = Span { start: at, end: at };
+    let after = replace_span(text, span, &insert).ok_or_else(changed)?;
+    Ok((after, None))
+}
+
+fn collect_locations<'d>(
+    ds: &'d [crate::nginx_conf::Directive],
+    line: usize,
+    out: &mut Vec<&'d crate::nginx_conf::Directive>,
+) {
+    for d in ds {
+        if d.name == "location" && d.block.is_some() && d.pos.line == line {
+            out.push(d);
+        }
+        collect_locations(d.children(), line, out);
+    }
+}
+
+fn holds_directive(ds: &[crate::nginx_conf::Directive], name: &str) -> bool {
+    ds.iter()
+        .any(|d| d.name == name || (d.name == "if" && holds_directive(d.children(), name)))
+}
+// ----- end of set_directive -----
+
 /// Replaces the value of the last `KEY=` line (the one systemd uses), keeping `export` and the
 /// quote style; returns the new text and the old value.
 pub fn replace_env_value(text: &str, key: &str, value: &str) -> Option<(String, String)> {
@@ -390,6 +530,67 @@ fn unified_diff(edit: &FileEdit, read: ReadFile<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_in_location_inserts_or_replaces_and_keeps_every_other_byte() {
+        let path = Path::new("/x.conf");
+        let text = "server {\n    location / {\n        proxy_pass http://a;\n    }\n    location /b {\n\tproxy_buffer_size 4k;\n\tproxy_pass http://b;\n    }\n}\n";
+        let (after, previous) = set_in_location(
+            text,
+            path,
+            2,
+            "proxy_pass",
+            "proxy_buffer_size",
+            "proxy_buffer_size 16k;",
+        )
+        .unwrap();
+        assert_eq!(previous, None);
+        assert_eq!(
+            after,
+            text.replace(
+                "        proxy_pass http://a;",
+                "        proxy_buffer_size 16k;\n        proxy_pass http://a;"
+            )
+        );
+        let (after, previous) = set_in_location(
+            text,
+            path,
+            5,
+            "proxy_pass",
+            "proxy_buffer_size",
+            "proxy_buffer_size 16k;",
+        )
+        .unwrap();
+        assert_eq!(previous.as_deref(), Some("4k"));
+        assert_eq!(
+            after,
+            text.replace("proxy_buffer_size 4k;", "proxy_buffer_size 16k;")
+        );
+        let one_line = "location / { proxy_pass http://a; }\n";
+        let (after, _) = set_in_location(
+            one_line,
+            path,
+            1,
+            "proxy_pass",
+            "proxy_buffers",
+            "proxy_buffers 4 16k;",
+        )
+        .unwrap();
+        assert_eq!(
+            after,
+            "location / { proxy_buffers 4 16k; proxy_pass http://a; }\n"
+        );
+        assert!(set_in_location(
+            text,
+            path,
+            3,
+            "proxy_pass",
+            "proxy_buffers",
+            "proxy_buffers 4 16k;"
+        )
+        .unwrap_err()
+        .contains("changed since the facts were taken"));
+    }
 
     #[test]
     fn env_values_are_replaced_in_place() {

@@ -343,10 +343,104 @@ pub fn validate_nginx_directive(text: &str, expected_name: &str) -> Result<Strin
     Ok(format!("{name} {};", args.join(" ")))
 }
 
+/// Why a `set_directive` name or value may not be written into a location.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// The name is not a `proxy_`/`fastcgi_`/`uwsgi_`/`scgi_`/`grpc_` directive.
+    #[error("`{name}` is not a proxy_, fastcgi_, uwsgi_, scgi_ or grpc_ directive")]
+    Name {
+        /// The offending name, escaped.
+        name: String,
+    },
+    /// The name is a pass directive (rewritten only by `render_site`).
+    #[error("`{name}` is a pass directive; rewrite it with `render_site`")]
+    Pass {
+        /// The offending name.
+        name: String,
+    },
+    /// The value is empty or has more than four words.
+    #[error("the value must be one to four words separated by single spaces, found `{value}`")]
+    Words {
+        /// The offending value, escaped.
+        value: String,
+    },
+    /// A word of the value failed the value check.
+    #[error("word {index} of the value: {source}")]
+    Word {
+        /// 1-based word position.
+        index: usize,
+        /// Why the word is unsafe.
+        source: UnsafeValue,
+    },
+}
+
+/// Checks a directive `set_directive` may write inside a location: a lowercase
+/// `proxy_`/`fastcgi_`/`uwsgi_`/`scgi_`/`grpc_` name that is not a pass directive, and one to four
+/// words, each passing [`validate_nginx_value`]. Returns the directive as written: `name value;`.
+pub fn validate_setting(name: &str, value: &str) -> Result<String, SettingError> {
+    let family = ["proxy_", "fastcgi_", "uwsgi_", "scgi_", "grpc_"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p));
+    let well_formed = family.is_some_and(|rest| {
+        !rest.is_empty() && rest.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+    });
+    if !well_formed {
+        return Err(SettingError::Name {
+            name: name.escape_debug().to_string(),
+        });
+    }
+    if name.ends_with("_pass") {
+        return Err(SettingError::Pass {
+            name: name.to_string(),
+        });
+    }
+    let words: Vec<&str> = value.split(' ').collect();
+    if value.is_empty() || words.len() > 4 {
+        return Err(SettingError::Words {
+            value: value.escape_debug().to_string(),
+        });
+    }
+    for (i, word) in words.iter().enumerate() {
+        validate_nginx_value(word).map_err(|source| SettingError::Word {
+            index: i + 1,
+            source,
+        })?;
+    }
+    Ok(format!("{name} {value};"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn settings_are_checked_before_they_reach_a_location() {
+        assert_eq!(
+            validate_setting("proxy_buffers", "4 16k"),
+            Ok("proxy_buffers 4 16k;".to_string())
+        );
+        assert!(matches!(
+            validate_setting("include", "/etc/passwd"),
+            Err(SettingError::Name { .. })
+        ));
+        assert!(matches!(
+            validate_setting("proxy_pass", "http://x"),
+            Err(SettingError::Pass { .. })
+        ));
+        assert!(matches!(
+            validate_setting("proxy_buffer_size", "16k; include /x"),
+            Err(SettingError::Word { index: 1, .. })
+        ));
+        assert!(matches!(
+            validate_setting("proxy_buffers", "4  16k"),
+            Err(SettingError::Word { index: 2, .. })
+        ));
+        assert!(matches!(
+            validate_setting("proxy_buffers", ""),
+            Err(SettingError::Words { .. })
+        ));
+    }
 
     fn ctx() -> Value {
         json!({

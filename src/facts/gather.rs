@@ -26,6 +26,11 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
         .map_or(0, |d| d.as_secs());
     let binary = nginx_binary(settings);
     let nginx = Gathered::from_result(read_nginx(&binary));
+    let nginx_test = Gathered::from_result(
+        binary
+            .test()
+            .map(|t| super::nginx_test::NginxTest::from_output(t.ok, &t.output)),
+    );
     let sockets = Gathered::from_result(procfs.socket_facts());
     let error_log = match error_log_path(settings, nginx.ok()) {
         Some(path) => Gathered::from_result(error_log::read_error_log(&path, ERROR_LOG_WINDOW)),
@@ -81,6 +86,7 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
         sockets,
         units,
         error_log,
+        nginx_test,
         routes,
         worker,
         unix_paths,

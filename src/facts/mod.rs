@@ -7,6 +7,7 @@ pub mod error_log;
 pub mod gather;
 pub mod mapping;
 pub mod nginx;
+pub mod nginx_test;
 pub mod php_fpm;
 pub mod socket_access;
 pub mod sockets;
@@ -52,6 +53,8 @@ pub struct Facts {
     pub sockets: Gathered<sockets::SocketFacts>,
     pub units: Gathered<Vec<units::UnitFacts>>,
     pub error_log: Gathered<error_log::ErrorLogFacts>,
+    /// `nginx -t` on the configuration as it is on disk, before anything is changed.
+    pub nginx_test: Gathered<nginx_test::NginxTest>,
     /// Each site's pass targets and the backends behind them.
     pub routes: Vec<mapping::Route>,
     // --- unix sockets and backend processes (socket-missing, socket-permission, crash-loop) ---

@@ -31,7 +31,8 @@
 //! with a `missing:` text saying what would make the finding conclusive.
 //!
 //! Actions: `systemd {unit, op}`, `set_bind_host {host}`, `render_site {template}` (a `.hbs` file
-//! in the template dirs rendering the whole replacement pass directive), `wait_listen {address,
+//! in the template dirs rendering the whole replacement pass directive), `set_directive {name,
+//! value}` (one `proxy_*`/`fastcgi_*`/… directive inside the location), `wait_listen {address,
 //! timeout}`, `nginx_test {}`, `nginx_reload {}`, `probe {url, expect, timeout}`,
 //! `set_pool_listen {owner, group, mode}` (a PHP-FPM pool's socket ownership; a mode with any
 //! bit for other users is refused). Durations are
@@ -238,6 +239,13 @@ pub enum Action {
         /// The template's text, read when the playbooks were loaded.
         source: String,
     },
+    /// Insert or replace one directive directly inside the target's location block.
+    SetDirective {
+        /// Directive name template (`proxy_*`, `fastcgi_*`, … but never a pass directive).
+        name: String,
+        /// Value template: one to four words separated by single spaces.
+        value: String,
+    },
     /// Wait until something listens on the address.
     WaitListen {
         /// Address template (`host:port` or `unix:/path`).
@@ -279,6 +287,7 @@ impl Action {
             Action::Systemd { .. } => "systemd",
             Action::SetBindHost { .. } => "set_bind_host",
             Action::RenderSite { .. } => "render_site",
+            Action::SetDirective { .. } => "set_directive",
             Action::WaitListen { .. } => "wait_listen",
             Action::NginxTest => "nginx_test",
             Action::NginxReload => "nginx_reload",

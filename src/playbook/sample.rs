@@ -45,7 +45,8 @@ pub fn sample_context() -> Value {
                 "listen_owner": "root",
                 "listen_group": "root",
                 "listen_mode": "0600"
-            }
+            },
+            "host_name": "localhost"
         },
         "unit": {
             "name": "api.service",
@@ -79,6 +80,75 @@ pub fn sample_context() -> Value {
             "no_live_upstreams": 0,
             "host_not_found": 0,
             "other": 0
+        },
+        // ----- nginx-side causes (engine/context.rs, nginx-side block) -----
+        "location": {
+            "path": "/",
+            "file": "/etc/nginx/sites-enabled/api.conf",
+            "line": 3,
+            "prefix": "proxy",
+            "buffer_size": "4k",
+            "buffer_size_set": false,
+            "buffers": "8 4k",
+            "busy_buffers_size": "8k",
+            "read_timeout": "60s",
+            "read_timeout_set": false,
+            "raise": {"buffer_size": "16k", "buffers": "4 16k", "cap": "64k"}
+        },
+        "route": {
+            "endpoint_index": 0,
+            "addresses": ["127.0.0.1:18010", "[::1]:18010"],
+            "listening_addresses": ["[::1]:18010"],
+            "all_listening": false,
+            "upstream": "web_backend",
+            "no_live_upstreams": 0,
+            "pinnable": ["[::1]:18010"]
+        },
+        "recent": {
+            "window": "15m",
+            "counts": {
+                "connection_refused": 0,
+                "no_such_file": 0,
+                "permission_denied": 0,
+                "timed_out": 1,
+                "prematurely_closed": 0,
+                "reset_by_peer": 0,
+                "too_big_header": 1,
+                "invalid_header": 0,
+                "no_live_upstreams": 0,
+                "host_not_found": 0
+            },
+            "last": {
+                "connection_refused": null,
+                "no_such_file": null,
+                "permission_denied": null,
+                "timed_out": {
+                    "time": "2026/11/26 09:07:37",
+                    "level": "error",
+                    "message": "upstream timed out (110: Connection timed out) while reading response header from upstream",
+                    "phase": "reading response header from upstream",
+                    "request": "GET /slow?seconds=8 HTTP/1.1",
+                    "client": "127.0.0.1",
+                    "upstream": "http://127.0.0.1:18010/slow?seconds=8",
+                    "url": "http://127.0.0.1:18000/slow?seconds=8"
+                },
+                "prematurely_closed": null,
+                "reset_by_peer": null,
+                "too_big_header": {
+                    "time": "2026/11/26 09:07:37",
+                    "level": "error",
+                    "message": "upstream sent too big header while reading response header from upstream",
+                    "phase": "reading response header from upstream",
+                    "request": "GET / HTTP/1.1",
+                    "client": "127.0.0.1",
+                    "upstream": "http://127.0.0.1:18010/",
+                    "url": "http://127.0.0.1:18000/"
+                },
+                "invalid_header": null,
+                "no_live_upstreams": null,
+                "host_not_found": null
+            }
         }
+        // ----- end of the nginx-side block -----
     })
 }

@@ -60,6 +60,7 @@ pub(crate) enum ActionSpec {
     Systemd(SystemdSpec),
     SetBindHost(SetBindHostSpec),
     RenderSite(RenderSiteSpec),
+    SetDirective(SetDirectiveSpec),
     WaitListen(WaitListenSpec),
     NginxTest,
     NginxReload,
@@ -72,6 +73,7 @@ pub(crate) const ACTION_KINDS: &[&str] = &[
     "systemd",
     "set_bind_host",
     "render_site",
+    "set_directive",
     "wait_listen",
     "nginx_test",
     "nginx_reload",
@@ -104,6 +106,7 @@ impl<'de> Visitor<'de> for ActionVisitor {
             "systemd" => ActionSpec::Systemd(map.next_value()?),
             "set_bind_host" => ActionSpec::SetBindHost(map.next_value()?),
             "render_site" => ActionSpec::RenderSite(map.next_value()?),
+            "set_directive" => ActionSpec::SetDirective(map.next_value()?),
             "wait_listen" => ActionSpec::WaitListen(map.next_value()?),
             "nginx_test" => {
                 map.next_value::<Option<NoParams>>()?;
@@ -143,6 +146,13 @@ pub(crate) struct SetBindHostSpec {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RenderSiteSpec {
     pub template: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetDirectiveSpec {
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Deserialize)]

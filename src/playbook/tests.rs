@@ -85,8 +85,12 @@ fn seed_playbooks_load_in_priority_order() {
             ("socket-missing", 7),
             ("socket-permission", 8),
             ("backend-down", 10),
+            ("localhost-family", 15),
             ("bind-mismatch", 20),
-            ("wrong-port", 30)
+            ("wrong-port", 30),
+            ("too-big-header", 40),
+            ("upstream-timeout", 50),
+            ("upstream-marked-down", 60),
         ]
     );
     assert!(check(&[root().join("playbooks")], &[root().join("templates")]).is_empty());
@@ -308,7 +312,7 @@ fn later_dir_overrides_an_earlier_one() {
         &[root().join("templates")],
     )
     .unwrap();
-    assert_eq!(set.len(), 6);
+    assert_eq!(set.len(), seeds().len());
     let playbook = set.get("backend-down").unwrap();
     assert_eq!(playbook.priority, 99);
     assert_eq!(playbook.file, dir.path().join("mine.yml"));
@@ -490,4 +494,115 @@ fn crash_loop_is_reported_and_never_restarted() {
         matches(&set, &ctx).first(),
         conclusive("crash-loop").first()
     );
+}
+
+// ----- nginx-side causes: too-big-header, upstream-timeout, localhost-family, upstream-marked-down -----
+
+/// A healthy, listening target with the nginx-side facts, nothing recent in the log.
+fn answering() -> Value {
+    let mut ctx = sample_context();
+    ctx["endpoint"]["listening"] = json!(true);
+    ctx["endpoint"]["host_name"] = Value::Null;
+    ctx["pass"]["kind"] = json!("tcp");
+    ctx["route"]["pinnable"] = json!([]);
+    ctx["route"]["upstream"] = Value::Null;
+    for class in ["timed_out", "too_big_header"] {
+        ctx["recent"]["counts"][class] = json!(0);
+    }
+    ctx
+}
+
+#[test]
+fn a_quiet_answering_target_matches_nothing() {
+    assert!(matches(&seeds(), &answering()).is_empty());
+}
+
+#[test]
+fn too_big_header_raises_the_buffers_of_that_location() {
+    let set = seeds();
+    let mut ctx = answering();
+    ctx["recent"]["counts"]["too_big_header"] = json!(3);
+    assert_eq!(matches(&set, &ctx), conclusive("too-big-header"));
+    let playbook = set.get("too-big-header").unwrap();
+    assert_eq!(
+        rendered_evidence(playbook, &ctx),
+        [
+            "3 × \"upstream sent too big header\" from 127.0.0.1:18010 in the last 15m (last at 2026/11/26 09:07:37: GET / HTTP/1.1)",
+            "proxy_buffer_size is 4k (nginx's default) and proxy_buffers 8 4k in location / at /etc/nginx/sites-enabled/api.conf:3",
+            "raise to proxy_buffer_size 16k, proxy_buffers 4 16k (cap 64k)",
+        ]
+    );
+    let kinds: Vec<&str> = playbook.actions.iter().map(Action::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "set_directive",
+            "set_directive",
+            "nginx_test",
+            "nginx_reload",
+            "probe"
+        ]
+    );
+    ctx["location"]["raise"] = Value::Null;
+    assert_eq!(
+        matches(&set, &ctx)[0].1.len(),
+        1,
+        "at the cap: inconclusive"
+    );
+}
+
+#[test]
+fn upstream_timeout_is_reported_with_the_request_and_not_healed() {
+    let set = seeds();
+    let mut ctx = answering();
+    ctx["recent"]["counts"]["timed_out"] = json!(1);
+    assert_eq!(matches(&set, &ctx), conclusive("upstream-timeout"));
+    let playbook = set.get("upstream-timeout").unwrap();
+    let evidence = rendered_evidence(playbook, &ctx);
+    assert_eq!(
+        evidence[1],
+        "last at 2026/11/26 09:07:37: GET /slow?seconds=8 HTTP/1.1 (reading response header from upstream)"
+    );
+    assert!(evidence[3].starts_with("504, not 502"));
+    assert!(
+        playbook.actions.is_empty(),
+        "raising a timeout is an opt-in"
+    );
+}
+
+#[test]
+fn localhost_family_pins_the_literal_address_before_bind_mismatch() {
+    let set = seeds();
+    let mut ctx = bind_mismatch();
+    for key in ["location", "route", "recent"] {
+        ctx[key] = sample_context()[key].clone();
+    }
+    ctx["endpoint"]["host_name"] = json!("localhost");
+    ctx["unit"]["hosts_on_endpoint_port"] = json!(["::1"]);
+    let found = matches(&set, &ctx);
+    assert_eq!(found[0], ("localhost-family".to_string(), vec![]));
+    assert_eq!(found[1].0, "bind-mismatch", "also matched, never acts");
+    let source = std::fs::read_to_string(root().join("templates/pass-literal.hbs")).unwrap();
+    let directive = validate_nginx_directive(&render(&source, &ctx).unwrap(), "proxy_pass");
+    assert_eq!(directive, Ok("proxy_pass http://[::1]:18010;".to_string()));
+    ctx["route"]["pinnable"] = json!(["[::1]:18010", "127.0.0.2:18010"]);
+    assert_eq!(
+        matches(&set, &ctx)[0].1.len(),
+        1,
+        "two candidates: inconclusive"
+    );
+}
+
+#[test]
+fn upstream_marked_down_is_reported_once_per_group() {
+    let set = seeds();
+    let mut ctx = answering();
+    ctx["pass"]["kind"] = json!("upstream");
+    ctx["route"]["upstream"] = json!("web_backend");
+    ctx["route"]["all_listening"] = json!(true);
+    ctx["route"]["no_live_upstreams"] = json!(2);
+    assert_eq!(matches(&set, &ctx), conclusive("upstream-marked-down"));
+    assert!(set.get("upstream-marked-down").unwrap().actions.is_empty());
+    ctx["route"]["endpoint_index"] = json!(1);
+    assert!(matches(&set, &ctx).is_empty());
 }

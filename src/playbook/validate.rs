@@ -461,6 +461,33 @@ impl Builder<'_> {
                     }
                 }
             }
+            ActionSpec::SetDirective(p) => {
+                let path = path.key("set_directive");
+                let name = self.template(&p.name, &path.key("name"));
+                let value = self.template(&p.value, &path.key("value"));
+                if let (Some(name), Some(value)) = (name, value) {
+                    if let Err(err) = render::validate_setting(&name, &value) {
+                        let field = match err {
+                            render::SettingError::Name { .. }
+                            | render::SettingError::Pass { .. } => "name",
+                            _ => "value",
+                        };
+                        self.issue(
+                            Stage::Templates,
+                            path.key(field),
+                            format!("with the sample facts: {err}"),
+                            Some(
+                                "set one buffer or timeout directive, as in `name: \"{{location.prefix}}_buffer_size\"`"
+                                    .to_string(),
+                            ),
+                        );
+                    }
+                }
+                Some(Action::SetDirective {
+                    name: p.name.clone(),
+                    value: p.value.clone(),
+                })
+            }
             ActionSpec::WaitListen(p) => {
                 let path = path.key("wait_listen");
                 if let Some(address) = self.template(&p.address, &path.key("address")) {

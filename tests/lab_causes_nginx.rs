@@ -1,0 +1,417 @@
+//! The nginx-side causes in the lab, each with real components: a real 502/504 through nginx →
+//! `diagnose` names the cause → `apply` heals it (200) or, where nginx-medic only reports,
+//! changes nothing. Extra sites are written into the lab's `sites-enabled` by the test, extra
+//! backends run as transient units of the lab's own manager (`systemd-run --user`), so the lab's
+//! teardown ends them too.
+
+use crate::support::lab::{http_get, Lab};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A backend whose response carries a 6000-byte header: more than nginx's 4k default buffer.
+const BIG_HEADER_APP: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("X-Big", "a" * 6000)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// A plain backend answering 200.
+const PLAIN_APP: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+fn medic_json(lab: &Lab, args: &[&str]) -> (i32, Value) {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = lab.medic(&all);
+    let code = out.status.code().unwrap_or(-1);
+    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?} printed no JSON ({e}), exit {code}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, value)
+}
+
+/// Runs `explain`: returns its text (plain: not a terminal). With `NGINX_MEDIC_CAPTURE_EXPLAIN`
+/// set, also stores `explain --json` as the fixture `tests/fixtures/explain/NAME.json` that the
+/// snapshot tests of `src/cli/explain.rs` render.
+fn explain(lab: &Lab, name: &str) -> String {
+    if std::env::var_os("NGINX_MEDIC_CAPTURE_EXPLAIN").is_some() {
+        let out = lab.medic(&["explain", "--json"]);
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/explain")
+            .join(format!("{name}.json"));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, &out.stdout).unwrap();
+    }
+    let out = lab.medic(&["explain"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The finding with this cause, or a panic showing them all.
+fn finding<'v>(diagnosis: &'v Value, cause: &str) -> &'v Value {
+    diagnosis["findings"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["cause"] == cause))
+        .unwrap_or_else(|| panic!("no `{cause}` finding in {diagnosis:#}"))
+}
+
+fn ok(out: std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a site into the lab's nginx and reloads it.
+fn add_site(lab: &Lab, name: &str, text: &str) -> PathBuf {
+    let path = lab.dir.join("nginx/sites-enabled").join(name);
+    fs::write(&path, text).expect("write the site");
+    reload_nginx(lab);
+    path
+}
+
+fn reload_nginx(lab: &Lab) {
+    ok(lab.systemctl(&["reload", "nginx.service"]), "reload nginx");
+    std::thread::sleep(Duration::from_millis(700));
+}
+
+/// Runs a python backend as a transient unit of the lab's manager and waits until it listens.
+fn transient_backend(lab: &Lab, unit: &str, port: u16, app: &str) {
+    let out = Command::new("timeout")
+        .args(["30", "systemd-run", "--user", "--quiet", "--unit", unit])
+        .args(["/usr/bin/python3", "-c", app, &port.to_string()])
+        .envs(lab.env())
+        .output()
+        .expect("systemd-run");
+    ok(out, "systemd-run");
+    wait_port(port, true);
+}
+
+fn wait_port(port: u16, listening: bool) {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() != listening {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "port {port} never became listening={listening}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn set_env(lab: &Lab, file: &str, key: &str, value: &str) {
+    let path = lab.dir.join("config").join(file);
+    let text = fs::read_to_string(&path).expect("env file");
+    let new: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&format!("{key}=")) {
+                format!("{key}={value}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    fs::write(&path, new.join("\n") + "\n").expect("write env file");
+}
+
+/// Every file of the lab's configuration with its bytes.
+fn snapshot(lab: &Lab) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(bytes) = fs::read(&path) {
+                out.insert(path, bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&lab.dir.join("nginx/sites-enabled"), &mut out);
+    walk(&lab.dir.join("config"), &mut out);
+    out
+}
+
+#[test]
+fn lab_too_big_header_raises_the_location_buffers() {
+    let lab = Lab::start();
+    let (site_port, app_port) = (lab.base + 5, lab.base + 15);
+    transient_backend(&lab, "bighdr.service", app_port, BIG_HEADER_APP);
+    let site = add_site(
+        &lab,
+        "big.conf",
+        &format!(
+            "server {{\n    listen 127.0.0.1:{site_port};\n    server_name big.lab;\n\n    location / {{\n        proxy_pass http://127.0.0.1:{app_port};\n    }}\n}}\n"
+        ),
+    );
+    // log lines in the same second as the site's mtime are not newer than it
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+    assert!(lab
+        .nginx_error_log()
+        .contains("upstream sent too big header"));
+
+    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    assert_eq!(code, 2);
+    let f = finding(&diagnosis, "too-big-header");
+    explain(&lab, "too-big-header");
+    assert_eq!(f["site"], "big.lab");
+    assert_eq!(f["conclusive"], true, "{f:#}");
+
+    let (code, applied) = medic_json(&lab, &["apply"]);
+    assert_eq!(
+        (code, applied["outcome"].as_str()),
+        (0, Some("healed")),
+        "{applied:#}\n{}",
+        lab.nginx_error_log()
+    );
+    assert_eq!(lab.http_status(site_port, "/"), 200);
+    let text = fs::read_to_string(&site).unwrap();
+    assert!(
+        text.contains(
+            "        proxy_buffer_size 16k;\n        proxy_buffers 4 16k;\n        proxy_pass"
+        ),
+        "{text}"
+    );
+    // the old log lines are older than the edit: the raise is not raised again
+    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    assert_eq!(code, 0, "{diagnosis:#}");
+}
+
+#[test]
+fn lab_upstream_timeout_is_reported_and_nothing_changes() {
+    let lab = Lab::start();
+    let site_port = lab.port("api_site");
+    assert_eq!(lab.http_status(site_port, "/slow?seconds=8"), 504);
+    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    assert_eq!(code, 2);
+    let f = finding(&diagnosis, "upstream-timeout");
+    explain(&lab, "upstream-timeout");
+    let evidence = f["evidence"].to_string();
+    assert!(evidence.contains("GET /slow?seconds=8 HTTP/1.1"), "{f:#}");
+    assert!(evidence.contains("proxy_read_timeout is 5s"), "{f:#}");
+    assert!(evidence.contains("504, not 502"), "{f:#}");
+
+    let (files, pid) = (snapshot(&lab), lab.main_pid("api.service"));
+    let (code, applied) = medic_json(&lab, &["apply"]);
+    assert_eq!(
+        (code, applied["outcome"].as_str()),
+        (2, Some("nothing_to_do")),
+        "{applied:#}"
+    );
+    assert_eq!(applied["actions"], serde_json::json!([]));
+    assert!(snapshot(&lab) == files, "no file changed");
+    assert_eq!(
+        lab.main_pid("api.service"),
+        pid,
+        "the backend was not restarted"
+    );
+}
+
+#[test]
+fn lab_localhost_pass_target_is_pinned_to_the_family_the_backend_listens_on() {
+    let lab = Lab::start();
+    let api = lab.port("api");
+    set_env(&lab, "api.env", "HOST", "::1");
+    ok(lab.systemctl(&["restart", "api.service"]), "restart api");
+    let site = lab.dir.join("nginx/sites-enabled/api.conf");
+    let text = fs::read_to_string(&site).unwrap();
+    let text = text.replace(
+        &format!("proxy_pass http://127.0.0.1:{api};"),
+        &format!("proxy_pass http://localhost:{api};"),
+    );
+    fs::write(&site, &text).unwrap();
+    reload_nginx(&lab);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
+
+    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    assert_eq!(code, 2);
+    let f = finding(&diagnosis, "localhost-family");
+    explain(&lab, "localhost-family");
+    assert_eq!(f["unit"], "api.service");
+    assert_eq!(f["conclusive"], true, "{f:#}");
+    assert!(f["also_matched"].to_string().contains("bind-mismatch"));
+
+    let (code, applied) = medic_json(&lab, &["apply"]);
+    assert_eq!(
+        (code, applied["outcome"].as_str()),
+        (0, Some("healed")),
+        "{applied:#}"
+    );
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
+    let after = fs::read_to_string(&site).unwrap();
+    assert_eq!(
+        after,
+        text.replace(
+            &format!("http://localhost:{api};"),
+            &format!("http://[::1]:{api};")
+        )
+    );
+    let env = fs::read_to_string(lab.dir.join("config/api.env")).unwrap();
+    assert!(
+        env.contains("HOST=::1\n"),
+        "the backend's bind is left alone: {env}"
+    );
+}
+
+#[test]
+fn lab_upstream_group_marked_down_is_reported_only() {
+    let lab = Lab::start();
+    let (site_port, a, b) = (lab.base + 6, lab.base + 16, lab.base + 17);
+    transient_backend(&lab, "grp-a-1.service", a, PLAIN_APP);
+    transient_backend(&lab, "grp-b-1.service", b, PLAIN_APP);
+    add_site(
+        &lab,
+        "group.conf",
+        &format!(
+            "upstream grp {{\n    server 127.0.0.1:{a} max_fails=1 fail_timeout=60s;\n    server 127.0.0.1:{b} max_fails=1 fail_timeout=60s;\n}}\n\nserver {{\n    listen 127.0.0.1:{site_port};\n    server_name group.lab;\n\n    location / {{\n        proxy_pass http://grp;\n    }}\n}}\n"
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(lab.http_status(site_port, "/"), 200);
+    for unit in ["grp-a-1.service", "grp-b-1.service"] {
+        ok(lab.systemctl(&["stop", unit]), "stop");
+    }
+    wait_port(a, false);
+    wait_port(b, false);
+    assert_eq!(lab.http_status(site_port, "/"), 502, "both servers fail");
+    transient_backend(&lab, "grp-a-2.service", a, PLAIN_APP);
+    transient_backend(&lab, "grp-b-2.service", b, PLAIN_APP);
+    assert_eq!(
+        http_get(site_port, "/").map(|r| r.0),
+        Some(502),
+        "both listen again, but nginx marked them down"
+    );
+    assert!(lab.nginx_error_log().contains("no live upstreams"));
+
+    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    assert_eq!(code, 2);
+    let f = finding(&diagnosis, "upstream-marked-down");
+    explain(&lab, "upstream-marked-down");
+    assert_eq!(f["site"], "group.lab");
+    let causes: Vec<&str> = diagnosis["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["cause"].as_str())
+        .collect();
+    assert_eq!(causes, ["upstream-marked-down"], "one finding per group");
+
+    let files = snapshot(&lab);
+    let (code, applied) = medic_json(&lab, &["apply"]);
+    assert_eq!(
+        (code, applied["outcome"].as_str()),
+        (2, Some("nothing_to_do")),
+        "{applied:#}"
+    );
+    assert!(snapshot(&lab) == files);
+}
+
+#[test]
+fn lab_host_not_found_blocks_every_action() {
+    let lab = Lab::start();
+    ok(lab.systemctl(&["stop", "api.service"]), "stop api");
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
+    let broken = lab.dir.join("nginx/sites-enabled/broken.conf");
+    fs::write(
+        &broken,
+        format!(
+            "server {{\n    listen 127.0.0.1:{};\n    server_name broken.lab;\n    location / {{\n        proxy_pass http://app.nosuch.invalid:8000;\n    }}\n}}\n",
+            lab.base + 7
+        ),
+    )
+    .unwrap();
+
+    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    assert_eq!(code, 2);
+    let first = &diagnosis["findings"][0];
+    assert_eq!(first["cause"], "host-not-found", "{diagnosis:#}");
+    assert_eq!(first["location"], format!("{}:5", broken.display()));
+    assert_eq!(first["conclusive"], false);
+    let down = finding(&diagnosis, "backend-down");
+    let text = explain(&lab, "host-not-found");
+    assert!(
+        text.contains("✗ nginx itself: host-not-found (critical)"),
+        "{text}"
+    );
+    assert_eq!(down["conclusive"], false, "blocked while nginx -t fails");
+
+    let files = snapshot(&lab);
+    let (code, applied) = medic_json(&lab, &["apply"]);
+    assert_eq!(code, 2, "{applied:#}");
+    assert_eq!(applied["actions"], serde_json::json!([]));
+    assert!(snapshot(&lab) == files);
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
+}
+
+#[test]
+fn lab_explain_walks_the_triage_for_each_site() {
+    let lab = Lab::start();
+    ok(lab.systemctl(&["stop", "api.service"]), "stop api");
+    let text = explain(&lab, "backend-down");
+    let api = lab.port("api");
+    for line in [
+        "✗ api.lab location /".to_string(),
+        "  1. Is the backend running?".to_string(),
+        "     api.service: inactive (dead), no PID".to_string(),
+        format!("     nginx dials      127.0.0.1:{api}  →  nothing: nothing listens there"),
+        "  Cause: backend-down (critical)".to_string(),
+        "     1. systemd restart api.service".to_string(),
+        "     $ systemctl --user status api.service".to_string(),
+        format!("     $ ss -ltnp 'sport = :{api}'"),
+        "✓ web.lab location /".to_string(),
+        "  Cause: none, healthy".to_string(),
+    ] {
+        assert!(text.contains(&line), "missing `{line}` in:\n{text}");
+    }
+    assert!(!text.contains('\x1b'), "no colour when not a terminal");
+    assert_eq!(
+        lab.unit_property("api.service", "ActiveState"),
+        "inactive",
+        "explain changes nothing"
+    );
+
+    ok(lab.systemctl(&["start", "api.service"]), "start api");
+    set_env(&lab, "web.env", "HOST", "127.0.0.2");
+    ok(lab.systemctl(&["restart", "web.service"]), "restart web");
+    std::thread::sleep(Duration::from_millis(700));
+    let text = explain(&lab, "bind-mismatch");
+    assert!(text.contains("  Cause: bind-mismatch (critical)"), "{text}");
+
+    set_env(&lab, "api.env", "PORT", &(api + 5).to_string());
+    ok(lab.systemctl(&["restart", "api.service"]), "restart api");
+    std::thread::sleep(Duration::from_millis(700));
+    let text = explain(&lab, "wrong-port");
+    assert!(text.contains("  Cause: wrong-port (critical)"), "{text}");
+}
