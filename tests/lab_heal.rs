@@ -341,3 +341,39 @@ fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
     );
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
 }
+
+#[test]
+fn lab_heals_a_bind_host_written_in_execstart_with_a_drop_in() {
+    let lab = Lab::start();
+    let port = lab.port("django");
+    // Someone's drop-in binds gunicorn to 127.0.0.2: the host lives in ExecStart, not in a file
+    // of settings, so the fix is a drop-in of our own that repeats the command with the host nginx dials.
+    let unit_dir = lab.dir.join("config/systemd/user/django.service.d");
+    fs::create_dir_all(&unit_dir).unwrap();
+    let venv = std::env::var("MEDIC_LAB_VENV")
+        .unwrap_or_else(|_| format!("{}/.venv-lab", env!("CARGO_MANIFEST_DIR")));
+    let venv = fs::canonicalize(&venv).unwrap_or_else(|_| PathBuf::from(&venv));
+    let broken = format!(
+        "[Service]\nExecStart=\nExecStart={}/bin/gunicorn --chdir {}/apps/django --bind 127.0.0.2:{port} --workers 1 project.wsgi\n",
+        venv.display(),
+        lab.dir.display()
+    );
+    fs::write(unit_dir.join("10-moved.conf"), broken).unwrap();
+    assert!(lab.systemctl(&["daemon-reload"]).status.success());
+    restart(&lab, "django.service");
+
+    let plan = heal(
+        &lab,
+        lab.port("django_site"),
+        "bind-mismatch",
+        "django.service",
+        &["set_bind_host", "systemd", "wait_listen", "probe"],
+    );
+    let diff = plan["actions"][0]["diff"]
+        .as_str()
+        .expect("a diff for the drop-in");
+    assert!(diff.contains(&format!("--bind 127.0.0.1:{port}")), "{diff}");
+    let ours = fs::read_to_string(unit_dir.join("zz-nginx-medic-bind.conf")).expect("our drop-in");
+    assert!(ours.contains("ExecStart=\nExecStart="), "{ours}");
+    assert!(!ours.contains("0.0.0.0"), "{ours}");
+}

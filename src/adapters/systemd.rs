@@ -67,6 +67,7 @@ trait Manager {
         patterns: &[&str],
     ) -> zbus::Result<Vec<(String, String)>>;
     fn subscribe(&self) -> zbus::Result<()>;
+    fn reload(&self) -> zbus::Result<()>;
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
@@ -242,7 +243,11 @@ impl Systemd {
             .exec_start()
             .await?
             .into_iter()
-            .map(|(path, argv, ..)| ExecCommand { path, argv })
+            .map(|(path, argv, ignore_failure, ..)| ExecCommand {
+                path,
+                argv,
+                ignore_failure,
+            })
             .collect();
         facts.environment_files = service
             .environment_files()
@@ -319,6 +324,19 @@ impl Systemd {
                 result,
             })
         }
+    }
+
+    /// `daemon-reload`: the manager rereads every unit file and drop-in.
+    pub async fn daemon_reload(&self) -> Result<(), SystemdError> {
+        let call = |call: &'static str| {
+            move |source| SystemdError::Call {
+                call,
+                unit: "*".into(),
+                source,
+            }
+        };
+        let manager = self.manager().await.map_err(call("Manager"))?;
+        manager.reload().await.map_err(call("Reload"))
     }
 
     /// The names of every service the manager knows: loaded units and installed unit files.

@@ -127,6 +127,7 @@ struct Group<'a, 'e> {
     effects: &'a Effects<'e>,
     step_no: u32,
     reloaded: bool,
+    daemon_reloaded: bool,
     restarted_units: Vec<String>,
 }
 
@@ -154,6 +155,7 @@ async fn run_group(
         effects,
         step_no: 0,
         reloaded: false,
+        daemon_reloaded: false,
         restarted_units: Vec::new(),
     };
     let mut results = Vec::with_capacity(steps.len());
@@ -242,15 +244,43 @@ async fn run_step(
                     .map_err(|e| e.to_string())?;
                 group.txn = Some(txn);
             }
+            let dropin = matches!(
+                action,
+                PlannedAction::SetBindHost {
+                    daemon_reload: true,
+                    ..
+                }
+            );
+            if let (true, Some(dir)) = (dropin, edit.path.parent()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+            }
             let txn = group.txn.as_mut().ok_or("no transaction")?;
             let done = txn
-                .edit(&edit.path, Some(&edit.before_hash), edit.after.as_bytes())
+                .edit(
+                    &edit.path,
+                    edit.before_hash.as_deref(),
+                    edit.after.as_bytes(),
+                )
                 .map_err(|e| e.to_string())?;
+            if dropin {
+                group.daemon_reloaded = true;
+                effects
+                    .systemd
+                    .daemon_reload()
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             Ok(StepDone::Done(format!(
-                "wrote `{}` (sha256 {} → {})",
+                "wrote `{}` (sha256 {} → {}){}",
                 edit.path.display(),
                 short(done.before.as_deref().unwrap_or("-")),
-                short(&done.after)
+                short(&done.after),
+                if dropin {
+                    "; systemd reloaded its units"
+                } else {
+                    ""
+                }
             )))
         }
         PlannedAction::WaitListen {
@@ -442,6 +472,19 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
             }
         };
         group.log("reload_nginx", &effects.nginx_unit, status, &detail);
+    }
+    if group.daemon_reloaded {
+        let (status, detail) = match effects.systemd.daemon_reload().await {
+            Ok(()) => (
+                EntryStatus::RolledBack,
+                "systemd reread the restored unit files".to_string(),
+            ),
+            Err(e) => {
+                all_restored = false;
+                (EntryStatus::Failed, e.to_string())
+            }
+        };
+        group.log("daemon_reload", "systemd", status, &detail);
     }
     for unit in std::mem::take(&mut group.restarted_units) {
         let outcome = effects

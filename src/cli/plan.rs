@@ -69,8 +69,20 @@ pub fn describe(action: &PlannedAction) -> String {
             unit,
             host,
             previous,
+            edit,
+            daemon_reload: true,
+            ..
+        } => format!(
+            "set the bind host of {unit} in its ExecStart: {previous} -> {host} (drop-in {}, then daemon-reload)",
+            edit.path.display()
+        ),
+        PlannedAction::SetBindHost {
+            unit,
+            host,
+            previous,
             key,
             edit,
+            ..
         } => format!(
             "set the bind host of {unit}: {key}={previous} -> {key}={host} in {}",
             edit.path.display()

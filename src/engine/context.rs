@@ -165,7 +165,7 @@ fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) ->
         "listeners": endpoint.unit_listeners,
         "hosts_on_endpoint_port": hosts_on_port,
         "other_ports": other_ports,
-        "bind": bind_context(unit, endpoint, hints, &hosts_on_port),
+        "bind": bind_context(unit, endpoint, hints, &hosts_on_port, port),
     })
 }
 
@@ -189,6 +189,7 @@ fn bind_context(
     endpoint: &Endpoint,
     hints: &[BackendHint],
     hosts: &[&String],
+    port: Option<u16>,
 ) -> Value {
     let hinted = hints.iter().find_map(|h| {
         let same =
@@ -202,7 +203,8 @@ fn bind_context(
                 .find(|(k, _)| *k == bind.key)
                 .map(|(_, v)| v)
         });
-        return json!({"file": bind.file, "key": bind.key, "value": value, "from": "hint"});
+        let place = format!("{} in {}", bind.key, bind.file.display());
+        return json!({"file": bind.file, "key": bind.key, "value": value, "from": "hint", "where": place});
     }
     let argv: Vec<&String> = unit.exec_start.iter().flat_map(|c| c.argv.iter()).collect();
     let used = |key: &str| {
@@ -220,10 +222,40 @@ fn bind_context(
                     .iter()
                     .any(|h| *h == *v || h.trim_matches(['[', ']']) == v.as_str())
         })
-        .map_or(
-            Value::Null,
-            |(f, k, v)| json!({"file": f.path, "key": k, "value": v, "from": "environment_file"}),
-        )
+        .map(|(f, k, v)| {
+            let place = format!("{k} in {}", f.path);
+            json!({"file": f.path, "key": k, "value": v, "from": "environment_file", "where": place})
+        })
+        .or_else(|| exec_start_bind(unit, hosts, port?))
+        .unwrap_or(Value::Null)
+}
+
+/// A bind host written in the unit's only `ExecStart` (`--host`, `--bind`, `ADDR:PORT`): fixed
+/// with a drop-in that repeats the command line with just that host changed.
+fn exec_start_bind(unit: &UnitFacts, hosts: &[&String], port: u16) -> Option<Value> {
+    let [command] = unit.exec_start.as_slice() else {
+        return None; // several commands (or none): which one binds is not evidence
+    };
+    if command.argv.first() != Some(&command.path) {
+        return None;
+    }
+    let fragment = unit.fragment_path.as_deref()?;
+    let (index, host) = hosts.iter().find_map(|h| {
+        let host = h.trim_matches(['[', ']']);
+        crate::engine::dropin::find_host_word(&command.argv, host, port).map(|i| (i, host))
+    })?;
+    let dropin = crate::engine::dropin::dropin_path(fragment, &unit.name)?;
+    Some(json!({
+        "file": dropin,
+        "key": "ExecStart",
+        "value": host,
+        "from": "exec_start",
+        "where": format!("the ExecStart of {} (word {index}: `{}`)", unit.name, command.argv.get(index)?),
+        "argv": command.argv,
+        "index": index,
+        "ignore_failure": command.ignore_failure,
+        "port": port,
+    }))
 }
 
 // --- unix sockets and backend processes (socket-missing, socket-permission, crash-loop) -------

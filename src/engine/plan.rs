@@ -3,6 +3,7 @@
 //! Pure: files are read through the caller's reader, nothing is written.
 
 use super::context::Target;
+use super::dropin;
 use super::evaluate::Finding;
 use super::render::{
     render, validate_account_name, validate_bind_host, validate_nginx_directive,
@@ -13,6 +14,7 @@ use crate::facts::php_fpm::set_ini_value;
 use crate::nginx_conf::{replace_span, Span};
 use crate::playbook::{Action, PlaybookSet, SystemdOp};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// What `plan` prints and `apply --plan` runs.
@@ -54,6 +56,9 @@ pub enum PlannedAction {
         previous: String,
         key: String,
         edit: FileEdit,
+        /// The edit is a unit drop-in: the manager must reread its units before the restart.
+        #[serde(default)]
+        daemon_reload: bool,
     },
     RenderSite {
         directive: String,
@@ -97,8 +102,8 @@ pub enum PlannedAction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEdit {
     pub path: PathBuf,
-    /// sha256 of the content the edit was computed from.
-    pub before_hash: String,
+    /// sha256 of the content the edit was computed from; `None`: the file must not exist yet.
+    pub before_hash: Option<String>,
     pub after: String,
 }
 
@@ -265,6 +270,9 @@ fn plan_bind(host: &str, target: &Target, read: ReadFile<'_>) -> Result<PlannedA
     let (Some(file), Some(key)) = (bind["file"].as_str(), bind["key"].as_str()) else {
         return Err("the backend's bind setting is not known".into());
     };
+    if bind["from"] == "exec_start" {
+        return plan_exec_start_bind(host, unit, bind, read);
+    }
     let path = PathBuf::from(file);
     let before = read(&path).map_err(|e| format!("cannot read `{file}`: {e}"))?;
     let (after, previous) = replace_env_value(&before, key, host)
@@ -276,9 +284,55 @@ fn plan_bind(host: &str, target: &Target, read: ReadFile<'_>) -> Result<PlannedA
         key: key.to_string(),
         edit: FileEdit {
             path,
-            before_hash: bytes_hash(before.as_bytes()),
+            before_hash: Some(bytes_hash(before.as_bytes())),
             after,
         },
+        daemon_reload: false,
+    })
+}
+
+/// Rebinds a backend whose host is written in its `ExecStart`: a drop-in with the same command
+/// line, only the host changed.
+fn plan_exec_start_bind(
+    host: &str,
+    unit: &str,
+    bind: &Value,
+    read: ReadFile<'_>,
+) -> Result<PlannedAction, String> {
+    let missing = || "the ExecStart bind facts are incomplete".to_string();
+    let file = bind["file"].as_str().ok_or_else(missing)?;
+    let previous = bind["value"].as_str().ok_or_else(missing)?;
+    let index = bind["index"]
+        .as_u64()
+        .and_then(|i| usize::try_from(i).ok())
+        .ok_or_else(missing)?;
+    let port = bind["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(missing)?;
+    let mut argv: Vec<String> =
+        serde_json::from_value(bind["argv"].clone()).map_err(|_| missing())?;
+    let word = argv.get_mut(index).ok_or_else(missing)?;
+    *word = dropin::replace_host(word, previous, host, port);
+    let note = format!("{unit} binds {host}, the address nginx dials (was {previous})");
+    let after = dropin::render_dropin(&argv, bind["ignore_failure"] == true, &note);
+    let path = PathBuf::from(file);
+    let before_hash = match read(&path) {
+        Ok(text) => Some(bytes_hash(text.as_bytes())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("cannot read `{file}`: {e}")),
+    };
+    Ok(PlannedAction::SetBindHost {
+        unit: unit.to_string(),
+        host: host.to_string(),
+        previous: previous.to_string(),
+        key: "ExecStart".into(),
+        edit: FileEdit {
+            path,
+            before_hash,
+            after,
+        },
+        daemon_reload: true,
     })
 }
 
@@ -325,7 +379,7 @@ fn plan_pool_listen(
         previous,
         edit: FileEdit {
             path,
-            before_hash: bytes_hash(before.as_bytes()),
+            before_hash: Some(bytes_hash(before.as_bytes())),
             after,
         },
     })
@@ -361,7 +415,7 @@ fn plan_site(
         directive,
         edit: FileEdit {
             path,
-            before_hash: bytes_hash(before.as_bytes()),
+            before_hash: Some(bytes_hash(before.as_bytes())),
             after,
         },
     })
@@ -403,7 +457,7 @@ fn plan_set_directive(
         location: path_text.to_string(),
         edit: FileEdit {
             path,
-            before_hash: bytes_hash(before.as_bytes()),
+            before_hash: Some(bytes_hash(before.as_bytes())),
             after,
         },
     })

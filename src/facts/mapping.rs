@@ -416,6 +416,7 @@ mod tests {
             exec_start: vec![ExecCommand {
                 path: argv[0].into(),
                 argv: argv.iter().map(|s| s.to_string()).collect(),
+                ignore_failure: false,
             }],
             fragment_path: None,
             environment_files: Vec::new(),

@@ -77,6 +77,8 @@ impl RunFacts {
 pub struct ExecCommand {
     pub path: String,
     pub argv: Vec<String>,
+    /// Written with a `-` prefix: a failing exit status is not a failure.
+    pub ignore_failure: bool,
 }
 
 /// One `EnvironmentFile=` entry.

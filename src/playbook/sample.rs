@@ -58,7 +58,7 @@ pub fn sample_context() -> Value {
             "listeners": ["127.0.0.2:18010"],
             "hosts_on_endpoint_port": ["127.0.0.2"],
             "other_ports": [18011],
-            "bind": {"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2"},
+            "bind": {"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2", "from": "hint", "where": "HOST in /etc/default/api"},
             // how the main process last ran (crash-loop)
             "restart": "on-failure",
             "exec_main_status": 3,

@@ -50,7 +50,7 @@ fn running(listeners: &[&str], hosts: &[&str], other_ports: &[u16]) -> Value {
 
 fn bind_mismatch() -> Value {
     let mut ctx = running(&["127.0.0.2:18010"], &["127.0.0.2"], &[]);
-    ctx["unit"]["bind"] = json!({"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2"});
+    ctx["unit"]["bind"] = json!({"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2", "from": "hint", "where": "HOST in /etc/default/api"});
     ctx
 }
 
@@ -184,7 +184,7 @@ fn bind_mismatch_binds_the_exact_address_nginx_dials() {
         [
             "nothing listens on 127.0.0.1:18010",
             "api.service listens on port 18010 of 127.0.0.2 instead",
-            "HOST=127.0.0.2 in /etc/default/api",
+            "its bind host 127.0.0.2 is set by HOST in /etc/default/api",
         ]
     );
     let Some(Action::SetBindHost { host }) = playbook.actions.first() else {
@@ -292,7 +292,7 @@ fn unix_socket_targets_do_not_match_tcp_playbooks() {
     let mut ctx = running(&["127.0.0.1:18011"], &["127.0.0.2"], &[18011]);
     ctx["endpoint"] = json!({"address": "unix:/run/api.sock", "kind": "unix", "host": null,
                              "port": null, "path": "/run/api.sock", "listening": false, "listener": null});
-    ctx["unit"]["bind"] = json!({"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2"});
+    ctx["unit"]["bind"] = json!({"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2", "from": "hint", "where": "HOST in /etc/default/api"});
     assert!(matches(&set, &ctx).is_empty());
 }
 
