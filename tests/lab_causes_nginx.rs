@@ -6,10 +6,9 @@
 
 use crate::support::lab::{http_get, Lab};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -41,37 +40,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 "#;
-
-fn medic_json(lab: &Lab, args: &[&str]) -> (i32, Value) {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = lab.medic(&all);
-    let code = out.status.code().unwrap_or(-1);
-    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} printed no JSON ({e}), exit {code}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, value)
-}
-
-/// Runs `explain`: returns its text (plain: not a terminal). With `NGINX_MEDIC_CAPTURE_EXPLAIN`
-/// set, also stores `explain --json` as the fixture `tests/fixtures/explain/NAME.json` that the
-/// snapshot tests of `src/cli/explain.rs` render.
-fn explain(lab: &Lab, name: &str) -> String {
-    if std::env::var_os("NGINX_MEDIC_CAPTURE_EXPLAIN").is_some() {
-        let out = lab.medic(&["explain", "--json"]);
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/explain")
-            .join(format!("{name}.json"));
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, &out.stdout).unwrap();
-    }
-    let out = lab.medic(&["explain"]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The finding with this cause, or a panic showing them all.
 fn finding<'v>(diagnosis: &'v Value, cause: &str) -> &'v Value {
@@ -143,24 +111,6 @@ fn set_env(lab: &Lab, file: &str, key: &str, value: &str) {
     fs::write(&path, new.join("\n") + "\n").expect("write env file");
 }
 
-/// Every file of the lab's configuration with its bytes.
-fn snapshot(lab: &Lab) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if let Ok(bytes) = fs::read(&path) {
-                out.insert(path, bytes);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(&lab.dir.join("nginx/sites-enabled"), &mut out);
-    walk(&lab.dir.join("config"), &mut out);
-    out
-}
-
 #[test]
 fn lab_too_big_header_raises_the_location_buffers() {
     let lab = Lab::start();
@@ -180,14 +130,14 @@ fn lab_too_big_header_raises_the_location_buffers() {
         .nginx_error_log()
         .contains("upstream sent too big header"));
 
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "too-big-header");
-    explain(&lab, "too-big-header");
+    lab.explain("too-big-header");
     assert_eq!(f["site"], "big.lab");
     assert_eq!(f["conclusive"], true, "{f:#}");
 
-    let (code, applied) = medic_json(&lab, &["apply"]);
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(
         (code, applied["outcome"].as_str()),
         (0, Some("healed")),
@@ -203,7 +153,7 @@ fn lab_too_big_header_raises_the_location_buffers() {
         "{text}"
     );
     // the old log lines are older than the edit: the raise is not raised again
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(code, 0, "{diagnosis:#}");
 }
 
@@ -212,24 +162,24 @@ fn lab_upstream_timeout_is_reported_and_nothing_changes() {
     let lab = Lab::start();
     let site_port = lab.port("api_site");
     assert_eq!(lab.http_status(site_port, "/slow?seconds=8"), 504);
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "upstream-timeout");
-    explain(&lab, "upstream-timeout");
+    lab.explain("upstream-timeout");
     let evidence = f["evidence"].to_string();
     assert!(evidence.contains("GET /slow?seconds=8 HTTP/1.1"), "{f:#}");
     assert!(evidence.contains("proxy_read_timeout is 5s"), "{f:#}");
     assert!(evidence.contains("504, not 502"), "{f:#}");
 
-    let (files, pid) = (snapshot(&lab), lab.main_pid("api.service"));
-    let (code, applied) = medic_json(&lab, &["apply"]);
+    let (files, pid) = (lab.config_files(), lab.main_pid("api.service"));
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(
         (code, applied["outcome"].as_str()),
         (2, Some("nothing_to_do")),
         "{applied:#}"
     );
     assert_eq!(applied["actions"], serde_json::json!([]));
-    assert!(snapshot(&lab) == files, "no file changed");
+    assert!(lab.config_files() == files, "no file changed");
     assert_eq!(
         lab.main_pid("api.service"),
         pid,
@@ -254,15 +204,15 @@ fn lab_localhost_pass_target_is_pinned_to_the_family_the_backend_listens_on() {
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
 
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "localhost-family");
-    explain(&lab, "localhost-family");
+    lab.explain("localhost-family");
     assert_eq!(f["unit"], "api.service");
     assert_eq!(f["conclusive"], true, "{f:#}");
     assert!(f["also_matched"].to_string().contains("bind-mismatch"));
 
-    let (code, applied) = medic_json(&lab, &["apply"]);
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(
         (code, applied["outcome"].as_str()),
         (0, Some("healed")),
@@ -314,10 +264,10 @@ fn lab_upstream_group_marked_down_is_reported_only() {
     );
     assert!(lab.nginx_error_log().contains("no live upstreams"));
 
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "upstream-marked-down");
-    explain(&lab, "upstream-marked-down");
+    lab.explain("upstream-marked-down");
     assert_eq!(f["site"], "group.lab");
     let causes: Vec<&str> = diagnosis["findings"]
         .as_array()
@@ -327,14 +277,14 @@ fn lab_upstream_group_marked_down_is_reported_only() {
         .collect();
     assert_eq!(causes, ["upstream-marked-down"], "one finding per group");
 
-    let files = snapshot(&lab);
-    let (code, applied) = medic_json(&lab, &["apply"]);
+    let files = lab.config_files();
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(
         (code, applied["outcome"].as_str()),
         (2, Some("nothing_to_do")),
         "{applied:#}"
     );
-    assert!(snapshot(&lab) == files);
+    assert!(lab.config_files() == files);
 }
 
 #[test]
@@ -352,25 +302,25 @@ fn lab_host_not_found_blocks_every_action() {
     )
     .unwrap();
 
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(code, 2);
     let first = &diagnosis["findings"][0];
     assert_eq!(first["cause"], "host-not-found", "{diagnosis:#}");
     assert_eq!(first["location"], format!("{}:5", broken.display()));
     assert_eq!(first["conclusive"], false);
     let down = finding(&diagnosis, "backend-down");
-    let text = explain(&lab, "host-not-found");
+    let text = lab.explain("host-not-found");
     assert!(
         text.contains("✗ nginx itself: host-not-found (critical)"),
         "{text}"
     );
     assert_eq!(down["conclusive"], false, "blocked while nginx -t fails");
 
-    let files = snapshot(&lab);
-    let (code, applied) = medic_json(&lab, &["apply"]);
+    let files = lab.config_files();
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(code, 2, "{applied:#}");
     assert_eq!(applied["actions"], serde_json::json!([]));
-    assert!(snapshot(&lab) == files);
+    assert!(lab.config_files() == files);
     assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
 }
@@ -379,7 +329,7 @@ fn lab_host_not_found_blocks_every_action() {
 fn lab_explain_walks_the_triage_for_each_site() {
     let lab = Lab::start();
     ok(lab.systemctl(&["stop", "api.service"]), "stop api");
-    let text = explain(&lab, "backend-down");
+    let text = lab.explain("backend-down");
     let api = lab.port("api");
     for line in [
         "✗ api.lab location /".to_string(),
@@ -406,12 +356,12 @@ fn lab_explain_walks_the_triage_for_each_site() {
     set_env(&lab, "web.env", "HOST", "127.0.0.2");
     ok(lab.systemctl(&["restart", "web.service"]), "restart web");
     std::thread::sleep(Duration::from_millis(700));
-    let text = explain(&lab, "bind-mismatch");
+    let text = lab.explain("bind-mismatch");
     assert!(text.contains("  Cause: bind-mismatch (critical)"), "{text}");
 
     set_env(&lab, "api.env", "PORT", &(api + 5).to_string());
     ok(lab.systemctl(&["restart", "api.service"]), "restart api");
     std::thread::sleep(Duration::from_millis(700));
-    let text = explain(&lab, "wrong-port");
+    let text = lab.explain("wrong-port");
     assert!(text.contains("  Cause: wrong-port (critical)"), "{text}");
 }

@@ -5,27 +5,9 @@
 
 use crate::support::lab::{http_get, Lab};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Runs nginx-medic with `--json`; the exit code and what it printed.
-fn medic_json(lab: &Lab, args: &[&str]) -> (i32, Value) {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = lab.medic(&all);
-    let code = out.status.code().unwrap_or(-1);
-    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} printed no JSON ({e}), exit {code}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, value)
-}
 
 /// The finding for one site, failing with the whole diagnosis when there is none.
 fn finding<'a>(diagnosis: &'a Value, site: &str) -> &'a Value {
@@ -53,30 +35,6 @@ fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
-/// Every file under the lab's configuration dirs with its bytes.
-fn snapshot(lab: &Lab) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if let Ok(bytes) = fs::read(&path) {
-                out.insert(path, bytes);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    for dir in [
-        "nginx/sites-enabled",
-        "config",
-        "php",
-        "apps/django/project",
-    ] {
-        walk(&lab.dir.join(dir), &mut out);
-    }
-    out
-}
-
 /// Sets `key = value` lines of the lab's php-fpm pool.
 fn set_pool(lab: &Lab, settings: &[(&str, &str)]) {
     let path = lab.dir.join("php/pool.d/www.conf");
@@ -95,7 +53,7 @@ fn set_pool(lab: &Lab, settings: &[(&str, &str)]) {
 
 /// `apply` heals: outcome `healed`, exit 0, and the site answers 200.
 fn apply_heals(lab: &Lab, site_port: u16) -> Value {
-    let (code, applied) = medic_json(lab, &["apply"]);
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(
         (code, applied["outcome"].as_str()),
         (0, Some("healed")),
@@ -126,14 +84,14 @@ fn lab_php_and_django_sites_answer_and_diagnose_is_healthy() {
         (0o660, 33),
         "the pool's socket is www-data's, mode 0660"
     );
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(
         (code, &diagnosis["healthy"]),
         (0, &Value::Bool(true)),
         "{diagnosis:#}"
     );
     // php-fpm's socket is tied to its unit and pool from the --fpm-config file.
-    let (_, facts) = medic_json(&lab, &["facts"]);
+    let (_, facts) = lab.medic_json(&["facts"]);
     let pool = &facts["fpm_pools"][0];
     assert_eq!(pool["unit"], "php-fpm.service", "{facts:#}");
     assert_eq!(
@@ -150,7 +108,9 @@ fn lab_heals_a_missing_php_fpm_socket() {
     assert!(!lab.php_socket().exists(), "php-fpm removes its socket");
     assert_eq!(lab.http_status(lab.port("php_site"), "/"), 502);
 
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    let explained = lab.explain("socket-missing");
+    assert!(explained.contains("socket-missing"), "{explained}");
     assert_eq!(code, 2, "{diagnosis:#}");
     let f = finding(&diagnosis, "php.lab");
     assert_eq!(f["cause"], "socket-missing", "{diagnosis:#}");
@@ -192,15 +152,17 @@ fn lab_heals_a_php_fpm_socket_nginx_may_not_open() {
         lab.nginx_error_log()
     );
 
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    let explained = lab.explain("socket-permission");
+    assert!(explained.contains("socket-permission"), "{explained}");
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "php.lab");
     assert_eq!(f["cause"], "socket-permission", "{diagnosis:#}");
     assert_eq!(f["unit"], "php-fpm.service");
     assert_eq!(f["conclusive"], true, "{diagnosis:#}");
 
-    let before = snapshot(&lab);
-    let (code, plan) = medic_json(&lab, &["plan"]);
+    let before = lab.config_files();
+    let (code, plan) = lab.medic_json(&["plan"]);
     assert_eq!(code, 2);
     let kinds: Vec<&str> = plan["actions"]
         .as_array()
@@ -218,7 +180,7 @@ fn lab_heals_a_php_fpm_socket_nginx_may_not_open() {
         diff.contains("-listen.mode = 0600") && diff.contains("+listen.mode = 0660"),
         "{diff}"
     );
-    assert!(snapshot(&lab) == before, "plan changes no file");
+    assert!(lab.config_files() == before, "plan changes no file");
 
     apply_heals(&lab, lab.port("php_site"));
     let pool = fs::read_to_string(lab.dir.join("php/pool.d/www.conf")).unwrap();
@@ -262,9 +224,11 @@ fn lab_reports_a_crash_looping_django_and_changes_nothing() {
         .trim_end()
         .to_string();
     assert!(last_line.contains("Worker failed to boot"), "{last_line}");
-    let files = snapshot(&lab);
+    let files = lab.config_files();
 
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    let explained = lab.explain("crash-loop");
+    assert!(explained.contains("crash-loop"), "{explained}");
     assert_eq!(code, 2);
     let f = finding(&diagnosis, "django.lab");
     assert_eq!(f["cause"], "crash-loop", "{diagnosis:#}");
@@ -287,7 +251,7 @@ fn lab_reports_a_crash_looping_django_and_changes_nothing() {
         "backend-down would restart it; crash-loop comes first: {f:#}"
     );
 
-    let (code, applied) = medic_json(&lab, &["apply"]);
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(
         code, 2,
         "a crash loop is reported, never acted on: {applied:#}"
@@ -302,7 +266,7 @@ fn lab_reports_a_crash_looping_django_and_changes_nothing() {
         started,
         "not started again"
     );
-    assert!(snapshot(&lab) == files, "no file changed");
+    assert!(lab.config_files() == files, "no file changed");
     // The other sites are untouched.
     assert_eq!(lab.http_status(lab.port("php_site"), "/"), 200);
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);

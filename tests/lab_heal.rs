@@ -3,25 +3,8 @@
 
 use crate::support::lab::Lab;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fs;
-use std::path::{Path, PathBuf};
-
-/// Runs nginx-medic with `--json` and parses what it printed.
-fn medic_json(lab: &Lab, args: &[&str]) -> (i32, Value) {
-    let mut all = args.to_vec();
-    all.push("--json");
-    let out = lab.medic(&all);
-    let code = out.status.code().unwrap_or(-1);
-    let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{args:?} printed no JSON ({e}), exit {code}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (code, value)
-}
+use std::path::PathBuf;
 
 /// Sets `KEY=value` in one of the lab's env files.
 fn set_env(lab: &Lab, file: &str, key: &str, value: &str) {
@@ -50,28 +33,6 @@ fn restart(lab: &Lab, unit: &str) {
     std::thread::sleep(std::time::Duration::from_millis(700));
 }
 
-/// Every file of the lab's configuration with its bytes, to prove a dry run changed nothing.
-fn snapshot(lab: &Lab) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if let Ok(bytes) = fs::read(&path) {
-                out.insert(path, bytes);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(&lab.dir.join("nginx/sites-enabled"), &mut out);
-    walk(&lab.dir.join("config"), &mut out);
-    out.insert(
-        lab.dir.join("nginx/nginx.conf"),
-        fs::read(lab.dir.join("nginx/nginx.conf")).unwrap_or_default(),
-    );
-    out
-}
-
 fn unit_states(lab: &Lab) -> Vec<(String, String, Option<u32>)> {
     ["nginx.service", "api.service", "web.service"]
         .iter()
@@ -93,7 +54,7 @@ fn heal(lab: &Lab, site_port: u16, cause: &str, unit: &str, expect_kinds: &[&str
         "the fault must show as a 502 first"
     );
 
-    let (code, diagnosis) = medic_json(lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(code, 2, "diagnose exits 2 on findings: {diagnosis:#}");
     assert_eq!(diagnosis["healthy"], false);
     let finding = &diagnosis["findings"][0];
@@ -101,8 +62,8 @@ fn heal(lab: &Lab, site_port: u16, cause: &str, unit: &str, expect_kinds: &[&str
     assert_eq!(finding["unit"], unit, "{diagnosis:#}");
     assert_eq!(finding["conclusive"], true, "{diagnosis:#}");
 
-    let (files, units) = (snapshot(lab), unit_states(lab));
-    let (code, plan) = medic_json(lab, &["plan"]);
+    let (files, units) = (lab.config_files(), unit_states(lab));
+    let (code, plan) = lab.medic_json(&["plan"]);
     assert_eq!(code, 2, "plan exits 2 when it plans changes");
     let kinds: Vec<&str> = plan["actions"]
         .as_array()
@@ -116,10 +77,10 @@ fn heal(lab: &Lab, site_port: u16, cause: &str, unit: &str, expect_kinds: &[&str
         .unwrap()
         .iter()
         .all(|a| a["playbook"] == cause));
-    assert!(snapshot(lab) == files, "plan must not change any file");
+    assert!(lab.config_files() == files, "plan must not change any file");
     assert_eq!(unit_states(lab), units, "plan must not touch any unit");
 
-    let (code, applied) = medic_json(lab, &["apply"]);
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(
         applied["outcome"],
         "healed",
@@ -224,7 +185,7 @@ fn lab_rolls_back_a_site_edit_that_nginx_rejects() {
     let before = fs::read(&site).unwrap();
     let meta_before = fs::metadata(&site).unwrap();
 
-    let (code, applied) = medic_json(&lab, &["apply"]);
+    let (code, applied) = lab.medic_json(&["apply"]);
     assert_eq!(applied["outcome"], "rolled_back", "{applied:#}");
     assert_eq!(code, 1, "a rollback exits 1");
     assert_eq!(
@@ -283,13 +244,13 @@ fn lab_rolls_back_a_site_edit_that_nginx_rejects() {
 #[test]
 fn lab_healthy_means_exit_zero_and_no_actions() {
     let lab = Lab::start();
-    let (code, diagnosis) = medic_json(&lab, &["diagnose"]);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
     assert_eq!(
         (code, &diagnosis["healthy"]),
         (0, &Value::Bool(true)),
         "{diagnosis:#}"
     );
-    let (code, plan) = medic_json(&lab, &["plan"]);
+    let (code, plan) = lab.medic_json(&["plan"]);
     assert_eq!(code, 0);
     assert_eq!(plan["actions"], serde_json::json!([]));
 }
@@ -313,7 +274,7 @@ fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
     let site = lab.dir.join("nginx/sites-enabled/api.conf");
     let edited = fs::read_to_string(&site).unwrap() + "# edited after the review\n";
     fs::write(&site, &edited).unwrap();
-    let (code, applied) = medic_json(&lab, &["apply", "--plan", plan_file.to_str().unwrap()]);
+    let (code, applied) = lab.medic_json(&["apply", "--plan", plan_file.to_str().unwrap()]);
     assert_eq!(
         (code, applied["outcome"].as_str()),
         (1, Some("failed")),
@@ -333,7 +294,7 @@ fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
     // A fresh plan of the same fault, reviewed and run as written, heals.
     let out = lab.medic(&["plan", "--out", plan_file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    let (code, applied) = medic_json(&lab, &["apply", "--plan", plan_file.to_str().unwrap()]);
+    let (code, applied) = lab.medic_json(&["apply", "--plan", plan_file.to_str().unwrap()]);
     assert_eq!(
         (code, applied["outcome"].as_str()),
         (0, Some("healed")),

@@ -54,7 +54,7 @@ pub fn render(findings: &[Finding], targets: usize) -> String {
             out.push_str(&format!("  unit: {unit}\n"));
         }
         for e in &f.evidence {
-            out.push_str(&format!("  - {e}\n"));
+            out.push_str(&super::table::bullet("  ", e));
         }
         for m in &f.missing {
             out.push_str(&format!("  inconclusive: {m}\n"));

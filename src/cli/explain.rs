@@ -450,7 +450,7 @@ pub fn render_explain(report: &Explain, color: bool) -> String {
 fn render_cause(p: &Paint, cause: &Cause, out: &mut String) {
     out.push_str(&format!("     {}\n", cause.description));
     for e in &cause.evidence {
-        out.push_str(&format!("     - {e}\n"));
+        out.push_str(&super::table::bullet("     ", e));
     }
     for m in &cause.missing {
         out.push_str(&format!("     {} {m}\n", p.warn("not acting:")));
@@ -507,5 +507,8 @@ mod tests {
         explain_localhost_family => "localhost-family",
         explain_upstream_marked_down => "upstream-marked-down",
         explain_host_not_found => "host-not-found",
+        explain_socket_missing => "socket-missing",
+        explain_socket_permission => "socket-permission",
+        explain_crash_loop => "crash-loop",
     }
 }

@@ -1,4 +1,4 @@
-//! A plain text table with columns as wide as their widest cell.
+//! Plain text layout: a table with columns as wide as their widest cell, and bullets.
 
 /// Rows of cells under a header, printed left-aligned with two spaces between columns.
 pub struct Table {
@@ -41,8 +41,23 @@ impl Table {
     }
 }
 
+/// `indent- text`, with the text's further lines indented to stand under its first.
+pub fn bullet(indent: &str, text: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let lead = if i == 0 { "- " } else { "  " };
+        out.push_str(&format!("{indent}{lead}{line}\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bullets_indent_their_further_lines() {
+        assert_eq!(super::bullet("  ", "a\n  b"), "  - a\n      b\n");
+    }
+
     #[test]
     fn aligns_columns() {
         let mut t = super::Table::new(&["A", "LONG"]);

@@ -190,6 +190,65 @@ impl Lab {
             .unwrap_or_else(|e| panic!("cannot run nginx-medic: {e}"))
     }
 
+    /// Runs nginx-medic with `--json` appended: the exit code and the JSON it printed.
+    pub fn medic_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.medic(&all);
+        let code = out.status.code().unwrap_or(-1);
+        let value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?} printed no JSON ({e}), exit {code}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (code, value)
+    }
+
+    /// Every configuration file of the lab with its bytes (nginx, unit and env files, the php-fpm
+    /// pool, the Django project), to prove that a dry run or a refused fix changed nothing.
+    pub fn config_files(&self) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+        fn walk(dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
+            for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if let Ok(bytes) = fs::read(&path) {
+                    out.insert(path, bytes);
+                }
+            }
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for dir in [
+            "nginx/sites-enabled",
+            "config",
+            "php",
+            "apps/django/project",
+        ] {
+            walk(&self.dir.join(dir), &mut out);
+        }
+        let conf = self.dir.join("nginx/nginx.conf");
+        out.insert(conf.clone(), fs::read(&conf).unwrap_or_default());
+        out
+    }
+
+    /// Runs `explain` and returns its text (plain: not a terminal). With
+    /// `NGINX_MEDIC_CAPTURE_EXPLAIN` set, also stores `explain --json` as the fixture
+    /// `tests/fixtures/explain/NAME.json` that the snapshot tests of `src/cli/explain.rs` render.
+    pub fn explain(&self, name: &str) -> String {
+        if std::env::var_os("NGINX_MEDIC_CAPTURE_EXPLAIN").is_some() {
+            let out = self.medic(&["explain", "--json"]);
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/explain")
+                .join(format!("{name}.json"));
+            let _ = fs::create_dir_all(path.parent().unwrap_or(Path::new(".")));
+            fs::write(&path, &out.stdout).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+        let out = self.medic(&["explain"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn read_trimmed(&self, file: &str) -> String {
         let path = self.dir.join(file);
         fs::read_to_string(&path)
