@@ -1,5 +1,6 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
+mod lab_daemon;
 mod lab_facts;
 mod lab_heal;
 mod lab_smoke;

@@ -18,6 +18,7 @@ enum Target {
 pub struct Notifier {
     target: Option<(UnixDatagram, Target)>,
     watchdog: Option<Duration>,
+    last_status: std::sync::Mutex<String>,
 }
 
 impl Notifier {
@@ -38,8 +39,11 @@ impl Notifier {
         watchdog_pid: Option<&str>,
         pid: u32,
     ) -> Self {
+        // Non-blocking: a manager that does not read must never stall the daemon (a full
+        // datagram queue would block a send).
         let target = socket.and_then(parse_socket).and_then(|t| {
             UnixDatagram::unbound()
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
                 .map_err(|e| tracing::warn!(error = %e, "cannot create the sd_notify socket"))
                 .ok()
                 .map(|s| (s, t))
@@ -47,6 +51,7 @@ impl Notifier {
         Self {
             target,
             watchdog: watchdog_interval(watchdog_usec, watchdog_pid, pid),
+            last_status: std::sync::Mutex::new(String::new()),
         }
     }
 
@@ -57,12 +62,27 @@ impl Notifier {
 
     /// Startup is complete.
     pub fn ready(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
+        let line = one_line(status);
+        self.send(&format!("READY=1\nSTATUS={line}"));
+        if let Ok(mut last) = self.last_status.lock() {
+            *last = line;
+        }
     }
 
-    /// A one-line summary for `systemctl status`.
+    /// A one-line summary for `systemctl status`; sent only when it changed.
     pub fn status(&self, status: &str) {
-        self.send(&format!("STATUS={}", one_line(status)));
+        let line = one_line(status);
+        {
+            let mut last = self
+                .last_status
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if *last == line {
+                return;
+            }
+            last.clone_from(&line);
+        }
+        self.send(&format!("STATUS={line}"));
     }
 
     /// Still alive.
@@ -73,11 +93,6 @@ impl Notifier {
     /// Shutting down.
     pub fn stopping(&self, status: &str) {
         self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)));
-    }
-
-    /// Reloading configuration; `ready` follows.
-    pub fn reloading(&self) {
-        self.send("RELOADING=1");
     }
 
     fn send(&self, message: &str) {
@@ -165,6 +180,18 @@ mod tests {
         let len = server.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"WATCHDOG=1");
         assert_eq!(n.watchdog_interval(), Some(Duration::from_millis(500)));
+        n.status("watching 2 sites fine");
+        n.status("1 open incident");
+        let len = server.recv(&mut buf).unwrap();
+        assert_eq!(
+            &buf[..len],
+            b"STATUS=1 open incident",
+            "an unchanged status is not sent"
+        );
+        // nobody reading: sends fail without blocking
+        for _ in 0..100 {
+            n.watchdog();
+        }
     }
 
     #[test]
