@@ -181,9 +181,8 @@ dpkg-query -W -f='${Conffiles}\n' "$PKG" | grep -q '^ /etc/nginx-medic/medic.yam
 say "ok: conffile, /var/lib/nginx-medic (0700), /etc/nginx-medic/playbooks/"
 
 # The shipped file (every key commented out) and its defaults, uncommented, both load. `facts`
-# reads the configuration first; exit 3 means it was rejected. The `daemon:` block stays
-# commented until the configuration knows that section.
-grep -E '^# ([a-z_]+:|  )' /etc/nginx-medic/medic.yaml | grep -vE '^# daemon:|^#   mode:|^# +\[' |
+# reads the configuration first; exit 3 means it was rejected.
+grep -E '^# ([a-z_]+:|  )' /etc/nginx-medic/medic.yaml | grep -vE '^# +\[' |
     sed 's/^# //' >"$WORK/uncommented.yaml"
 grep -q '^nginx:' "$WORK/uncommented.yaml" || die "found no commented-out defaults in medic.yaml"
 for conf in /etc/nginx-medic/medic.yaml "$WORK/uncommented.yaml"; do

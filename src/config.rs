@@ -7,6 +7,7 @@
 use serde::Deserialize;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Where the configuration is read from when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/nginx-medic/medic.yaml";
@@ -64,6 +65,7 @@ struct ConfigFile {
     playbooks: Vec<PathBuf>,
     templates: Vec<PathBuf>,
     state_dir: PathBuf,
+    daemon: DaemonSection,
 }
 
 impl Default for ConfigFile {
@@ -81,6 +83,7 @@ impl Default for ConfigFile {
                 "/etc/nginx-medic/templates".into(),
             ],
             state_dir: "/var/lib/nginx-medic".into(),
+            daemon: DaemonSection::default(),
         }
     }
 }
@@ -149,6 +152,8 @@ pub struct Settings {
     pub playbooks: Vec<PathBuf>,
     pub templates: Vec<PathBuf>,
     pub state_dir: PathBuf,
+    /// How `nginx-medic run` behaves.
+    pub daemon: DaemonSettings,
 }
 
 /// How to reach and drive nginx.
@@ -314,6 +319,7 @@ impl ConfigFile {
         if self.nginx.unit.is_empty() {
             return Err(err("nginx.unit".into(), "must name a unit".into()));
         }
+        let daemon = self.daemon.validate(&self.state_dir, &err)?;
         Ok(Settings {
             source: source.map(Path::to_path_buf),
             nginx: NginxSettings {
@@ -329,8 +335,307 @@ impl ConfigFile {
             playbooks: self.playbooks,
             templates: self.templates,
             state_dir: self.state_dir,
+            daemon,
         })
     }
+}
+
+// --- the `daemon:` section ----------------------------------------------------------------------
+
+/// What `nginx-medic run` does with a conclusive finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DaemonMode {
+    /// Log and report the plan, change nothing (the default: a fresh install never acts).
+    Observe,
+    /// Run the plan.
+    Apply,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DaemonSection {
+    mode: DaemonMode,
+    #[serde(deserialize_with = "duration")]
+    probe_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    debounce: Duration,
+    rate_limit: RateLimitSection,
+    crash_loop: CrashLoopSection,
+    circuit_breaker: CircuitBreakerSection,
+    hooks: Vec<HookSection>,
+    metrics: Option<String>,
+    lock_file: Option<PathBuf>,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        Self {
+            mode: DaemonMode::Observe,
+            probe_interval: Duration::from_secs(5),
+            debounce: Duration::from_millis(300),
+            rate_limit: RateLimitSection::default(),
+            crash_loop: CrashLoopSection::default(),
+            circuit_breaker: CircuitBreakerSection::default(),
+            hooks: Vec::new(),
+            metrics: Some(DEFAULT_METRICS.into()),
+            lock_file: None,
+        }
+    }
+}
+
+/// Where the Prometheus endpoint listens unless `daemon.metrics` says otherwise.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9187";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RateLimitSection {
+    max_actions: u32,
+    #[serde(deserialize_with = "duration")]
+    per: Duration,
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            max_actions: 3,
+            per: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CrashLoopSection {
+    max_failures: u32,
+    #[serde(deserialize_with = "duration")]
+    within: Duration,
+    max_unit_restarts: u32,
+}
+
+impl Default for CrashLoopSection {
+    fn default() -> Self {
+        Self {
+            max_failures: 2,
+            within: Duration::from_secs(300),
+            max_unit_restarts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CircuitBreakerSection {
+    max_failures: u32,
+    #[serde(deserialize_with = "duration")]
+    per: Duration,
+}
+
+impl Default for CircuitBreakerSection {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            per: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookSection {
+    #[serde(default)]
+    exec: Option<Vec<String>>,
+    #[serde(default)]
+    webhook: Option<String>,
+}
+
+/// Reads a duration written as in playbooks: `500ms`, `5s`, `10m`, `1h`.
+fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    crate::playbook::parse_duration(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration; write a whole number above zero with `ms`, `s`, `m` or `h`, e.g. `5s`"
+        ))
+    })
+}
+
+/// The validated `daemon:` section.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DaemonSettings {
+    pub mode: DaemonMode,
+    /// How often each site is probed through nginx, the safety net under the event triggers.
+    pub probe_interval: Duration,
+    /// How long a burst of triggers is gathered into one incident.
+    pub debounce: Duration,
+    /// Per target: at most `max_actions` remediations in any window of `per`.
+    pub rate_limit: RateLimit,
+    pub crash_loop: CrashLoop,
+    pub circuit_breaker: CircuitBreaker,
+    pub hooks: Vec<Hook>,
+    /// The loopback address of the Prometheus endpoint, `None` when disabled.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The lock that keeps a second instance from running.
+    pub lock_file: PathBuf,
+}
+
+/// At most `max_actions` remediations of one target in any window of `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct RateLimit {
+    pub max_actions: u32,
+    pub per: Duration,
+}
+
+/// When a target counts as crash-looping: `max_failures` failed heals or relapses (the fault is
+/// back within `within` of a heal), or its unit's `NRestarts` climbing by `max_unit_restarts`
+/// within `within`. A crash-looping target is escalated once and left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CrashLoop {
+    pub max_failures: u32,
+    pub within: Duration,
+    pub max_unit_restarts: u32,
+}
+
+/// Global: `max_failures` failed heals over all targets within `per` open the breaker, and
+/// nothing is acted on until the window holds fewer again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CircuitBreaker {
+    pub max_failures: u32,
+    pub per: Duration,
+}
+
+/// A notification hook: gets a JSON document for every heal, failed heal and escalation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hook {
+    /// A program run with this argv (no shell), the document on its stdin.
+    Exec(Vec<String>),
+    /// A plain-HTTP POST of the document to a loopback URL.
+    Webhook(String),
+}
+
+impl DaemonSection {
+    fn validate(
+        self,
+        state_dir: &Path,
+        err: &dyn Fn(String, String) -> ConfigError,
+    ) -> Result<DaemonSettings, ConfigError> {
+        let at_least_one = |field: &str, n: u32| {
+            if n == 0 {
+                Err(err(field.into(), "must be at least 1".into()))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("daemon.rate_limit.max_actions", self.rate_limit.max_actions)?;
+        at_least_one(
+            "daemon.crash_loop.max_failures",
+            self.crash_loop.max_failures,
+        )?;
+        at_least_one(
+            "daemon.crash_loop.max_unit_restarts",
+            self.crash_loop.max_unit_restarts,
+        )?;
+        at_least_one(
+            "daemon.circuit_breaker.max_failures",
+            self.circuit_breaker.max_failures,
+        )?;
+        let mut hooks = Vec::with_capacity(self.hooks.len());
+        for (i, hook) in self.hooks.into_iter().enumerate() {
+            let field = format!("daemon.hooks[{i}]");
+            hooks.push(match (hook.exec, hook.webhook) {
+                (Some(argv), None) => {
+                    match argv.first() {
+                        Some(program) if Path::new(program).is_absolute() => {}
+                        Some(program) => {
+                            return Err(err(
+                                format!("{field}.exec"),
+                                format!("`{program}` must be an absolute path (no shell, no PATH search)"),
+                            ))
+                        }
+                        None => {
+                            return Err(err(
+                                format!("{field}.exec"),
+                                "must name a program: `exec: [/path/to/program, arg, ...]`".into(),
+                            ))
+                        }
+                    }
+                    Hook::Exec(argv)
+                }
+                (None, Some(url)) => {
+                    let parsed = crate::adapters::probe::HttpUrl::parse(&url)
+                        .map_err(|e| err(format!("{field}.webhook"), e.to_string()))?;
+                    if !is_loopback_host(&parsed.host) {
+                        return Err(err(
+                            format!("{field}.webhook"),
+                            format!("`{url}` is not a loopback URL; webhooks go over plain HTTP, so only `127.0.0.1`, `[::1]` or `localhost` are allowed\nhelp: run a relay on this host"),
+                        ));
+                    }
+                    Hook::Webhook(url)
+                }
+                _ => {
+                    return Err(err(
+                        field,
+                        "a hook is exactly one of `exec: [argv...]` or `webhook: URL`".into(),
+                    ))
+                }
+            });
+        }
+        let metrics = match self.metrics {
+            None => None,
+            Some(text) => {
+                let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+                    err(
+                        "daemon.metrics".into(),
+                        format!("`{text}` is not `ip:port`, e.g. `{DEFAULT_METRICS}`"),
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(err(
+                        "daemon.metrics".into(),
+                        format!("`{text}` is not a loopback address; the endpoint has no authentication\nhelp: use `127.0.0.1:PORT` or `[::1]:PORT`, or `null` to turn it off"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        let lock_file = self
+            .lock_file
+            .unwrap_or_else(|| state_dir.join("daemon.lock"));
+        if !lock_file.is_absolute() {
+            return Err(err(
+                "daemon.lock_file".into(),
+                format!("`{}` must be an absolute path", lock_file.display()),
+            ));
+        }
+        Ok(DaemonSettings {
+            mode: self.mode,
+            probe_interval: self.probe_interval,
+            debounce: self.debounce,
+            rate_limit: RateLimit {
+                max_actions: self.rate_limit.max_actions,
+                per: self.rate_limit.per,
+            },
+            crash_loop: CrashLoop {
+                max_failures: self.crash_loop.max_failures,
+                within: self.crash_loop.within,
+                max_unit_restarts: self.crash_loop.max_unit_restarts,
+            },
+            circuit_breaker: CircuitBreaker {
+                max_failures: self.circuit_breaker.max_failures,
+                per: self.circuit_breaker.per,
+            },
+            hooks,
+            metrics,
+            lock_file,
+        })
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -412,5 +717,102 @@ mod tests {
         );
         assert_eq!(UpstreamAddr::parse("unix:relative"), None);
         assert_eq!(UpstreamAddr::parse("host:99999"), None);
+    }
+
+    #[test]
+    fn daemon_defaults_observe_and_limits() {
+        let s = parse("").unwrap();
+        let d = &s.daemon;
+        assert_eq!(d.mode, DaemonMode::Observe);
+        assert_eq!(d.probe_interval, Duration::from_secs(5));
+        assert_eq!(
+            d.rate_limit,
+            RateLimit {
+                max_actions: 3,
+                per: Duration::from_secs(600)
+            }
+        );
+        assert_eq!(d.metrics, Some("127.0.0.1:9187".parse().unwrap()));
+        assert_eq!(
+            d.lock_file,
+            PathBuf::from("/var/lib/nginx-medic/daemon.lock")
+        );
+        assert!(d.hooks.is_empty());
+    }
+
+    #[test]
+    fn daemon_section_parses() {
+        let s = parse(
+            "state_dir: /s\ndaemon:\n  mode: apply\n  probe_interval: 500ms\n  debounce: 100ms\n  rate_limit: { max_actions: 2, per: 1m }\n  crash_loop: { max_failures: 3, within: 30s, max_unit_restarts: 4 }\n  circuit_breaker: { max_failures: 9, per: 1h }\n  hooks:\n    - exec: [/bin/sh, -c, 'cat > /tmp/x']\n    - webhook: http://127.0.0.1:9000/medic\n  metrics: null\n  lock_file: /run/medic.lock\n",
+        )
+        .unwrap();
+        let d = s.daemon;
+        assert_eq!(d.mode, DaemonMode::Apply);
+        assert_eq!(d.probe_interval, Duration::from_millis(500));
+        assert_eq!(d.debounce, Duration::from_millis(100));
+        assert_eq!(d.rate_limit.per, Duration::from_secs(60));
+        assert_eq!(d.crash_loop.max_unit_restarts, 4);
+        assert_eq!(d.circuit_breaker.per, Duration::from_secs(3600));
+        assert_eq!(
+            d.hooks,
+            vec![
+                Hook::Exec(vec!["/bin/sh".into(), "-c".into(), "cat > /tmp/x".into()]),
+                Hook::Webhook("http://127.0.0.1:9000/medic".into())
+            ]
+        );
+        assert_eq!(d.metrics, None);
+        assert_eq!(d.lock_file, PathBuf::from("/run/medic.lock"));
+    }
+
+    #[test]
+    fn daemon_errors_name_line_and_field() {
+        let e = parse("daemon:\n  mode: heal\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("medic.yaml:2:9: `daemon.mode`: unknown variant `heal`"),
+            "{e}"
+        );
+        let e = parse("daemon:\n  rate_limit:\n    per: 10 minutes\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(
+                "medic.yaml:3:5: `daemon.rate_limit.per`: `10 minutes` is not a duration"
+            ),
+            "{e}"
+        );
+        let e = parse("daemon:\n  probe_intervall: 1s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`daemon.probe_intervall`: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn daemon_values_are_checked() {
+        let e = parse("daemon:\n  metrics: 0.0.0.0:9187\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("medic.yaml: `daemon.metrics`: `0.0.0.0:9187` is not a loopback address"),
+            "{e}"
+        );
+        let e = parse("daemon:\n  hooks:\n    - webhook: http://example.com/x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`daemon.hooks[0].webhook`"), "{e}");
+        let e = parse("daemon:\n  hooks:\n    - exec: [notify-send]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must be an absolute path"), "{e}");
+        let e = parse("daemon:\n  hooks:\n    - {}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exactly one of"), "{e}");
+        let e = parse("daemon:\n  rate_limit: { max_actions: 0 }\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "medic.yaml: `daemon.rate_limit.max_actions`: must be at least 1"
+        );
     }
 }

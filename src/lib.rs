@@ -7,6 +7,7 @@ pub mod adapters;
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod facts;
 pub mod nginx_conf;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = nginx_medic::cli::Cli::parse();
-    nginx_medic::cli::init_tracing(cli.verbose);
+    nginx_medic::cli::init_tracing(&cli);
     match nginx_medic::cli::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {

@@ -6,23 +6,6 @@ use serde_json::Value;
 use std::fs;
 use std::path::PathBuf;
 
-/// Sets `KEY=value` in one of the lab's env files.
-fn set_env(lab: &Lab, file: &str, key: &str, value: &str) {
-    let path = lab.dir.join("config").join(file);
-    let text = fs::read_to_string(&path).expect("env file");
-    let new: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if l.starts_with(&format!("{key}=")) {
-                format!("{key}={value}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    fs::write(&path, new.join("\n") + "\n").expect("write env file");
-}
-
 fn restart(lab: &Lab, unit: &str) {
     let out = lab.systemctl(&["restart", unit]);
     assert!(
@@ -110,7 +93,7 @@ fn lab_heals_a_stopped_backend() {
 #[test]
 fn lab_heals_a_backend_bound_to_another_host() {
     let lab = Lab::start();
-    set_env(&lab, "web.env", "HOST", "127.0.0.2");
+    lab.set_env("web.env", "HOST", "127.0.0.2");
     restart(&lab, "web.service");
     let plan = heal(
         &lab,
@@ -137,7 +120,7 @@ fn lab_heals_a_backend_bound_to_another_host() {
 fn lab_heals_a_wrong_proxy_pass_port() {
     let lab = Lab::start();
     let moved = lab.port("api") + 5;
-    set_env(&lab, "api.env", "PORT", &moved.to_string());
+    lab.set_env("api.env", "PORT", &moved.to_string());
     restart(&lab, "api.service");
     let plan = heal(
         &lab,
@@ -178,7 +161,7 @@ fn lab_rolls_back_a_site_edit_that_nginx_rejects() {
     assert!(config.contains("broken-templates"), "{config}");
     fs::write(lab.config(), config).unwrap();
 
-    set_env(&lab, "api.env", "PORT", &(lab.port("api") + 5).to_string());
+    lab.set_env("api.env", "PORT", &(lab.port("api") + 5).to_string());
     restart(&lab, "api.service");
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
     let site = lab.dir.join("nginx/sites-enabled/api.conf");
@@ -259,7 +242,7 @@ fn lab_healthy_means_exit_zero_and_no_actions() {
 fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
     let lab = Lab::start();
     let moved = lab.port("api") + 5;
-    set_env(&lab, "api.env", "PORT", &moved.to_string());
+    lab.set_env("api.env", "PORT", &moved.to_string());
     restart(&lab, "api.service");
     let plan_file = lab.dir.join("reviewed-plan.json");
     let out = lab.medic(&["plan", "--out", plan_file.to_str().unwrap()]);

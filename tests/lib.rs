@@ -3,6 +3,7 @@
 mod cli;
 mod lab_causes_nginx;
 mod lab_causes_socket;
+mod lab_daemon;
 mod lab_facts;
 mod lab_heal;
 mod lab_smoke;

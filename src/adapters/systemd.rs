@@ -381,3 +381,124 @@ fn read_env_file(path: &str) -> std::collections::BTreeMap<String, String> {
         })
         .unwrap_or_default()
 }
+
+/// A change systemd announced about one unit (see [`Systemd::unit_signals`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitSignal {
+    /// A job for the unit was queued (`JobNew`).
+    JobNew { unit: String },
+    /// A job for the unit finished with `result` (`JobRemoved`).
+    JobRemoved { unit: String, result: String },
+    /// The unit's `ActiveState` changed (`PropertiesChanged` on its object).
+    ActiveState { unit: String, state: String },
+}
+
+impl Systemd {
+    /// Subscribes to the manager's signals and yields every unit job and `ActiveState` change,
+    /// for every unit: the caller picks the units it watches. The stream ends when the bus
+    /// connection does.
+    pub async fn unit_signals(
+        &self,
+    ) -> Result<impl futures_lite::Stream<Item = UnitSignal> + Unpin, SystemdError> {
+        use futures_lite::StreamExt;
+        let call = |call: &'static str| {
+            move |source| SystemdError::Call {
+                call,
+                unit: "*".into(),
+                source,
+            }
+        };
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .path_namespace("/org/freedesktop/systemd1")
+            .map_err(|e| call("AddMatch")(e))?
+            .build();
+        // Listen before subscribing, so nothing emitted in between is lost.
+        let stream = zbus::MessageStream::for_match_rule(rule, &self.conn, Some(256))
+            .await
+            .map_err(call("AddMatch"))?;
+        self.manager()
+            .await
+            .map_err(call("Manager"))?
+            .subscribe()
+            .await
+            .map_err(call("Subscribe"))?;
+        Ok(stream.filter_map(|message| message.ok().and_then(|m| unit_signal(&m))))
+    }
+}
+
+fn unit_signal(message: &zbus::Message) -> Option<UnitSignal> {
+    let header = message.header();
+    let interface = header.interface()?.as_str();
+    let member = header.member()?.as_str();
+    match (interface, member) {
+        ("org.freedesktop.systemd1.Manager", "JobNew") => {
+            let (_, _, unit): (u32, OwnedObjectPath, String) = message.body().deserialize().ok()?;
+            Some(UnitSignal::JobNew { unit })
+        }
+        ("org.freedesktop.systemd1.Manager", "JobRemoved") => {
+            let (_, _, unit, result): (u32, OwnedObjectPath, String, String) =
+                message.body().deserialize().ok()?;
+            Some(UnitSignal::JobRemoved { unit, result })
+        }
+        ("org.freedesktop.DBus.Properties", "PropertiesChanged") => {
+            let (changed_interface, changed, _): (
+                String,
+                std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+                Vec<String>,
+            ) = message.body().deserialize().ok()?;
+            if changed_interface != "org.freedesktop.systemd1.Unit" {
+                return None;
+            }
+            let state = String::try_from(changed.get("ActiveState")?.try_clone().ok()?).ok()?;
+            let unit = unit_name_of_path(header.path()?.as_str())?;
+            Some(UnitSignal::ActiveState { unit, state })
+        }
+        _ => None,
+    }
+}
+
+/// `/org/freedesktop/systemd1/unit/api_2eservice` → `api.service` (systemd escapes every byte
+/// outside `[A-Za-z0-9]` of a unit name as `_xx`).
+fn unit_name_of_path(path: &str) -> Option<String> {
+    let escaped = path.strip_prefix("/org/freedesktop/systemd1/unit/")?;
+    let mut bytes = Vec::with_capacity(escaped.len());
+    let mut rest = escaped.as_bytes();
+    while let Some((&b, after)) = rest.split_first() {
+        if b == b'_' {
+            let hex = std::str::from_utf8(after.get(..2)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = after.get(2..)?;
+        } else {
+            bytes.push(b);
+            rest = after;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_paths_unescape() {
+        assert_eq!(
+            unit_name_of_path("/org/freedesktop/systemd1/unit/api_2eservice").as_deref(),
+            Some("api.service")
+        );
+        assert_eq!(
+            unit_name_of_path("/org/freedesktop/systemd1/unit/php8_2e2_2dfpm_2eservice").as_deref(),
+            Some("php8.2-fpm.service")
+        );
+        assert_eq!(
+            unit_name_of_path("/org/freedesktop/systemd1/unit/_31foo_2eservice").as_deref(),
+            Some("1foo.service")
+        );
+        assert_eq!(
+            unit_name_of_path("/org/freedesktop/systemd1/unit/bad_2"),
+            None
+        );
+        assert_eq!(unit_name_of_path("/org/freedesktop/systemd1"), None);
+    }
+}

@@ -8,7 +8,10 @@ mod facts;
 mod pipeline;
 mod plan;
 mod playbooks;
+mod run;
 mod table;
+
+pub use plan::describe as describe_action;
 
 use crate::config::{ConfigError, Settings};
 use clap::{Parser, Subcommand};
@@ -59,6 +62,11 @@ pub enum Command {
     #[command(subcommand)]
     Playbooks(playbooks::Command),
     GenerateAssets(assets::Args),
+    /// Watch and heal, unattended: follows the error log, systemd's signals and a periodic
+    /// probe; `daemon.mode: observe` (the default) only logs the plans, `apply` runs them.
+    /// Stops on SIGTERM (after the transaction in flight), reloads on SIGHUP. Exit 0 when
+    /// stopped, 1 when it cannot start, 3 on invalid configuration or playbooks.
+    Run(run::Args),
 }
 
 /// The process exit codes, documented in `--help`.
@@ -94,20 +102,27 @@ impl Exit {
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
-/// Logs go to stderr: plain when not a terminal (journald adds its own timestamps).
-pub fn init_tracing(verbose: u8) {
-    let default = match verbose {
+/// Logs go to stderr: plain when not a terminal, one event a line, and without timestamps when
+/// journald is the reader (it adds its own). `run` logs at info by default.
+pub fn init_tracing(cli: &Cli) {
+    let daemon = matches!(cli.command, Command::Run(_));
+    let default = match cli.verbose {
+        0 if daemon => "info",
         0 => "warn",
         1 => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("NGINX_MEDIC_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Runs one command.
@@ -127,5 +142,6 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Explain(args) => runtime.block_on(explain::run(&settings, &args)),
         Command::Playbooks(command) => playbooks::run(&settings, &command),
         Command::GenerateAssets(args) => assets::run(&args),
+        Command::Run(args) => runtime.block_on(run::run(settings, cli.config, &args)),
     }
 }

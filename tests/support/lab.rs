@@ -190,6 +190,23 @@ impl Lab {
             .unwrap_or_else(|e| panic!("cannot run nginx-medic: {e}"))
     }
 
+    /// Sets `KEY=value` in one of the lab's env files (`config/NAME`).
+    pub fn set_env(&self, file: &str, key: &str, value: &str) {
+        let path = self.dir.join("config").join(file);
+        let text = fs::read_to_string(&path).expect("env file");
+        let new: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key}=")) {
+                    format!("{key}={value}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        fs::write(&path, new.join("\n") + "\n").expect("write env file");
+    }
+
     /// Runs nginx-medic with `--json` appended: the exit code and the JSON it printed.
     pub fn medic_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
         let mut all = args.to_vec();
@@ -212,6 +229,13 @@ impl Lab {
         fn walk(dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, Vec<u8>>) {
             for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
                 let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // What the backends write while they run is not configuration.
+                let runtime = name == "__pycache__"
+                    || [".pid", ".log", ".sock"].iter().any(|s| name.ends_with(s));
+                if runtime {
+                    continue;
+                }
                 if path.is_dir() {
                     walk(&path, out);
                 } else if let Ok(bytes) = fs::read(&path) {

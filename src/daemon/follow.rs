@@ -1,0 +1,332 @@
+//! Follows nginx's error log with inotify and reports every new line that names an upstream
+//! failure. Survives logrotate both ways: rename-and-create (the old file is read to its end,
+//! then the new one from its start) and copytruncate (a file shorter than the offset is read
+//! again from 0). Old lines present at startup are not reported: they are history, not news.
+
+use crate::facts::error_log::{LogClass, LogEntry, LogReader};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+
+/// How often the file is checked even without an inotify event (a safety net, e.g. when the
+/// directory cannot be watched).
+const RESCAN: Duration = Duration::from_secs(2);
+
+/// Setting up the follower failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("cannot set up inotify: {0}")]
+    Inotify(nix::Error),
+    #[error("cannot watch `{}`: {source}", path.display())]
+    Watch { path: PathBuf, source: nix::Error },
+    #[error("cannot register inotify with the runtime: {0}")]
+    Register(std::io::Error),
+}
+
+struct Fd(Inotify);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// The open file being read and where.
+struct Open {
+    file: File,
+    ino: u64,
+    offset: u64,
+    /// The last bytes before `offset`, to notice a truncation that was written past the old
+    /// size again before this follower looked (copytruncate racing nginx).
+    tail: Vec<u8>,
+    reader: LogReader,
+    watch: Option<WatchDescriptor>,
+}
+
+/// How many bytes before the offset are compared.
+const TAIL_BYTES: u64 = 64;
+
+/// The `len` bytes of `file` before `end`.
+fn bytes_before(file: &File, end: u64, len: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let start = end.saturating_sub(len);
+    let mut buf = vec![0u8; usize::try_from(end - start).unwrap_or(0)];
+    match file.read_exact_at(&mut buf, start) {
+        Ok(()) => buf,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// An error-log follower; `run` calls back for each upstream failure line.
+pub struct Follower {
+    path: PathBuf,
+    inotify: AsyncFd<Fd>,
+    open: Option<Open>,
+}
+
+const FILE_EVENTS: AddWatchFlags = AddWatchFlags::IN_MODIFY
+    .union(AddWatchFlags::IN_ATTRIB)
+    .union(AddWatchFlags::IN_MOVE_SELF)
+    .union(AddWatchFlags::IN_DELETE_SELF);
+const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_DELETE);
+
+impl Follower {
+    /// Starts following `path` at its current end (or from its start once it appears).
+    pub fn new(path: &Path) -> Result<Self, FollowError> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+            .map_err(FollowError::Inotify)?;
+        if let Some(dir) = path.parent() {
+            inotify
+                .add_watch(dir, DIR_EVENTS)
+                .map_err(|source| FollowError::Watch {
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        // SAFETY: `Fd` owns the inotify descriptor and never closes or swaps it, so the raw fd
+        // stays open and the same for as long as the `AsyncFd` holding it lives.
+        let inotify = unsafe { AsyncFd::register(Fd(inotify)) }
+            .map_err(|e| FollowError::Register(e.into()))?;
+        let mut follower = Self {
+            path: path.to_path_buf(),
+            inotify,
+            open: None,
+        };
+        follower.open = follower.open_current(true);
+        Ok(follower)
+    }
+
+    /// Follows forever, calling `on_failure` with every new upstream-failure line.
+    pub async fn run(mut self, mut on_failure: impl FnMut(&LogEntry)) {
+        loop {
+            let woke = tokio::time::timeout(RESCAN, self.inotify.readable()).await;
+            if let Ok(Ok(mut guard)) = woke {
+                // Drain the queued events; which ones came matters less than reading again.
+                match guard.get_inner().0.read_events() {
+                    Ok(_) => {}
+                    Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "error log follower: inotify read failed");
+                        guard.clear_ready();
+                    }
+                }
+            }
+            for entry in self.poll() {
+                if entry.class != LogClass::Other {
+                    on_failure(&entry);
+                }
+            }
+        }
+    }
+
+    /// Reads whatever is new, switching files after a rotation. Returns the new entries.
+    pub fn poll(&mut self) -> Vec<LogEntry> {
+        let mut entries = Vec::new();
+        let current_ino = std::fs::metadata(&self.path).ok().map(|m| m.ino());
+        if let Some(open) = &mut self.open {
+            entries.extend(read_new(open, &self.path));
+        }
+        let rotated = match (&self.open, current_ino) {
+            (Some(open), Some(ino)) => open.ino != ino,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        };
+        if rotated {
+            if let Some(old) = self.open.take() {
+                if let Some(wd) = old.watch {
+                    let _ = self.inotify.get_ref().0.rm_watch(wd);
+                }
+                tracing::info!(path = %self.path.display(), "error log rotated; following the new file");
+            }
+            self.open = self.open_current(false);
+            if let Some(open) = &mut self.open {
+                entries.extend(read_new(open, &self.path));
+            }
+        }
+        entries
+    }
+
+    fn open_current(&self, at_end: bool) -> Option<Open> {
+        let file = File::open(&self.path).ok()?;
+        let meta = file.metadata().ok()?;
+        let offset = if at_end { meta.len() } else { 0 };
+        let watch = self
+            .inotify
+            .get_ref()
+            .0
+            .add_watch(&self.path, FILE_EVENTS)
+            .map_err(|e| tracing::debug!(error = %e, "cannot watch the error log file itself"))
+            .ok();
+        let tail = bytes_before(&file, offset, TAIL_BYTES);
+        Some(Open {
+            file,
+            ino: meta.ino(),
+            offset,
+            tail,
+            reader: LogReader::new(offset),
+            watch,
+        })
+    }
+}
+
+/// Reads `open` from its offset to its end; a file now shorter was truncated and is read from 0.
+fn read_new(open: &mut Open, path: &Path) -> Vec<LogEntry> {
+    let Ok(meta) = open.file.metadata() else {
+        return Vec::new();
+    };
+    let rewritten = meta.len() >= open.offset
+        && bytes_before(&open.file, open.offset, open.tail.len() as u64) != open.tail;
+    if meta.len() < open.offset || rewritten {
+        tracing::info!(path = %path.display(), "error log truncated; reading it from the start");
+        open.offset = 0;
+        open.tail.clear();
+        open.reader = LogReader::new(0);
+    }
+    if meta.len() == open.offset {
+        return Vec::new();
+    }
+    if open.file.seek(SeekFrom::Start(open.offset)).is_err() {
+        return Vec::new();
+    }
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match open.file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                open.offset += n as u64;
+                let chunk = buf.get(..n).unwrap_or(&[]);
+                entries.extend(open.reader.feed(chunk));
+                let keep = open
+                    .tail
+                    .len()
+                    .saturating_add(n)
+                    .saturating_sub(TAIL_BYTES as usize);
+                open.tail.drain(..keep.min(open.tail.len()));
+                let from = n.saturating_sub(TAIL_BYTES as usize);
+                open.tail
+                    .extend_from_slice(chunk.get(from..).unwrap_or(&[]));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read the error log");
+                break;
+            }
+        }
+    }
+    entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const REFUSED: &str = "2024/05/01 10:00:00 [error] 12#12: *7 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: api.lab, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8000/\", host: \"api.lab\"\n";
+    const NOTICE: &str = "2024/05/01 10:00:01 [notice] 12#12: signal process started\n";
+
+    fn append(path: &Path, text: &str) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+
+    fn upstream_failures(f: &mut Follower) -> Vec<String> {
+        f.poll()
+            .into_iter()
+            .filter(|e| e.class != LogClass::Other)
+            .filter_map(|e| e.upstream_addr)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn follows_appends_but_not_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        append(&log, REFUSED);
+        let mut f = Follower::new(&log).unwrap();
+        assert!(upstream_failures(&mut f).is_empty(), "history is not news");
+        append(&log, NOTICE);
+        append(&log, REFUSED);
+        assert_eq!(upstream_failures(&mut f), ["127.0.0.1:8000"]);
+        // half a line waits for its end
+        let (a, b) = REFUSED.split_at(40);
+        append(&log, a);
+        assert!(upstream_failures(&mut f).is_empty());
+        append(&log, b);
+        assert_eq!(upstream_failures(&mut f).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn survives_rename_and_create() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        append(&log, NOTICE);
+        let mut f = Follower::new(&log).unwrap();
+        std::fs::rename(&log, dir.path().join("error.log.1")).unwrap();
+        // nginx writes on into the renamed file until it reopens its logs
+        append(&dir.path().join("error.log.1"), REFUSED);
+        append(&log, REFUSED);
+        assert_eq!(
+            upstream_failures(&mut f).len(),
+            2,
+            "the old file's tail and the new file"
+        );
+        append(&log, REFUSED);
+        assert_eq!(upstream_failures(&mut f).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn survives_copytruncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        append(&log, NOTICE);
+        append(&log, NOTICE);
+        let mut f = Follower::new(&log).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        append(&log, REFUSED);
+        assert_eq!(upstream_failures(&mut f).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn wakes_on_inotify() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        append(&log, NOTICE);
+        let f = Follower::new(&log).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(f.run(move |e| {
+            let _ = tx.send(e.upstream_addr.clone());
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        append(&log, REFUSED);
+        let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(Some("127.0.0.1:8000".to_string())));
+        assert!(
+            started.elapsed() < RESCAN,
+            "woken by inotify, not by the rescan: {:?}",
+            started.elapsed()
+        );
+        task.abort();
+    }
+}

@@ -1,0 +1,881 @@
+//! `nginx-medic run`: the unattended loop. Triggers (the error-log follower, systemd's signals
+//! for the watched units, a periodic probe of each site) are coalesced into one evaluation:
+//! facts → findings → plan, the same pure pipeline as `diagnose` and `plan`. Each conclusive
+//! finding then passes the brakes (`budget`) and is either only reported (`observe`) or applied
+//! with `apply::execute::apply` (`apply`).
+
+pub mod budget;
+pub mod follow;
+pub mod hooks;
+pub mod lock;
+pub mod metrics;
+pub mod notify;
+
+use crate::adapters::probe::probe_http;
+use crate::adapters::procfs::Procfs;
+use crate::adapters::systemd::{Systemd, UnitSignal};
+use crate::apply::execute::{apply, ApplyReport, Effects, Outcome, StepStatus};
+use crate::apply::journal::{EntryStatus, Journal, JournalEntry};
+use crate::config::{DaemonMode, Settings};
+use crate::engine::context::{site_url, targets, Target};
+use crate::engine::evaluate::{evaluate, Finding};
+use crate::engine::plan::{plan, Plan, Step};
+use crate::facts::gather::{error_log_path, gather, nginx_binary};
+use crate::playbook::{load_dirs, PlaybookSet};
+use budget::{Budget, Decision, Escalation};
+use hooks::HookEvent;
+use metrics::SharedMetrics;
+use notify::Notifier;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::task::JoinHandle;
+
+/// The daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("cannot listen for metrics on `{addr}`: {source}\nhelp: set `daemon.metrics` to a free loopback port, or `null`")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Why an evaluation was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Trigger {
+    ErrorLog { upstream: Option<String> },
+    Unit { unit: String, what: String },
+    Probe { site: String, status: Option<u16> },
+}
+
+/// A site to probe through nginx.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Site {
+    name: String,
+    url: String,
+}
+
+/// What the loop and its background tasks share.
+#[derive(Debug, Default)]
+struct Shared {
+    sites: Mutex<Vec<Site>>,
+    watched_units: Mutex<BTreeSet<String>>,
+    /// Units with a systemd job queued or running (in transition: never acted on).
+    pending_jobs: Mutex<BTreeMap<String, u32>>,
+    probe_interval: Mutex<Duration>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One open incident: a target with a finding, from the first evaluation that saw it.
+#[derive(Debug)]
+struct Incident {
+    opened: Instant,
+    cause: String,
+    /// The plan (or inconclusive reason) last reported, so it is reported once, not per probe.
+    reported: Option<String>,
+}
+
+/// Runs until SIGTERM or SIGINT. `config` is re-read on SIGHUP.
+pub async fn run(
+    config: Option<PathBuf>,
+    settings: Settings,
+    playbooks: PlaybookSet,
+) -> Result<(), DaemonError> {
+    let _lock = lock::InstanceLock::acquire(&settings.daemon.lock_file)?;
+    let notifier = Arc::new(Notifier::from_env());
+    let metrics = SharedMetrics::default();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    if let Some(addr) = settings.daemon.metrics {
+        let listener = metrics::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
+        tracing::info!(address = %addr, "metrics endpoint listening");
+        tasks.push(tokio::spawn(metrics::serve(listener, metrics.clone())));
+    }
+    let mut signals = Signals::new().map_err(DaemonError::Signals)?;
+    let (tx, mut rx) = unbounded_channel();
+    let shared = Arc::new(Shared::default());
+    *locked(&shared.probe_interval) = settings.daemon.probe_interval;
+    tasks.push(tokio::spawn(watch_units(
+        settings.bus,
+        shared.clone(),
+        tx.clone(),
+    )));
+    tasks.push(tokio::spawn(probe_sites(
+        shared.clone(),
+        metrics.clone(),
+        tx.clone(),
+    )));
+    if let Some(every) = notifier.watchdog_interval() {
+        let n = notifier.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                n.watchdog();
+            }
+        }));
+    }
+    let budget = Budget::new(
+        settings.daemon.rate_limit,
+        settings.daemon.crash_loop,
+        settings.daemon.circuit_breaker,
+    );
+    let mut daemon = Daemon {
+        config,
+        settings,
+        playbooks,
+        budget,
+        metrics,
+        notifier: notifier.clone(),
+        shared,
+        incidents: BTreeMap::new(),
+        tx,
+        follower: None,
+    };
+    tracing::info!(
+        mode = daemon.mode(),
+        playbooks = daemon.playbooks.len(),
+        probe_interval_ms = daemon.settings.daemon.probe_interval.as_millis() as u64,
+        "starting"
+    );
+    // The first evaluation fills in the sites to probe and the units to watch.
+    let first = guarded(daemon.evaluate(), &mut signals).await;
+    notifier.ready(&daemon.summary());
+    tracing::info!(status = %daemon.summary(), "ready");
+    let mut pending: Option<Instant> = first.retry.then(Instant::now);
+    let mut stop = first.stop;
+    let mut reload = first.reload;
+    while !stop {
+        if reload {
+            reload = false;
+            daemon.reload();
+            pending.get_or_insert_with(Instant::now);
+            continue;
+        }
+        let debounce = daemon.settings.daemon.debounce;
+        let deadline = pending.map(|t| tokio::time::Instant::from_std(t + debounce));
+        tokio::select! {
+            biased;
+            stopping = signals.next() => {
+                if stopping {
+                    stop = true;
+                } else {
+                    reload = true;
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {
+                pending = None;
+                while rx.try_recv().is_ok() {}
+                let done = guarded(daemon.evaluate(), &mut signals).await;
+                (stop, reload) = (done.stop, done.reload);
+                if done.retry {
+                    pending = Some(Instant::now());
+                }
+                daemon.notifier.status(&daemon.summary());
+            }
+            trigger = rx.recv() => {
+                if let Some(trigger) = trigger {
+                    tracing::debug!(?trigger, "trigger");
+                    pending.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+    }
+    notifier.stopping("stopping");
+    tracing::info!("stopped");
+    for task in tasks {
+        task.abort();
+    }
+    if let Some((_, task)) = daemon.follower.take() {
+        task.abort();
+    }
+    Ok(())
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal: `true` to stop, `false` to reload.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.terminate.recv() => {
+                tracing::info!(signal = "SIGTERM", "stop requested");
+                true
+            }
+            _ = self.interrupt.recv() => {
+                tracing::info!(signal = "SIGINT", "stop requested");
+                true
+            }
+            _ = self.hangup.recv() => {
+                tracing::info!(signal = "SIGHUP", "reload requested");
+                false
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Evaluated {
+    /// Something was in transition: evaluate again after the debounce.
+    retry: bool,
+    stop: bool,
+    reload: bool,
+}
+
+/// Runs one evaluation to its end, noting (not acting on) stop and reload requests meanwhile:
+/// a transaction in flight finishes, or rolls back, before the daemon stops.
+async fn guarded(
+    work: impl std::future::Future<Output = bool>,
+    signals: &mut Signals,
+) -> Evaluated {
+    tokio::pin!(work);
+    let mut done = Evaluated::default();
+    loop {
+        tokio::select! {
+            retry = &mut work => {
+                done.retry = retry;
+                return done;
+            }
+            stopping = signals.next() => {
+                if stopping {
+                    tracing::info!("finishing the evaluation in flight (and its transaction) before stopping");
+                    done.stop = true;
+                } else {
+                    tracing::info!("reloading after the evaluation in flight");
+                    done.reload = true;
+                }
+            }
+        }
+    }
+}
+
+struct Daemon {
+    config: Option<PathBuf>,
+    settings: Settings,
+    playbooks: PlaybookSet,
+    budget: Budget,
+    metrics: SharedMetrics,
+    notifier: Arc<Notifier>,
+    shared: Arc<Shared>,
+    incidents: BTreeMap<String, Incident>,
+    tx: UnboundedSender<Trigger>,
+    follower: Option<(PathBuf, JoinHandle<()>)>,
+}
+
+/// States of a unit in the middle of a change: nothing is done to it until it settles.
+const IN_TRANSITION: [&str; 3] = ["activating", "deactivating", "reloading"];
+
+impl Daemon {
+    fn mode(&self) -> &'static str {
+        match self.settings.daemon.mode {
+            DaemonMode::Observe => "observe",
+            DaemonMode::Apply => "apply",
+        }
+    }
+
+    /// One line for `systemctl status`.
+    fn summary(&self) -> String {
+        let sites = locked(&self.shared.sites).len();
+        let escalated: Vec<&str> = self.budget.escalated().collect();
+        let mut out = format!(
+            "{} mode; {sites} site{} watched; {} open incident{}",
+            self.mode(),
+            if sites == 1 { "" } else { "s" },
+            self.incidents.len(),
+            if self.incidents.len() == 1 { "" } else { "s" }
+        );
+        if !escalated.is_empty() {
+            out.push_str(&format!("; escalated: {}", escalated.join(", ")));
+        }
+        out
+    }
+
+    /// SIGHUP: the configuration and the playbooks, both or neither.
+    fn reload(&mut self) {
+        let settings = match Settings::load(self.config.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %one_line(&e.to_string()), "reload refused: the configuration does not load; the old configuration and playbooks keep running");
+                return;
+            }
+        };
+        let playbooks = match load_dirs(&settings.playbooks, &settings.templates) {
+            Ok(p) => p,
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::error!(error = %one_line(&e.to_string()), "invalid playbook");
+                }
+                tracing::error!(
+                    errors = errors.0.len(),
+                    "reload refused: the new playbooks do not load; the old configuration and playbooks keep running"
+                );
+                return;
+            }
+        };
+        let mut settings = settings;
+        if settings.daemon.metrics != self.settings.daemon.metrics
+            || settings.daemon.lock_file != self.settings.daemon.lock_file
+        {
+            tracing::warn!("`daemon.metrics` and `daemon.lock_file` take effect at the next start");
+            settings.daemon.metrics = self.settings.daemon.metrics;
+            settings
+                .daemon
+                .lock_file
+                .clone_from(&self.settings.daemon.lock_file);
+        }
+        if settings.bus != self.settings.bus {
+            tracing::warn!(
+                "`systemd.bus` is watched as before until the next start; actions use the new bus"
+            );
+        }
+        self.budget.set_limits(
+            settings.daemon.rate_limit,
+            settings.daemon.crash_loop,
+            settings.daemon.circuit_breaker,
+        );
+        *locked(&self.shared.probe_interval) = settings.daemon.probe_interval;
+        self.settings = settings;
+        self.playbooks = playbooks;
+        // Plans may differ now: report them again.
+        for incident in self.incidents.values_mut() {
+            incident.reported = None;
+        }
+        tracing::info!(
+            mode = self.mode(),
+            playbooks = self.playbooks.len(),
+            "reloaded the configuration and playbooks"
+        );
+        self.notifier.status(&self.summary());
+    }
+
+    /// Facts → findings → plan, then each conclusive finding through the brakes. Returns
+    /// whether to evaluate again soon (a unit was in transition).
+    async fn evaluate(&mut self) -> bool {
+        let facts = gather(&self.settings, &Procfs::system()).await;
+        let targets = targets(&facts, &self.settings.backends);
+        let mut findings = evaluate(&self.playbooks, &targets);
+        // nginx -t failing already blocks every action, as in `diagnose`
+        crate::engine::preflight::check(&facts, &mut findings);
+        self.watch(&targets);
+        self.follow(error_log_path(&self.settings, facts.nginx.ok()));
+        let now = Instant::now();
+
+        let failing: BTreeSet<String> = findings.iter().map(|f| f.upstream.clone()).collect();
+        let resolved: Vec<String> = self
+            .incidents
+            .keys()
+            .filter(|k| !failing.contains(*k))
+            .cloned()
+            .collect();
+        for key in resolved {
+            if let Some(incident) = self.incidents.remove(&key) {
+                tracing::info!(target = %key, cause = %incident.cause, open_ms = incident.opened.elapsed().as_millis() as u64, "incident resolved");
+            }
+        }
+        for t in &targets {
+            if !failing.contains(&t.endpoint.address)
+                && self.budget.healthy(&t.endpoint.address, now)
+            {
+                tracing::info!(target = %t.endpoint.address, "healthy for a whole crash-loop window; acting on it again");
+            }
+        }
+        for t in &targets {
+            if let Some(n) = t.context["unit"]["n_restarts"].as_u64() {
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                if let Some(e) = self.budget.unit_restarts(&t.endpoint.address, now, n) {
+                    self.escalate(&t.endpoint.address, target_finding(&findings, t), e)
+                        .await;
+                }
+            }
+        }
+        for f in &findings {
+            if self.incidents.contains_key(&f.upstream) {
+                continue;
+            }
+            self.metrics.lock().incident(&f.upstream, &f.cause);
+            tracing::warn!(target = %f.upstream, cause = %f.cause, site = %f.site, unit = f.unit.as_deref().unwrap_or("-"), conclusive = f.conclusive, evidence = %f.evidence.join("; "), "incident");
+            self.incidents.insert(
+                f.upstream.clone(),
+                Incident {
+                    opened: now,
+                    cause: f.cause.clone(),
+                    reported: None,
+                },
+            );
+            if let Some(e) = self.budget.fault_seen(&f.upstream, now) {
+                self.escalate(&f.upstream, Some(f), e).await;
+            }
+        }
+
+        let read = |path: &Path| std::fs::read_to_string(path);
+        let plan = plan(facts.taken_at, &self.playbooks, &targets, findings, &read);
+        let mut retry = false;
+        let mut acted: BTreeSet<String> = BTreeSet::new();
+        for (index, finding) in plan.findings.iter().enumerate() {
+            let key = finding.upstream.clone();
+            let steps: Vec<Step> = plan
+                .actions
+                .iter()
+                .filter(|s| s.finding == index)
+                .cloned()
+                .collect();
+            if !finding.conclusive {
+                let why = finding.missing.join("; ");
+                if self.report_once(&key, &format!("inconclusive: {why}")) {
+                    tracing::warn!(target = %key, cause = %finding.cause, missing = %why, "inconclusive; nothing is done");
+                }
+                continue;
+            }
+            if steps.is_empty() || acted.contains(&key) {
+                continue;
+            }
+            if let Some(unit) = self.in_transition(finding, &targets) {
+                tracing::debug!(target = %key, cause = %finding.cause, unit = %unit, "the unit is changing; evaluating again once it settles");
+                retry = true;
+                continue;
+            }
+            match self.settings.daemon.mode {
+                DaemonMode::Observe => self.observe(finding, &steps),
+                DaemonMode::Apply => {
+                    acted.insert(key.clone());
+                    self.act(&plan, finding, steps).await;
+                }
+            }
+        }
+        retry
+    }
+
+    /// Records what was reported for an incident; true when it is new.
+    fn report_once(&mut self, key: &str, what: &str) -> bool {
+        match self.incidents.get_mut(key) {
+            Some(i) if i.reported.as_deref() == Some(what) => false,
+            Some(i) => {
+                i.reported = Some(what.to_string());
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The unit of the finding, when it has a job queued or is between states.
+    fn in_transition(&self, finding: &Finding, targets: &[Target]) -> Option<String> {
+        let unit = finding.unit.as_ref()?;
+        let pending = locked(&self.shared.pending_jobs)
+            .get(unit)
+            .is_some_and(|n| *n > 0);
+        let state = targets
+            .get(finding.target)
+            .and_then(|t| t.context["unit"]["active_state"].as_str())
+            .unwrap_or("");
+        (pending || IN_TRANSITION.contains(&state)).then(|| unit.clone())
+    }
+
+    /// `observe`: the plan, once per incident (and again when it changes).
+    fn observe(&mut self, finding: &Finding, steps: &[Step]) {
+        let lines: Vec<String> = steps
+            .iter()
+            .map(|s| crate::cli::describe_action(&s.action))
+            .collect();
+        if !self.report_once(&finding.upstream, &lines.join("\n")) {
+            return;
+        }
+        tracing::warn!(target = %finding.upstream, cause = %finding.cause, mode = "observe", steps = lines.len(), "would heal; observe mode changes nothing");
+        for (i, (line, step)) in lines.iter().zip(steps).enumerate() {
+            tracing::info!(target = %finding.upstream, cause = %finding.cause, mode = "observe", step = i + 1, action = %line, diff = step.diff.as_deref().map(one_line).unwrap_or_default(), "planned");
+        }
+    }
+
+    /// `apply`: through the brakes, then the finding's steps as one transaction.
+    async fn act(&mut self, full: &Plan, finding: &Finding, steps: Vec<Step>) {
+        let key = finding.upstream.clone();
+        let now = Instant::now();
+        match self.budget.decide(&key, now) {
+            Decision::Act => {}
+            Decision::LeaveAlone => {
+                tracing::debug!(target = %key, cause = %finding.cause, "escalated; left alone");
+                return;
+            }
+            Decision::RateLimited { escalate } => {
+                self.metrics.lock().rate_limited();
+                tracing::warn!(target = %key, cause = %finding.cause, "rate limited; nothing is done");
+                if let Some(e) = escalate {
+                    self.escalate(&key, Some(finding), e).await;
+                }
+                return;
+            }
+            Decision::BreakerOpen { escalate } => {
+                tracing::warn!(target = %key, cause = %finding.cause, "circuit breaker open; nothing is done");
+                if let Some(e) = escalate {
+                    self.escalate("*", None, e).await;
+                }
+                return;
+            }
+        }
+        let plan = Plan {
+            created_at: full.created_at,
+            findings: full.findings.clone(),
+            actions: steps,
+        };
+        tracing::info!(target = %key, cause = %finding.cause, steps = plan.actions.len(), "healing");
+        let report = match self.run_plan(&plan).await {
+            Ok(report) => report,
+            Err(reason) => {
+                tracing::error!(target = %key, cause = %finding.cause, error = %reason, "cannot heal");
+                ApplyReport {
+                    outcome: Outcome::Failed,
+                    actions: Vec::new(),
+                    transactions: Vec::new(),
+                }
+            }
+        };
+        {
+            let mut m = self.metrics.lock();
+            for r in &report.actions {
+                m.action(&kind_of(&r.step), status_name(r.status));
+            }
+        }
+        let done = Instant::now();
+        let opened = self.incidents.get(&key).map_or(now, |i| i.opened);
+        let seconds = done.saturating_duration_since(opened);
+        match report.outcome {
+            Outcome::Healed | Outcome::NothingToDo => {
+                self.metrics.lock().healed_in(seconds);
+                self.budget.outcome(&key, done, true);
+                // A recurrence is a new incident (and a relapse, if it comes soon).
+                self.incidents.remove(&key);
+                tracing::info!(target = %key, cause = %finding.cause, seconds = seconds.as_secs_f64(), transactions = %report.transactions.join(","), "healed");
+                self.hook(
+                    "healed",
+                    &key,
+                    Some(finding),
+                    None,
+                    "healed and verified".into(),
+                    &report,
+                    Some(seconds),
+                )
+                .await;
+            }
+            Outcome::RolledBack | Outcome::Failed => {
+                let detail = report
+                    .actions
+                    .iter()
+                    .find(|r| r.status == StepStatus::Failed)
+                    .map_or_else(|| "the heal failed".to_string(), |r| r.detail.clone());
+                let outcome = if report.outcome == Outcome::RolledBack {
+                    "rolled_back"
+                } else {
+                    "failed"
+                };
+                tracing::warn!(target = %key, cause = %finding.cause, outcome, error = %one_line(&detail), transactions = %report.transactions.join(","), "heal failed");
+                self.hook(
+                    "heal_failed",
+                    &key,
+                    Some(finding),
+                    None,
+                    detail,
+                    &report,
+                    Some(seconds),
+                )
+                .await;
+                if let Some(e) = self.budget.outcome(&key, done, false) {
+                    self.escalate(&key, Some(finding), e).await;
+                }
+            }
+        }
+    }
+
+    async fn run_plan(&self, plan: &Plan) -> Result<ApplyReport, String> {
+        let systemd = Systemd::connect(self.settings.bus)
+            .await
+            .map_err(|e| e.to_string())?;
+        let nginx = nginx_binary(&self.settings);
+        let parsed = crate::nginx_conf::load(&nginx.conf, &crate::nginx_conf::RealFs)
+            .ok()
+            .map(|c| crate::facts::nginx::extract(&c, &nginx.effective_prefix()));
+        let effects = Effects {
+            systemd: &systemd,
+            error_log: error_log_path(&self.settings, parsed.as_ref()),
+            nginx,
+            reload: self.settings.nginx.reload,
+            nginx_unit: self.settings.nginx.unit.clone(),
+            state_dir: self.settings.state_dir.clone(),
+        };
+        apply(plan, &effects).await.map_err(|e| e.to_string())
+    }
+
+    /// Reports an escalation: log, metrics, audit journal, hooks.
+    async fn escalate(&mut self, key: &str, finding: Option<&Finding>, e: Escalation) {
+        self.metrics.lock().escalated();
+        let cause = finding.map_or("-", |f| f.cause.as_str());
+        tracing::error!(target = %key, cause, reason = e.reason.as_str(), detail = %e.detail, "escalated: a person is needed");
+        let entry = JournalEntry::now(
+            format!("daemon-{}", unix_now() as u64),
+            1,
+            "escalate",
+            key,
+            EntryStatus::Skipped,
+            format!("{}: {}", e.reason.as_str(), e.detail),
+        );
+        if let Err(err) = Journal::open(&self.settings.state_dir).and_then(|mut j| j.append(&entry))
+        {
+            tracing::error!(error = %err, "cannot write the audit journal");
+        }
+        let empty = ApplyReport {
+            outcome: Outcome::NothingToDo,
+            actions: Vec::new(),
+            transactions: Vec::new(),
+        };
+        self.hook(
+            "escalated",
+            key,
+            finding,
+            Some(e.reason.as_str()),
+            e.detail,
+            &empty,
+            None,
+        )
+        .await;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn hook(
+        &self,
+        event: &'static str,
+        key: &str,
+        finding: Option<&Finding>,
+        reason: Option<&'static str>,
+        detail: String,
+        report: &ApplyReport,
+        seconds: Option<Duration>,
+    ) {
+        let doc = HookEvent {
+            event,
+            target: key.to_string(),
+            site: finding.map(|f| f.site.clone()),
+            cause: finding.map(|f| f.cause.clone()),
+            unit: finding.and_then(|f| f.unit.clone()),
+            reason,
+            detail,
+            transactions: report.transactions.clone(),
+            seconds: seconds.map(|s| s.as_secs_f64()),
+            time: unix_now(),
+            host: hostname(),
+        };
+        hooks::notify(&self.settings.daemon.hooks, &doc).await;
+    }
+
+    /// Updates the sites to probe and the units to watch from the targets.
+    fn watch(&self, targets: &[Target]) {
+        let mut sites: Vec<Site> = targets
+            .iter()
+            .map(|t| Site {
+                name: t.route.site.clone(),
+                url: site_url(&t.route),
+            })
+            .collect();
+        sites.sort();
+        sites.dedup();
+        *locked(&self.shared.sites) = sites;
+        let mut units: BTreeSet<String> = targets
+            .iter()
+            .filter_map(|t| t.endpoint.unit.clone())
+            .collect();
+        units.insert(self.settings.nginx.unit.clone());
+        units.extend(self.settings.backends.iter().filter_map(|b| b.unit.clone()));
+        *locked(&self.shared.watched_units) = units;
+    }
+
+    /// Starts (or moves) the error-log follower.
+    fn follow(&mut self, path: Option<PathBuf>) {
+        let Some(path) = path else { return };
+        if self.follower.as_ref().is_some_and(|(p, _)| *p == path) {
+            return;
+        }
+        if let Some((_, task)) = self.follower.take() {
+            task.abort();
+        }
+        match follow::Follower::new(&path) {
+            Ok(follower) => {
+                tracing::info!(path = %path.display(), "following the error log");
+                let tx = self.tx.clone();
+                let task = tokio::spawn(follower.run(move |entry| {
+                    let _ = tx.send(Trigger::ErrorLog {
+                        upstream: entry.upstream_addr.clone(),
+                    });
+                }));
+                self.follower = Some((path, task));
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot follow the error log; the probe and systemd signals remain")
+            }
+        }
+    }
+}
+
+fn target_finding<'a>(findings: &'a [Finding], target: &Target) -> Option<&'a Finding> {
+    findings
+        .iter()
+        .find(|f| f.upstream == target.endpoint.address)
+}
+
+fn kind_of(step: &Step) -> String {
+    serde_json::to_value(&step.action)
+        .ok()
+        .and_then(|v| v["kind"].as_str().map(String::from))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn status_name(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Ok => "ok",
+        StepStatus::Failed => "failed",
+        StepStatus::Skipped => "skipped",
+        StepStatus::RolledBack => "rolled_back",
+        StepStatus::NotRun => "not_run",
+    }
+}
+
+/// One event a line: multi-line texts (diffs, error chains with help) are joined.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Follows systemd's signals and triggers on changes of the watched units; reconnects (every
+/// few seconds, forever) when the bus goes away, the probe standing in meanwhile.
+async fn watch_units(bus: crate::config::Bus, shared: Arc<Shared>, tx: UnboundedSender<Trigger>) {
+    use futures_lite::StreamExt;
+    let mut warned = false;
+    loop {
+        let stream = match Systemd::connect(bus).await {
+            Ok(systemd) => match systemd.unit_signals().await {
+                Ok(stream) => Some((systemd, stream)),
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "cannot subscribe to systemd's signals; retrying");
+                    }
+                    None
+                }
+            },
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "cannot reach systemd for its signals; retrying");
+                }
+                None
+            }
+        };
+        let Some((_systemd, mut stream)) = stream else {
+            warned = true;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        };
+        warned = false;
+        locked(&shared.pending_jobs).clear();
+        while let Some(signal) = stream.next().await {
+            let (unit, what) = match signal {
+                UnitSignal::JobNew { unit } => {
+                    *locked(&shared.pending_jobs)
+                        .entry(unit.clone())
+                        .or_default() += 1;
+                    (unit, "job queued".to_string())
+                }
+                UnitSignal::JobRemoved { unit, result } => {
+                    let mut jobs = locked(&shared.pending_jobs);
+                    if let Some(n) = jobs.get_mut(&unit) {
+                        *n = n.saturating_sub(1);
+                    }
+                    drop(jobs);
+                    (unit, format!("job {result}"))
+                }
+                UnitSignal::ActiveState { unit, state } => (unit, state),
+            };
+            if locked(&shared.watched_units).contains(&unit) {
+                let _ = tx.send(Trigger::Unit { unit, what });
+            }
+        }
+        tracing::warn!("systemd's signal stream ended; reconnecting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The safety net: probes each site through nginx every `probe_interval`.
+async fn probe_sites(shared: Arc<Shared>, metrics: SharedMetrics, tx: UnboundedSender<Trigger>) {
+    loop {
+        let interval = *locked(&shared.probe_interval);
+        tokio::time::sleep(interval).await;
+        let sites = locked(&shared.sites).clone();
+        let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
+        for site in sites {
+            let result = probe_http(&site.url, timeout).await;
+            match result.status {
+                Some(status) if status < 500 => metrics.lock().probe_ok(&site.name, unix_now()),
+                status => {
+                    tracing::debug!(site = %site.name, url = %site.url, ?status, error = result.error.as_deref().unwrap_or(""), "probe failed");
+                    let _ = tx.send(Trigger::Probe {
+                        site: site.name,
+                        status,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_help_lines() {
+        assert_eq!(
+            one_line("p.yaml:3:7: actions[0]: unknown\n  help: did you mean `x`?\n"),
+            "p.yaml:3:7: actions[0]: unknown | help: did you mean `x`?"
+        );
+    }
+}
