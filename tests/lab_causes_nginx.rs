@@ -95,22 +95,6 @@ fn wait_port(port: u16, listening: bool) {
     }
 }
 
-fn set_env(lab: &Lab, file: &str, key: &str, value: &str) {
-    let path = lab.dir.join("config").join(file);
-    let text = fs::read_to_string(&path).expect("env file");
-    let new: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if l.starts_with(&format!("{key}=")) {
-                format!("{key}={value}")
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    fs::write(&path, new.join("\n") + "\n").expect("write env file");
-}
-
 #[test]
 fn lab_too_big_header_raises_the_location_buffers() {
     let lab = Lab::start();
@@ -191,7 +175,7 @@ fn lab_upstream_timeout_is_reported_and_nothing_changes() {
 fn lab_localhost_pass_target_is_pinned_to_the_family_the_backend_listens_on() {
     let lab = Lab::start();
     let api = lab.port("api");
-    set_env(&lab, "api.env", "HOST", "::1");
+    lab.set_env("api.env", "HOST", "::1");
     ok(lab.systemctl(&["restart", "api.service"]), "restart api");
     let site = lab.dir.join("nginx/sites-enabled/api.conf");
     let text = fs::read_to_string(&site).unwrap();
@@ -353,13 +337,13 @@ fn lab_explain_walks_the_triage_for_each_site() {
     );
 
     ok(lab.systemctl(&["start", "api.service"]), "start api");
-    set_env(&lab, "web.env", "HOST", "127.0.0.2");
+    lab.set_env("web.env", "HOST", "127.0.0.2");
     ok(lab.systemctl(&["restart", "web.service"]), "restart web");
     std::thread::sleep(Duration::from_millis(700));
     let text = lab.explain("bind-mismatch");
     assert!(text.contains("  Cause: bind-mismatch (critical)"), "{text}");
 
-    set_env(&lab, "api.env", "PORT", &(api + 5).to_string());
+    lab.set_env("api.env", "PORT", &(api + 5).to_string());
     ok(lab.systemctl(&["restart", "api.service"]), "restart api");
     std::thread::sleep(Duration::from_millis(700));
     let text = lab.explain("wrong-port");

@@ -645,20 +645,6 @@ fn pinnable(facts: &Facts, route: &Route, endpoint: &Endpoint) -> Vec<String> {
     out
 }
 
-/// The classes that `recent.last` describes.
-const RECENT_CLASSES: [LogClass; 10] = [
-    LogClass::ConnectionRefused,
-    LogClass::NoSuchFile,
-    LogClass::PermissionDenied,
-    LogClass::TimedOut,
-    LogClass::PrematurelyClosed,
-    LogClass::ResetByPeer,
-    LogClass::TooBigHeader,
-    LogClass::InvalidHeader,
-    LogClass::NoLiveUpstreams,
-    LogClass::HostNotFound,
-];
-
 /// `http://host:port` of a site URL.
 fn url_base(url: &str) -> &str {
     let after_scheme = url.find("://").map_or(0, |i| i + 3);
@@ -689,7 +675,8 @@ fn recent_context(
         .collect();
     let mut counts = serde_json::Map::new();
     let mut last = serde_json::Map::new();
-    for class in RECENT_CLASSES {
+    // every class but `other`: the ones `recent.last` describes
+    for class in LogClass::ALL.into_iter().filter(|c| *c != LogClass::Other) {
         let of_class: Vec<_> = mine.iter().filter(|e| e.class == class).collect();
         counts.insert(class_name(&class), json!(of_class.len()));
         last.insert(
