@@ -121,14 +121,7 @@ fn lab_too_big_header_raises_the_location_buffers() {
     assert_eq!(f["site"], "big.lab");
     assert_eq!(f["conclusive"], true, "{f:#}");
 
-    let (code, applied) = lab.medic_json(&["apply"]);
-    assert_eq!(
-        (code, applied["outcome"].as_str()),
-        (0, Some("healed")),
-        "{applied:#}\n{}",
-        lab.nginx_error_log()
-    );
-    assert_eq!(lab.http_status(site_port, "/"), 200);
+    lab.apply_heals(site_port);
     let text = fs::read_to_string(&site).unwrap();
     assert!(
         text.contains(
@@ -196,13 +189,7 @@ fn lab_localhost_pass_target_is_pinned_to_the_family_the_backend_listens_on() {
     assert_eq!(f["conclusive"], true, "{f:#}");
     assert!(f["also_matched"].to_string().contains("bind-mismatch"));
 
-    let (code, applied) = lab.medic_json(&["apply"]);
-    assert_eq!(
-        (code, applied["outcome"].as_str()),
-        (0, Some("healed")),
-        "{applied:#}"
-    );
-    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
+    lab.apply_heals(lab.port("api_site"));
     let after = fs::read_to_string(&site).unwrap();
     assert_eq!(
         after,

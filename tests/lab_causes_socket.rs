@@ -51,19 +51,6 @@ fn set_pool(lab: &Lab, settings: &[(&str, &str)]) {
     fs::write(&path, new.join("\n") + "\n").expect("write pool file");
 }
 
-/// `apply` heals: outcome `healed`, exit 0, and the site answers 200.
-fn apply_heals(lab: &Lab, site_port: u16) -> Value {
-    let (code, applied) = lab.medic_json(&["apply"]);
-    assert_eq!(
-        (code, applied["outcome"].as_str()),
-        (0, Some("healed")),
-        "{applied:#}\n{}",
-        lab.nginx_error_log()
-    );
-    assert_eq!(lab.http_status(site_port, "/"), 200);
-    applied
-}
-
 #[test]
 fn lab_php_and_django_sites_answer_and_diagnose_is_healthy() {
     let lab = Lab::start();
@@ -117,7 +104,7 @@ fn lab_heals_a_missing_php_fpm_socket() {
     assert_eq!(f["unit"], "php-fpm.service");
     assert_eq!(f["conclusive"], true);
 
-    let applied = apply_heals(&lab, lab.port("php_site"));
+    let applied = lab.apply_heals(lab.port("php_site"));
     let kinds: Vec<&str> = applied["actions"]
         .as_array()
         .unwrap()
@@ -182,7 +169,7 @@ fn lab_heals_a_php_fpm_socket_nginx_may_not_open() {
     );
     assert!(lab.config_files() == before, "plan changes no file");
 
-    apply_heals(&lab, lab.port("php_site"));
+    lab.apply_heals(lab.port("php_site"));
     let pool = fs::read_to_string(lab.dir.join("php/pool.d/www.conf")).unwrap();
     for line in [
         "listen.owner = www-data",

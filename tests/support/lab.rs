@@ -223,6 +223,19 @@ impl Lab {
         (code, value)
     }
 
+    /// `apply` heals: outcome `healed`, exit 0, and the site on `site_port` answers 200.
+    pub fn apply_heals(&self, site_port: u16) -> serde_json::Value {
+        let (code, applied) = self.medic_json(&["apply"]);
+        assert_eq!(
+            (code, applied["outcome"].as_str()),
+            (0, Some("healed")),
+            "{applied:#}\n{}",
+            self.nginx_error_log()
+        );
+        assert_eq!(self.http_status(site_port, "/"), 200);
+        applied
+    }
+
     /// Every configuration file of the lab with its bytes (nginx, unit and env files, the php-fpm
     /// pool, the Django project), to prove that a dry run or a refused fix changed nothing.
     pub fn config_files(&self) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
