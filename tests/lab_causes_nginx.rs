@@ -336,3 +336,57 @@ fn lab_explain_walks_the_triage_for_each_site() {
     let text = lab.explain("wrong-port");
     assert!(text.contains("  Cause: wrong-port (critical)"), "{text}");
 }
+
+#[test]
+fn lab_upstream_group_heals_the_one_server_that_is_down() {
+    let lab = Lab::start();
+    let (site_port, api, web) = (lab.base + 7, lab.port("api"), lab.port("web"));
+    add_site(
+        &lab,
+        "mixed.conf",
+        &format!(
+            "upstream mixed {{\n    server 127.0.0.1:{api};\n    server 127.0.0.1:{web};\n}}\n\nserver {{\n    listen 127.0.0.1:{site_port};\n    server_name mixed.lab;\n\n    location / {{\n        proxy_pass http://mixed;\n    }}\n}}\n"
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(lab.systemctl(&["stop", "web.service"]), "stop web");
+    wait_port(web, false);
+    // nginx retries the next server: the client may still get 200, while the log fills up.
+    for _ in 0..4 {
+        assert_eq!(
+            lab.http_status(site_port, "/"),
+            200,
+            "the live server answers"
+        );
+    }
+    assert!(lab.nginx_error_log().contains("Connection refused"));
+
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2, "{diagnosis:#}");
+    let down: Vec<(&str, &str)> = diagnosis["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["site"].as_str().unwrap(), f["upstream"].as_str().unwrap()))
+        .collect();
+    let web_addr = format!("127.0.0.1:{web}");
+    assert!(down.contains(&("mixed.lab", web_addr.as_str())), "{down:?}");
+    assert!(
+        down.iter().all(|(_, u)| *u == web_addr),
+        "only the down server: {down:?}"
+    );
+    let (_, plan) = lab.medic_json(&["plan"]);
+    let restarts = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "systemd")
+        .count();
+    assert_eq!(
+        restarts, 1,
+        "one restart of web.service, however many sites dial it: {plan:#}"
+    );
+    lab.apply_heals(site_port);
+    assert_eq!(lab.unit_property("web.service", "ActiveState"), "active");
+    assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
+}
