@@ -171,53 +171,57 @@ fn tcp_endpoint(
         .tcp_listeners_on(port)
         .filter(|s| s.addr == ip || accepts(s.addr, ip, input.bindv6only))
         .min_by_key(|s| s.addr != ip);
+    let bound = listener.map(|s| {
+        UpstreamAddr::Tcp {
+            host: s.addr.to_string(),
+            port,
+        }
+        .to_string()
+    });
+    let mentions = |unit: &UnitFacts| mentions_port(unit, input.unit_env.get(&unit.name), port);
+    endpoint(
+        address,
+        host_name,
+        bound,
+        listener.and_then(|s| s.main_owner()),
+        input,
+        &mentions,
+    )
+}
+
+fn unix_endpoint(path: &str, input: &MappingInput<'_>) -> Endpoint {
+    let listener = input.sockets.unix_listener(path);
+    let bound = listener.map(|s| format!("unix:{}", s.path));
+    let mentions = |unit: &UnitFacts| mentions_path(unit, input.unit_env.get(&unit.name), path);
     let owner = listener.and_then(|s| s.main_owner());
+    endpoint(format!("unix:{path}"), None, bound, owner, input, &mentions)
+}
+
+/// An endpoint with the socket that accepts it (`listener`, as `host:port` or `unix:path`), its
+/// owning process, and the unit behind it.
+fn endpoint(
+    address: String,
+    host_name: Option<String>,
+    listener: Option<String>,
+    owner: Option<&crate::facts::sockets::Owner>,
+    input: &MappingInput<'_>,
+    mentions: &dyn Fn(&UnitFacts) -> bool,
+) -> Endpoint {
     let mut endpoint = Endpoint {
         address,
         host_name,
         listening: listener.is_some(),
-        listener: listener.map(|s| {
-            UpstreamAddr::Tcp {
-                host: s.addr.to_string(),
-                port,
-            }
-            .to_string()
-        }),
+        listener,
         pid: owner.map(|o| o.pid),
         unit: None,
         unit_from: None,
         unit_listeners: Vec::new(),
     };
-    let mentions = |unit: &UnitFacts| mentions_port(unit, input.unit_env.get(&unit.name), port);
     attribute_unit(
         &mut endpoint,
         owner.and_then(|o| o.unit.clone()),
         input,
-        &mentions,
-    );
-    endpoint
-}
-
-fn unix_endpoint(path: &str, input: &MappingInput<'_>) -> Endpoint {
-    let address = format!("unix:{path}");
-    let listener = input.sockets.unix_listener(path);
-    let owner = listener.and_then(|s| s.main_owner());
-    let mut endpoint = Endpoint {
-        address,
-        host_name: None,
-        listening: listener.is_some(),
-        listener: listener.map(|s| format!("unix:{}", s.path)),
-        pid: owner.map(|o| o.pid),
-        unit: None,
-        unit_from: None,
-        unit_listeners: Vec::new(),
-    };
-    let mentions = |unit: &UnitFacts| mentions_path(unit, input.unit_env.get(&unit.name), path);
-    attribute_unit(
-        &mut endpoint,
-        owner.and_then(|o| o.unit.clone()),
-        input,
-        &mentions,
+        mentions,
     );
     endpoint
 }
