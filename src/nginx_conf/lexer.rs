@@ -148,19 +148,10 @@ impl<'a> Lexer<'a> {
                     need_space = false;
                     continue;
                 }
+                if let Some(end) = terminator(ch, at) {
+                    return Ok(Statement { words, end });
+                }
                 match ch {
-                    b';' => {
-                        return Ok(Statement {
-                            words,
-                            end: Stop::Semicolon(at),
-                        })
-                    }
-                    b'{' => {
-                        return Ok(Statement {
-                            words,
-                            end: Stop::BlockStart(at),
-                        })
-                    }
                     b')' => {
                         last_space = true;
                         need_space = false;
@@ -262,24 +253,19 @@ impl<'a> Lexer<'a> {
                 end: wend,
                 value,
             });
-            if !quoted {
-                match ch {
-                    b';' => {
-                        return Ok(Statement {
-                            words,
-                            end: Stop::Semicolon(at),
-                        })
-                    }
-                    b'{' => {
-                        return Ok(Statement {
-                            words,
-                            end: Stop::BlockStart(at),
-                        })
-                    }
-                    _ => {}
-                }
+            if let (false, Some(end)) = (quoted, terminator(ch, at)) {
+                return Ok(Statement { words, end });
             }
         }
+    }
+}
+
+/// The end of statement that a `;` or `{` at `at` makes.
+fn terminator(ch: u8, at: usize) -> Option<Stop> {
+    match ch {
+        b';' => Some(Stop::Semicolon(at)),
+        b'{' => Some(Stop::BlockStart(at)),
+        _ => None,
     }
 }
 
