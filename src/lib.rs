@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod error_text;
 pub mod facts;
 pub mod nginx_conf;
 pub mod playbook;

@@ -325,14 +325,12 @@ fn lab_explain_walks_the_triage_for_each_site() {
 
     ok(lab.systemctl(&["start", "api.service"]), "start api");
     lab.set_env("web.env", "HOST", "127.0.0.2");
-    ok(lab.systemctl(&["restart", "web.service"]), "restart web");
-    std::thread::sleep(Duration::from_millis(700));
+    lab.restart_and_wait("web.service");
     let text = lab.explain("bind-mismatch");
     assert!(text.contains("  Cause: bind-mismatch (critical)"), "{text}");
 
     lab.set_env("api.env", "PORT", &(api + 5).to_string());
-    ok(lab.systemctl(&["restart", "api.service"]), "restart api");
-    std::thread::sleep(Duration::from_millis(700));
+    lab.restart_and_wait("api.service");
     let text = lab.explain("wrong-port");
     assert!(text.contains("  Cause: wrong-port (critical)"), "{text}");
 }

@@ -7,13 +7,7 @@ use std::fs;
 use std::path::PathBuf;
 
 fn restart(lab: &Lab, unit: &str) {
-    let out = lab.systemctl(&["restart", unit]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    lab.restart_and_wait(unit);
 }
 
 fn unit_states(lab: &Lab) -> Vec<(String, String, Option<u32>)> {

@@ -5,5 +5,6 @@ pub mod fs;
 pub mod nginx;
 pub mod probe;
 pub mod procfs;
+pub mod sandbox;
 pub mod systemd;
 pub mod unit_log;

@@ -2,8 +2,9 @@
 
 use crate::config::Bus;
 use crate::facts::units::{EnvironmentFile, ExecCommand, UnitFacts};
+use zbus::names::InterfaceName;
 use zbus::proxy::CacheProperties;
-use zbus::zvariant::OwnedObjectPath;
+use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 
 /// A D-Bus or systemd failure.
 #[derive(Debug, thiserror::Error)]
@@ -81,61 +82,32 @@ trait Manager {
     ) -> zbus::Result<()>;
 }
 
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Unit",
-    default_service = "org.freedesktop.systemd1"
-)]
-trait Unit {
-    #[zbus(property)]
-    fn load_state(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn active_state(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn sub_state(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn fragment_path(&self) -> zbus::Result<String>;
-    #[zbus(property, name = "ActiveEnterTimestamp")]
-    fn active_enter_timestamp(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn drop_in_paths(&self) -> zbus::Result<Vec<String>>;
-}
-
 /// `ExecStart` entries: path, argv, ignore-failure, four timestamps, pid, exit code, status.
 type ExecStartEntry = (String, Vec<String>, bool, u64, u64, u64, u64, u32, i32, i32);
 
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Service",
-    default_service = "org.freedesktop.systemd1"
-)]
-trait Service {
-    #[zbus(property)]
-    fn result(&self) -> zbus::Result<String>;
-    #[zbus(property, name = "MainPID")]
-    fn main_pid(&self) -> zbus::Result<u32>;
-    #[zbus(property, name = "NRestarts")]
-    fn n_restarts(&self) -> zbus::Result<u32>;
-    #[zbus(property)]
-    fn exec_start(&self) -> zbus::Result<Vec<ExecStartEntry>>;
-    #[zbus(property)]
-    fn environment_files(&self) -> zbus::Result<Vec<(String, bool)>>;
-    #[zbus(property)]
-    fn environment(&self) -> zbus::Result<Vec<String>>;
-    #[zbus(property)]
-    fn control_group(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn exec_main_code(&self) -> zbus::Result<i32>;
-    #[zbus(property)]
-    fn exec_main_status(&self) -> zbus::Result<i32>;
-    #[zbus(property)]
-    fn exec_main_start_timestamp(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn exec_main_exit_timestamp(&self) -> zbus::Result<u64>;
-    #[zbus(property)]
-    fn restart(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn standard_output(&self) -> zbus::Result<String>;
-    #[zbus(property)]
-    fn standard_error(&self) -> zbus::Result<String>;
+/// The systemd interfaces whose properties are read, one `GetAll` each.
+const UNIT_INTERFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_INTERFACE: &str = "org.freedesktop.systemd1.Service";
+/// systemd's own bus name: the only sender whose signals are believed.
+const SYSTEMD_BUS_NAME: &str = "org.freedesktop.systemd1";
+
+/// The properties of one interface of one unit, as one `GetAll` returned them.
+struct Properties(std::collections::HashMap<String, OwnedValue>);
+
+impl Properties {
+    /// The property converted to `T`, or `None` when it is missing or of another type (an
+    /// older manager may lack one).
+    fn get<T>(&self, name: &str) -> Option<T>
+    where
+        T: TryFrom<OwnedValue>,
+    {
+        let value = self.0.get(name)?.try_clone().ok()?;
+        T::try_from(value).ok()
+    }
+
+    fn string(&self, name: &str) -> String {
+        self.get::<String>(name).unwrap_or_default()
+    }
 }
 
 /// A unit job nginx-medic may ask for.
@@ -181,7 +153,8 @@ impl Systemd {
     }
 
     /// Reads the facts of one unit, loading it if the manager has unloaded it (a stopped unit
-    /// that nothing references is unloaded, but still has a unit file).
+    /// that nothing references is unloaded, but still has a unit file). Three calls: `LoadUnit`
+    /// and one `GetAll` per interface.
     pub async fn unit(&self, name: &str) -> Result<UnitFacts, SystemdError> {
         let call = |call: &'static str| {
             let unit = name.to_string();
@@ -194,83 +167,60 @@ impl Systemd {
             .load_unit(name)
             .await
             .map_err(call("LoadUnit"))?;
-        let unit = UnitProxy::builder(&self.conn)
-            .path(path.clone())
-            .map_err(call("Unit"))?
-            .cache_properties(CacheProperties::No)
-            .build()
+        let unit = self
+            .properties(&path, UNIT_INTERFACE)
             .await
-            .map_err(call("Unit"))?;
-        let mut facts = UnitFacts {
-            name: name.to_string(),
-            load_state: unit.load_state().await.map_err(call("LoadState"))?,
-            active_state: unit.active_state().await.map_err(call("ActiveState"))?,
-            sub_state: unit.sub_state().await.map_err(call("SubState"))?,
-            fragment_path: unit.fragment_path().await.ok().filter(|p| !p.is_empty()),
-            active_enter_timestamp: unit.active_enter_timestamp().await.unwrap_or(0),
-            result: None,
-            main_pid: 0,
-            n_restarts: None,
-            exec_start: Vec::new(),
-            environment_files: Vec::new(),
-            environment: Vec::new(),
-            control_group: None,
-            run: Default::default(),
+            .map_err(call("GetAll"))?;
+        let load_state = unit.string("LoadState");
+        let service = if name.ends_with(".service") && load_state == "loaded" {
+            Some(
+                self.properties(&path, SERVICE_INTERFACE)
+                    .await
+                    .map_err(call("GetAll"))?,
+            )
+        } else {
+            None
         };
-        facts.run.drop_in_paths = unit.drop_in_paths().await.unwrap_or_default();
-        if name.ends_with(".service") && facts.load_state == "loaded" {
-            self.add_service_facts(path, &mut facts)
-                .await
-                .map_err(call("Service"))?;
-        }
-        Ok(facts)
+        Ok(unit_facts(name, load_state, &unit, service.as_ref()))
     }
 
-    async fn add_service_facts(
+    /// The facts of many units, read concurrently over the one connection (a booted host has
+    /// a hundred services or more; one at a time, the round trips add up to seconds). Units
+    /// that cannot be read are logged at debug level and left out.
+    pub async fn units(&self, names: &[String]) -> Vec<UnitFacts> {
+        /// How many units are read at once: enough to hide the round trips, few enough not
+        /// to flood the bus.
+        const AT_ONCE: usize = 32;
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(AT_ONCE) {
+            let reads = chunk
+                .iter()
+                .map(|name| async move { (name, self.unit(name).await) });
+            for (name, result) in futures_util::future::join_all(reads).await {
+                match result {
+                    Ok(unit) => out.push(unit),
+                    Err(e) => tracing::debug!(unit = %name, error = %e, "unit facts unavailable"),
+                }
+            }
+        }
+        out
+    }
+
+    async fn properties(
         &self,
-        path: OwnedObjectPath,
-        facts: &mut UnitFacts,
-    ) -> zbus::Result<()> {
-        let service = ServiceProxy::builder(&self.conn)
-            .path(path)?
+        path: &OwnedObjectPath,
+        interface: &'static str,
+    ) -> zbus::Result<Properties> {
+        let proxy = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination(SYSTEMD_BUS_NAME)?
+            .path(path.clone())?
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        facts.result = Some(service.result().await?);
-        facts.main_pid = service.main_pid().await?;
-        facts.n_restarts = service.n_restarts().await.ok();
-        facts.exec_start = service
-            .exec_start()
-            .await?
-            .into_iter()
-            .map(|(path, argv, ignore_failure, ..)| ExecCommand {
-                path,
-                argv,
-                ignore_failure,
-            })
-            .collect();
-        facts.environment_files = service
-            .environment_files()
-            .await?
-            .into_iter()
-            .map(|(path, optional)| EnvironmentFile {
-                vars: read_env_file(&path),
-                path,
-                optional,
-            })
-            .collect();
-        facts.environment = service.environment().await?;
-        facts.control_group = service.control_group().await.ok().filter(|c| !c.is_empty());
-        // Run facts are best effort: an older manager may lack one of them.
-        let run = &mut facts.run;
-        run.exec_main_code = service.exec_main_code().await.unwrap_or(0);
-        run.exec_main_status = service.exec_main_status().await.unwrap_or(0);
-        run.exec_main_start_timestamp = service.exec_main_start_timestamp().await.unwrap_or(0);
-        run.exec_main_exit_timestamp = service.exec_main_exit_timestamp().await.unwrap_or(0);
-        run.restart = service.restart().await.unwrap_or_default();
-        run.standard_output = service.standard_output().await.unwrap_or_default();
-        run.standard_error = service.standard_error().await.unwrap_or_default();
-        Ok(())
+        let all = proxy
+            .get_all(InterfaceName::from_static_str_unchecked(interface))
+            .await?;
+        Ok(Properties(all))
     }
 
     /// Runs a job on a unit (mode `replace`) and waits until systemd reports it finished.
@@ -286,7 +236,7 @@ impl Systemd {
             move |source| SystemdError::Call { call, unit, source }
         };
         let manager = self.manager().await.map_err(call("Manager"))?;
-        manager.subscribe().await.map_err(call("Subscribe"))?;
+        subscribe(&manager).await.map_err(call("Subscribe"))?;
         // Listen before asking, so the JobRemoved signal cannot slip past.
         let mut removed = manager
             .receive_job_removed()
@@ -371,6 +321,19 @@ impl Systemd {
     }
 }
 
+/// `Subscribe`, once per connection: systemd answers a second one with `AlreadySubscribed`,
+/// which means the signals already flow, so it is success.
+async fn subscribe(manager: &ManagerProxy<'_>) -> zbus::Result<()> {
+    match manager.subscribe().await {
+        Err(zbus::Error::MethodError(name, _, _)) if is_already_subscribed(name.as_str()) => Ok(()),
+        other => other,
+    }
+}
+
+fn is_already_subscribed(error_name: &str) -> bool {
+    error_name == "org.freedesktop.systemd1.AlreadySubscribed"
+}
+
 /// Reads an environment file as systemd would; an unreadable file gives no variables.
 fn read_env_file(path: &str) -> std::collections::BTreeMap<String, String> {
     std::fs::read_to_string(path)
@@ -380,6 +343,75 @@ fn read_env_file(path: &str) -> std::collections::BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Builds a unit's facts from its `Unit` properties and, for a loaded service, its `Service`
+/// properties.
+fn unit_facts(
+    name: &str,
+    load_state: String,
+    unit: &Properties,
+    service: Option<&Properties>,
+) -> UnitFacts {
+    let mut facts = UnitFacts {
+        name: name.to_string(),
+        load_state,
+        active_state: unit.string("ActiveState"),
+        sub_state: unit.string("SubState"),
+        fragment_path: unit.get::<String>("FragmentPath").filter(|p| !p.is_empty()),
+        active_enter_timestamp: unit.get("ActiveEnterTimestamp").unwrap_or(0),
+        result: None,
+        main_pid: 0,
+        n_restarts: None,
+        exec_start: Vec::new(),
+        environment_files: Vec::new(),
+        environment: Vec::new(),
+        control_group: None,
+        run: Default::default(),
+    };
+    facts.run.drop_in_paths = unit.get("DropInPaths").unwrap_or_default();
+    if let Some(service) = service {
+        add_service_facts(service, &mut facts);
+    }
+    facts
+}
+
+fn add_service_facts(service: &Properties, facts: &mut UnitFacts) {
+    facts.result = service.get("Result");
+    facts.main_pid = service.get("MainPID").unwrap_or(0);
+    facts.n_restarts = service.get("NRestarts");
+    facts.exec_start = service
+        .get::<Vec<ExecStartEntry>>("ExecStart")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(path, argv, ignore_failure, ..)| ExecCommand {
+            path,
+            argv,
+            ignore_failure,
+        })
+        .collect();
+    facts.environment_files = service
+        .get::<Vec<(String, bool)>>("EnvironmentFiles")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(path, optional)| EnvironmentFile {
+            vars: read_env_file(&path),
+            path,
+            optional,
+        })
+        .collect();
+    facts.environment = service.get("Environment").unwrap_or_default();
+    facts.control_group = service
+        .get::<String>("ControlGroup")
+        .filter(|c| !c.is_empty());
+    let run = &mut facts.run;
+    run.exec_main_code = service.get("ExecMainCode").unwrap_or(0);
+    run.exec_main_status = service.get("ExecMainStatus").unwrap_or(0);
+    run.exec_main_start_timestamp = service.get("ExecMainStartTimestamp").unwrap_or(0);
+    run.exec_main_exit_timestamp = service.get("ExecMainExitTimestamp").unwrap_or(0);
+    run.restart = service.string("Restart");
+    run.standard_output = service.string("StandardOutput");
+    run.standard_error = service.string("StandardError");
 }
 
 /// A change systemd announced about one unit (see [`Systemd::unit_signals`]).
@@ -410,19 +442,16 @@ impl Systemd {
         };
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
-            .path_namespace("/org/freedesktop/systemd1")
+            .sender(SYSTEMD_BUS_NAME)
+            .and_then(|b| b.path_namespace("/org/freedesktop/systemd1"))
             .map_err(|e| call("AddMatch")(e))?
             .build();
         // Listen before subscribing, so nothing emitted in between is lost.
         let stream = zbus::MessageStream::for_match_rule(rule, &self.conn, Some(256))
             .await
             .map_err(call("AddMatch"))?;
-        self.manager()
-            .await
-            .map_err(call("Manager"))?
-            .subscribe()
-            .await
-            .map_err(call("Subscribe"))?;
+        let manager = self.manager().await.map_err(call("Manager"))?;
+        subscribe(&manager).await.map_err(call("Subscribe"))?;
         Ok(stream.filter_map(|message| message.ok().and_then(|m| unit_signal(&m))))
     }
 }

@@ -9,6 +9,7 @@ use crate::adapters::probe::{probe_http, wait_listen};
 use crate::adapters::systemd::{JobOp, Systemd};
 use crate::config::ReloadMethod;
 use crate::engine::plan::{Plan, PlannedAction, Step};
+use crate::error_text::chain;
 use crate::facts::error_log::read_error_log_since;
 use crate::playbook::SystemdOp;
 use serde::Serialize;
@@ -58,6 +59,10 @@ pub struct StepResult {
     pub step: Step,
     pub status: StepStatus,
     pub detail: String,
+    /// The step failed because nginx-medic's own environment refused it (its sandbox, a full
+    /// disk, its file limit), not because of the backend or nginx.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub environment: bool,
 }
 
 /// What `apply` reports.
@@ -67,6 +72,73 @@ pub struct ApplyReport {
     pub actions: Vec<StepResult>,
     /// One transaction id per finding that acted.
     pub transactions: Vec<String>,
+}
+
+impl ApplyReport {
+    /// The first failed step that nginx-medic's own environment refused, if any.
+    pub fn environment_failure(&self) -> Option<&StepResult> {
+        self.actions
+            .iter()
+            .find(|r| r.status == StepStatus::Failed && r.environment)
+    }
+}
+
+/// Why a step failed.
+#[derive(Debug)]
+struct StepError {
+    detail: String,
+    environment: bool,
+}
+
+impl From<String> for StepError {
+    fn from(detail: String) -> Self {
+        Self {
+            detail,
+            environment: false,
+        }
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(detail: &str) -> Self {
+        detail.to_string().into()
+    }
+}
+
+impl StepError {
+    /// A failed file edit: the environment's fault when the OS refused nginx-medic's own write
+    /// (read-only file system, permission, no space, no file descriptors).
+    fn of_edit(e: &(dyn std::error::Error + 'static)) -> Self {
+        Self {
+            detail: chain(e),
+            environment: refused_by_environment(e),
+        }
+    }
+}
+
+/// Whether an OS error in the chain says the environment refused the write.
+fn refused_by_environment(e: &(dyn std::error::Error + 'static)) -> bool {
+    use nix::errno::Errno;
+    const REFUSALS: [Errno; 7] = [
+        Errno::EROFS,
+        Errno::EACCES,
+        Errno::EPERM,
+        Errno::ENOSPC,
+        Errno::EDQUOT,
+        Errno::EMFILE,
+        Errno::ENFILE,
+    ];
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let os = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error);
+        if os.is_some_and(|code| REFUSALS.iter().any(|r| *r as i32 == code)) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Runs every step of the plan.
@@ -165,12 +237,14 @@ async fn run_group(
             results.push(result(step, StepStatus::NotRun, "an earlier step failed"));
             continue;
         }
+        let mut environment = false;
         let (status, detail) = match run_step(&mut group, &step.action, planned_at).await {
             Ok(StepDone::Done(detail)) => (StepStatus::Ok, detail),
             Ok(StepDone::Skipped(detail)) => (StepStatus::Skipped, detail),
-            Err(detail) => {
+            Err(e) => {
                 failed = true;
-                (StepStatus::Failed, detail)
+                environment = e.environment;
+                (StepStatus::Failed, e.detail)
             }
         };
         let journal_status = match status {
@@ -185,11 +259,13 @@ async fn run_group(
             &detail,
         );
         tracing::info!(txn = txn_id, kind = kind_of(&step.action), target = %target_of(&step.action), ?status, detail = %detail, "step");
-        results.push(result(step, status, &detail));
+        let mut done = result(step, status, &detail);
+        done.environment = environment;
+        results.push(done);
     }
     if !failed {
         let committed = match group.txn.take() {
-            Some(txn) => txn.commit().map_err(|e| e.to_string()),
+            Some(txn) => txn.commit().map_err(|e| chain(&e)),
             None => Ok(()),
         };
         if let Err(e) = committed {
@@ -219,6 +295,7 @@ fn result(step: &Step, status: StepStatus, detail: &str) -> StepResult {
         step: (*step).clone(),
         status,
         detail: detail.to_string(),
+        environment: false,
     }
 }
 
@@ -231,17 +308,19 @@ async fn run_step(
     group: &mut Group<'_, '_>,
     action: &PlannedAction,
     planned_at: u64,
-) -> Result<StepDone, String> {
+) -> Result<StepDone, StepError> {
     let effects = group.effects;
     match action {
-        PlannedAction::Systemd { unit, op } => systemd_step(group, unit, *op, planned_at).await,
+        PlannedAction::Systemd { unit, op } => {
+            Ok(systemd_step(group, unit, *op, planned_at).await?)
+        }
         PlannedAction::SetBindHost { edit, .. }
         | PlannedAction::RenderSite { edit, .. }
         | PlannedAction::SetPoolListen { edit, .. }
         | PlannedAction::SetDirective { edit, .. } => {
             if group.txn.is_none() {
                 let txn = FileTransaction::begin(&effects.state_dir, group.txn_id)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| StepError::of_edit(&e))?;
                 group.txn = Some(txn);
             }
             let dropin = matches!(
@@ -252,8 +331,10 @@ async fn run_step(
                 }
             );
             if let (true, Some(dir)) = (dropin, edit.path.parent()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|e| StepError {
+                    detail: format!("cannot create `{}`: {e}", dir.display()),
+                    environment: refused_by_environment(&e),
+                })?;
             }
             let txn = group.txn.as_mut().ok_or("no transaction")?;
             let done = txn
@@ -262,14 +343,14 @@ async fn run_step(
                     edit.before_hash.as_deref(),
                     edit.after.as_bytes(),
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| StepError::of_edit(&e))?;
             if dropin {
                 group.daemon_reloaded = true;
                 effects
                     .systemd
                     .daemon_reload()
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| chain(&e))?;
             }
             Ok(StepDone::Done(format!(
                 "wrote `{}` (sha256 {} → {}){}",
@@ -286,20 +367,20 @@ async fn run_step(
         PlannedAction::WaitListen {
             address,
             timeout_ms,
-        } => wait_listen(address, Duration::from_millis(*timeout_ms))
+        } => Ok(wait_listen(address, Duration::from_millis(*timeout_ms))
             .await
             .map(|waited| StepDone::Done(format!("listening after {} ms", waited.as_millis())))
-            .map_err(|e| e.to_string()),
-        PlannedAction::NginxTest {} => nginx_test(&effects.nginx),
+            .map_err(|e| chain(&e))?),
+        PlannedAction::NginxTest {} => Ok(nginx_test(&effects.nginx)?),
         PlannedAction::NginxReload {} => {
             group.reloaded = true;
-            reload_nginx(effects).await
+            Ok(reload_nginx(effects).await?)
         }
         PlannedAction::Probe {
             url,
             expect,
             timeout_ms,
-        } => probe_until(url, *expect, Duration::from_millis(*timeout_ms)).await,
+        } => Ok(probe_until(url, *expect, Duration::from_millis(*timeout_ms)).await?),
     }
 }
 
@@ -314,7 +395,7 @@ async fn systemd_step(
     planned_at: u64,
 ) -> Result<StepDone, String> {
     let systemd = group.effects.systemd;
-    let facts = systemd.unit(unit).await.map_err(|e| e.to_string())?;
+    let facts = systemd.unit(unit).await.map_err(|e| chain(&e))?;
     let fresh =
         facts.active_state == "active" && facts.active_enter_timestamp / 1_000_000 > planned_at;
     if matches!(op, SystemdOp::Start | SystemdOp::Restart) && fresh {
@@ -334,9 +415,9 @@ async fn systemd_step(
     systemd
         .run_job(unit, job, JOB_TIMEOUT)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| chain(&e))?;
     group.restarted_units.push(unit.to_string());
-    let after = systemd.unit(unit).await.map_err(|e| e.to_string())?;
+    let after = systemd.unit(unit).await.map_err(|e| chain(&e))?;
     Ok(StepDone::Done(format!(
         "{op} `{unit}`: {} with PID {}",
         after.active_state, after.main_pid
@@ -344,7 +425,7 @@ async fn systemd_step(
 }
 
 fn nginx_test(nginx: &NginxBinary) -> Result<StepDone, String> {
-    let outcome = nginx.test().map_err(|e| e.to_string())?;
+    let outcome = nginx.test().map_err(|e| chain(&e))?;
     if outcome.ok {
         Ok(StepDone::Done("configuration test passed".into()))
     } else {
@@ -365,17 +446,14 @@ async fn reload_nginx(effects: &Effects<'_>) -> Result<StepDone, String> {
             .systemd
             .run_job(&effects.nginx_unit, JobOp::Reload, JOB_TIMEOUT)
             .await
-            .map_err(|e| e.to_string())?,
-        ReloadMethod::Signal => effects
-            .nginx
-            .reload_by_signal()
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| chain(&e))?,
+        ReloadMethod::Signal => effects.nginx.reload_by_signal().map_err(|e| chain(&e))?,
     }
     tokio::time::sleep(RELOAD_SETTLE).await;
     let Some(log) = &effects.error_log else {
         return Ok(StepDone::Done("reloaded (no error log to check)".into()));
     };
-    let since = read_error_log_since(log, offset).map_err(|e| e.to_string())?;
+    let since = read_error_log_since(log, offset).map_err(|e| chain(&e))?;
     let fatal: Vec<String> = since
         .entries
         .iter()
@@ -481,7 +559,7 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
             ),
             Err(e) => {
                 all_restored = false;
-                (EntryStatus::Failed, e.to_string())
+                (EntryStatus::Failed, chain(&e))
             }
         };
         group.log("daemon_reload", "systemd", status, &detail);
@@ -496,7 +574,7 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
                 EntryStatus::RolledBack,
                 "restarted on the restored configuration".to_string(),
             ),
-            Err(e) => (EntryStatus::Failed, e.to_string()),
+            Err(e) => (EntryStatus::Failed, chain(&e)),
         };
         group.log("restart_unit", &unit, status, &detail);
     }

@@ -349,7 +349,7 @@ impl FileTransaction {
                     Ok(()) if b.existed => RollbackOutcome::Restored,
                     Ok(()) => RollbackOutcome::Removed,
                     Err(e) => RollbackOutcome::Failed {
-                        reason: error_chain(&e),
+                        reason: crate::error_text::chain(&e),
                     },
                 },
             })
@@ -363,7 +363,7 @@ impl FileTransaction {
             TxnState::RollbackIncomplete
         };
         if let Err(e) = self.write_manifest() {
-            tracing::error!(txn = %self.id, error = %error_chain(&e), "cannot record the rollback in the manifest");
+            tracing::error!(txn = %self.id, error = %crate::error_text::chain(&e), "cannot record the rollback in the manifest");
         }
         reports
     }
@@ -434,18 +434,6 @@ fn read_manifest(path: &Path) -> Result<TxnManifest, TxnError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
-}
-
-/// `outer: inner: innermost`, for reports that carry errors as text.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

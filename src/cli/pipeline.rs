@@ -49,11 +49,13 @@ pub async fn diagnose(settings: &Settings) -> anyhow::Result<Diagnosis> {
 /// Plans the findings, reading the files the edits touch.
 pub fn plan_of(d: Diagnosis) -> Plan {
     let read = |path: &std::path::Path| std::fs::read_to_string(path);
-    plan(
+    let mut plan = plan(
         d.facts.taken_at,
         &d.playbooks,
         &d.targets,
         d.findings,
         &read,
-    )
+    );
+    crate::engine::sandbox::refuse_blocked(&mut plan, &d.facts, &crate::adapters::sandbox::blocked);
+    plan
 }

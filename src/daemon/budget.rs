@@ -19,6 +19,9 @@ pub enum EscalationReason {
     RateLimited,
     /// Too many heals failed over all targets: the global breaker opened.
     CircuitOpen,
+    /// nginx-medic's own environment (its sandbox, a full disk, its file limit) refused the
+    /// heal: not the backend's fault, so neither a crash loop nor a failure for the breaker.
+    OwnEnvironment,
 }
 
 impl EscalationReason {
@@ -29,6 +32,7 @@ impl EscalationReason {
             Self::UnitRestarts => "unit_restarts",
             Self::RateLimited => "rate_limited",
             Self::CircuitOpen => "circuit_open",
+            Self::OwnEnvironment => "own_environment",
         }
     }
 }
@@ -244,6 +248,24 @@ impl Budget {
         self.failure(target, now, "the heal did not verify".into())
     }
 
+    /// A remediation failed because nginx-medic's own environment refused it (`what` says how):
+    /// the target is escalated once and left alone until it has been healthy for a window (or
+    /// the daemon restarts with a wider sandbox), but nothing counts towards its crash loop or
+    /// the global breaker, so other targets are still healed.
+    pub fn environment_refused(&mut self, target: &str, what: &str) -> Option<Escalation> {
+        let state = self.target(target);
+        if state.escalated.is_some() {
+            return None;
+        }
+        state.escalated = Some(EscalationReason::OwnEnvironment);
+        Some(Escalation {
+            reason: EscalationReason::OwnEnvironment,
+            detail: format!(
+                "nginx-medic's own environment refused the heal: {what}; the target is left alone"
+            ),
+        })
+    }
+
     fn failure(&mut self, target: &str, now: Instant, what: String) -> Option<Escalation> {
         self.failures.push_back(now);
         let crash = self.crash;
@@ -288,6 +310,26 @@ mod tests {
     }
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn own_environment_failures_leave_only_that_target_alone() {
+        let mut b = budget();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let name = format!("t{i}");
+            assert_eq!(b.decide(&name, t0), Decision::Act);
+            let e = b.environment_refused(&name, "read-only file system");
+            assert_eq!(e.map(|e| e.reason), Some(EscalationReason::OwnEnvironment));
+            assert_eq!(
+                b.environment_refused(&name, "again"),
+                None,
+                "escalated once"
+            );
+            assert_eq!(b.decide(&name, t0 + S), Decision::LeaveAlone);
+        }
+        // five refusals, breaker at three: still closed for a healthy neighbour
+        assert_eq!(b.decide("other", t0 + S), Decision::Act);
+    }
 
     #[test]
     fn rate_limit_counts_per_target_and_escalates_once() {

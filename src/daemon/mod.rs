@@ -155,6 +155,7 @@ pub async fn run(
     notifier.ready(&daemon.summary());
     tracing::info!(status = %daemon.summary(), "ready");
     let mut pending: Option<Instant> = first.retry.then(Instant::now);
+    let mut last_evaluation = Instant::now();
     let mut stop = first.stop;
     let mut reload = first.reload;
     while !stop {
@@ -165,7 +166,8 @@ pub async fn run(
             continue;
         }
         let debounce = daemon.settings.daemon.debounce;
-        let deadline = pending.map(|t| tokio::time::Instant::from_std(t + debounce));
+        let deadline = pending
+            .map(|t| tokio::time::Instant::from_std(next_evaluation(t, last_evaluation, debounce)));
         tokio::select! {
             biased;
             stopping = signals.next() => {
@@ -178,6 +180,7 @@ pub async fn run(
             _ = sleep_until(deadline), if deadline.is_some() => {
                 pending = None;
                 while rx.try_recv().is_ok() {}
+                last_evaluation = Instant::now();
                 let done = guarded(daemon.evaluate(), &mut signals).await;
                 (stop, reload) = (done.stop, done.reload);
                 if done.retry {
@@ -202,6 +205,13 @@ pub async fn run(
         task.abort();
     }
     Ok(())
+}
+
+/// When to evaluate for a trigger that arrived at `triggered`: at once (the leading edge) when
+/// the last evaluation began at least `debounce` ago; else `debounce` after it, so that a burst
+/// of triggers is one more evaluation, not one each.
+fn next_evaluation(triggered: Instant, last_evaluation: Instant, debounce: Duration) -> Instant {
+    triggered.max(last_evaluation + debounce)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -439,7 +449,12 @@ impl Daemon {
         }
 
         let read = |path: &Path| std::fs::read_to_string(path);
-        let plan = plan(facts.taken_at, &self.playbooks, &targets, findings, &read);
+        let mut plan = plan(facts.taken_at, &self.playbooks, &targets, findings, &read);
+        crate::engine::sandbox::refuse_blocked(
+            &mut plan,
+            &facts,
+            &crate::adapters::sandbox::blocked,
+        );
         let mut retry = false;
         let mut acted: BTreeSet<String> = BTreeSet::new();
         for (index, finding) in plan.findings.iter().enumerate() {
@@ -608,7 +623,13 @@ impl Daemon {
                     Some(seconds),
                 )
                 .await;
-                if let Some(e) = self.budget.outcome(&key, done, false) {
+                let escalation = match report.environment_failure() {
+                    Some(step) => self
+                        .budget
+                        .environment_refused(&key, &one_line(&step.detail)),
+                    None => self.budget.outcome(&key, done, false),
+                };
+                if let Some(e) = escalation {
                     self.escalate(&key, Some(finding), e).await;
                 }
             }
@@ -618,7 +639,7 @@ impl Daemon {
     async fn run_plan(&self, plan: &Plan) -> Result<ApplyReport, String> {
         let systemd = Systemd::connect(self.settings.bus)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| crate::error_text::chain(&e))?;
         let nginx = nginx_binary(&self.settings);
         let parsed = crate::nginx_conf::load(&nginx.conf, &crate::nginx_conf::RealFs)
             .ok()
@@ -631,7 +652,9 @@ impl Daemon {
             nginx_unit: self.settings.nginx.unit.clone(),
             state_dir: self.settings.state_dir.clone(),
         };
-        apply(plan, &effects).await.map_err(|e| e.to_string())
+        apply(plan, &effects)
+            .await
+            .map_err(|e| crate::error_text::chain(&e))
     }
 
     /// Reports an escalation: log, metrics, audit journal, hooks.
@@ -870,6 +893,20 @@ async fn probe_sites(shared: Arc<Shared>, metrics: SharedMetrics, tx: UnboundedS
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_first_trigger_evaluates_at_once_and_a_burst_coalesces() {
+        let debounce = Duration::from_millis(300);
+        let t0 = Instant::now();
+        // quiet for a second: at once
+        let last = t0;
+        let first = t0 + Duration::from_secs(1);
+        assert_eq!(next_evaluation(first, last, debounce), first);
+        // 100 ms after an evaluation: 300 ms after that evaluation
+        let last = first;
+        let burst = first + Duration::from_millis(100);
+        assert_eq!(next_evaluation(burst, last, debounce), first + debounce);
+    }
 
     #[test]
     fn one_line_joins_help_lines() {

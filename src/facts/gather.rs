@@ -304,16 +304,9 @@ async fn gather_units(
             Err(e) => tracing::warn!(error = %e, "cannot list services to map upstreams"),
         }
     }
-    let mut units = Vec::with_capacity(names.len());
-    for name in &names {
-        match systemd.unit(name).await {
-            Ok(unit) if unit.load_state == "loaded" || *name == settings.nginx.unit => {
-                units.push(unit)
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(unit = %name, error = %e, "unit facts unavailable"),
-        }
-    }
+    let names: Vec<String> = names.into_iter().collect();
+    let mut units = systemd.units(&names).await;
+    units.retain(|u| u.load_state == "loaded" || u.name == settings.nginx.unit);
     Gathered::Ok { data: units }
 }
 

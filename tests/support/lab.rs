@@ -155,6 +155,34 @@ impl Lab {
             .filter(|pid| *pid != 0)
     }
 
+    /// Restarts a unit and waits (up to 20 s) until its main process listens again: a loaded
+    /// machine starts uvicorn in seconds, not the fraction of one a fixed sleep assumes.
+    pub fn restart_and_wait(&self, unit: &str) {
+        let out = self.systemctl(&["restart", unit]);
+        assert!(
+            out.status.success(),
+            "systemctl --user restart {unit}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(pid) = self.main_pid(unit) {
+                let ss = Command::new("ss").args(["-Hltnxp"]).output();
+                let listening = ss.is_ok_and(|o| {
+                    String::from_utf8_lossy(&o.stdout).contains(&format!("pid={pid},"))
+                });
+                if listening {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{unit} does not listen 20 s after its restart"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Every PID in the lab's cgroup2 group and below it.
     pub fn cgroup_pids(&self) -> Vec<u32> {
         let mut pids = Vec::new();
