@@ -61,10 +61,21 @@ pub enum EntryStatus {
     RolledBack,
 }
 
+/// The journal's line format: raised when a field changes meaning, so that a reader can tell.
+pub const JOURNAL_FORMAT: u32 = 1;
+
+fn first_format() -> u32 {
+    1
+}
+
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct JournalEntry {
+    /// The format of the entry: [`JOURNAL_FORMAT`] when written by this version; entries of an
+    /// older nginx-medic, written before the field existed, read as 1.
+    #[serde(default = "first_format")]
+    pub v: u32,
     /// Unix time in seconds, with sub-second precision.
     pub ts: f64,
     /// Transaction id the step belongs to.
@@ -96,6 +107,7 @@ impl JournalEntry {
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
         JournalEntry {
+            v: JOURNAL_FORMAT,
             ts,
             txn: txn.into(),
             step,
@@ -193,6 +205,16 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
+    fn lines_of_an_older_version_without_a_format_still_read() {
+        let line = r#"{"ts":1.5,"txn":"t1","step":1,"kind":"edit_file","target":"/x","status":"ok","detail":"d"}"#;
+        let entry: JournalEntry = serde_json::from_str(line).unwrap();
+        assert_eq!(entry.v, 1);
+        let now = serde_json::to_string(&JournalEntry::now("t", 1, "k", "x", EntryStatus::Ok, "d"))
+            .unwrap();
+        assert!(now.starts_with(r#"{"v":1,"#), "{now}");
+    }
+
+    #[test]
     fn appends_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
@@ -238,8 +260,8 @@ mod tests {
         let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
         assert_eq!(
             keys.len(),
-            7,
-            "ts txn step kind target status detail: {keys:?}"
+            8,
+            "v ts txn step kind target status detail: {keys:?}"
         );
     }
 

@@ -106,10 +106,21 @@ pub enum TxnState {
     RollbackIncomplete,
 }
 
+/// The format of `manifest.json`, raised when a field changes meaning.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+fn first_format() -> u32 {
+    1
+}
+
 /// What `manifest.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct TxnManifest {
+    /// The manifest's format ([`MANIFEST_FORMAT`]); manifests written before the field existed
+    /// read as 1.
+    #[serde(default = "first_format")]
+    pub version: u32,
     /// The transaction id.
     pub txn: String,
     /// Where it stands.
@@ -370,6 +381,7 @@ impl FileTransaction {
 
     fn write_manifest(&self) -> Result<(), TxnError> {
         let manifest = TxnManifest {
+            version: MANIFEST_FORMAT,
             txn: self.id.clone(),
             state: self.state,
             files: self.backups.clone(),
@@ -430,15 +442,40 @@ fn read_manifest(path: &Path) -> Result<TxnManifest, TxnError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    serde_json::from_str(&text).map_err(|e| TxnError::Manifest {
+    let manifest: TxnManifest = serde_json::from_str(&text).map_err(|e| TxnError::Manifest {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    })
+    })?;
+    if manifest.version > MANIFEST_FORMAT {
+        return Err(TxnError::Manifest {
+            path: path.to_path_buf(),
+            reason: format!(
+                "format {} is newer than this nginx-medic reads ({MANIFEST_FORMAT}); finish it with the newer version",
+                manifest.version
+            ),
+        });
+    }
+    Ok(manifest)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifests_without_a_version_read_as_the_first_format_and_newer_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        fs::write(&path, r#"{"txn":"t0","state":"open","files":[]}"#).unwrap();
+        assert_eq!(read_manifest(&path).unwrap().version, 1);
+        fs::write(
+            &path,
+            r#"{"version":9,"txn":"t0","state":"open","files":[]}"#,
+        )
+        .unwrap();
+        let e = read_manifest(&path).unwrap_err().to_string();
+        assert!(e.contains("format 9 is newer"), "{e}");
+    }
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn is_root() -> bool {
