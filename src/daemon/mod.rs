@@ -20,7 +20,7 @@ use crate::config::{DaemonMode, Settings};
 use crate::engine::context::{site_url, targets, Target};
 use crate::engine::evaluate::{evaluate, Finding};
 use crate::engine::plan::{plan, Plan, Step};
-use crate::facts::gather::{error_log_path, gather, nginx_binary};
+use crate::facts::gather::{error_log_path, gather_remembering, nginx_binary};
 use crate::playbook::{load_dirs, PlaybookSet};
 use budget::{Budget, Decision, Escalation};
 use hooks::HookEvent;
@@ -143,6 +143,7 @@ pub async fn run(
         incidents: BTreeMap::new(),
         tx,
         follower: None,
+        last_owners: BTreeMap::new(),
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -301,6 +302,8 @@ struct Daemon {
     incidents: BTreeMap<String, Incident>,
     tx: UnboundedSender<Trigger>,
     follower: Option<(PathBuf, JoinHandle<()>)>,
+    /// The unit that owned each dialled address's socket when last seen.
+    last_owners: BTreeMap<String, String>,
 }
 
 /// States of a unit in the middle of a change: nothing is done to it until it settles.
@@ -392,8 +395,9 @@ impl Daemon {
     /// Facts → findings → plan, then each conclusive finding through the brakes. Returns
     /// whether to evaluate again soon (a unit was in transition).
     async fn evaluate(&mut self) -> bool {
-        let facts = gather(&self.settings, &Procfs::system()).await;
+        let facts = gather_remembering(&self.settings, &Procfs::system(), &self.last_owners).await;
         let targets = targets(&facts, &self.settings.backends);
+        self.remember_owners(&targets);
         let mut findings = evaluate(&self.playbooks, &targets);
         // nginx -t failing already blocks every action, as in `diagnose`
         crate::engine::preflight::check(&facts, &mut findings);
@@ -489,6 +493,26 @@ impl Daemon {
             }
         }
         retry
+    }
+
+    /// Remembers the socket owner of every address dialled now, and forgets addresses no
+    /// longer dialled (so the memory is bounded by the configuration).
+    fn remember_owners(&mut self, targets: &[Target]) {
+        use crate::facts::mapping::UnitSource;
+        let dialled: BTreeSet<&str> = targets
+            .iter()
+            .map(|t| t.endpoint.address.as_str())
+            .collect();
+        self.last_owners
+            .retain(|address, _| dialled.contains(address.as_str()));
+        for t in targets {
+            if let (Some(unit), Some(UnitSource::SocketOwner)) =
+                (&t.endpoint.unit, t.endpoint.unit_from)
+            {
+                self.last_owners
+                    .insert(t.endpoint.address.clone(), unit.clone());
+            }
+        }
     }
 
     /// Records what was reported for an incident; true when it is new.

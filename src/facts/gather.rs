@@ -21,6 +21,17 @@ pub const ERROR_LOG_WINDOW: u64 = 1 << 20;
 
 /// Reads every source and maps each route to its backend.
 pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
+    gather_remembering(settings, procfs, &BTreeMap::new()).await
+}
+
+/// As [`gather`], knowing the unit that last owned each address's listening socket (the
+/// daemon remembers them): a backend that just stopped is mapped at once, without searching
+/// every service of the host.
+pub async fn gather_remembering(
+    settings: &Settings,
+    procfs: &Procfs,
+    remembered: &BTreeMap<String, String>,
+) -> Facts {
     let taken_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -38,7 +49,7 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
             reason: "the configuration names no error_log; set `nginx.error_log`".into(),
         },
     };
-    let mut units = gather_units(settings, nginx.ok(), sockets.ok()).await;
+    let mut units = gather_units(settings, nginx.ok(), sockets.ok(), remembered).await;
     if let Gathered::Ok { data } = &mut units {
         let user_bus = settings.bus == crate::config::Bus::User;
         data.iter_mut().for_each(|u| add_unit_output(u, user_bus));
@@ -59,6 +70,7 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
                 hints: &settings.backends,
                 bindv6only: procfs.bindv6only(),
                 declared: &declared,
+                remembered,
             };
             mapping::routes(n, &input, &resolve)
         }
@@ -275,6 +287,7 @@ async fn gather_units(
     settings: &Settings,
     nginx: Option<&nginx::NginxFacts>,
     sockets: Option<&super::sockets::SocketFacts>,
+    remembered: &BTreeMap<String, String>,
 ) -> Gathered<Vec<UnitFacts>> {
     let systemd = match Systemd::connect(settings.bus).await {
         Ok(s) => s,
@@ -287,27 +300,143 @@ async fn gather_units(
     let mut names: BTreeSet<String> = BTreeSet::new();
     names.insert(settings.nginx.unit.clone());
     names.extend(settings.backends.iter().filter_map(|b| b.unit.clone()));
-    let mut unowned = false;
+    let mut unowned: Vec<Dialled> = Vec::new();
     if let (Some(n), Some(s)) = (nginx, sockets) {
         for d in all_dialled(n) {
             match owner_unit(s, &d) {
                 Some(unit) => {
                     names.insert(unit);
                 }
-                None => unowned = true,
+                None => match last_owner(remembered, &d) {
+                    Some(unit) => {
+                        names.insert(unit.to_string());
+                    }
+                    None => unowned.push(d),
+                },
             }
         }
     }
-    if unowned {
-        match systemd.service_names().await {
-            Ok(all) => names.extend(all),
-            Err(e) => tracing::warn!(error = %e, "cannot list services to map upstreams"),
+    let mut units = systemd
+        .units(&names.iter().cloned().collect::<Vec<_>>())
+        .await;
+    if !unowned.is_empty() {
+        let mut more = loaded_services(&systemd, &names).await;
+        units.append(&mut more);
+        let declared: Vec<String> = fpm_pools(&units)
+            .into_iter()
+            .filter_map(|p| p.address)
+            .collect();
+        unowned.retain(|d| {
+            !(hinted(&settings.backends, d)
+                || declared.iter().any(|a| declares(a, d))
+                || units.iter().any(|u| mentions(u, d)))
+        });
+    }
+    if !unowned.is_empty() {
+        // A backend that nothing references is unloaded once stopped: only its file is left.
+        let known: BTreeSet<String> = units.iter().map(|u| u.name.clone()).collect();
+        match systemd.service_files().await {
+            Ok(files) => {
+                let candidates: Vec<String> = files
+                    .into_iter()
+                    .filter(|(name, file)| !known.contains(name) && may_serve(file, &unowned))
+                    .map(|(name, _)| name)
+                    .collect();
+                units.append(&mut systemd.units(&candidates).await);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list service files to map upstreams"),
         }
     }
-    let names: Vec<String> = names.into_iter().collect();
-    let mut units = systemd.units(&names).await;
     units.retain(|u| u.load_state == "loaded" || u.name == settings.nginx.unit);
     Gathered::Ok { data: units }
+}
+
+/// The unit that last owned a listener for the address (by port for TCP: the remembered
+/// address is resolved, the dialled one may be a name).
+fn last_owner<'r>(remembered: &'r BTreeMap<String, String>, dialled: &Dialled) -> Option<&'r str> {
+    remembered
+        .iter()
+        .find(|(address, _)| match dialled {
+            Dialled::Tcp { port, .. } => address
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| *p == port.to_string()),
+            Dialled::Unix { path } => address.strip_prefix("unix:") == Some(path.as_str()),
+        })
+        .map(|(_, unit)| unit.as_str())
+}
+
+/// The loaded services not read yet.
+async fn loaded_services(systemd: &Systemd, read: &BTreeSet<String>) -> Vec<UnitFacts> {
+    match systemd.loaded_services().await {
+        Ok(loaded) => {
+            let new: Vec<String> = loaded.into_iter().filter(|n| !read.contains(n)).collect();
+            systemd.units(&new).await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list services to map upstreams");
+            Vec::new()
+        }
+    }
+}
+
+/// Whether a `backends:` hint names the address (its port, for a TCP one: the mapping matches
+/// host names too).
+fn hinted(hints: &[crate::config::BackendHint], dialled: &Dialled) -> bool {
+    use crate::config::UpstreamAddr;
+    hints.iter().any(|h| match (&h.upstream, dialled) {
+        (UpstreamAddr::Tcp { port, .. }, Dialled::Tcp { port: p, .. }) => port == p,
+        (UpstreamAddr::Unix { path }, Dialled::Unix { path: p }) => path.as_os_str() == p.as_str(),
+        _ => false,
+    })
+}
+
+/// Whether a pool's `listen` address (`unix:/path`, `host:port`, `*:port`) is the address.
+fn declares(address: &str, dialled: &Dialled) -> bool {
+    match dialled {
+        Dialled::Tcp { port, .. } => address
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| *p == port.to_string()),
+        Dialled::Unix { path } => address.strip_prefix("unix:") == Some(path.as_str()),
+    }
+}
+
+/// Whether the unit's command line or environment names the address's port or socket path:
+/// then it may be the backend, and the mapping decides.
+fn mentions(unit: &UnitFacts, dialled: &Dialled) -> bool {
+    let needle = match dialled {
+        Dialled::Tcp { port, .. } => port.to_string(),
+        Dialled::Unix { path } => path.clone(),
+    };
+    unit.exec_start
+        .iter()
+        .flat_map(|c| c.argv.iter())
+        .chain(unit.environment.iter())
+        .any(|w| w.contains(&needle))
+        || unit
+            .environment_files
+            .iter()
+            .flat_map(|f| f.vars.values())
+            .any(|v| v.contains(&needle))
+}
+
+/// Whether a service that is not loaded could serve one of the `unowned` addresses, judged
+/// from its unit file: it names the port or the socket path, or reads an environment file
+/// (which may). A host has a hundred such files or more, and loading one makes PID 1 parse it.
+fn may_serve(unit_file: &std::path::Path, unowned: &[Dialled]) -> bool {
+    /// Unit files are small; a bigger one is read only this far.
+    const MAX_UNIT_FILE: u64 = 64 * 1024;
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::fs::File::open(unit_file)
+        .and_then(|f| f.take(MAX_UNIT_FILE).read_to_string(&mut text));
+    if read.is_err() {
+        return true; // cannot tell: ask the manager
+    }
+    text.contains("EnvironmentFile")
+        || unowned.iter().any(|d| match d {
+            Dialled::Tcp { port, .. } => text.contains(&port.to_string()),
+            Dialled::Unix { path } => text.contains(path.as_str()),
+        })
 }
 
 fn all_dialled(nginx: &nginx::NginxFacts) -> Vec<Dialled> {

@@ -59,6 +59,8 @@ pub enum UnitSource {
     UnitCommandLine,
     /// A configuration file of the unit declares the address (a PHP-FPM pool's `listen`).
     UnitConfig,
+    /// The unit owned the address's listening socket when the daemon last looked.
+    LastOwner,
 }
 
 /// Everything the mapping needs besides nginx's facts.
@@ -72,6 +74,9 @@ pub struct MappingInput<'a> {
     /// Addresses declared in units' own configuration files (`unix:/path`, `host:port`,
     /// `*:port`), each with its unit.
     pub declared: &'a BTreeMap<String, String>,
+    /// The unit that owned each address's listening socket when last seen (the daemon's
+    /// memory), so a backend that just stopped is still known by its socket's last owner.
+    pub remembered: &'a BTreeMap<String, String>,
 }
 
 /// The address a target names before name resolution.
@@ -256,6 +261,12 @@ fn attribute_unit(
         .filter(|u| u.ends_with(".service"))
         .map(|u| (u, UnitSource::SocketOwner))
         .or_else(|| hinted().map(|u| (u, UnitSource::Hint)))
+        .or_else(|| {
+            input
+                .remembered
+                .get(&endpoint.address)
+                .map(|u| (u.clone(), UnitSource::LastOwner))
+        })
         .or_else(|| {
             let port = endpoint.address.rsplit_once(':').map(|(_, p)| p);
             let any_host = port.map(|p| format!("*:{p}"));
