@@ -537,3 +537,21 @@ fn box_heals_every_fault_one_after_another_in_one_box() {
     finish(&b, &healed);
     println!("whole run: {} ms", started.elapsed().as_millis());
 }
+
+#[test]
+fn box_teardown_leaves_nothing_also_when_a_test_panics() {
+    let seen = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let b = SystemBox::boot("panic");
+        *seen.lock().unwrap() = Some((b.dir.clone(), b.cgroup.clone(), b.pid1));
+        panic!("a test failing while its box runs");
+    }));
+    assert!(result.is_err());
+    let (dir, cgroup, pid1) = seen.lock().unwrap().take().expect("the box booted");
+    assert!(
+        !crate::support::lab::pid_alive(pid1),
+        "PID 1 ({pid1}) is gone"
+    );
+    assert!(!cgroup.exists(), "{} is removed", cgroup.display());
+    assert!(!dir.exists(), "{} is removed", dir.display());
+}
