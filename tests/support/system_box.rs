@@ -122,8 +122,13 @@ impl SystemBox {
             down: false,
         };
         // from here on, a panic drops `b` and so tears the box down
-        b.nspawn = Some(spawned.unwrap_or_else(|e| panic!("cannot start systemd-nspawn: {e}")));
+        let nspawn = spawned.unwrap_or_else(|e| panic!("cannot start systemd-nspawn: {e}"));
+        // as scripts/box writes them, so `scripts/box down NAME-PID-N` ends a box whose test
+        // process was killed before its drop could run
+        let _ = fs::write(b.dir.join("nspawn.pid"), format!("{}\n", nspawn.id()));
+        b.nspawn = Some(nspawn);
         b.pid1 = b.wait_pid1(started);
+        let _ = fs::write(b.dir.join("pid1"), format!("{}\n", b.pid1));
         let mut state = String::new();
         while state != "running" && state != "degraded" {
             assert!(
