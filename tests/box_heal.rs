@@ -437,6 +437,15 @@ fn box_smoke_the_package_runs_under_systemd_and_every_site_answers() {
         assert_eq!(b.http_status(port, "/"), 200, "the {name} site");
     }
     assert_eq!(b.http_status(80, "/"), 200, "Debian's default site");
+    // the packaged CLI, with the packaged config, finds every site healthy without hints
+    let diagnose = b.exec(&["nginx-medic", "diagnose"]);
+    assert_eq!(
+        diagnose.status.code(),
+        Some(0),
+        "nginx-medic diagnose in the box:\n{}{}",
+        String::from_utf8_lossy(&diagnose.stdout),
+        String::from_utf8_lossy(&diagnose.stderr)
+    );
     assert_eq!(b.unit_property("nginx-medic.service", "NRestarts"), "0");
     let t = b.timings;
     let (dir, cgroup) = (b.dir.clone(), b.cgroup.clone());
