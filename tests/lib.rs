@@ -1,5 +1,6 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
+mod box_heal;
 mod cli;
 mod lab_causes_nginx;
 mod lab_causes_socket;
