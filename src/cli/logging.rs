@@ -76,6 +76,7 @@ pub fn init(default: &str) -> Logs {
         match tracing_journald::layer() {
             Ok(journal) => {
                 let journal = journal
+                    .with_syslog_identifier("nginx-medic".into())
                     .with_field_prefix(None)
                     .with_priority_mappings(journal_priorities());
                 let _ = tracing_subscriber::registry()
