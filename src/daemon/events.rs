@@ -24,7 +24,7 @@ pub fn incident(f: &Finding) {
         site = %f.site,
         conclusive = f.conclusive,
         evidence = %f.evidence.join("; "),
-        object_systemd_unit = f.unit.as_deref(),
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "incident {}",
         about(f)
     );
@@ -33,10 +33,10 @@ pub fn incident(f: &Finding) {
 /// The target has no finding any more.
 pub fn resolved(upstream: &str, cause: &str, unit: Option<&str>, open: Duration) {
     tracing::info!(
-        upstream,
-        cause,
+        upstream = %upstream,
+        cause = %cause,
         open_ms = open.as_millis() as u64,
-        object_systemd_unit = unit,
+        object_systemd_unit = unit.map(tracing::field::display),
         "incident resolved [{upstream} {cause}]"
     );
 }
@@ -44,8 +44,8 @@ pub fn resolved(upstream: &str, cause: &str, unit: Option<&str>, open: Duration)
 /// An escalated target was healthy for a whole crash-loop window: it is released.
 pub fn released(upstream: &str, unit: Option<&str>) {
     tracing::info!(
-        upstream,
-        object_systemd_unit = unit,
+        upstream = %upstream,
+        object_systemd_unit = unit.map(tracing::field::display),
         "healthy for a whole crash-loop window; acting on it again [{upstream}]"
     );
 }
@@ -56,8 +56,8 @@ pub fn inconclusive(f: &Finding, missing: &str) {
         upstream = %f.upstream,
         cause = %f.cause,
         site = %f.site,
-        missing,
-        object_systemd_unit = f.unit.as_deref(),
+        missing = %missing,
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "inconclusive; nothing is done {}",
         about(f)
     );
@@ -68,7 +68,7 @@ pub fn settling(f: &Finding, unit: &str) {
     tracing::debug!(
         upstream = %f.upstream,
         cause = %f.cause,
-        object_systemd_unit = unit,
+        object_systemd_unit = %unit,
         "the unit is changing; evaluating again once it settles {}",
         about(f)
     );
@@ -82,7 +82,7 @@ pub fn would_heal(f: &Finding, steps: usize) {
         site = %f.site,
         mode = "observe",
         steps,
-        object_systemd_unit = f.unit.as_deref(),
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "would heal; observe mode changes nothing {}",
         about(f)
     );
@@ -95,9 +95,9 @@ pub fn planned(f: &Finding, step: usize, action: &str, diff: &str) {
         cause = %f.cause,
         mode = "observe",
         step,
-        action,
-        diff,
-        object_systemd_unit = f.unit.as_deref(),
+        action = %action,
+        diff = %diff,
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "planned {}",
         about(f)
     );
@@ -110,13 +110,13 @@ pub fn held(f: &Finding, hold: Hold) {
     let about = about(f);
     match hold {
         Hold::LeftAlone => {
-            tracing::info!(upstream = %upstream, cause = %cause, state, object_systemd_unit = unit, "escalated; left alone {about}")
+            tracing::info!(upstream = %upstream, cause = %cause, state = %state, object_systemd_unit = unit.map(tracing::field::display), "escalated; left alone {about}")
         }
         Hold::RateLimited => {
-            tracing::warn!(upstream = %upstream, cause = %cause, state, object_systemd_unit = unit, "rate limited; nothing is done {about}")
+            tracing::warn!(upstream = %upstream, cause = %cause, state = %state, object_systemd_unit = unit.map(tracing::field::display), "rate limited; nothing is done {about}")
         }
         Hold::BreakerOpen => {
-            tracing::warn!(upstream = %upstream, cause = %cause, state, object_systemd_unit = unit, "circuit breaker open; nothing is done {about}")
+            tracing::warn!(upstream = %upstream, cause = %cause, state = %state, object_systemd_unit = unit.map(tracing::field::display), "circuit breaker open; nothing is done {about}")
         }
     }
 }
@@ -131,8 +131,8 @@ pub fn unheld(f: &Finding, hold: Hold) {
     tracing::info!(
         upstream = %f.upstream,
         cause = %f.cause,
-        state = hold.as_str(),
-        object_systemd_unit = f.unit.as_deref(),
+        state = %hold.as_str(),
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "{message} {}",
         about(f)
     );
@@ -145,7 +145,7 @@ pub fn healing(f: &Finding, steps: usize) {
         cause = %f.cause,
         site = %f.site,
         steps,
-        object_systemd_unit = f.unit.as_deref(),
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "healing {}",
         about(f)
     );
@@ -157,8 +157,8 @@ pub fn cannot_heal(f: &Finding, error: &str) {
         upstream = %f.upstream,
         cause = %f.cause,
         site = %f.site,
-        error,
-        object_systemd_unit = f.unit.as_deref(),
+        error = %error,
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "cannot heal {}",
         about(f)
     );
@@ -172,7 +172,7 @@ pub fn healed(f: &Finding, took: Duration, transactions: &[String]) {
         site = %f.site,
         seconds = took.as_secs_f64(),
         txn = %transactions.join(","),
-        object_systemd_unit = f.unit.as_deref(),
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "healed {}",
         about(f)
     );
@@ -185,9 +185,9 @@ pub fn heal_failed(f: &Finding, outcome: &str, error: &str, transactions: &[Stri
         cause = %f.cause,
         site = %f.site,
         outcome,
-        error,
+        error = %error,
         txn = %transactions.join(","),
-        object_systemd_unit = f.unit.as_deref(),
+        object_systemd_unit = f.unit.as_deref().map(tracing::field::display),
         "heal failed {}",
         about(f)
     );
@@ -196,12 +196,12 @@ pub fn heal_failed(f: &Finding, outcome: &str, error: &str, transactions: &[Stri
 /// A target (or, for the circuit breaker, `*`: every target) is handed to a person.
 pub fn escalated(upstream: &str, f: Option<&Finding>, e: &Escalation) {
     tracing::error!(
-        upstream,
-        cause = f.map_or("-", |f| f.cause.as_str()),
-        site = f.map(|f| f.site.as_str()),
+        upstream = %upstream,
+        cause = %f.map_or("-", |f| f.cause.as_str()),
+        site = f.map(|f| tracing::field::display(&f.site)),
         reason = e.reason.as_str(),
         detail = %e.detail,
-        object_systemd_unit = f.and_then(|f| f.unit.as_deref()),
+        object_systemd_unit = f.and_then(|f| f.unit.as_deref()).map(tracing::field::display),
         "escalated: a person is needed {}",
         f.map_or_else(|| format!("[{upstream}]"), about)
     );
