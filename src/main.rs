@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = nginx_medic::cli::Cli::parse();
-    nginx_medic::cli::init_tracing(&cli);
+    let logs = nginx_medic::cli::init_tracing(&cli);
     match nginx_medic::cli::run(cli) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            logs.fatal(&e);
             nginx_medic::cli::Exit::from_error(&e).into()
         }
     }

@@ -274,11 +274,11 @@ fn lab_daemon_heals_stop_kill_and_bind_switch_unattended() {
     let api = format!("127.0.0.1:{}", lab.port("api"));
     let web = format!("127.0.0.1:{}", lab.port("web"));
     let log = daemon.wait_log(
-        &format!("healed target={api} cause=bind-mismatch"),
+        &format!("healed [{api} bind-mismatch]"),
         Duration::from_secs(10),
     );
-    assert_eq!(log.matches(" healed target=").count(), 3, "{log}");
-    assert!(log.contains("incident target=127.0.0.1:"), "{log}");
+    assert_eq!(log.matches(" healed [").count(), 3, "{log}");
+    assert!(log.contains("incident [127.0.0.1:"), "{log}");
     assert!(
         !log.contains("\x1b["),
         "no ANSI colours when stderr is a file"
@@ -436,11 +436,11 @@ fn lab_daemon_observe_mode_logs_the_plan_and_changes_nothing() {
     let api = format!("127.0.0.1:{}", lab.port("api"));
     let web = format!("127.0.0.1:{}", lab.port("web"));
     daemon.wait_log(
-        &format!("planned target={api} cause=backend-down mode=\"observe\" step=1 action=systemd restart api.service"),
+        &format!("planned [{api} backend-down] upstream={api} cause=backend-down mode=\"observe\" step=1 action=systemd restart api.service"),
         Duration::from_secs(15),
     );
     let log = daemon.wait_log(
-        &format!("planned target={web} cause=bind-mismatch mode=\"observe\" step=1 action=set the bind host of web.service: HOST=127.0.0.2 -> HOST=127.0.0.1"),
+        &format!("planned [{web} bind-mismatch] upstream={web} cause=bind-mismatch mode=\"observe\" step=1 action=set the bind host of web.service: HOST=127.0.0.2 -> HOST=127.0.0.1"),
         Duration::from_secs(15),
     );
     assert!(
@@ -451,7 +451,7 @@ fn lab_daemon_observe_mode_logs_the_plan_and_changes_nothing() {
     let log = daemon.log();
     assert_eq!(
         log.matches(&format!(
-            "planned target={api} cause=backend-down mode=\"observe\" step=1"
+            "planned [{api} backend-down] upstream={api} cause=backend-down mode=\"observe\" step=1"
         ))
         .count(),
         1,
@@ -469,7 +469,7 @@ fn lab_daemon_observe_mode_logs_the_plan_and_changes_nothing() {
         "the fault itself changed web.env"
     );
     assert!(journal(&lab).is_empty(), "observe writes no journal entry");
-    assert!(!log.contains(" healing target="), "{log}");
+    assert!(!log.contains(" healing ["), "{log}");
     assert_eq!(daemon.stop().code(), Some(0));
 }
 
@@ -505,7 +505,7 @@ fn lab_daemon_sighup_keeps_the_old_set_and_sigterm_finishes_the_transaction() {
     assert!(log.contains(&place), "{log}");
     assert!(lab.systemctl(&["stop", "api.service"]).status.success());
     time_to_200(&lab, "api_site", Instant::now(), Duration::from_secs(20));
-    let log = daemon.wait_log("healed target=", Duration::from_secs(5));
+    let log = daemon.wait_log("healed [", Duration::from_secs(5));
     assert!(log.contains("cause=backend-down"), "{log}");
     fs::remove_file(extra.join("broken.yaml")).unwrap();
 

@@ -258,7 +258,13 @@ async fn run_group(
             journal_status,
             &detail,
         );
-        tracing::info!(txn = txn_id, kind = kind_of(&step.action), target = %target_of(&step.action), ?status, detail = %detail, "step");
+        // `object`, not `target`: that is tracing's own (the journal's `TARGET=`)
+        let (kind, object) = (kind_of(&step.action), target_of(&step.action));
+        let unit = match &step.action {
+            PlannedAction::Systemd { unit, .. } => Some(unit.as_str()),
+            _ => None,
+        };
+        tracing::info!(txn = txn_id, kind, object = %object, ?status, detail = %detail, object_systemd_unit = unit, "step {kind} {object}: {status:?}");
         let mut done = result(step, status, &detail);
         done.environment = environment;
         results.push(done);

@@ -5,17 +5,18 @@ mod assets;
 mod diagnose;
 mod explain;
 mod facts;
+mod logging;
 mod pipeline;
 mod plan;
 mod playbooks;
 mod run;
 mod table;
 
+pub use logging::Logs;
 pub use plan::describe as describe_action;
 
 use crate::config::{ConfigError, Settings};
 use clap::{Parser, Subcommand};
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 const EXIT_CODES: &str = "\
@@ -102,9 +103,8 @@ impl Exit {
 #[error("{0}")]
 pub struct InvalidInput(pub String);
 
-/// Logs go to stderr: plain when not a terminal, one event a line, and without timestamps when
-/// journald is the reader (it adds its own). `run` logs at info by default.
-pub fn init_tracing(cli: &Cli) {
+/// Sets up logging (see `logging`): `run` logs at info by default, the other commands at warn.
+pub fn init_tracing(cli: &Cli) -> Logs {
     let daemon = matches!(cli.command, Command::Run(_));
     let default = match cli.verbose {
         0 if daemon => "info",
@@ -112,17 +112,7 @@ pub fn init_tracing(cli: &Cli) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NGINX_MEDIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().try_init()
-    } else {
-        builder.try_init()
-    };
+    logging::init(default)
 }
 
 /// Runs one command.

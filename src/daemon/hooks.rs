@@ -68,10 +68,10 @@ pub async fn notify(hooks: &[Hook], event: &HookEvent) {
         let result = ran.unwrap_or(Err(HookError::Timeout));
         match result {
             Ok(()) => {
-                tracing::debug!(hook = %describe(hook), event = event.event, target = %event.target, "hook ran")
+                tracing::debug!(hook = %describe(hook), event = event.event, upstream = %event.target, "hook ran")
             }
             Err(e) => {
-                tracing::warn!(hook = %describe(hook), event = event.event, target = %event.target, error = %e, "hook failed")
+                tracing::warn!(hook = %describe(hook), event = event.event, upstream = %event.target, error = %e, "hook failed")
             }
         }
     }

@@ -5,7 +5,9 @@
 //! with `apply::execute::apply` (`apply`).
 
 pub mod budget;
+pub mod events;
 pub mod follow;
+pub mod holds;
 pub mod hooks;
 pub mod lock;
 pub mod metrics;
@@ -23,6 +25,7 @@ use crate::engine::plan::{plan, Plan, Step};
 use crate::facts::gather::{error_log_path, gather_remembering, nginx_binary};
 use crate::playbook::{load_dirs, PlaybookSet};
 use budget::{Budget, Decision, Escalation};
+use holds::{Announced, Change, Hold};
 use hooks::HookEvent;
 use metrics::SharedMetrics;
 use notify::Notifier;
@@ -82,6 +85,8 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Incident {
     opened: Instant,
     cause: String,
+    /// The backend unit, when known (the journal's `OBJECT_SYSTEMD_UNIT`).
+    unit: Option<String>,
     /// The plan (or inconclusive reason) last reported, so it is reported once, not per probe.
     reported: Option<String>,
 }
@@ -141,6 +146,7 @@ pub async fn run(
         notifier: notifier.clone(),
         shared,
         incidents: BTreeMap::new(),
+        announced: Announced::default(),
         tx,
         follower: None,
         last_owners: BTreeMap::new(),
@@ -300,6 +306,8 @@ struct Daemon {
     notifier: Arc<Notifier>,
     shared: Arc<Shared>,
     incidents: BTreeMap<String, Incident>,
+    /// The lasting holds logged per target, so each is logged when it begins and ends.
+    announced: Announced,
     tx: UnboundedSender<Trigger>,
     follower: Option<(PathBuf, JoinHandle<()>)>,
     /// The unit that owned each dialled address's socket when last seen.
@@ -414,14 +422,20 @@ impl Daemon {
             .collect();
         for key in resolved {
             if let Some(incident) = self.incidents.remove(&key) {
-                tracing::info!(target = %key, cause = %incident.cause, open_ms = incident.opened.elapsed().as_millis() as u64, "incident resolved");
+                events::resolved(
+                    &key,
+                    &incident.cause,
+                    incident.unit.as_deref(),
+                    incident.opened.elapsed(),
+                );
             }
+            self.announced.forget(&key);
         }
         for t in &targets {
             if !failing.contains(&t.endpoint.address)
                 && self.budget.healthy(&t.endpoint.address, now)
             {
-                tracing::info!(target = %t.endpoint.address, "healthy for a whole crash-loop window; acting on it again");
+                events::released(&t.endpoint.address, t.endpoint.unit.as_deref());
             }
         }
         for t in &targets {
@@ -438,12 +452,13 @@ impl Daemon {
                 continue;
             }
             self.metrics.lock().incident(&f.upstream, &f.cause);
-            tracing::warn!(target = %f.upstream, cause = %f.cause, site = %f.site, unit = f.unit.as_deref().unwrap_or("-"), conclusive = f.conclusive, evidence = %f.evidence.join("; "), "incident");
+            events::incident(f);
             self.incidents.insert(
                 f.upstream.clone(),
                 Incident {
                     opened: now,
                     cause: f.cause.clone(),
+                    unit: f.unit.clone(),
                     reported: None,
                 },
             );
@@ -472,7 +487,7 @@ impl Daemon {
             if !finding.conclusive {
                 let why = finding.missing.join("; ");
                 if self.report_once(&key, &format!("inconclusive: {why}")) {
-                    tracing::warn!(target = %key, cause = %finding.cause, missing = %why, "inconclusive; nothing is done");
+                    events::inconclusive(finding, &why);
                 }
                 continue;
             }
@@ -480,7 +495,7 @@ impl Daemon {
                 continue;
             }
             if let Some(unit) = self.in_transition(finding, &targets) {
-                tracing::debug!(target = %key, cause = %finding.cause, unit = %unit, "the unit is changing; evaluating again once it settles");
+                events::settling(finding, &unit);
                 retry = true;
                 continue;
             }
@@ -549,9 +564,10 @@ impl Daemon {
         if !self.report_once(&finding.upstream, &lines.join("\n")) {
             return;
         }
-        tracing::warn!(target = %finding.upstream, cause = %finding.cause, mode = "observe", steps = lines.len(), "would heal; observe mode changes nothing");
+        events::would_heal(finding, lines.len());
         for (i, (line, step)) in lines.iter().zip(steps).enumerate() {
-            tracing::info!(target = %finding.upstream, cause = %finding.cause, mode = "observe", step = i + 1, action = %line, diff = step.diff.as_deref().map(one_line).unwrap_or_default(), "planned");
+            let diff = step.diff.as_deref().map(one_line).unwrap_or_default();
+            events::planned(finding, i + 1, line, &diff);
         }
     }
 
@@ -559,22 +575,23 @@ impl Daemon {
     async fn act(&mut self, full: &Plan, finding: &Finding, steps: Vec<Step>) {
         let key = finding.upstream.clone();
         let now = Instant::now();
-        match self.budget.decide(&key, now) {
+        let decision = self.budget.decide(&key, now);
+        match self.announced.update(&key, Hold::of(&decision)) {
+            Some(Change::Began(hold)) => events::held(finding, hold),
+            Some(Change::Ended(hold)) => events::unheld(finding, hold),
+            None => {}
+        }
+        match decision {
             Decision::Act => {}
-            Decision::LeaveAlone => {
-                tracing::debug!(target = %key, cause = %finding.cause, "escalated; left alone");
-                return;
-            }
+            Decision::LeaveAlone => return,
             Decision::RateLimited { escalate } => {
                 self.metrics.lock().rate_limited();
-                tracing::warn!(target = %key, cause = %finding.cause, "rate limited; nothing is done");
                 if let Some(e) = escalate {
                     self.escalate(&key, Some(finding), e).await;
                 }
                 return;
             }
             Decision::BreakerOpen { escalate } => {
-                tracing::warn!(target = %key, cause = %finding.cause, "circuit breaker open; nothing is done");
                 if let Some(e) = escalate {
                     self.escalate("*", None, e).await;
                 }
@@ -586,11 +603,11 @@ impl Daemon {
             findings: full.findings.clone(),
             actions: steps,
         };
-        tracing::info!(target = %key, cause = %finding.cause, steps = plan.actions.len(), "healing");
+        events::healing(finding, plan.actions.len());
         let report = match self.run_plan(&plan).await {
             Ok(report) => report,
             Err(reason) => {
-                tracing::error!(target = %key, cause = %finding.cause, error = %reason, "cannot heal");
+                events::cannot_heal(finding, &reason);
                 ApplyReport {
                     outcome: Outcome::Failed,
                     actions: Vec::new(),
@@ -613,7 +630,7 @@ impl Daemon {
                 self.budget.outcome(&key, done, true);
                 // A recurrence is a new incident (and a relapse, if it comes soon).
                 self.incidents.remove(&key);
-                tracing::info!(target = %key, cause = %finding.cause, seconds = seconds.as_secs_f64(), transactions = %report.transactions.join(","), "healed");
+                events::healed(finding, seconds, &report.transactions);
                 self.hook(
                     "healed",
                     &key,
@@ -636,7 +653,7 @@ impl Daemon {
                 } else {
                     "failed"
                 };
-                tracing::warn!(target = %key, cause = %finding.cause, outcome, error = %one_line(&detail), transactions = %report.transactions.join(","), "heal failed");
+                events::heal_failed(finding, outcome, &one_line(&detail), &report.transactions);
                 self.hook(
                     "heal_failed",
                     &key,
@@ -684,8 +701,7 @@ impl Daemon {
     /// Reports an escalation: log, metrics, audit journal, hooks.
     async fn escalate(&mut self, key: &str, finding: Option<&Finding>, e: Escalation) {
         self.metrics.lock().escalated();
-        let cause = finding.map_or("-", |f| f.cause.as_str());
-        tracing::error!(target = %key, cause, reason = e.reason.as_str(), detail = %e.detail, "escalated: a person is needed");
+        events::escalated(key, finding, &e);
         let entry = JournalEntry::now(
             format!("daemon-{}", unix_now() as u64),
             1,
