@@ -47,6 +47,9 @@ pub struct SiteReport {
     pub cause: Option<Cause>,
     /// The planned actions, one line each.
     pub fix: Vec<String>,
+    /// Why the fix is not done (paused, `heal: false`), with the way out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     /// What a person would run to check.
     pub commands: Vec<String>,
 }
@@ -137,6 +140,8 @@ pub fn build(
         nginx_t.push_str(&format!(" -p {}", prefix.display()));
     }
     nginx_t.push_str(&format!(" -c {} -t", settings.nginx.conf.display()));
+    let pauses = crate::daemon::pause::load_for_hold(&settings.state_dir);
+    let now = crate::daemon::pause::unix_now();
     let mut sites: Vec<SiteReport> = Vec::new();
     for route in &facts.routes {
         let indices: Vec<usize> = targets
@@ -208,6 +213,16 @@ pub fn build(
                     .map(|s| super::plan::describe(&s.action))
                     .collect()
             }),
+            held: finding.and_then(|(_, f)| {
+                crate::daemon::pause::hold_of(
+                    &pauses,
+                    &settings.backends,
+                    f.unit.as_deref(),
+                    &f.upstream,
+                    now,
+                )
+                .map(|h| h.describe())
+            }),
             endpoints,
             commands,
         });
@@ -262,27 +277,7 @@ fn log_counts(facts: &Facts, route: &crate::facts::mapping::Route) -> Vec<LogCou
     out
 }
 
-/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn utc(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // civil_from_days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::daemon::pause::utc;
 
 struct Paint(bool);
 
@@ -422,6 +417,9 @@ pub fn render_explain(report: &Explain, color: bool) -> String {
                 ));
                 render_cause(&p, cause, &mut out);
                 out.push_str("  Planned fix:\n");
+                if let Some(held) = &s.held {
+                    out.push_str(&format!("     {}\n", p.warn(held)));
+                }
                 if s.fix.is_empty() {
                     let why = if cause.missing.is_empty() {
                         "none: reported only"
