@@ -487,6 +487,22 @@ mod tests {
         assert!(render_explain(&report, true).contains("\x1b[31m"));
     }
 
+    #[test]
+    fn a_held_fix_says_why_and_how_to_lift_it() {
+        let mut report = fixture("backend-down");
+        let held = "paused until 2026-12-01 10:42:00 UTC; nothing is done (nginx-medic resume api.service)";
+        for site in &mut report.sites {
+            if site.cause.is_some() {
+                site.held = Some(held.into());
+            }
+        }
+        let text = render_explain(&report, false);
+        assert!(
+            text.contains(&format!("  Planned fix:\n     {held}\n     1. ")),
+            "{text}"
+        );
+    }
+
     macro_rules! snapshot {
         ($($name:ident => $file:literal),* $(,)?) => {$(
             #[test]

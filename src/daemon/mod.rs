@@ -797,7 +797,8 @@ impl Daemon {
         let now = pause::unix_now();
         let (began, ended) = watch.transitions(now);
         for (name, p) in &began {
-            tracing::warn!(unit = %name, until = %p.until_text(), "paused; nothing is done to it");
+            let until = p.until.map_or_else(|| "resumed".to_string(), pause::utc);
+            tracing::warn!(unit = %name, until = %until, "paused; nothing is done to it");
         }
         for name in &ended {
             tracing::info!(unit = %name, "pause ended; acting on it again");
@@ -837,7 +838,7 @@ impl Daemon {
         };
         let text = hold.describe();
         if self.report_once(&finding.upstream, &text) {
-            tracing::warn!(target = %finding.upstream, cause = %finding.cause, unit = unit.as_deref().unwrap_or("-"), hold = hold.kind(), "{text}");
+            tracing::warn!(target = %finding.upstream, cause = %finding.cause, unit = %unit.as_deref().unwrap_or("-"), hold = %hold.kind(), "{text}");
         }
         if let Some(incident) = self.incidents.get_mut(&finding.upstream) {
             incident.opened = Instant::now();
