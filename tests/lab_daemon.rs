@@ -761,6 +761,17 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
         "{explain}"
     );
 
+    // the pause survives a restart of the daemon
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop().code(), Some(0));
+    let daemon = Daemon::start(&lab, "");
+    let log = daemon.wait_log(
+        &format!("nothing is done (nginx-medic resume api.service) target={api}"),
+        Duration::from_secs(10),
+    );
+    assert!(!log.contains(" healing target="), "{log}");
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+
     // resume: healed at the next evaluation
     let resumed = Instant::now();
     let out = lab.medic(&["resume", "api.service"]);

@@ -81,7 +81,7 @@ pub fn pause(settings: &Settings, args: &PauseArgs) -> anyhow::Result<Exit> {
             changed.join(", ")
         };
         println!("paused {what} {}", pause.until_text());
-        println!("nginx-medic diagnoses and reports it, and changes nothing; the daemon picks this up within a second");
+        println!("diagnosed and reported, never touched; the daemon picks this up within a second");
         let resume = if args.units.is_empty() {
             "nginx-medic resume".to_string()
         } else {
@@ -121,7 +121,7 @@ pub fn resume(settings: &Settings, args: &ResumeArgs) -> anyhow::Result<Exit> {
             .map(|n| if n == HOST { "the whole host" } else { n })
             .collect();
         println!("resumed {}", names.join(", "));
-        println!("the daemon acts on them again within a second; `nginx-medic apply` right away");
+        println!("the daemon acts on them again within a second (or run `nginx-medic apply` now)");
     }
     for (name, p) in state.active(now) {
         let name = if name == HOST {
