@@ -95,7 +95,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     let facts = d.facts.clone();
     let targets = d.targets.clone();
     let plan = plan_of(d);
-    let report = build(settings, &facts, &targets, &plan);
+    let pauses = crate::daemon::pause::load_for_hold(&settings.state_dir);
+    let intent = Intent {
+        pauses: &pauses,
+        now: crate::daemon::pause::unix_now(),
+    };
+    let report = build(settings, &facts, &targets, &plan, &intent);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -109,12 +114,20 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     })
 }
 
-/// Builds the report from the facts, the targets and the plan (its findings included).
+/// What holds targets back: the pause state as read (an error as its text), at `now`.
+pub struct Intent<'a> {
+    pub pauses: &'a Result<crate::daemon::pause::PauseState, String>,
+    pub now: u64,
+}
+
+/// Builds the report from the facts, the targets, the plan (its findings included) and what
+/// the administrator asked to leave alone.
 pub fn build(
     settings: &Settings,
     facts: &Facts,
     targets: &[crate::engine::context::Target],
     plan: &Plan,
+    intent: &Intent<'_>,
 ) -> Explain {
     let cause_of = |f: &crate::engine::evaluate::Finding| Cause {
         id: f.cause.clone(),
@@ -140,8 +153,6 @@ pub fn build(
         nginx_t.push_str(&format!(" -p {}", prefix.display()));
     }
     nginx_t.push_str(&format!(" -c {} -t", settings.nginx.conf.display()));
-    let pauses = crate::daemon::pause::load_for_hold(&settings.state_dir);
-    let now = crate::daemon::pause::unix_now();
     let mut sites: Vec<SiteReport> = Vec::new();
     for route in &facts.routes {
         let indices: Vec<usize> = targets
@@ -213,15 +224,19 @@ pub fn build(
                     .map(|s| super::plan::describe(&s.action))
                     .collect()
             }),
-            held: finding.and_then(|(_, f)| {
-                crate::daemon::pause::hold_of(
-                    &pauses,
+            held: finding.and_then(|(i, f)| {
+                crate::daemon::pause::hold_of_actions(
+                    intent.pauses,
                     &settings.backends,
                     f.unit.as_deref(),
                     &f.upstream,
-                    now,
+                    plan.actions
+                        .iter()
+                        .filter(|s| s.finding == i)
+                        .map(|s| &s.action),
+                    intent.now,
                 )
-                .map(|h| h.describe())
+                .map(|(_, h)| h.describe())
             }),
             endpoints,
             commands,

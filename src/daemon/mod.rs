@@ -52,19 +52,10 @@ pub enum DaemonError {
 /// Why an evaluation was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Trigger {
-    ErrorLog {
-        upstream: Option<String>,
-    },
-    Unit {
-        unit: String,
-        what: String,
-    },
-    Probe {
-        site: String,
-        status: Option<u16>,
-    },
-    /// The pause file changed, or a pause ended.
-    Pause,
+    ErrorLog { upstream: Option<String> },
+    Unit { unit: String, what: String },
+    Probe { site: String, status: Option<u16> },
+    Pause, // the pause file changed, or a pause ended
 }
 
 /// A site to probe through nginx.

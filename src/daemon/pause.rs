@@ -614,6 +614,34 @@ mod tests {
     }
 
     #[test]
+    fn a_step_that_touches_a_paused_unit_holds_its_finding() {
+        let mut s = PauseState::empty();
+        s.pause(&names(&["php-fpm.service"]), T0, None);
+        let state = Ok(s);
+        let restart = PlannedAction::Systemd {
+            unit: "php-fpm.service".into(),
+            op: crate::playbook::SystemdOp::Restart,
+        };
+        let probe = PlannedAction::NginxTest {};
+        let held = hold_of_actions(
+            &state,
+            &[],
+            None,
+            "unix:/run/php.sock",
+            [&probe, &restart],
+            T0,
+        );
+        assert_eq!(
+            held.map(|(unit, h)| (unit, h.kind())),
+            Some((Some("php-fpm.service".into()), "paused"))
+        );
+        assert_eq!(
+            hold_of_actions(&state, &[], None, "unix:/run/php.sock", [&probe], T0),
+            None
+        );
+    }
+
+    #[test]
     fn holds_say_how_to_lift_them() {
         let pause = Pause {
             since: T0,
