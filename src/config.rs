@@ -132,6 +132,13 @@ struct BackendSection {
     unit: Option<String>,
     #[serde(default)]
     bind: Option<BindSection>,
+    /// `false`: diagnosed and reported, never healed (by the daemon or by `apply`).
+    #[serde(default = "yes")]
+    heal: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -212,6 +219,9 @@ pub struct BackendHint {
     pub upstream: UpstreamAddr,
     pub unit: Option<String>,
     pub bind: Option<BindLocation>,
+    /// Whether nginx-medic may heal this backend (default `true`); `false` keeps it to
+    /// diagnosis and reports.
+    pub heal: bool,
 }
 
 /// Where a backend's bind host is set: a `KEY=value` line in a file.
@@ -314,6 +324,7 @@ impl ConfigFile {
                     file: b.file,
                     key: b.key,
                 }),
+                heal: b.heal,
             });
         }
         if self.nginx.unit.is_empty() {
@@ -669,6 +680,24 @@ mod tests {
             "unix:/run/php/php8.2-fpm.sock"
         );
         assert_eq!(s.backends[0].bind.as_ref().unwrap().key, "HOST");
+        assert!(s.backends[0].heal, "heal defaults to true");
+    }
+
+    #[test]
+    fn heal_false_is_read_per_backend() {
+        let s = parse(
+            "backends:\n  - upstream: 127.0.0.1:8000\n    unit: api.service\n    heal: false\n  - upstream: 127.0.0.1:3000\n    heal: true\n",
+        )
+        .unwrap();
+        assert!(!s.backends[0].heal);
+        assert!(s.backends[1].heal);
+        let e = parse("backends:\n  - upstream: 127.0.0.1:8000\n    heal: never\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("medic.yaml:3:11: `backends[0].heal`: invalid type"),
+            "{e}"
+        );
     }
 
     #[test]

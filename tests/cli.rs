@@ -80,3 +80,80 @@ fn help_documents_the_commands_and_exit_codes() {
     assert!(out.status.success());
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn pause_and_resume_keep_a_versioned_state_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("medic.yaml");
+    let state = dir.path().join("state");
+    std::fs::write(&config, format!("state_dir: {}\n", state.display())).unwrap();
+    let config = config.to_str().unwrap();
+    let json = |out: &Output| -> serde_json::Value {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let out = medic(&["--config", config, "pause", "--for", "10 minutes", "api"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a bad duration is invalid input"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("error: `--for 10 minutes` is not a duration\nhelp: "));
+    assert!(!state.join("paused.json").exists());
+
+    let paused = json(&medic(&[
+        "--config", config, "pause", "--for", "10m", "api", "--json",
+    ]));
+    assert_eq!(paused["changed"], serde_json::json!(["api.service"]));
+    let entry = &paused["paused"][0];
+    assert_eq!(entry["unit"], "api.service");
+    assert_eq!(
+        entry["until"].as_u64().unwrap() - entry["since"].as_u64().unwrap(),
+        600
+    );
+    let file = std::fs::read_to_string(state.join("paused.json")).unwrap();
+    assert!(file.contains("\"version\": 1"), "{file}");
+
+    let host = json(&medic(&["--config", config, "pause", "--json"]));
+    assert_eq!(host["paused"][0]["unit"], "*");
+    assert_eq!(host["paused"][0]["until"], serde_json::Value::Null);
+
+    let resumed = json(&medic(&[
+        "--config",
+        config,
+        "resume",
+        "api.service",
+        "--json",
+    ]));
+    assert_eq!(resumed["changed"], serde_json::json!(["api.service"]));
+    assert_eq!(
+        resumed["paused"].as_array().unwrap().len(),
+        1,
+        "the host stays paused"
+    );
+    let out = medic(&["--config", config, "resume"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().next(),
+        Some("resumed the whole host")
+    );
+
+    // a file from another version is named, and `resume` replaces it
+    std::fs::write(state.join("paused.json"), "{\"version\": 9}").unwrap();
+    let out = medic(&["--config", config, "pause", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("paused.json` holds pause state version 9"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = medic(&["--config", config, "resume"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replacing it with an empty one"));
+}

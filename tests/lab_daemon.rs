@@ -690,3 +690,130 @@ fn check_prometheus_text(text: &str) -> BTreeMap<String, f64> {
     }
     samples
 }
+
+/// The next `STATUS=` notification that contains `needle`.
+fn wait_status(daemon: &Daemon, needle: &str, timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let n = daemon.next_notification();
+        if n.starts_with("STATUS=") && n.contains(needle) {
+            return n;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "no STATUS= with `{needle}` within {timeout:?} (last: {n:?})\n{}",
+            daemon.log()
+        );
+    }
+}
+
+#[test]
+fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
+    let lab = Lab::start();
+    let daemon = Daemon::start(&lab, &apply_config(&lab, ""));
+    let api = format!("127.0.0.1:{}", lab.port("api"));
+    let api_site = lab.port("api_site");
+
+    let out = lab.medic(&["pause", "--for", "10m", "api.service"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // the daemon notices the file without a fault to trigger it
+    let status = wait_status(
+        &daemon,
+        "paused: api.service until ",
+        Duration::from_secs(10),
+    );
+    assert!(status.contains(" UTC"), "{status}");
+    daemon.wait_log("; nothing is done to api.service", Duration::from_secs(5));
+
+    assert!(lab.systemctl(&["stop", "api.service"]).status.success());
+    let log = daemon.wait_log(
+        &format!("nothing is done (nginx-medic resume api.service) [{api} backend-down]"),
+        Duration::from_secs(10),
+    );
+    assert!(
+        log.contains("hold=paused object_systemd_unit=api.service"),
+        "{log}"
+    );
+    // a few probe rounds (500 ms each): still down, reported once
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+    assert_eq!(lab.http_status(api_site, "/"), 502);
+    let log = daemon.log();
+    assert_eq!(
+        log.matches("nothing is done (nginx-medic resume api.service)")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains(" healing ["), "{log}");
+    assert!(metrics(&lab).contains("nginx_medic_paused{unit=\"api.service\"} 1\n"));
+
+    // `apply` and `explain` see the pause too
+    let (code, applied) = lab.medic_json(&["apply"]);
+    assert_eq!(code, 2, "{applied:#}");
+    assert_eq!(applied["held"][0]["unit"], "api.service", "{applied:#}");
+    assert_eq!(applied["held"][0]["hold"], "paused");
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+    let explain = lab.explain("paused");
+    assert!(
+        explain.contains("paused until ") && explain.contains("(nginx-medic resume api.service)"),
+        "{explain}"
+    );
+
+    // the pause survives a restart of the daemon
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop().code(), Some(0));
+    let daemon = Daemon::start(&lab, "");
+    let log = daemon.wait_log(
+        &format!("nothing is done (nginx-medic resume api.service) [{api} backend-down]"),
+        Duration::from_secs(10),
+    );
+    assert!(!log.contains(" healing ["), "{log}");
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+
+    // resume: healed at the next evaluation
+    let resumed = Instant::now();
+    let out = lab.medic(&["resume", "api.service"]);
+    assert!(out.status.success());
+    let took = time_to_200(&lab, "api_site", resumed, Duration::from_secs(10));
+    daemon.wait_log(
+        &format!("healed [{api} backend-down]"),
+        Duration::from_secs(5),
+    );
+    assert!(daemon
+        .log()
+        .contains("pause ended; acting on api.service again"));
+    assert!(!metrics(&lab).contains("nginx_medic_paused{"));
+    println!(
+        "time from `resume` to the first 200: {} ms",
+        took.as_millis()
+    );
+
+    // `heal: false`: diagnosed and reported, never healed
+    let config = fs::read_to_string(lab.config()).unwrap();
+    let config = config.replacen(
+        "    unit: api.service\n",
+        "    unit: api.service\n    heal: false\n",
+        1,
+    );
+    fs::write(lab.config(), config).unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_log("reloaded the configuration", Duration::from_secs(10));
+    assert!(lab.systemctl(&["stop", "api.service"]).status.success());
+    daemon.wait_log(
+        &format!("`heal: false` in medic.yaml: reported, never healed [{api} backend-down]"),
+        Duration::from_secs(10),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+    let (code, applied) = lab.medic_json(&["apply"]);
+    assert_eq!(
+        (code, applied["held"][0]["hold"].as_str()),
+        (2, Some("heal_false"))
+    );
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+}

@@ -135,6 +135,18 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
     write_replacing(&target, bytes, ownership)
 }
 
+/// Like [`atomic_write`], for nginx-medic's own state files: the file ends up owned by the
+/// caller with mode 0600, whatever it was before.
+pub fn atomic_write_private(path: &Path, bytes: &[u8]) -> Result<(), FsError> {
+    let target = resolve(path)?;
+    let ownership = Ownership {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        mode: 0o600,
+    };
+    write_replacing(&target, bytes, Some(ownership))
+}
+
 /// Copies the file at `path` byte for byte into `dir` (created with mode 0700 if missing).
 ///
 /// The copy is named after the original path (`etc_nginx_nginx.conf`, with `.1`, `.2`, … when

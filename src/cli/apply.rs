@@ -27,14 +27,26 @@ pub struct Args {
 #[derive(Serialize)]
 struct Output<'a> {
     findings: &'a [Finding],
+    /// Findings left alone: paused, or `heal: false`.
+    held: &'a [Held],
     #[serde(flatten)]
     report: &'a ApplyReport,
+}
+
+/// A finding whose actions were not run, and why.
+#[derive(Debug, Serialize)]
+struct Held {
+    upstream: String,
+    unit: Option<String>,
+    /// `paused`, `heal_false` or `pause_state_unreadable`.
+    hold: &'static str,
+    reason: String,
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     // A finding whose playbook has no actions (a crash loop) is reported, never acted on.
     let mut report_only = false;
-    let plan = match &args.plan {
+    let mut plan = match &args.plan {
         Some(path) => read_plan(path)?,
         None => {
             let d = diagnose(settings).await?;
@@ -46,6 +58,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
             plan_of(d)
         }
     };
+    let held = drop_held(settings, &mut plan);
     let systemd = Systemd::connect(settings.bus).await?;
     let nginx = nginx_binary(settings);
     let facts_nginx = crate::nginx_conf::load(&nginx.conf, &crate::nginx_conf::RealFs)
@@ -65,6 +78,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     if args.json {
         let out = Output {
             findings: &plan.findings,
+            held: &held,
             report: &report,
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -73,14 +87,70 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
             "{}",
             super::diagnose::render(&plan.findings, plan.findings.len())
         );
+        for h in &held {
+            let unit = h
+                .unit
+                .as_deref()
+                .map(|u| format!(" ({u})"))
+                .unwrap_or_default();
+            println!("left alone: {}{unit}: {}", h.upstream, h.reason);
+        }
         print!("{}", render(&report));
     }
     let inconclusive = plan.findings.iter().any(|f| !f.conclusive);
     Ok(match report.outcome {
         Outcome::RolledBack | Outcome::Failed => Exit::Failure,
-        _ if inconclusive || report_only => Exit::Findings,
+        _ if inconclusive || report_only || !held.is_empty() => Exit::Findings,
         Outcome::Healed | Outcome::NothingToDo => Exit::Ok,
     })
+}
+
+/// Takes the actions of held findings (paused, `heal: false`) out of the plan. A finding is
+/// named by its steps when the plan came from a file (which keeps no findings).
+fn drop_held(settings: &Settings, plan: &mut Plan) -> Vec<Held> {
+    let pauses = crate::daemon::pause::load_for_hold(&settings.state_dir);
+    let now = crate::daemon::pause::unix_now();
+    let mut groups: Vec<usize> = plan.actions.iter().map(|s| s.finding).collect();
+    groups.extend(0..plan.findings.len());
+    groups.sort_unstable();
+    groups.dedup();
+    let mut held = Vec::new();
+    for index in groups {
+        let (upstream, unit) = match plan.findings.get(index) {
+            Some(f) => (f.upstream.clone(), f.unit.clone()),
+            None => {
+                let steps = || plan.actions.iter().filter(|s| s.finding == index);
+                let upstream = steps()
+                    .find_map(|s| s.target.rsplit_once(" -> ").map(|(_, a)| a.to_string()))
+                    .unwrap_or_default();
+                (
+                    upstream,
+                    steps()
+                        .find_map(|s| crate::daemon::pause::action_unit(&s.action))
+                        .map(String::from),
+                )
+            }
+        };
+        let actions = plan.actions.iter().filter(|s| s.finding == index);
+        let Some((unit, hold)) = crate::daemon::pause::hold_of_actions(
+            &pauses,
+            &settings.backends,
+            unit.as_deref(),
+            &upstream,
+            actions.map(|s| &s.action),
+            now,
+        ) else {
+            continue;
+        };
+        plan.actions.retain(|s| s.finding != index);
+        held.push(Held {
+            upstream,
+            unit,
+            hold: hold.kind(),
+            reason: hold.describe(),
+        });
+    }
+    held
 }
 
 fn read_plan(path: &std::path::Path) -> anyhow::Result<Plan> {

@@ -47,6 +47,9 @@ pub struct SiteReport {
     pub cause: Option<Cause>,
     /// The planned actions, one line each.
     pub fix: Vec<String>,
+    /// Why the fix is not done (paused, `heal: false`), with the way out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
     /// What a person would run to check.
     pub commands: Vec<String>,
 }
@@ -92,7 +95,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     let facts = d.facts.clone();
     let targets = d.targets.clone();
     let plan = plan_of(d);
-    let report = build(settings, &facts, &targets, &plan);
+    let pauses = crate::daemon::pause::load_for_hold(&settings.state_dir);
+    let intent = Intent {
+        pauses: &pauses,
+        now: crate::daemon::pause::unix_now(),
+    };
+    let report = build(settings, &facts, &targets, &plan, &intent);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -106,12 +114,20 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     })
 }
 
-/// Builds the report from the facts, the targets and the plan (its findings included).
+/// What holds targets back: the pause state as read (an error as its text), at `now`.
+pub struct Intent<'a> {
+    pub pauses: &'a Result<crate::daemon::pause::PauseState, String>,
+    pub now: u64,
+}
+
+/// Builds the report from the facts, the targets, the plan (its findings included) and what
+/// the administrator asked to leave alone.
 pub fn build(
     settings: &Settings,
     facts: &Facts,
     targets: &[crate::engine::context::Target],
     plan: &Plan,
+    intent: &Intent<'_>,
 ) -> Explain {
     let cause_of = |f: &crate::engine::evaluate::Finding| Cause {
         id: f.cause.clone(),
@@ -208,6 +224,20 @@ pub fn build(
                     .map(|s| super::plan::describe(&s.action))
                     .collect()
             }),
+            held: finding.and_then(|(i, f)| {
+                crate::daemon::pause::hold_of_actions(
+                    intent.pauses,
+                    &settings.backends,
+                    f.unit.as_deref(),
+                    &f.upstream,
+                    plan.actions
+                        .iter()
+                        .filter(|s| s.finding == i)
+                        .map(|s| &s.action),
+                    intent.now,
+                )
+                .map(|(_, h)| h.describe())
+            }),
             endpoints,
             commands,
         });
@@ -262,27 +292,7 @@ fn log_counts(facts: &Facts, route: &crate::facts::mapping::Route) -> Vec<LogCou
     out
 }
 
-/// Seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn utc(secs: u64) -> String {
-    let days = i64::try_from(secs / 86_400).unwrap_or(0);
-    let rem = secs % 86_400;
-    // civil_from_days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use crate::daemon::pause::utc;
 
 struct Paint(bool);
 
@@ -422,6 +432,9 @@ pub fn render_explain(report: &Explain, color: bool) -> String {
                 ));
                 render_cause(&p, cause, &mut out);
                 out.push_str("  Planned fix:\n");
+                if let Some(held) = &s.held {
+                    out.push_str(&format!("     {}\n", p.warn(held)));
+                }
                 if s.fix.is_empty() {
                     let why = if cause.missing.is_empty() {
                         "none: reported only"
@@ -487,6 +500,22 @@ mod tests {
         let report = fixture("backend-down");
         assert!(!render_explain(&report, false).contains('\x1b'));
         assert!(render_explain(&report, true).contains("\x1b[31m"));
+    }
+
+    #[test]
+    fn a_held_fix_says_why_and_how_to_lift_it() {
+        let mut report = fixture("backend-down");
+        let held = "paused until 2026-12-01 10:42:00 UTC; nothing is done (nginx-medic resume api.service)";
+        for site in &mut report.sites {
+            if site.cause.is_some() {
+                site.held = Some(held.into());
+            }
+        }
+        let text = render_explain(&report, false);
+        assert!(
+            text.contains(&format!("  Planned fix:\n     {held}\n     1. ")),
+            "{text}"
+        );
     }
 
     macro_rules! snapshot {

@@ -6,6 +6,7 @@ mod diagnose;
 mod explain;
 mod facts;
 mod logging;
+mod pause;
 mod pipeline;
 mod plan;
 mod playbooks;
@@ -59,6 +60,14 @@ pub enum Command {
     /// listens, what the logs say, the cause, the planned fix and the commands to check it.
     /// Changes nothing. Exit 0 when healthy, 2 when something is found.
     Explain(explain::Args),
+    /// Leave units (or the whole host, when none is named) alone for a maintenance or a deploy:
+    /// they are diagnosed and reported, never touched, by the daemon and by `apply`, until
+    /// `--for` runs out or `resume`. The state survives restarts (`STATE_DIR/paused.json`).
+    /// Exit 0 when done, 3 on invalid input (a duration that does not parse).
+    Pause(pause::PauseArgs),
+    /// End pauses: of the named units, or every pause when none is named. The daemon acts on
+    /// them again within a second. Exit 0 when done.
+    Resume(pause::ResumeArgs),
     /// Work with playbooks.
     #[command(subcommand)]
     Playbooks(playbooks::Command),
@@ -130,6 +139,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan(args) => runtime.block_on(plan::run(&settings, &args)),
         Command::Apply(args) => runtime.block_on(apply::run(&settings, &args)),
         Command::Explain(args) => runtime.block_on(explain::run(&settings, &args)),
+        Command::Pause(args) => pause::pause(&settings, &args),
+        Command::Resume(args) => pause::resume(&settings, &args),
         Command::Playbooks(command) => playbooks::run(&settings, &command),
         Command::GenerateAssets(args) => assets::run(&args),
         Command::Run(args) => runtime.block_on(run::run(settings, cli.config, &args)),

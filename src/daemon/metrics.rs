@@ -23,6 +23,7 @@ pub struct Metrics {
     rate_limited: u64,
     escalations: u64,
     last_probe: BTreeMap<String, f64>,
+    paused: Vec<String>,
 }
 
 /// The metrics, shared between the loop and the endpoint.
@@ -80,6 +81,11 @@ impl Metrics {
     /// A probe of `site` through nginx answered below 500, at `unix_seconds`.
     pub fn probe_ok(&mut self, site: &str, unix_seconds: f64) {
         self.last_probe.insert(site.into(), unix_seconds);
+    }
+
+    /// The names paused now (`*`: the whole host), replacing the previous set.
+    pub fn set_paused(&mut self, names: Vec<String>) {
+        self.paused = names;
     }
 
     /// The Prometheus text exposition format, version 0.0.4.
@@ -155,6 +161,15 @@ impl Metrics {
                 "nginx_medic_last_successful_probe_timestamp_seconds{{site=\"{}\"}} {ts:.3}",
                 escape(site)
             );
+        }
+        header(
+            &mut out,
+            "nginx_medic_paused",
+            "gauge",
+            "1 for each unit or upstream paused by `nginx-medic pause` now (`*`: the whole host).",
+        );
+        for name in &self.paused {
+            let _ = writeln!(out, "nginx_medic_paused{{unit=\"{}\"}} 1", escape(name));
         }
         out
     }
@@ -259,7 +274,11 @@ mod tests {
         m.healed_in(Duration::from_millis(800));
         m.rate_limited();
         m.probe_ok("api \"lab\"", 1_700_000_000.5);
+        m.set_paused(vec!["*".into(), "api.service".into()]);
         let text = m.render();
+        assert!(text.contains(
+            "nginx_medic_paused{unit=\"*\"} 1\nnginx_medic_paused{unit=\"api.service\"} 1\n"
+        ));
         assert!(text.contains(
             "nginx_medic_incidents_total{target=\"127.0.0.1:8000\",cause=\"backend-down\"} 2\n"
         ));
@@ -273,7 +292,7 @@ mod tests {
         assert!(text.contains(
             "nginx_medic_last_successful_probe_timestamp_seconds{site=\"api \\\"lab\\\"\"} 1700000000.500\n"
         ));
-        assert_eq!(text.matches("# TYPE ").count(), 6);
+        assert_eq!(text.matches("# TYPE ").count(), 7);
     }
 
     #[tokio::test]

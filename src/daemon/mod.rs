@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
+pub mod pause;
 
 use crate::adapters::probe::probe_http;
 use crate::adapters::procfs::Procfs;
@@ -57,6 +58,7 @@ enum Trigger {
     ErrorLog { upstream: Option<String> },
     Unit { unit: String, what: String },
     Probe { site: String, status: Option<u16> },
+    Pause, // the pause file changed, or a pause ended
 }
 
 /// A site to probe through nginx.
@@ -117,6 +119,13 @@ pub async fn run(
         shared.clone(),
         tx.clone(),
     )));
+    let pause_tx = tx.clone();
+    tasks.push(tokio::spawn(pause::watch(
+        settings.state_dir.clone(),
+        move || {
+            let _ = pause_tx.send(Trigger::Pause);
+        },
+    )));
     tasks.push(tokio::spawn(probe_sites(
         shared.clone(),
         metrics.clone(),
@@ -150,6 +159,7 @@ pub async fn run(
         tx,
         follower: None,
         last_owners: BTreeMap::new(),
+        pauses: None,
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -312,6 +322,8 @@ struct Daemon {
     follower: Option<(PathBuf, JoinHandle<()>)>,
     /// The unit that owned each dialled address's socket when last seen.
     last_owners: BTreeMap<String, String>,
+    /// The pause file of `state_dir`, re-read when it changes (see `refresh_pauses`).
+    pauses: Option<pause::PauseWatch>,
 }
 
 /// States of a unit in the middle of a change: nothing is done to it until it settles.
@@ -339,6 +351,7 @@ impl Daemon {
         if !escalated.is_empty() {
             out.push_str(&format!("; escalated: {}", escalated.join(", ")));
         }
+        out.push_str(&self.paused_summary());
         out
     }
 
@@ -403,6 +416,7 @@ impl Daemon {
     /// Facts → findings → plan, then each conclusive finding through the brakes. Returns
     /// whether to evaluate again soon (a unit was in transition).
     async fn evaluate(&mut self) -> bool {
+        self.refresh_pauses();
         let facts = gather_remembering(&self.settings, &Procfs::system(), &self.last_owners).await;
         let targets = targets(&facts, &self.settings.backends);
         self.remember_owners(&targets);
@@ -439,6 +453,12 @@ impl Daemon {
             }
         }
         for t in &targets {
+            if self
+                .hold(t.endpoint.unit.as_deref(), &t.endpoint.address)
+                .is_some()
+            {
+                continue; // a deploy under a pause restarts units on purpose
+            }
             if let Some(n) = t.context["unit"]["n_restarts"].as_u64() {
                 let n = u32::try_from(n).unwrap_or(u32::MAX);
                 if let Some(e) = self.budget.unit_restarts(&t.endpoint.address, now, n) {
@@ -462,6 +482,9 @@ impl Daemon {
                     reported: None,
                 },
             );
+            if self.hold(f.unit.as_deref(), &f.upstream).is_some() {
+                continue; // a held target is no relapse
+            }
             if let Some(e) = self.budget.fault_seen(&f.upstream, now) {
                 self.escalate(&f.upstream, Some(f), e).await;
             }
@@ -492,6 +515,9 @@ impl Daemon {
                 continue;
             }
             if steps.is_empty() || acted.contains(&key) {
+                continue;
+            }
+            if self.report_held(finding, &steps) {
                 continue;
             }
             if let Some(unit) = self.in_transition(finding, &targets) {
@@ -802,6 +828,102 @@ impl Daemon {
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot follow the error log; the probe and systemd signals remain")
             }
+        }
+    }
+}
+
+// --- intent: `nginx-medic pause` and `heal: false` (the state is `pause`'s) -------------------
+
+impl Daemon {
+    /// Re-reads the pause file if it changed; logs each pause when it begins and when it ends,
+    /// and sets the metric.
+    fn refresh_pauses(&mut self) {
+        let dir = &self.settings.state_dir;
+        let watch = match &mut self.pauses {
+            Some(w) if w.state_dir() == dir.as_path() => w,
+            slot => slot.insert(pause::PauseWatch::new(dir)),
+        };
+        if watch.refresh() {
+            if let Err(reason) = watch.state() {
+                tracing::error!(error = %reason, "the pause state cannot be read; nothing is done to any target until it is fixed");
+            }
+        }
+        let now = pause::unix_now();
+        let (began, ended) = watch.transitions(now);
+        for (name, p) in &began {
+            let until = p.until.map_or_else(|| "resumed".to_string(), pause::utc);
+            events::paused(name, &until);
+        }
+        for name in &ended {
+            events::pause_ended(name);
+        }
+        let names = watch.active(now).into_iter().map(|(n, _)| n).collect();
+        self.metrics.lock().set_paused(names);
+    }
+
+    /// What holds a target now (a pause, `heal: false`, an unreadable pause file), if anything.
+    fn hold(&self, unit: Option<&str>, upstream: &str) -> Option<pause::Hold> {
+        let ok = Ok(pause::PauseState::empty());
+        let state = self.pauses.as_ref().map_or(&ok, |w| w.state());
+        pause::hold_of(
+            state,
+            &self.settings.backends,
+            unit,
+            upstream,
+            pause::unix_now(),
+        )
+    }
+
+    /// A held finding (its target, or a unit one of its steps touches) is reported once per
+    /// incident (and again when the hold changes) and never acted on; true when held. Its
+    /// incident counts from the end of the hold.
+    fn report_held(&mut self, finding: &Finding, steps: &[Step]) -> bool {
+        let ok = Ok(pause::PauseState::empty());
+        let state = self.pauses.as_ref().map_or(&ok, |w| w.state());
+        let Some((unit, hold)) = pause::hold_of_actions(
+            state,
+            &self.settings.backends,
+            finding.unit.as_deref(),
+            &finding.upstream,
+            steps.iter().map(|s| &s.action),
+            pause::unix_now(),
+        ) else {
+            return false;
+        };
+        let text = hold.describe();
+        if self.report_once(&finding.upstream, &text) {
+            events::held_by_intent(finding, unit.as_deref(), hold.kind(), &text);
+        }
+        if let Some(incident) = self.incidents.get_mut(&finding.upstream) {
+            incident.opened = Instant::now();
+        }
+        true
+    }
+
+    /// `; paused: api.service until 2026-12-01 10:42:00 UTC` for `STATUS=`, or nothing.
+    fn paused_summary(&self) -> String {
+        let Some(watch) = &self.pauses else {
+            return String::new();
+        };
+        if watch.state().is_err() {
+            return "; pause state unreadable: nothing is done".into();
+        }
+        let active: Vec<String> = watch
+            .active(pause::unix_now())
+            .iter()
+            .map(|(name, p)| {
+                let name = if name == pause::HOST {
+                    "whole host"
+                } else {
+                    name
+                };
+                format!("{name} {}", p.until_text())
+            })
+            .collect();
+        if active.is_empty() {
+            String::new()
+        } else {
+            format!("; paused: {}", active.join(", "))
         }
     }
 }
