@@ -207,6 +207,40 @@ pub fn escalated(upstream: &str, f: Option<&Finding>, e: &Escalation) {
     );
 }
 
+/// A pause began (`nginx-medic pause`): nothing is done to the unit (or `*`, the host) until it
+/// ends.
+pub fn paused(unit: &str, until: &str) {
+    let object = (unit != "*").then_some(unit);
+    tracing::warn!(
+        until = %until,
+        object_systemd_unit = object.map(tracing::field::display),
+        "paused until {until}; nothing is done to {unit}"
+    );
+}
+
+/// A pause ended (resumed or expired).
+pub fn pause_ended(unit: &str) {
+    let object = (unit != "*").then_some(unit);
+    tracing::info!(
+        object_systemd_unit = object.map(tracing::field::display),
+        "pause ended; acting on {unit} again"
+    );
+}
+
+/// A finding held by the administrator's intent (a pause, `heal: false`): reported, not acted
+/// on (once per incident).
+pub fn held_by_intent(f: &Finding, unit: Option<&str>, hold: &str, text: &str) {
+    tracing::warn!(
+        upstream = %f.upstream,
+        cause = %f.cause,
+        site = %f.site,
+        hold = %hold,
+        object_systemd_unit = unit.or(f.unit.as_deref()).map(tracing::field::display),
+        "{text} {}",
+        about(f)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,38 +401,4 @@ mod tests {
         );
         assert_eq!(field(&closed[0], "state"), Some("breaker_open"));
     }
-}
-
-/// A pause began (`nginx-medic pause`): nothing is done to the unit (or `*`, the host) until it
-/// ends.
-pub fn paused(unit: &str, until: &str) {
-    let object = (unit != "*").then_some(unit);
-    tracing::warn!(
-        until = %until,
-        object_systemd_unit = object.map(tracing::field::display),
-        "paused until {until}; nothing is done to {unit}"
-    );
-}
-
-/// A pause ended (resumed or expired).
-pub fn pause_ended(unit: &str) {
-    let object = (unit != "*").then_some(unit);
-    tracing::info!(
-        object_systemd_unit = object.map(tracing::field::display),
-        "pause ended; acting on {unit} again"
-    );
-}
-
-/// A finding held by the administrator's intent (a pause, `heal: false`): reported, not acted
-/// on (once per incident).
-pub fn held_by_intent(f: &Finding, unit: Option<&str>, hold: &str, text: &str) {
-    tracing::warn!(
-        upstream = %f.upstream,
-        cause = %f.cause,
-        site = %f.site,
-        hold = %hold,
-        object_systemd_unit = unit.or(f.unit.as_deref()).map(tracing::field::display),
-        "{text} {}",
-        about(f)
-    );
 }
