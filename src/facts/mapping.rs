@@ -61,6 +61,8 @@ pub enum UnitSource {
     UnitConfig,
     /// The unit owned the address's listening socket when the daemon last looked.
     LastOwner,
+    /// The only service listening on the port, on another address than the dialled one.
+    SamePortOwner,
 }
 
 /// Everything the mapping needs besides nginx's facts.
@@ -184,14 +186,37 @@ fn tcp_endpoint(
         .to_string()
     });
     let mentions = |unit: &UnitFacts| mentions_port(unit, input.unit_env.get(&unit.name), port);
-    endpoint(
+    let mut endpoint = endpoint(
         address,
         host_name,
         bound,
         listener.and_then(|s| s.main_owner()),
         input,
         &mentions,
-    )
+    );
+    if endpoint.unit.is_none() && listener.is_none() {
+        if let Some(unit) = only_unit_on_port(input.sockets, port) {
+            set_unit(&mut endpoint, unit, UnitSource::SamePortOwner, input);
+        }
+    }
+    endpoint
+}
+
+/// The one service that listens on `port` (on addresses other than the dialled one, since
+/// none accepts it): the backend bound to the wrong host, even when its settings cannot be
+/// read. Two services, or none: `None`, never a guess.
+fn only_unit_on_port(sockets: &SocketFacts, port: u16) -> Option<String> {
+    let mut units: Vec<String> = sockets
+        .tcp_listeners_on(port)
+        .filter_map(|s| s.main_owner()?.unit.clone())
+        .filter(|u| u.ends_with(".service"))
+        .collect();
+    units.sort();
+    units.dedup();
+    match units.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }
 
 fn unix_endpoint(path: &str, input: &MappingInput<'_>) -> Endpoint {
@@ -284,15 +309,19 @@ fn attribute_unit(
             }
         });
     if let Some((unit, from)) = found {
-        let cgroup = input
-            .units
-            .iter()
-            .find(|u| u.name == unit)
-            .and_then(|u| u.control_group.as_deref());
-        endpoint.unit_listeners = listeners_of_unit(input.sockets, &unit, cgroup);
-        endpoint.unit = Some(unit);
-        endpoint.unit_from = Some(from);
+        set_unit(endpoint, unit, from, input);
     }
+}
+
+fn set_unit(endpoint: &mut Endpoint, unit: String, from: UnitSource, input: &MappingInput<'_>) {
+    let cgroup = input
+        .units
+        .iter()
+        .find(|u| u.name == unit)
+        .and_then(|u| u.control_group.as_deref());
+    endpoint.unit_listeners = listeners_of_unit(input.sockets, &unit, cgroup);
+    endpoint.unit = Some(unit);
+    endpoint.unit_from = Some(from);
 }
 
 /// Every socket whose owning process belongs to `unit` — matched by cgroup when the manager
