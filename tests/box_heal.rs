@@ -413,6 +413,46 @@ fn too_big_header(b: &SystemBox) -> Healed {
     big
 }
 
+/// The seed's own story: the site's `proxy_pass` names a port nothing listens on (a typo),
+/// no hint says which backend it meant; api.service, named like the site, listens on the port
+/// no site dials any more. The site is fixed, the backend untouched.
+fn typo_in_proxy_pass_port(b: &SystemBox) -> Healed {
+    let site = "/etc/nginx/sites-available/api";
+    let before = b.read_file(site);
+    let api_pid = b.main_pid("api.service");
+    let healed = heal(
+        b,
+        "proxy_pass port typo'd (8000 → 8010)",
+        "api",
+        "127.0.0.1:8010",
+        |b| {
+            b.write_file(site, &before.replace("127.0.0.1:8000;", "127.0.0.1:8010;"));
+            let (fault, wall) = (Instant::now(), now_micros());
+            b.systemctl_ok(&["reload", "nginx.service"]);
+            // the old workers finish their requests on the old configuration for a moment:
+            // the fault holds once the site answers 502 three times in a row
+            let mut in_a_row = 0;
+            wait_until(Duration::from_secs(5), "the api site answers 502", || {
+                let status = b.http_status(site_port("api"), "/");
+                in_a_row = if status == 502 { in_a_row + 1 } else { 0 };
+                in_a_row == 3
+            });
+            Some((fault, wall))
+        },
+    );
+    assert_eq!(
+        b.read_file(site),
+        before,
+        "the pass target is the backend's port again"
+    );
+    assert_eq!(
+        b.main_pid("api.service"),
+        api_pid,
+        "the backend was not touched"
+    );
+    healed
+}
+
 // --- the tests -------------------------------------------------------------------------------
 
 #[test]
@@ -517,6 +557,11 @@ fn box_heals_a_php_pool_socket_owner() {
 }
 
 #[test]
+fn box_heals_a_typo_in_a_proxy_pass_port() {
+    one("typo", typo_in_proxy_pass_port);
+}
+
+#[test]
 fn box_heals_a_too_big_header() {
     one("bighdr", too_big_header);
 }
@@ -535,10 +580,11 @@ fn box_heals_every_fault_one_after_another_in_one_box() {
         ),
     );
     b.systemctl_ok(&["restart", "nginx-medic.service"]);
-    let faults: [fn(&SystemBox) -> Healed; 9] = [
+    let faults: [fn(&SystemBox) -> Healed; 10] = [
         api_stopped,
         web_killed,
         api_host_in_etc_default,
+        typo_in_proxy_pass_port,
         web_host_in_app_env,
         gunicorn_bind_in_execstart,
         runserver_addr_in_execstart,

@@ -63,6 +63,9 @@ pub enum UnitSource {
     LastOwner,
     /// The only service listening on the port, on another address than the dialled one.
     SamePortOwner,
+    /// The service named like the site (its file, its `server_name`) that listens on a port no
+    /// site dials: the backend of a typo'd port.
+    SiteIdentity,
 }
 
 /// Everything the mapping needs besides nginx's facts.
@@ -116,13 +119,23 @@ pub fn routes(
     resolve: &dyn Fn(&str) -> Vec<IpAddr>,
 ) -> Vec<Route> {
     let mut routes = Vec::new();
+    let dialled_ports = dialled_ports(nginx);
     for site in &nginx.sites {
         for location in &site.locations {
             let Some(pass) = &location.pass else { continue };
-            let endpoints = dialled(nginx, &pass.target)
+            let mut endpoints: Vec<Endpoint> = dialled(nginx, &pass.target)
                 .into_iter()
                 .flat_map(|d| endpoints_of(&d, input, resolve))
                 .collect();
+            for e in endpoints
+                .iter_mut()
+                .filter(|e| e.unit.is_none() && !e.listening)
+            {
+                let names = site_names(site, &pass.at.file);
+                if let Some(unit) = identity_match(input.sockets, &dialled_ports, &names) {
+                    set_unit(e, unit, UnitSource::SiteIdentity, input);
+                }
+            }
             routes.push(Route {
                 site: site
                     .server_names
@@ -141,6 +154,68 @@ pub fn routes(
         }
     }
     routes
+}
+
+/// Every TCP port any pass target of the configuration dials.
+fn dialled_ports(nginx: &NginxFacts) -> std::collections::BTreeSet<u16> {
+    nginx
+        .sites
+        .iter()
+        .flat_map(|s| s.locations.iter())
+        .filter_map(|l| l.pass.as_ref())
+        .flat_map(|p| dialled(nginx, &p.target))
+        .filter_map(|d| match d {
+            Dialled::Tcp { port, .. } => Some(port),
+            Dialled::Unix { .. } => None,
+        })
+        .collect()
+}
+
+/// The names a site goes by, lower case: its file's name without extension
+/// (`sites-enabled/api`, `conf.d/api.conf` → `api`) and the first label of each literal
+/// `server_name` (`api.example.org` → `api`).
+fn site_names(site: &crate::facts::nginx::Site, file: &std::path::Path) -> Vec<String> {
+    let stem = file.file_stem().map(|s| s.to_string_lossy().to_lowercase());
+    let labels = site
+        .server_names
+        .iter()
+        .filter(|n| !n.starts_with(['~', '*', '.']) && n.as_str() != "_")
+        .filter_map(|n| n.split('.').next())
+        .map(str::to_lowercase);
+    let mut names: Vec<String> = stem
+        .into_iter()
+        .chain(labels)
+        .filter(|n| !n.is_empty() && n != "default")
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The one service whose name is one of the site's `names` and that listens on a TCP port no
+/// pass target dials: the backend a typo'd port in the site was meant to reach. None, or more
+/// than one: `None`, never a guess.
+fn identity_match(
+    sockets: &SocketFacts,
+    dialled_ports: &std::collections::BTreeSet<u16>,
+    names: &[String],
+) -> Option<String> {
+    let mut units: Vec<String> = sockets
+        .tcp
+        .iter()
+        .filter(|s| !dialled_ports.contains(&s.port))
+        .filter_map(|s| s.main_owner()?.unit.clone())
+        .filter(|u| {
+            u.strip_suffix(".service")
+                .is_some_and(|stem| names.iter().any(|n| n == &stem.to_lowercase()))
+        })
+        .collect();
+    units.sort();
+    units.dedup();
+    match units.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }
 
 fn endpoints_of(
@@ -476,6 +551,99 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    fn listening(sockets: &[(&str, u16, &str)]) -> SocketFacts {
+        SocketFacts {
+            tcp: sockets
+                .iter()
+                .enumerate()
+                .map(|(i, (addr, port, unit))| crate::facts::sockets::TcpSocket {
+                    addr: addr.parse().unwrap(),
+                    port: *port,
+                    inode: i as u64,
+                    owners: vec![crate::facts::sockets::Owner {
+                        pid: 100 + i as i32,
+                        ppid: 1,
+                        comm: "x".into(),
+                        cmdline: Vec::new(),
+                        unit: Some(unit.to_string()),
+                        unit_cgroup: None,
+                    }],
+                })
+                .collect(),
+            unix: Vec::new(),
+            skipped_lines: 0,
+        }
+    }
+
+    #[test]
+    fn the_only_service_on_the_port_is_the_backend_of_another_host() {
+        let one = listening(&[
+            ("127.0.0.2", 8007, "app.service"),
+            ("127.0.0.1", 9000, "x.service"),
+        ]);
+        assert_eq!(
+            only_unit_on_port(&one, 8007).as_deref(),
+            Some("app.service")
+        );
+        assert_eq!(only_unit_on_port(&one, 8008), None);
+        let two = listening(&[
+            ("127.0.0.2", 8007, "a.service"),
+            ("10.0.0.2", 8007, "b.service"),
+        ]);
+        assert_eq!(only_unit_on_port(&two, 8007), None, "two: never a guess");
+        let scope = listening(&[("127.0.0.2", 8007, "session-1.scope")]);
+        assert_eq!(only_unit_on_port(&scope, 8007), None, "services only");
+    }
+
+    #[test]
+    fn a_typod_port_finds_the_service_named_like_the_site_on_an_undialled_port() {
+        let sockets = listening(&[
+            ("127.0.0.1", 8000, "api.service"),
+            ("127.0.0.1", 8001, "web.service"),
+            ("127.0.0.1", 9187, "nginx-medic.service"),
+        ]);
+        let dialled: std::collections::BTreeSet<u16> = [8010, 8001].into();
+        let names = vec!["api".to_string()];
+        assert_eq!(
+            identity_match(&sockets, &dialled, &names).as_deref(),
+            Some("api.service")
+        );
+        // a port another site dials is never taken
+        let dialled: std::collections::BTreeSet<u16> = [8010, 8000, 8001].into();
+        assert_eq!(identity_match(&sockets, &dialled, &names), None);
+        // a unit that is not named like the site is never taken
+        let names = vec!["shop".to_string()];
+        let dialled: std::collections::BTreeSet<u16> = [8010].into();
+        assert_eq!(identity_match(&sockets, &dialled, &names), None);
+    }
+
+    #[test]
+    fn a_site_goes_by_its_file_name_and_its_server_names() {
+        let site = crate::facts::nginx::Site {
+            server_names: vec!["API.example.org".into(), "~^re".into(), "_".into()],
+            listen: Vec::new(),
+            at: crate::facts::nginx::At {
+                file: "/etc/nginx/sites-enabled/shop".into(),
+                line: 1,
+                col: 1,
+                start: 0,
+                end: 0,
+            },
+            locations: Vec::new(),
+        };
+        assert_eq!(
+            site_names(&site, std::path::Path::new("/etc/nginx/sites-enabled/shop")),
+            vec!["api".to_string(), "shop".to_string()]
+        );
+        assert_eq!(
+            site_names(
+                &site,
+                std::path::Path::new("/etc/nginx/conf.d/default.conf")
+            ),
+            vec!["api".to_string()]
+        );
     }
 
     #[test]
