@@ -525,6 +525,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_second_subscribe_on_one_connection_is_success() {
+        assert!(is_already_subscribed(
+            "org.freedesktop.systemd1.AlreadySubscribed"
+        ));
+        assert!(!is_already_subscribed("org.freedesktop.DBus.Error.AccessDenied"));
+    }
+
+    #[test]
+    fn properties_convert_to_the_types_read() {
+        use zbus::zvariant::Value;
+        let entry: ExecStartEntry = (
+            "/usr/bin/uvicorn".into(),
+            vec!["/usr/bin/uvicorn".into(), "--port".into(), "8000".into()],
+            false,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+        );
+        let owned = |v: Value<'_>| OwnedValue::try_from(v).unwrap();
+        let props = Properties(
+            [
+                ("MainPID".to_string(), owned(Value::from(42u32))),
+                ("ActiveState".to_string(), owned(Value::from("active"))),
+                ("ExecStart".to_string(), owned(Value::from(vec![entry]))),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        assert_eq!(props.get::<u32>("MainPID"), Some(42));
+        assert_eq!(props.string("ActiveState"), "active");
+        assert_eq!(props.string("Missing"), "");
+        assert_eq!(props.get::<String>("MainPID"), None, "another type: none");
+        let exec = props.get::<Vec<ExecStartEntry>>("ExecStart").unwrap();
+        assert_eq!(exec[0].1[2], "8000");
+    }
+
+    #[test]
     fn unit_paths_unescape() {
         assert_eq!(
             unit_name_of_path("/org/freedesktop/systemd1/unit/api_2eservice").as_deref(),

@@ -420,8 +420,9 @@ fn mentions(unit: &UnitFacts, dialled: &Dialled) -> bool {
 }
 
 /// Whether a service that is not loaded could serve one of the `unowned` addresses, judged
-/// from its unit file: it names the port or the socket path, or reads an environment file
-/// (which may). A host has a hundred such files or more, and loading one makes PID 1 parse it.
+/// from its unit file: it names the port or the socket path, or reads a file that may (an
+/// environment file, a PHP-FPM configuration with its pools' `listen`). A host has a hundred
+/// such unit files or more, and loading one makes PID 1 parse it.
 fn may_serve(unit_file: &std::path::Path, unowned: &[Dialled]) -> bool {
     /// Unit files are small; a bigger one is read only this far.
     const MAX_UNIT_FILE: u64 = 64 * 1024;
@@ -433,6 +434,7 @@ fn may_serve(unit_file: &std::path::Path, unowned: &[Dialled]) -> bool {
         return true; // cannot tell: ask the manager
     }
     text.contains("EnvironmentFile")
+        || text.contains("fpm")
         || unowned.iter().any(|d| match d {
             Dialled::Tcp { port, .. } => text.contains(&port.to_string()),
             Dialled::Unix { path } => text.contains(path.as_str()),
