@@ -10,5 +10,6 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod facts;
+pub mod failpoint;
 pub mod nginx_conf;
 pub mod playbook;

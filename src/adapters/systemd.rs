@@ -298,6 +298,8 @@ impl Systemd {
             JobOp::Reload => manager.reload_unit(unit, "replace").await,
         }
         .map_err(call(op.name()))?;
+        // A restart is one job: systemd is stopping the unit, or starting it again, now.
+        crate::failpoint::fail_point!("systemd.job-queued");
         let wait = async {
             while let Some(signal) = removed.next().await {
                 let Ok(args) = signal.args() else { continue };
