@@ -10,6 +10,7 @@ pub mod hooks;
 pub mod lock;
 pub mod metrics;
 pub mod notify;
+pub mod watchdog;
 
 use crate::adapters::probe::probe_http;
 use crate::adapters::procfs::Procfs;
@@ -117,16 +118,16 @@ pub async fn run(
         metrics.clone(),
         tx.clone(),
     )));
-    if let Some(every) = notifier.watchdog_interval() {
-        let n = notifier.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                n.watchdog();
-            }
-        }));
+    // A beat counts for the whole watchdog timeout (twice the ping interval).
+    let every = notifier.watchdog_interval();
+    let heartbeat = Arc::new(watchdog::Heartbeat::new(
+        every.map_or(Duration::from_secs(60), |e| e * 2),
+    ));
+    if let Some(every) = every {
+        let feed = watchdog::feed(notifier.clone(), heartbeat.clone(), every);
+        tasks.push(tokio::spawn(feed));
     }
+    let mut beats = watchdog::Beats::new(every);
     let budget = Budget::new(
         settings.daemon.rate_limit,
         settings.daemon.crash_loop,
@@ -143,6 +144,7 @@ pub async fn run(
         incidents: BTreeMap::new(),
         tx,
         follower: None,
+        heartbeat: heartbeat.clone(),
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -158,6 +160,8 @@ pub async fn run(
     let mut stop = first.stop;
     let mut reload = first.reload;
     while !stop {
+        heartbeat.beat();
+        crate::failpoint::stall_point!("daemon.loop");
         if reload {
             reload = false;
             daemon.reload();
@@ -191,6 +195,7 @@ pub async fn run(
                     pending.get_or_insert_with(Instant::now);
                 }
             }
+            () = beats.tick() => {}
         }
     }
     notifier.stopping("stopping");
@@ -291,6 +296,8 @@ struct Daemon {
     incidents: BTreeMap<String, Incident>,
     tx: UnboundedSender<Trigger>,
     follower: Option<(PathBuf, JoinHandle<()>)>,
+    /// Beaten between the phases of an evaluation and by each step of an apply.
+    heartbeat: Arc<watchdog::Heartbeat>,
 }
 
 /// States of a unit in the middle of a change: nothing is done to it until it settles.
@@ -382,7 +389,9 @@ impl Daemon {
     /// Facts → findings → plan, then each conclusive finding through the brakes. Returns
     /// whether to evaluate again soon (a unit was in transition).
     async fn evaluate(&mut self) -> bool {
+        crate::failpoint::stall_point!("daemon.evaluate");
         let facts = gather(&self.settings, &Procfs::system()).await;
+        self.heartbeat.beat();
         let targets = targets(&facts, &self.settings.backends);
         let mut findings = evaluate(&self.playbooks, &targets);
         // nginx -t failing already blocks every action, as in `diagnose`
@@ -630,6 +639,7 @@ impl Daemon {
             reload: self.settings.nginx.reload,
             nginx_unit: self.settings.nginx.unit.clone(),
             state_dir: self.settings.state_dir.clone(),
+            progress: &*self.heartbeat,
         };
         apply(plan, &effects).await.map_err(|e| e.to_string())
     }
