@@ -29,6 +29,7 @@ use metrics::SharedMetrics;
 use notify::Notifier;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -72,6 +73,9 @@ struct Shared {
     /// Units with a systemd job queued or running (in transition: never acted on).
     pending_jobs: Mutex<BTreeMap<String, u32>>,
     probe_interval: Mutex<Duration>,
+    /// SIGTERM or SIGINT arrived during an evaluation: it finishes the transaction in flight
+    /// and starts no other.
+    stop_requested: AtomicBool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,7 +157,8 @@ pub async fn run(
         "starting"
     );
     // The first evaluation fills in the sites to probe and the units to watch.
-    let first = guarded(daemon.evaluate(), &mut signals).await;
+    let shared = daemon.shared.clone();
+    let first = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
     notifier.ready(&daemon.summary());
     tracing::info!(status = %daemon.summary(), "ready");
     let mut pending: Option<Instant> = first.retry.then(Instant::now);
@@ -182,7 +187,7 @@ pub async fn run(
             _ = sleep_until(deadline), if deadline.is_some() => {
                 pending = None;
                 while rx.try_recv().is_ok() {}
-                let done = guarded(daemon.evaluate(), &mut signals).await;
+                let done = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
                 (stop, reload) = (done.stop, done.reload);
                 if done.retry {
                     pending = Some(Instant::now());
@@ -263,6 +268,7 @@ struct Evaluated {
 async fn guarded(
     work: impl std::future::Future<Output = bool>,
     signals: &mut Signals,
+    stop_requested: &AtomicBool,
 ) -> Evaluated {
     tokio::pin!(work);
     let mut done = Evaluated::default();
@@ -274,7 +280,8 @@ async fn guarded(
             }
             stopping = signals.next() => {
                 if stopping {
-                    tracing::info!("finishing the evaluation in flight (and its transaction) before stopping");
+                    tracing::info!("finishing the transaction in flight before stopping");
+                    stop_requested.store(true, Ordering::Relaxed);
                     done.stop = true;
                 } else {
                     tracing::info!("reloading after the evaluation in flight");
@@ -477,6 +484,10 @@ impl Daemon {
             match self.settings.daemon.mode {
                 DaemonMode::Observe => self.observe(finding, &steps),
                 DaemonMode::Apply => {
+                    if self.shared.stop_requested.load(Ordering::Relaxed) {
+                        tracing::info!(target = %key, cause = %finding.cause, "stopping: not healed now, evaluated again at the next start");
+                        continue;
+                    }
                     acted.insert(key.clone());
                     self.act(&plan, finding, steps).await;
                 }
