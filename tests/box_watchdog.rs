@@ -2,7 +2,8 @@
 //! progress. The test package (`scripts/package --failpoints`) is installed with `dpkg -i`; an
 //! idle service under a short `WatchdogSec=` keeps running (the idle loop beats), and one whose
 //! main loop is stuck in the fail point `daemon.loop` is killed by systemd's watchdog and
-//! restarted (`NRestarts` 1).
+//! restarted (`NRestarts` 1); stopped while stuck, it exits within the watchdog timeout (the
+//! feeder's own way out), not after the shipped `TimeoutStopSec=`.
 //!
 //! Written against `tests/support/system_box.rs` (branch `box`); to wire it: `mod box_watchdog;`
 //! in `tests/lib.rs`, and the test package's path in `NGINX_MEDIC_FAILPOINTS_DEB` (`scripts/test`
@@ -56,12 +57,11 @@ pub fn stuck_main_loop_is_restarted(b: &SystemBox, deb: &str) {
     b.systemctl_ok(&["stop", UNIT]);
     b.systemctl_ok(&["reset-failed", UNIT]);
 
-    // The main loop stalls after READY=1. A stalled loop does not see SIGTERM either, so the
-    // test's own stop must not wait for the shipped TimeoutStopSec=.
+    // The main loop stalls after READY=1.
     b.write_file(
         DROP_IN,
         &format!(
-            "[Service]\nEnvironment=FAILPOINTS=daemon.loop=return\nWatchdogSec={WATCHDOG_SEC}\nTimeoutStopSec=3\n"
+            "[Service]\nEnvironment=FAILPOINTS=daemon.loop=return\nWatchdogSec={WATCHDOG_SEC}\n"
         ),
     );
     b.systemctl_ok(&["daemon-reload"]);
@@ -94,5 +94,29 @@ pub fn stuck_main_loop_is_restarted(b: &SystemBox, deb: &str) {
         "watchdog: stalled service restarted {:.1} s after its start (WatchdogSec={WATCHDOG_SEC}, RestartSec={RESTART_SEC})",
         started.elapsed().as_secs_f64()
     );
+
+    // Stuck again in the new process: SIGTERM cannot reach the loop, the feeder exits once the
+    // loop is past the watchdog timeout.
+    wait_until(
+        Duration::from_secs(30),
+        "the restarted service is active",
+        || b.unit_property(UNIT, "ActiveState") == "active",
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let stopping = Instant::now();
     b.systemctl_ok(&["stop", UNIT]);
+    let stop = stopping.elapsed();
+    let journal = b.journal(UNIT, &[]);
+    assert!(
+        journal.contains("stop requested, but the main loop is stuck; exiting without it"),
+        "{journal}"
+    );
+    assert!(
+        stop <= Duration::from_secs(WATCHDOG_SEC + WATCHDOG_SEC / 2 + 3),
+        "a stuck service took {stop:?} to stop"
+    );
+    eprintln!(
+        "watchdog: the stuck service stopped in {:.1} s",
+        stop.as_secs_f64()
+    );
 }

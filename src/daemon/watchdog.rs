@@ -4,7 +4,9 @@
 //! take (its own timeout: a 60 s systemd job, a 15 s `wait_listen`). The feeder sends
 //! `WATCHDOG=1` only while the last beat is younger than the watchdog timeout, or a step is
 //! still inside its bound; a loop stuck anywhere else, or a step far past its bound, starves
-//! the watchdog and systemd kills and restarts the service.
+//! the watchdog and systemd kills and restarts the service. A stop (SIGTERM) is the loop's to
+//! carry out; only when the loop is stuck past the watchdog timeout does the feeder exit the
+//! process itself, rather than leave systemd to wait out `TimeoutStopSec=` (minutes).
 
 use super::notify::Notifier;
 use crate::apply::execute::Progress;
@@ -82,12 +84,17 @@ enum Feed {
         silent: Duration,
         first: bool,
     },
+    /// A stop was asked for and the loop, stuck, cannot carry it out: exit.
+    Exit {
+        silent: Duration,
+    },
 }
 
 /// The feeder's decision, remembering whether it is already withholding (to log once).
 #[derive(Debug, Default)]
 struct Feeder {
     withholding: bool,
+    stop_requested: bool,
 }
 
 impl Feeder {
@@ -99,6 +106,7 @@ impl Feeder {
                 }
                 Feed::Ping
             }
+            Some(silent) if self.stop_requested => Feed::Exit { silent },
             Some(silent) => {
                 let first = !std::mem::replace(&mut self.withholding, true);
                 Feed::Withhold { silent, first }
@@ -107,15 +115,37 @@ impl Feeder {
     }
 }
 
-/// Every `every` (half the watchdog timeout), sends `WATCHDOG=1` if the loop is alive.
+/// Every `every` (half the watchdog timeout), sends `WATCHDOG=1` if the loop is alive; after a
+/// SIGTERM, exits the process once the loop is stuck.
 pub async fn feed(notifier: Arc<Notifier>, heartbeat: Arc<Heartbeat>, every: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Every listener of a signal is told: the main loop still gets its SIGTERM.
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| tracing::warn!(error = %e, "the watchdog feeder cannot watch for SIGTERM"))
+        .ok();
     let mut feeder = Feeder::default();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(()) = async {
+                match &mut terminate {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => feeder.stop_requested = true,
+        }
         match feeder.tick(&heartbeat, Instant::now()) {
             Feed::Ping => notifier.watchdog(),
+            Feed::Exit { silent } => {
+                tracing::error!(
+                    silent_ms = silent.as_millis() as u64,
+                    "stop requested, but the main loop is stuck; exiting without it"
+                );
+                notifier.stopping("stuck; exiting");
+                std::process::exit(1);
+            }
             Feed::Withhold { silent, first } => {
                 if first {
                     tracing::error!(
@@ -203,6 +233,23 @@ mod tests {
             feeder.tick(&hb, t0 + secs(120)),
             Feed::Withhold { first: true, .. }
         ));
+    }
+
+    #[test]
+    fn a_stop_exits_only_a_stuck_loop() {
+        let t0 = Instant::now();
+        let hb = Heartbeat::starting_at(t0, GRACE);
+        let mut feeder = Feeder::default();
+        hb.busy_at(t0, secs(65));
+        feeder.stop_requested = true;
+        // Alive (a step inside its bound): the loop finishes it and stops by itself.
+        assert_eq!(feeder.tick(&hb, t0 + secs(60)), Feed::Ping);
+        assert_eq!(feeder.tick(&hb, t0 + secs(95)), Feed::Ping);
+        // Past its bound and the grace: stuck, and nobody else will stop it.
+        assert_eq!(
+            feeder.tick(&hb, t0 + secs(96)),
+            Feed::Exit { silent: secs(31) }
+        );
     }
 
     #[test]
