@@ -139,9 +139,32 @@ say "installed in $((SECONDS - t0)) s"
 # --- checks ----------------------------------------------------------------------------------
 
 want_version=$(dpkg-deb -f "$DEB" Version)
+upstream=${want_version%-*}
+# The test package (`scripts/package --failpoints`, version VERSION+failpoints-1) has fail points;
+# the release package has none: not on its `--version` line, not a name of one in its bytes.
+case $upstream in
+*+failpoints) want="nginx-medic ${upstream%+failpoints} (features: failpoints)" ;;
+*) want="nginx-medic $upstream" ;;
+esac
 got=$(nginx-medic --version)
-[ "$got" = "nginx-medic ${want_version%-*}" ] || die "\`nginx-medic --version\` says \`$got\`, the package is $want_version"
+[ "$got" = "$want" ] || die "\`nginx-medic --version\` says \`$got\`, the package is $want_version (want \`$want\`)"
 say "ok: $got"
+FAIL_POINTS=(daemon.loop daemon.evaluate txn.after-backup fs.after-write fs.after-rename
+    fs.before-dir-fsync systemd.job-queued) # src/failpoint.rs
+found=()
+for name in "${FAIL_POINTS[@]}"; do
+    if grep -qaF "$name" /usr/bin/nginx-medic; then found+=("$name"); fi
+done
+case $upstream in
+*+failpoints)
+    [ ${#found[@]} = ${#FAIL_POINTS[@]} ] || die "the test binary lacks fail points: has only ${found[*]:-none}"
+    say "ok: a test build, with all ${#FAIL_POINTS[@]} fail points"
+    ;;
+*)
+    [ ${#found[@]} = 0 ] || die "the release binary has fail points: ${found[*]}"
+    say "ok: no fail points in the release binary (none of ${#FAIL_POINTS[@]} names in it)"
+    ;;
+esac
 
 while read -r kind path; do
     [ "$kind" = d ] || [ -e "$path" ] || die "\`$path\` is in the package but not on disk"

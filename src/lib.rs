@@ -11,5 +11,6 @@ pub mod daemon;
 pub mod engine;
 pub mod error_text;
 pub mod facts;
+pub mod failpoint;
 pub mod nginx_conf;
 pub mod playbook;

@@ -157,3 +157,50 @@ fn pause_and_resume_keep_a_versioned_state_file() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("replacing it with an empty one"));
 }
+
+#[test]
+fn version_names_the_features_of_a_test_build_only() {
+    let out = medic(&["--version"]);
+    assert!(out.status.success());
+    let expected = if cfg!(feature = "failpoints") {
+        concat!(
+            "nginx-medic ",
+            env!("CARGO_PKG_VERSION"),
+            " (features: failpoints)\n"
+        )
+    } else {
+        concat!("nginx-medic ", env!("CARGO_PKG_VERSION"), "\n")
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn failpoints_are_armed_in_a_test_build_and_ignored_in_a_release_build() {
+    let with = |spec: &str| {
+        Command::new(env!("CARGO_BIN_EXE_nginx-medic"))
+            .args(["--config", "/nonexistent/medic.yaml", "facts"])
+            .env("FAILPOINTS", spec)
+            .env_remove("NGINX_MEDIC_LOG")
+            .output()
+            .expect("the binary runs")
+    };
+    let armed = with("daemon.loop=return");
+    let stderr = String::from_utf8_lossy(&armed.stderr);
+    let bad = with("daemon.loop");
+    let bad_stderr = String::from_utf8_lossy(&bad.stderr);
+    if cfg!(feature = "failpoints") {
+        assert!(stderr.contains("fail points armed"), "{stderr}");
+        assert_eq!(bad.status.code(), Some(3), "{bad_stderr}");
+        assert!(
+            bad_stderr.contains("invalid `FAILPOINTS` entry `daemon.loop`"),
+            "{bad_stderr}"
+        );
+    } else {
+        for stderr in [&stderr, &bad_stderr] {
+            assert!(
+                stderr.contains("`FAILPOINTS` is set but this build has no fail points; ignored"),
+                "{stderr}"
+            );
+        }
+    }
+}

@@ -536,7 +536,7 @@ fn lab_daemon_sighup_keeps_the_old_set_and_sigterm_finishes_the_transaction() {
     assert_eq!(status.code(), Some(0), "{}", daemon.log());
     let log = daemon.log();
     assert!(
-        log.contains("finishing the evaluation in flight (and its transaction) before stopping"),
+        log.contains("finishing the transaction in flight before stopping"),
         "SIGTERM came mid-transaction:\n{log}"
     );
     let last = journal(&lab);

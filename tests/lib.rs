@@ -2,6 +2,7 @@
 
 mod box_heal;
 mod box_service;
+mod box_watchdog;
 mod cli;
 mod lab_causes_nginx;
 mod lab_causes_socket;

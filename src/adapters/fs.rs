@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::failpoint::fail_point;
+
 /// Mode given to files that did not exist before `atomic_write` created them.
 pub const NEW_FILE_MODE: u32 = 0o644;
 
@@ -280,8 +282,16 @@ fn write_replacing(
     }
     file.sync_all().map_err(|source| write_err(&tmp, source))?;
     drop(file);
+    fail_point!("fs.after-write", |_| Err(write_err(
+        &tmp,
+        crate::failpoint::injected("fs.after-write")
+    )));
     fs::rename(&tmp, target).map_err(|source| write_err(target, source))?;
     guard.disarm();
+    fail_point!("fs.after-rename", |_| Err(write_err(
+        target,
+        crate::failpoint::injected("fs.after-rename")
+    )));
     sync_dir(dir)
 }
 
@@ -354,6 +364,10 @@ fn parent_of(path: &Path) -> Result<&Path, FsError> {
 
 /// Makes a rename or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), FsError> {
+    fail_point!("fs.before-dir-fsync", |_| Err(write_err(
+        dir,
+        crate::failpoint::injected("fs.before-dir-fsync")
+    )));
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| write_err(dir, source))

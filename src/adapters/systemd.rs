@@ -248,6 +248,8 @@ impl Systemd {
             JobOp::Reload => manager.reload_unit(unit, "replace").await,
         }
         .map_err(call(op.name()))?;
+        // A restart is one job: systemd is stopping the unit, or starting it again, now.
+        crate::failpoint::fail_point!("systemd.job-queued");
         let wait = async {
             while let Some(signal) = removed.next().await {
                 let Ok(args) = signal.args() else { continue };
@@ -529,7 +531,9 @@ mod tests {
         assert!(is_already_subscribed(
             "org.freedesktop.systemd1.AlreadySubscribed"
         ));
-        assert!(!is_already_subscribed("org.freedesktop.DBus.Error.AccessDenied"));
+        assert!(!is_already_subscribed(
+            "org.freedesktop.DBus.Error.AccessDenied"
+        ));
     }
 
     #[test]

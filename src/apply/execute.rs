@@ -11,7 +11,7 @@ use crate::config::ReloadMethod;
 use crate::engine::plan::{Plan, PlannedAction, Step};
 use crate::error_text::chain;
 use crate::facts::error_log::read_error_log_since;
-use crate::playbook::SystemdOp;
+use crate::playbook::{Action, SystemdOp};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -20,6 +20,140 @@ use std::time::{Duration, Instant};
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long nginx gets to report a failed reload in its error log.
 const RELOAD_SETTLE: Duration = Duration::from_millis(400);
+/// Added to each step's own wait: the D-Bus look-ups, file I/O and journal line around it.
+const STEP_SLACK: Duration = Duration::from_secs(5);
+/// `nginx -t` runs to its end (it has no timeout of its own): the time a step grants it.
+const NGINX_TEST_ALLOWANCE: Duration = Duration::from_secs(10);
+/// The longest one probe request takes: `probe_until` may start its last one just before its
+/// deadline.
+const PROBE_REQUEST_MAX: Duration = Duration::from_secs(5);
+
+/// Told how long each step (and each rollback action) may legitimately take before it starts,
+/// and when it has ended: the daemon feeds systemd's watchdog only while steps keep inside
+/// their bounds.
+pub trait Progress: Sync {
+    /// A step starts that may take up to `bound`.
+    fn step_started(&self, bound: Duration);
+    /// The step ended.
+    fn step_ended(&self);
+}
+
+/// No one to tell (the command line).
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn step_started(&self, _bound: Duration) {}
+    fn step_ended(&self) {}
+}
+
+/// The work behind a step, as far as its duration goes.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    /// A systemd job (start, restart, reload), waited for up to `JOB_TIMEOUT`.
+    Job,
+    /// A file edit, with `daemon-reload` when it is a unit drop-in.
+    Edit {
+        daemon_reload: bool,
+    },
+    Listen(Duration),
+    Probe(Duration),
+    NginxTest,
+    /// `nginx -s reload`, or a reload job; then the settle time.
+    Reload,
+}
+
+impl Work {
+    fn of_step(action: &PlannedAction) -> Self {
+        match action {
+            PlannedAction::Systemd { .. } => Self::Job,
+            PlannedAction::SetBindHost { daemon_reload, .. } => Self::Edit {
+                daemon_reload: *daemon_reload,
+            },
+            PlannedAction::RenderSite { .. }
+            | PlannedAction::SetPoolListen { .. }
+            | PlannedAction::SetDirective { .. } => Self::Edit {
+                daemon_reload: false,
+            },
+            PlannedAction::WaitListen { timeout_ms, .. } => {
+                Self::Listen(Duration::from_millis(*timeout_ms))
+            }
+            PlannedAction::Probe { timeout_ms, .. } => {
+                Self::Probe(Duration::from_millis(*timeout_ms))
+            }
+            PlannedAction::NginxTest {} => Self::NginxTest,
+            PlannedAction::NginxReload {} => Self::Reload,
+        }
+    }
+
+    /// A playbook's action before it is planned: a bind-host edit may turn out to be a unit
+    /// drop-in, so it is counted as one.
+    fn of_playbook(action: &Action) -> Self {
+        match action {
+            Action::Systemd { .. } => Self::Job,
+            Action::SetBindHost { .. } => Self::Edit {
+                daemon_reload: true,
+            },
+            Action::RenderSite { .. }
+            | Action::SetDirective { .. }
+            | Action::SetPoolListen { .. } => Self::Edit {
+                daemon_reload: false,
+            },
+            Action::WaitListen { timeout, .. } => Self::Listen(*timeout),
+            Action::Probe { timeout, .. } => Self::Probe(*timeout),
+            Action::NginxTest => Self::NginxTest,
+            Action::NginxReload => Self::Reload,
+        }
+    }
+
+    /// The longest the step takes without being stuck.
+    fn bound(self) -> Duration {
+        STEP_SLACK
+            + match self {
+                Self::Job => JOB_TIMEOUT,
+                Self::Edit { daemon_reload } => {
+                    if daemon_reload {
+                        JOB_TIMEOUT
+                    } else {
+                        Duration::ZERO
+                    }
+                }
+                Self::Listen(timeout) => timeout,
+                Self::Probe(timeout) => timeout + PROBE_REQUEST_MAX,
+                Self::NginxTest => NGINX_TEST_ALLOWANCE,
+                Self::Reload => JOB_TIMEOUT + RELOAD_SETTLE,
+            }
+    }
+
+    /// What a rollback runs again because this step ran: the unit restarted once more, the
+    /// file restored (and systemd reloaded), nginx tested and reloaded.
+    fn rollback_bound(self) -> Duration {
+        match self {
+            Self::Job => Self::Job.bound(),
+            Self::Edit { daemon_reload } => Self::Edit { daemon_reload }.bound(),
+            Self::Reload => Self::NginxTest.bound() + Self::Reload.bound(),
+            Self::Listen(_) | Self::Probe(_) | Self::NginxTest => Duration::ZERO,
+        }
+    }
+}
+
+/// The longest `step` takes while it is making progress: its own timeout, or the fixed one of
+/// the work behind it, plus slack.
+pub fn step_bound(step: &PlannedAction) -> Duration {
+    Work::of_step(step).bound()
+}
+
+/// The longest one transaction of these playbook actions takes: every step to its bound, the
+/// last one failing, then the rollback of all of them. `TimeoutStopSec=` of the shipped unit
+/// must allow the longest (a stop waits for the transaction in flight).
+pub fn transaction_bound(actions: &[Action]) -> Duration {
+    actions
+        .iter()
+        .map(|a| {
+            let work = Work::of_playbook(a);
+            work.bound() + work.rollback_bound()
+        })
+        .sum()
+}
 
 /// What `apply` acts through.
 pub struct Effects<'a> {
@@ -29,6 +163,8 @@ pub struct Effects<'a> {
     pub nginx_unit: String,
     pub error_log: Option<PathBuf>,
     pub state_dir: PathBuf,
+    /// Told of each step's bound (the daemon's watchdog).
+    pub progress: &'a dyn Progress,
 }
 
 /// How an apply ended, overall.
@@ -238,7 +374,10 @@ async fn run_group(
             continue;
         }
         let mut environment = false;
-        let (status, detail) = match run_step(&mut group, &step.action, planned_at).await {
+        effects.progress.step_started(step_bound(&step.action));
+        let ran = run_step(&mut group, &step.action, planned_at).await;
+        effects.progress.step_ended();
+        let (status, detail) = match ran {
             Ok(StepDone::Done(detail)) => (StepStatus::Ok, detail),
             Ok(StepDone::Skipped(detail)) => (StepStatus::Skipped, detail),
             Err(e) => {
@@ -518,7 +657,10 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
         txn.rollback();
         return false;
     }
+    let progress = group.effects.progress;
+    progress.step_started(STEP_SLACK);
     let reports = txn.rollback();
+    progress.step_ended();
     let mut all_restored = true;
     for r in &reports {
         let (status, detail) = match &r.outcome {
@@ -544,10 +686,12 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
     }
     let effects = group.effects;
     if group.reloaded {
+        progress.step_started(Work::Reload.rollback_bound());
         let outcome = match nginx_test(&effects.nginx) {
             Ok(_) => reload_nginx(effects).await,
             Err(e) => Err(e),
         };
+        progress.step_ended();
         let (status, detail) = match outcome {
             Ok(StepDone::Done(d) | StepDone::Skipped(d)) => (EntryStatus::RolledBack, d),
             Err(e) => {
@@ -558,7 +702,15 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
         group.log("reload_nginx", &effects.nginx_unit, status, &detail);
     }
     if group.daemon_reloaded {
-        let (status, detail) = match effects.systemd.daemon_reload().await {
+        progress.step_started(
+            Work::Edit {
+                daemon_reload: true,
+            }
+            .bound(),
+        );
+        let reloaded = effects.systemd.daemon_reload().await;
+        progress.step_ended();
+        let (status, detail) = match reloaded {
             Ok(()) => (
                 EntryStatus::RolledBack,
                 "systemd reread the restored unit files".to_string(),
@@ -571,10 +723,12 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
         group.log("daemon_reload", "systemd", status, &detail);
     }
     for unit in std::mem::take(&mut group.restarted_units) {
+        progress.step_started(Work::Job.bound());
         let outcome = effects
             .systemd
             .run_job(&unit, JobOp::Restart, JOB_TIMEOUT)
             .await;
+        progress.step_ended();
         let (status, detail) = match outcome {
             Ok(()) => (
                 EntryStatus::RolledBack,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::fs::{self as afs, Backup, FsError};
+use crate::failpoint::fail_point;
 
 /// Directory under the state directory that holds one folder per transaction.
 pub const BACKUPS_DIR: &str = "backups";
@@ -325,6 +326,10 @@ impl FileTransaction {
             let before = backup.hash.clone();
             self.backups.push(backup);
             self.write_manifest()?;
+            fail_point!("txn.after-backup", |_| Err(TxnError::Fs(FsError::Write {
+                path: path.to_path_buf(),
+                source: crate::failpoint::injected("txn.after-backup"),
+            })));
             before
         };
         afs::atomic_write(path, new_bytes)?;

@@ -4,7 +4,7 @@
 use super::pipeline::{diagnose, plan_of};
 use super::Exit;
 use crate::adapters::systemd::Systemd;
-use crate::apply::execute::{apply, ApplyReport, Effects, Outcome, StepStatus};
+use crate::apply::execute::{apply, ApplyReport, Effects, NoProgress, Outcome, StepStatus};
 use crate::config::Settings;
 use crate::engine::evaluate::Finding;
 use crate::engine::plan::Plan;
@@ -71,6 +71,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
         reload: settings.nginx.reload,
         nginx_unit: settings.nginx.unit.clone(),
         state_dir: settings.state_dir.clone(),
+        progress: &NoProgress,
     };
     let report = apply(&plan, &effects)
         .await

@@ -27,9 +27,16 @@ Exit codes:
   2  findings or planned changes
   3  invalid input (configuration, playbook, template)";
 
+/// `--version`: the package version, and the cargo features when a test build has any (the
+/// release package's check that it has no fail points reads this line).
+#[cfg(not(feature = "failpoints"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+#[cfg(feature = "failpoints")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (features: failpoints)");
+
 /// Finds out why Nginx answers 502/504, and heals it.
 #[derive(Debug, Parser)]
-#[command(name = "nginx-medic", version, after_help = EXIT_CODES)]
+#[command(name = "nginx-medic", version = VERSION, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The configuration file.
     #[arg(long, global = true, value_name = "PATH", env = "NGINX_MEDIC_CONFIG")]
@@ -124,11 +131,30 @@ pub fn init_tracing(cli: &Cli) -> Logs {
     logging::init(default)
 }
 
+/// `FAILPOINTS`, armed in a test build and reported (ignored) in a release build.
+fn arm_failpoints() -> anyhow::Result<()> {
+    let release = crate::failpoint::FEATURES.is_empty();
+    let points = match crate::failpoint::arm_from_env() {
+        Ok(points) if points.is_empty() => return Ok(()),
+        Ok(points) => points,
+        Err(_) if release => Vec::new(),
+        Err(e) => return Err(InvalidInput(e.to_string()).into()),
+    };
+    let list: Vec<String> = points.iter().map(|(n, a)| format!("{n}={a}")).collect();
+    if release {
+        tracing::warn!("`FAILPOINTS` is set but this build has no fail points; ignored");
+    } else {
+        tracing::warn!(failpoints = %list.join(";"), "fail points armed: this is a test build");
+    }
+    Ok(())
+}
+
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     if let Command::GenerateAssets(args) = &cli.command {
         return assets::run(args); // needs no configuration: it runs at package build time
     }
+    arm_failpoints()?;
     let settings = Settings::load(cli.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -13,6 +13,7 @@ pub mod lock;
 pub mod metrics;
 pub mod notify;
 pub mod pause;
+pub mod watchdog;
 
 use crate::adapters::probe::probe_http;
 use crate::adapters::procfs::Procfs;
@@ -32,6 +33,7 @@ use metrics::SharedMetrics;
 use notify::Notifier;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -76,6 +78,9 @@ struct Shared {
     /// Units with a systemd job queued or running (in transition: never acted on).
     pending_jobs: Mutex<BTreeMap<String, u32>>,
     probe_interval: Mutex<Duration>,
+    /// SIGTERM or SIGINT arrived during an evaluation: it finishes the transaction in flight
+    /// and starts no other.
+    stop_requested: AtomicBool,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,16 +136,16 @@ pub async fn run(
         metrics.clone(),
         tx.clone(),
     )));
-    if let Some(every) = notifier.watchdog_interval() {
-        let n = notifier.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                n.watchdog();
-            }
-        }));
+    // A beat counts for the whole watchdog timeout (twice the ping interval).
+    let every = notifier.watchdog_interval();
+    let heartbeat = Arc::new(watchdog::Heartbeat::new(
+        every.map_or(Duration::from_secs(60), |e| e * 2),
+    ));
+    if let Some(every) = every {
+        let feed = watchdog::feed(notifier.clone(), heartbeat.clone(), every);
+        tasks.push(tokio::spawn(feed));
     }
+    let mut beats = watchdog::Beats::new(every);
     let budget = Budget::new(
         settings.daemon.rate_limit,
         settings.daemon.crash_loop,
@@ -160,6 +165,7 @@ pub async fn run(
         follower: None,
         last_owners: BTreeMap::new(),
         pauses: None,
+        heartbeat: heartbeat.clone(),
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -168,7 +174,8 @@ pub async fn run(
         "starting"
     );
     // The first evaluation fills in the sites to probe and the units to watch.
-    let first = guarded(daemon.evaluate(), &mut signals).await;
+    let shared = daemon.shared.clone();
+    let first = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
     notifier.ready(&daemon.summary());
     tracing::info!(status = %daemon.summary(), "ready");
     let mut pending: Option<Instant> = first.retry.then(Instant::now);
@@ -176,6 +183,8 @@ pub async fn run(
     let mut stop = first.stop;
     let mut reload = first.reload;
     while !stop {
+        heartbeat.beat();
+        crate::failpoint::stall_point!("daemon.loop");
         if reload {
             reload = false;
             daemon.reload();
@@ -198,7 +207,7 @@ pub async fn run(
                 pending = None;
                 while rx.try_recv().is_ok() {}
                 last_evaluation = Instant::now();
-                let done = guarded(daemon.evaluate(), &mut signals).await;
+                let done = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
                 (stop, reload) = (done.stop, done.reload);
                 if done.retry {
                     pending = Some(Instant::now());
@@ -211,6 +220,7 @@ pub async fn run(
                     pending.get_or_insert_with(Instant::now);
                 }
             }
+            () = beats.tick() => {}
         }
     }
     notifier.stopping("stopping");
@@ -285,6 +295,7 @@ struct Evaluated {
 async fn guarded(
     work: impl std::future::Future<Output = bool>,
     signals: &mut Signals,
+    stop_requested: &AtomicBool,
 ) -> Evaluated {
     tokio::pin!(work);
     let mut done = Evaluated::default();
@@ -296,7 +307,8 @@ async fn guarded(
             }
             stopping = signals.next() => {
                 if stopping {
-                    tracing::info!("finishing the evaluation in flight (and its transaction) before stopping");
+                    tracing::info!("finishing the transaction in flight before stopping");
+                    stop_requested.store(true, Ordering::Relaxed);
                     done.stop = true;
                 } else {
                     tracing::info!("reloading after the evaluation in flight");
@@ -324,6 +336,8 @@ struct Daemon {
     last_owners: BTreeMap<String, String>,
     /// The pause file of `state_dir`, re-read when it changes (see `refresh_pauses`).
     pauses: Option<pause::PauseWatch>,
+    /// Beaten between the phases of an evaluation and by each step of an apply.
+    heartbeat: Arc<watchdog::Heartbeat>,
 }
 
 /// States of a unit in the middle of a change: nothing is done to it until it settles.
@@ -416,8 +430,10 @@ impl Daemon {
     /// Facts → findings → plan, then each conclusive finding through the brakes. Returns
     /// whether to evaluate again soon (a unit was in transition).
     async fn evaluate(&mut self) -> bool {
+        crate::failpoint::stall_point!("daemon.evaluate");
         self.refresh_pauses();
         let facts = gather_remembering(&self.settings, &Procfs::system(), &self.last_owners).await;
+        self.heartbeat.beat();
         let targets = targets(&facts, &self.settings.backends);
         self.remember_owners(&targets);
         let mut findings = evaluate(&self.playbooks, &targets);
@@ -528,6 +544,10 @@ impl Daemon {
             match self.settings.daemon.mode {
                 DaemonMode::Observe => self.observe(finding, &steps),
                 DaemonMode::Apply => {
+                    if self.shared.stop_requested.load(Ordering::Relaxed) {
+                        tracing::info!(target = %key, cause = %finding.cause, "stopping: not healed now, evaluated again at the next start");
+                        continue;
+                    }
                     acted.insert(key.clone());
                     self.act(&plan, finding, steps).await;
                 }
@@ -718,6 +738,7 @@ impl Daemon {
             reload: self.settings.nginx.reload,
             nginx_unit: self.settings.nginx.unit.clone(),
             state_dir: self.settings.state_dir.clone(),
+            progress: &*self.heartbeat,
         };
         apply(plan, &effects)
             .await

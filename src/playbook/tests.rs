@@ -606,3 +606,48 @@ fn upstream_marked_down_is_reported_once_per_group() {
     ctx["route"]["endpoint_index"] = json!(1);
     assert!(matches(&set, &ctx).is_empty());
 }
+
+/// `TimeoutStopSec=` of a systemd unit file, in seconds (`330`, `330s`, `5min 30s`, `6min`).
+fn timeout_stop_sec(unit: &str) -> u64 {
+    let value = unit
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("TimeoutStopSec="))
+        .expect("the unit sets TimeoutStopSec=");
+    let mut seconds = 0;
+    for word in value.split_whitespace() {
+        let digits = word
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(word.len());
+        let (n, unit) = word.split_at(digits);
+        let n: u64 = n
+            .parse()
+            .unwrap_or_else(|_| panic!("`{value}`: a number first"));
+        seconds += n * match unit {
+            "" | "s" | "sec" => 1,
+            "m" | "min" => 60,
+            _ => panic!("`{value}`: unit `{unit}` is not one this test reads"),
+        };
+    }
+    seconds
+}
+
+#[test]
+fn the_unit_waits_for_the_longest_shipped_transaction_to_stop() {
+    // SIGTERM lets the transaction in flight finish (its steps, then a rollback of all of them
+    // when the last one fails): systemd must not SIGKILL the service before that.
+    use crate::apply::execute::transaction_bound;
+    let set = seeds();
+    let (longest, bound) = set
+        .iter()
+        .map(|p| (p.id.clone(), transaction_bound(&p.actions)))
+        .max_by_key(|(_, bound)| *bound)
+        .unwrap();
+    let unit = std::fs::read_to_string(root().join("packaging/nginx-medic.service")).unwrap();
+    let stop = timeout_stop_sec(&unit);
+    assert!(
+        stop >= bound.as_secs_f64().ceil() as u64,
+        "TimeoutStopSec={stop}s is shorter than the longest transaction, `{longest}`: {bound:?}"
+    );
+    assert_eq!(timeout_stop_sec("TimeoutStopSec=5min 30s\n"), 330);
+    assert_eq!(timeout_stop_sec("[Service]\nTimeoutStopSec=90\n"), 90);
+}
