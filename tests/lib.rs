@@ -1,6 +1,7 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
 mod box_heal;
+mod box_lifecycle;
 mod cli;
 mod lab_causes_nginx;
 mod lab_causes_socket;
