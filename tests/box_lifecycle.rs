@@ -10,7 +10,7 @@
 //! the test deletes it inside the box first, which only writes a whiteout to the box's upper
 //! layer, and checks afterwards that the machine's own file is untouched.
 
-use crate::support::system_box::{deb_path, venv_path, wait_until, SystemBox};
+use crate::support::system_box::{deb_path, now_micros, venv_path, wait_until, SystemBox};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -24,6 +24,8 @@ const STATE: &str = "/var/lib/nginx-medic";
 const POLICY: &str = "/usr/sbin/policy-rc.d";
 /// The api backend's settings (`HOST=`), the file the heal edits.
 const API_ENV: &str = "/etc/default/api";
+/// The api backend's address, as nginx passes to it and nginx-medic names it.
+const API_UPSTREAM: &str = "127.0.0.1:8000";
 /// nginx's site for the api backend.
 const API_SITE: u16 = 8081;
 /// How long the service may take to heal here: the box shares 2 cores with other boxes, and
@@ -183,10 +185,18 @@ fn wait_running(b: &SystemBox, what: &str, not: Option<u32>) -> u32 {
     pid.unwrap_or_default()
 }
 
-/// Waits until the service has no open incident (nothing is half done when the test goes on).
-fn wait_quiet(b: &SystemBox, what: &str) {
-    wait_until(Duration::from_secs(30), what, || {
-        status_text(b).contains("; 0 open incidents")
+/// Waits until the service's journal says `healed [UPSTREAM CAUSE]` after `since` (µs since the
+/// epoch): its last step is in the audit journal then. (The site answers 200 a step or two
+/// earlier, and `STATUS=` may not have counted the incident at all.)
+fn wait_healed(b: &SystemBox, since: u64, cause: &str) {
+    let says = format!("healed [{API_UPSTREAM} {cause}]");
+    wait_until(HEAL_WITHIN, &format!("the service logs `{says}`"), || {
+        b.journal_entries(UNIT, &[]).iter().any(|e| {
+            let at = e["__REALTIME_TIMESTAMP"]
+                .as_str()
+                .and_then(|t| t.parse::<u64>().ok());
+            at.is_some_and(|at| at >= since) && e["MESSAGE"].as_str() == Some(says.as_str())
+        })
     });
 }
 
@@ -345,6 +355,7 @@ fn box_package_lifecycle_install_upgrade_remove_purge() {
         200,
         "the api site before the fault"
     );
+    let fault = now_micros();
     b.set_env(API_ENV, "HOST", "127.0.0.2");
     let pre_heal = b.read_file(API_ENV);
     b.systemctl_ok(&["restart", "api.service"]);
@@ -362,7 +373,7 @@ fn box_package_lifecycle_install_upgrade_remove_purge() {
         now.lines().any(|l| l == "HOST=127.0.0.1"),
         "the heal rewrote {API_ENV}:\n{now}"
     );
-    wait_quiet(&b, "the heal's incident closes");
+    wait_healed(&b, fault, "bind-mismatch");
     let (copy, backed_up) = api_env_backup(&b, &format!("{STATE}/backups"));
     assert_eq!(
         backed_up, pre_heal,
@@ -459,12 +470,13 @@ fn box_package_lifecycle_install_upgrade_remove_purge() {
 
     // the upgraded service heals, and its journal goes on where the old one stopped
     let api_pid = b.main_pid("api.service");
+    let fault = now_micros();
     b.systemctl_ok(&["stop", "api.service"]);
     wait_until(HEAL_WITHIN, "api stopped, healed after the upgrade", || {
         b.http_status(API_SITE, "/") == 200
     });
     assert_ne!(b.main_pid("api.service"), api_pid, "a new api process");
-    wait_quiet(&b, "the incident after the upgrade closes");
+    wait_healed(&b, fault, "backend-down");
     let journal_after = audit_journal(&b);
     assert!(
         journal_after.starts_with(&journal_before)
