@@ -1,6 +1,7 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
 mod box_heal;
+mod box_lifecycle;
 mod box_service;
 mod box_watchdog;
 mod cli;

@@ -488,7 +488,7 @@ pub fn now_micros() -> u64 {
 }
 
 /// The package to install: `NGINX_MEDIC_DEB`, absolute.
-fn deb_path() -> PathBuf {
+pub fn deb_path() -> PathBuf {
     let Some(deb) = std::env::var_os("NGINX_MEDIC_DEB") else {
         panic!(
             "NGINX_MEDIC_DEB is not set: the box tests install the .deb that `scripts/package` \
@@ -506,7 +506,7 @@ fn deb_path() -> PathBuf {
 }
 
 /// The lab's Python venv (`MEDIC_LAB_VENV` or REPO/.venv-lab), visible inside the box as is.
-fn venv_path() -> PathBuf {
+pub fn venv_path() -> PathBuf {
     let venv = std::env::var_os("MEDIC_LAB_VENV")
         .map_or_else(|| Path::new(REPO).join(".venv-lab"), PathBuf::from);
     fs::canonicalize(&venv).unwrap_or_else(|e| {
