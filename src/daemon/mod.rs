@@ -63,6 +63,15 @@ enum Trigger {
     Pause, // the pause file changed, or a pause ended
 }
 
+impl Trigger {
+    /// A watched unit reached a state that lasts (`inactive`, `failed`, `active`): the fault (or
+    /// its end) has landed, so it is evaluated at once. Only systemd's own signals about the
+    /// watched units say this, so they cannot come faster than the units change.
+    fn is_settled_unit(&self) -> bool {
+        matches!(self, Trigger::Unit { what, .. } if matches!(what.as_str(), "inactive" | "failed" | "active"))
+    }
+}
+
 /// A site to probe through nginx.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Site {
@@ -179,6 +188,8 @@ pub async fn run(
     notifier.ready(&daemon.summary());
     tracing::info!(status = %daemon.summary(), "ready");
     let mut pending: Option<Instant> = first.retry.then(Instant::now);
+    // A watched unit just settled (stopped, failed, came up): evaluated without the debounce.
+    let mut urgent = false;
     let mut last_evaluation = Instant::now();
     let mut stop = first.stop;
     let mut reload = first.reload;
@@ -192,8 +203,14 @@ pub async fn run(
             continue;
         }
         let debounce = daemon.settings.daemon.debounce;
-        let deadline = pending
-            .map(|t| tokio::time::Instant::from_std(next_evaluation(t, last_evaluation, debounce)));
+        let deadline = pending.map(|t| {
+            let at = if urgent {
+                t
+            } else {
+                next_evaluation(t, last_evaluation, debounce)
+            };
+            tokio::time::Instant::from_std(at)
+        });
         tokio::select! {
             biased;
             stopping = signals.next() => {
@@ -205,6 +222,7 @@ pub async fn run(
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
                 pending = None;
+                urgent = false;
                 while rx.try_recv().is_ok() {}
                 last_evaluation = Instant::now();
                 let done = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
@@ -218,6 +236,7 @@ pub async fn run(
                 if let Some(trigger) = trigger {
                     tracing::debug!(?trigger, "trigger");
                     pending.get_or_insert_with(Instant::now);
+                    urgent |= trigger.is_settled_unit();
                 }
             }
             () = beats.tick() => {}
