@@ -56,9 +56,15 @@ pub enum Bus {
     User,
 }
 
+/// The format of medic.yaml this version reads (its `version:` key).
+pub const CONFIG_FORMAT: u32 = 1;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct ConfigFile {
+    /// The format of the file: [`CONFIG_FORMAT`]. A file without it (written before the key
+    /// existed) is read as format 1.
+    version: u32,
     nginx: NginxSection,
     systemd: SystemdSection,
     backends: Vec<BackendSection>,
@@ -71,6 +77,7 @@ struct ConfigFile {
 impl Default for ConfigFile {
     fn default() -> Self {
         Self {
+            version: CONFIG_FORMAT,
             nginx: NginxSection::default(),
             systemd: SystemdSection::default(),
             backends: Vec::new(),
@@ -290,6 +297,15 @@ impl ConfigFile {
             field,
             reason,
         };
+        if self.version != CONFIG_FORMAT {
+            return Err(err(
+                "version".into(),
+                format!(
+                    "format {} is not one this nginx-medic reads (it reads {CONFIG_FORMAT})\nhelp: a newer nginx-medic wrote it; use that version, or set `version: {CONFIG_FORMAT}` and the keys this one knows",
+                    self.version
+                ),
+            ));
+        }
         let mut backends = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.into_iter().enumerate() {
             let upstream = UpstreamAddr::parse(&b.upstream).ok_or_else(|| {
@@ -655,6 +671,20 @@ mod tests {
 
     fn parse(text: &str) -> Result<Settings, ConfigError> {
         Settings::from_yaml(Path::new("medic.yaml"), text)
+    }
+
+    #[test]
+    fn the_format_version_defaults_to_1_and_a_newer_one_is_refused() {
+        assert!(
+            parse("nginx:\n  unit: nginx.service\n").is_ok(),
+            "no version: format 1"
+        );
+        assert!(parse("version: 1\n").is_ok());
+        let e = parse("version: 2\n").unwrap_err().to_string();
+        assert!(
+            e.contains("`version`: format 2 is not one this nginx-medic reads"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use zbus::zvariant::{OwnedObjectPath, OwnedValue};
 /// A D-Bus or systemd failure.
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
-    #[error("cannot connect to the {bus} bus: {source}")]
+    #[error("cannot connect to the {bus} bus")]
     Connect {
         bus: &'static str,
         source: zbus::Error,
@@ -28,7 +28,7 @@ pub enum SystemdError {
         unit: String,
         seconds: u64,
     },
-    #[error("systemd call `{call}` for `{unit}` failed: {source}")]
+    #[error("systemd call `{call}` for `{unit}` failed")]
     Call {
         call: &'static str,
         unit: String,
@@ -199,7 +199,9 @@ impl Systemd {
             for (name, result) in futures_util::future::join_all(reads).await {
                 match result {
                     Ok(unit) => out.push(unit),
-                    Err(e) => tracing::debug!(unit = %name, error = %e, "unit facts unavailable"),
+                    Err(e) => {
+                        tracing::debug!(unit = %name, error = %crate::error_text::chain(&e), "unit facts unavailable")
+                    }
                 }
             }
         }

@@ -1023,14 +1023,14 @@ async fn watch_units(bus: crate::config::Bus, shared: Arc<Shared>, tx: Unbounded
                 Ok(stream) => Some((systemd, stream)),
                 Err(e) => {
                     if !warned {
-                        tracing::warn!(error = %e, "cannot subscribe to systemd's signals; retrying");
+                        tracing::warn!(error = %crate::error_text::chain(&e), "cannot subscribe to systemd's signals; retrying");
                     }
                     None
                 }
             },
             Err(e) => {
                 if !warned {
-                    tracing::warn!(error = %e, "cannot reach systemd for its signals; retrying");
+                    tracing::warn!(error = %crate::error_text::chain(&e), "cannot reach systemd for its signals; retrying");
                 }
                 None
             }

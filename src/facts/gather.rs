@@ -293,7 +293,7 @@ async fn gather_units(
         Ok(s) => s,
         Err(e) => {
             return Gathered::Unavailable {
-                reason: e.to_string(),
+                reason: crate::error_text::chain(&e),
             }
         }
     };
@@ -344,7 +344,9 @@ async fn gather_units(
                     .collect();
                 units.append(&mut systemd.units(&candidates).await);
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list service files to map upstreams"),
+            Err(e) => {
+                tracing::warn!(error = %crate::error_text::chain(&e), "cannot list service files to map upstreams")
+            }
         }
     }
     units.retain(|u| u.load_state == "loaded" || u.name == settings.nginx.unit);
@@ -373,7 +375,7 @@ async fn loaded_services(systemd: &Systemd, read: &BTreeSet<String>) -> Vec<Unit
             systemd.units(&new).await
         }
         Err(e) => {
-            tracing::warn!(error = %e, "cannot list services to map upstreams");
+            tracing::warn!(error = %crate::error_text::chain(&e), "cannot list services to map upstreams");
             Vec::new()
         }
     }
