@@ -50,3 +50,87 @@ pub fn refuse_blocked(plan: &mut Plan, facts: &Facts, blocked: Blocked<'_>) {
     }
     plan.actions.retain(|s| !refused.contains(&s.finding));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::evaluate::Finding;
+    use crate::engine::plan::{FileEdit, PlannedAction, Step};
+    use crate::facts::Gathered;
+
+    fn finding(upstream: &str) -> Finding {
+        Finding {
+            cause: "bind-mismatch".into(),
+            description: String::new(),
+            severity: crate::playbook::Severity::Critical,
+            site: "s".into(),
+            location: "/".into(),
+            upstream: upstream.into(),
+            unit: None,
+            evidence: Vec::new(),
+            conclusive: true,
+            missing: Vec::new(),
+            also_matched: Vec::new(),
+            target: 0,
+        }
+    }
+
+    fn edit(finding: usize, path: &str) -> Step {
+        Step {
+            playbook: "bind-mismatch".into(),
+            finding,
+            target: "t".into(),
+            action: PlannedAction::RenderSite {
+                directive: "proxy_pass".into(),
+                edit: FileEdit {
+                    path: path.into(),
+                    before_hash: None,
+                    after: String::new(),
+                },
+            },
+            diff: None,
+        }
+    }
+
+    fn facts() -> Facts {
+        fn gone<T>() -> Gathered<T> {
+            Gathered::Unavailable {
+                reason: "test".into(),
+            }
+        }
+        Facts {
+            taken_at: 0,
+            nginx: gone(),
+            sockets: gone(),
+            units: gone(),
+            error_log: gone(),
+            nginx_test: gone(),
+            routes: Vec::new(),
+            worker: None,
+            unix_paths: Vec::new(),
+            fpm_pools: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_blocked_edit_makes_only_its_finding_inconclusive_and_drops_only_its_steps() {
+        let mut plan = Plan {
+            created_at: 0,
+            findings: vec![finding("a"), finding("b")],
+            actions: vec![edit(0, "/etc/myapp/env"), edit(1, "/etc/default/api")],
+        };
+        let blocked = |p: &Path, access: Access| {
+            (access == Access::Write && p.starts_with("/etc/myapp"))
+                .then(|| "read-only; add ReadWritePaths=/etc/myapp".to_string())
+        };
+        refuse_blocked(&mut plan, &facts(), &blocked);
+        assert!(!plan.findings[0].conclusive);
+        assert_eq!(
+            plan.findings[0].missing,
+            ["read-only; add ReadWritePaths=/etc/myapp"]
+        );
+        assert!(plan.findings[1].conclusive, "the neighbour is untouched");
+        assert_eq!(plan.actions.len(), 1);
+        assert_eq!(plan.actions[0].finding, 1);
+    }
+}
