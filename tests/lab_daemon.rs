@@ -817,3 +817,50 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
     );
     assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
 }
+
+/// Anyone on the bus may broadcast a signal that looks like systemd's: a forged `JobNew` must
+/// not make a unit look busy (it used to, forever: nothing is ever healed), nor drive
+/// evaluations. Only `org.freedesktop.systemd1`'s own signals count.
+#[test]
+fn lab_daemon_ignores_unit_signals_from_anyone_but_systemd() {
+    let lab = Lab::start();
+    let config = "daemon:\n  mode: apply\n  probe_interval: 60s\n  metrics: null\n";
+    let daemon = Daemon::start(&lab, config);
+    for id in 0..20 {
+        let out = Command::new("busctl")
+            .args([
+                "--user",
+                "emit",
+                "/org/freedesktop/systemd1",
+                "org.freedesktop.systemd1.Manager",
+                "JobNew",
+                "uos",
+                &(9000 + id).to_string(),
+                &format!("/org/freedesktop/systemd1/job/{}", 9000 + id),
+                "api.service",
+            ])
+            .envs(lab.env())
+            .output()
+            .expect("busctl");
+        assert!(
+            out.status.success(),
+            "busctl emit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let evaluations = daemon.log().matches("incident [").count();
+    assert_eq!(
+        evaluations,
+        0,
+        "forged signals opened nothing:\n{}",
+        daemon.log()
+    );
+    let stopped = Instant::now();
+    assert!(lab.systemctl(&["stop", "api.service"]).status.success());
+    let took = time_to_200(&lab, "api_site", stopped, Duration::from_secs(10));
+    println!(
+        "api stopped after 20 forged JobNew: 200 after {} ms",
+        took.as_millis()
+    );
+}
