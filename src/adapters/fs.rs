@@ -118,6 +118,48 @@ pub fn current_hash(path: &Path) -> Result<Option<String>, FsError> {
     }
 }
 
+/// The most of a settings file (an `.env`, a pool, a site) that is ever read: such files are
+/// kilobytes; anything bigger is refused rather than read into memory.
+pub const MAX_SETTINGS_FILE: u64 = 4 << 20;
+
+/// Reads a settings file that another user may control, in bounded time and memory: opened
+/// without blocking (a FIFO does not hang the reader), refused unless it is a regular file (a
+/// symlink to `/dev/zero`, a device node), and refused when bigger than [`MAX_SETTINGS_FILE`].
+/// The errors keep the kind of `std::fs::read_to_string`'s (`NotFound` stays `NotFound`).
+pub fn read_settings_file(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (a device, a FIFO or a socket); refused",
+        ));
+    }
+    if meta.len() > MAX_SETTINGS_FILE {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SETTINGS_FILE + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_SETTINGS_FILE {
+        return Err(too_big(bytes.len() as u64));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
+fn too_big(len: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "{len} bytes, more than a settings file holds ({MAX_SETTINGS_FILE} at most); refused"
+        ),
+    )
+}
+
 /// Replaces the file at `path` with `bytes` so readers see either the old or the new contents.
 ///
 /// The bytes go to a new temp file beside the target, which gets the target's owner and mode
@@ -430,6 +472,36 @@ mod tests {
 
     fn is_root() -> bool {
         nix::unistd::geteuid().is_root()
+    }
+
+    #[test]
+    fn settings_files_are_read_in_bounded_time_and_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = dir.path().join(".env");
+        fs::write(&ok, "HOST=127.0.0.1\n").unwrap();
+        assert_eq!(read_settings_file(&ok).unwrap(), "HOST=127.0.0.1\n");
+        let zero = dir.path().join("zero.env");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let e = read_settings_file(&zero).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let fifo = dir.path().join("fifo.env");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let started = std::time::Instant::now();
+        let e = read_settings_file(&fifo).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "a FIFO never blocks"
+        );
+        let big = dir.path().join("big.env");
+        File::create(&big).unwrap().set_len(2 << 30).unwrap(); // sparse: 2 GiB, no disk
+        let e = read_settings_file(&big).unwrap_err();
+        assert!(
+            e.to_string().contains("more than a settings file holds"),
+            "{e}"
+        );
+        let missing = read_settings_file(&dir.path().join("none")).unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -354,7 +354,7 @@ fn is_already_subscribed(error_name: &str) -> bool {
 
 /// Reads an environment file as systemd would; an unreadable file gives no variables.
 fn read_env_file(path: &str) -> std::collections::BTreeMap<String, String> {
-    std::fs::read_to_string(path)
+    crate::adapters::fs::read_settings_file(std::path::Path::new(path))
         .map(|text| {
             crate::facts::mapping::parse_env_file(&text)
                 .into_iter()

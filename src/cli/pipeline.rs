@@ -48,7 +48,7 @@ pub async fn diagnose(settings: &Settings) -> anyhow::Result<Diagnosis> {
 
 /// Plans the findings, reading the files the edits touch.
 pub fn plan_of(d: Diagnosis) -> Plan {
-    let read = |path: &std::path::Path| std::fs::read_to_string(path);
+    let read = |path: &std::path::Path| crate::adapters::fs::read_settings_file(path);
     let mut plan = plan(
         d.facts.taken_at,
         &d.playbooks,

@@ -525,7 +525,7 @@ impl Daemon {
             }
         }
 
-        let read = |path: &Path| std::fs::read_to_string(path);
+        let read = |path: &Path| crate::adapters::fs::read_settings_file(path);
         let mut plan = plan(facts.taken_at, &self.playbooks, &targets, findings, &read);
         crate::engine::sandbox::refuse_blocked(
             &mut plan,

@@ -197,12 +197,14 @@ fn bind_context(
         same.then_some(h.bind.as_ref()).flatten()
     });
     if let Some(bind) = hinted {
-        let value = std::fs::read_to_string(&bind.file).ok().and_then(|text| {
-            crate::facts::mapping::parse_env_file(&text)
-                .into_iter()
-                .find(|(k, _)| *k == bind.key)
-                .map(|(_, v)| v)
-        });
+        let value = crate::adapters::fs::read_settings_file(&bind.file)
+            .ok()
+            .and_then(|text| {
+                crate::facts::mapping::parse_env_file(&text)
+                    .into_iter()
+                    .find(|(k, _)| *k == bind.key)
+                    .map(|(_, v)| v)
+            });
         let place = format!("{} in {}", bind.key, bind.file.display());
         return json!({"file": bind.file, "key": bind.key, "value": value, "from": "hint", "where": place});
     }

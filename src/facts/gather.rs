@@ -110,7 +110,7 @@ pub async fn gather_remembering(
 
 /// The pools of every unit started as a PHP-FPM master (`--fpm-config FILE`).
 fn fpm_pools(units: &[UnitFacts]) -> Vec<php_fpm::FpmPool> {
-    let read = |p: &std::path::Path| std::fs::read_to_string(p).ok();
+    let read = |p: &std::path::Path| crate::adapters::fs::read_settings_file(p).ok();
     let expand = |pattern: &str| -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = glob::glob(pattern)
             .map(|paths| paths.flatten().collect())
@@ -222,7 +222,7 @@ fn add_unit_output(unit: &mut UnitFacts, user_bus: bool) {
         .fragment_path
         .iter()
         .chain(unit.run.drop_in_paths.iter())
-        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|p| crate::adapters::fs::read_settings_file(std::path::Path::new(p)).ok())
         .collect();
     let to_file = |kind: &str| matches!(kind, "append" | "file" | "truncate");
     let file = if to_file(&unit.run.standard_output) {
