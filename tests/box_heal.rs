@@ -180,6 +180,26 @@ fn restart(b: &SystemBox, unit: &str) {
     b.systemctl_ok(&["restart", unit]);
 }
 
+/// Restarts UNIT onto a wrong bind host and returns the moment the fault took effect: when the
+/// backend listens on `wrong` (the admin's restart and the backend's own start up to there are
+/// not nginx-medic's time). When the heal already came (the wrong listener was gone before a
+/// poll saw it), the clock starts before the restart.
+fn restart_onto(b: &SystemBox, unit: &str, wrong: &str, site: &str) -> Option<(Instant, u64)> {
+    let (before, wall) = (Instant::now(), now_micros());
+    restart(b, unit);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if b.listeners().iter().any(|l| l.starts_with(wrong)) {
+            return Some((Instant::now(), now_micros()));
+        }
+        if b.http_status(site_port(site), "/") == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Some((before, wall))
+}
+
 /// The bind host of `KEY=` in an env file, as the file says now.
 fn env_value(b: &SystemBox, path: &str, key: &str) -> String {
     let prefix = format!("{key}=");
@@ -232,8 +252,7 @@ fn api_host_in_etc_default(b: &SystemBox) -> Healed {
         upstream("api"),
         |b| {
             b.set_env("/etc/default/api", "HOST", "127.0.0.2");
-            restart(b, "api.service");
-            None
+            restart_onto(b, "api.service", "127.0.0.2:8000", "api")
         },
     );
     assert_eq!(env_value(b, "/etc/default/api", "HOST"), "127.0.0.1");
@@ -248,8 +267,7 @@ fn web_host_in_app_env(b: &SystemBox) -> Healed {
         upstream("web"),
         |b| {
             b.set_env("/srv/web/.env", "HOST", "127.0.0.2");
-            restart(b, "web.service");
-            None
+            restart_onto(b, "web.service", "127.0.0.2:8001", "web")
         },
     );
     assert_eq!(env_value(b, "/srv/web/.env", "HOST"), "127.0.0.1");
@@ -282,8 +300,7 @@ fn gunicorn_bind_in_execstart(b: &SystemBox) -> Healed {
                 &format!("[Service]\nExecStart=\n{exec}\n"),
             );
             b.systemctl_ok(&["daemon-reload"]);
-            restart(b, "django.service");
-            None
+            restart_onto(b, "django.service", "127.0.0.2:8002", "django")
         },
     );
     let exec = b.unit_property("django.service", "ExecStart");
@@ -310,8 +327,7 @@ fn runserver_addr_in_execstart(b: &SystemBox) -> Healed {
             );
             b.write_file(path, &text.replace("127.0.0.1:8003", "127.0.0.2:8003"));
             b.systemctl_ok(&["daemon-reload"]);
-            restart(b, "runserver.service");
-            None
+            restart_onto(b, "runserver.service", "127.0.0.2:8003", "runserver")
         },
     );
     let exec = b.unit_property("runserver.service", "ExecStart");
