@@ -387,6 +387,8 @@ struct DaemonSection {
     probe_interval: Duration,
     #[serde(deserialize_with = "duration")]
     debounce: Duration,
+    #[serde(deserialize_with = "duration")]
+    start_failure_window: Duration,
     rate_limit: RateLimitSection,
     crash_loop: CrashLoopSection,
     circuit_breaker: CircuitBreakerSection,
@@ -401,6 +403,7 @@ impl Default for DaemonSection {
             mode: DaemonMode::Observe,
             probe_interval: Duration::from_secs(5),
             debounce: Duration::from_millis(300),
+            start_failure_window: Duration::from_secs(5),
             rate_limit: RateLimitSection::default(),
             crash_loop: CrashLoopSection::default(),
             circuit_breaker: CircuitBreakerSection::default(),
@@ -494,6 +497,9 @@ pub struct DaemonSettings {
     pub probe_interval: Duration,
     /// How long a burst of triggers is gathered into one incident.
     pub debounce: Duration,
+    /// A main process that exits by itself with a failing status this soon after it started
+    /// failed at its start (`start-failure`): a restart alone does not heal it.
+    pub start_failure_window: Duration,
     /// Per target: at most `max_actions` remediations in any window of `per`.
     pub rate_limit: RateLimit,
     pub crash_loop: CrashLoop,
@@ -638,6 +644,7 @@ impl DaemonSection {
             mode: self.mode,
             probe_interval: self.probe_interval,
             debounce: self.debounce,
+            start_failure_window: self.start_failure_window,
             rate_limit: RateLimit {
                 max_actions: self.rate_limit.max_actions,
                 per: self.rate_limit.per,
@@ -784,6 +791,7 @@ mod tests {
         let d = &s.daemon;
         assert_eq!(d.mode, DaemonMode::Observe);
         assert_eq!(d.probe_interval, Duration::from_secs(5));
+        assert_eq!(d.start_failure_window, Duration::from_secs(5));
         assert_eq!(
             d.rate_limit,
             RateLimit {

@@ -258,8 +258,68 @@ fn lab_upstream_group_marked_down_is_reported_only() {
     assert!(lab.config_files() == files);
 }
 
+/// nginx's master PID and its workers' PIDs: a reload keeps the master and replaces the workers.
+fn nginx_pids(lab: &Lab) -> Vec<u32> {
+    let master = lab.main_pid("nginx.service").expect("nginx runs");
+    let children =
+        fs::read_to_string(format!("/proc/{master}/task/{master}/children")).unwrap_or_default();
+    let mut pids: Vec<u32> = children
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.insert(0, master);
+    pids
+}
+
+/// `nginx -t` fails and a backend is stopped: both are reported, the backend restart (which
+/// needs no reload) runs, nginx is neither edited nor reloaded.
+fn broken_nginx_beside_a_stopped_backend(lab: &Lab, broken: &std::path::Path, cause: &str) {
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2);
+    let first = &diagnosis["findings"][0];
+    assert_eq!(first["cause"], cause, "{diagnosis:#}");
+    assert!(
+        first["location"]
+            .as_str()
+            .is_some_and(|l| l.starts_with(&format!("{}:", broken.display()))),
+        "{diagnosis:#}"
+    );
+    assert_eq!(first["conclusive"], false);
+    let down = finding(&diagnosis, "backend-down");
+    assert_eq!(
+        down["conclusive"], true,
+        "a restart needs no reload: {diagnosis:#}"
+    );
+    let text = lab.explain(cause);
+    assert!(
+        text.contains(&format!("✗ nginx itself: {cause} (critical)")),
+        "{text}"
+    );
+
+    let files = lab.config_files();
+    let pids = nginx_pids(lab);
+    let (_, applied) = lab.medic_json(&["apply"]);
+    let kinds: Vec<&str> = applied["actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .filter_map(|a| a["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["systemd", "wait_listen", "probe"], "{applied:#}");
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "active");
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
+    assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
+    assert!(lab.config_files() == files, "no nginx file is edited");
+    assert_eq!(nginx_pids(lab), pids, "nginx is not reloaded");
+
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2);
+    assert_eq!(diagnosis["findings"][0]["cause"], cause, "{diagnosis:#}");
+}
+
 #[test]
-fn lab_host_not_found_blocks_every_action() {
+fn lab_host_not_found_blocks_only_actions_on_nginx() {
     let lab = Lab::start();
     ok(lab.systemctl(&["stop", "api.service"]), "stop api");
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
@@ -272,28 +332,22 @@ fn lab_host_not_found_blocks_every_action() {
         ),
     )
     .unwrap();
+    broken_nginx_beside_a_stopped_backend(&lab, &broken, "host-not-found");
+}
 
-    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
-    assert_eq!(code, 2);
-    let first = &diagnosis["findings"][0];
-    assert_eq!(first["cause"], "host-not-found", "{diagnosis:#}");
-    assert_eq!(first["location"], format!("{}:5", broken.display()));
-    assert_eq!(first["conclusive"], false);
-    let down = finding(&diagnosis, "backend-down");
-    let text = lab.explain("host-not-found");
-    assert!(
-        text.contains("✗ nginx itself: host-not-found (critical)"),
-        "{text}"
-    );
-    assert_eq!(down["conclusive"], false, "blocked while nginx -t fails");
-
-    let files = lab.config_files();
-    let (code, applied) = lab.medic_json(&["apply"]);
-    assert_eq!(code, 2, "{applied:#}");
-    assert_eq!(applied["actions"], serde_json::json!([]));
-    assert!(lab.config_files() == files);
-    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+#[test]
+fn lab_unfinished_nginx_edit_beside_a_stopped_backend_restarts_only_the_backend() {
+    let lab = Lab::start();
+    // the admin's unfinished edit of a neighbour site: a directive name mistyped
+    let web = lab.dir.join("nginx/sites-enabled/web.conf");
+    let text = fs::read_to_string(&web).expect("web.conf");
+    let at = text.find("location / {").expect("a location in web.conf") + "location / {".len();
+    let mut edited = text.clone();
+    edited.insert_str(at, "\n        proxy_read_timout 30s;");
+    fs::write(&web, edited).unwrap();
+    ok(lab.systemctl(&["stop", "api.service"]), "stop api");
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
+    broken_nginx_beside_a_stopped_backend(&lab, &web, "nginx-config-invalid");
 }
 
 #[test]

@@ -258,3 +258,100 @@ fn lab_reports_a_crash_looping_django_and_changes_nothing() {
     assert_eq!(lab.http_status(lab.port("php_site"), "/"), 200);
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
 }
+
+#[test]
+fn lab_a_backend_failing_at_its_start_is_named_before_any_restart() {
+    let lab = Lab::start();
+    let (site_port, port) = (lab.base + 8, lab.base + 18);
+    let site = lab.dir.join("nginx/sites-enabled/boot.conf");
+    fs::write(
+        &site,
+        format!(
+            "server {{\n    listen 127.0.0.1:{site_port};\n    server_name boot.lab;\n    location / {{\n        proxy_pass http://127.0.0.1:{port};\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    systemctl_ok(&lab, &["reload", "nginx.service"]);
+    wait_for(Duration::from_secs(10), "boot.lab answers 502", || {
+        lab.http_status(site_port, "/") == 502
+    });
+    // A backend that exits with status 3 half a second after starting, its last line saying why.
+    let log = lab.dir.join("logs/boot.log");
+    let why = format!("boot: cannot listen on 127.0.0.1:{port}: /etc/boot/secret.key is missing; exiting with status 3");
+    let app = format!(
+        "import sys, time\nprint('boot: starting', flush=True)\ntime.sleep(0.5)\nprint({why:?}, flush=True)\nsys.exit(3)\n"
+    );
+    let out = std::process::Command::new("timeout")
+        .args([
+            "30",
+            "systemd-run",
+            "--user",
+            "--quiet",
+            "--unit",
+            "boot.service",
+        ])
+        .arg(format!("--setenv=PORT={port}"))
+        .arg(format!(
+            "--property=StandardOutput=append:{}",
+            log.display()
+        ))
+        .arg("--property=StandardError=inherit")
+        .args(["/usr/bin/python3", "-c", &app])
+        .envs(lab.env())
+        .output()
+        .expect("systemd-run");
+    assert!(
+        out.status.success(),
+        "systemd-run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(Duration::from_secs(15), "boot.service fails", || {
+        lab.unit_property("boot.service", "ActiveState") == "failed"
+    });
+    assert_eq!(lab.unit_property("boot.service", "ExecMainStatus"), "3");
+    let started = lab.unit_property("boot.service", "ExecMainStartTimestamp");
+    let files = lab.config_files();
+
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2);
+    let f = finding(&diagnosis, "boot.lab");
+    assert_eq!(f["cause"], "start-failure", "{diagnosis:#}");
+    assert_eq!(f["unit"], "boot.service");
+    let evidence: Vec<&str> = f["evidence"]
+        .as_array()
+        .expect("evidence")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.contains("exited by itself with status 3")),
+        "{evidence:#?}"
+    );
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e.trim_end().ends_with(&format!("    {why}"))),
+        "its last line is in the evidence: {evidence:#?}"
+    );
+    let explained = lab.explain("start-failure");
+    assert!(explained.contains("start-failure"), "{explained}");
+
+    let (code, applied) = lab.medic_json(&["apply"]);
+    assert_eq!(
+        code, 2,
+        "a start failure is reported, not restarted: {applied:#}"
+    );
+    assert_eq!(applied["actions"], serde_json::json!([]), "{applied:#}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(lab.unit_property("boot.service", "ActiveState"), "failed");
+    assert_eq!(
+        lab.unit_property("boot.service", "ExecMainStartTimestamp"),
+        started,
+        "not started again"
+    );
+    assert!(lab.config_files() == files, "no file changed");
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
+    assert_eq!(lab.http_status(lab.port("php_site"), "/"), 200);
+}

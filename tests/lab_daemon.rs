@@ -365,18 +365,20 @@ fn lab_daemon_escalates_a_crash_loop_once_and_leaves_it_alone() {
     );
     fs::write(lab.config(), config).unwrap();
     let hook_out = lab.dir.join("hook.jsonl");
+    // a window shorter than the backend's runs: each failed run is backend-down's, not a
+    // start failure, so that the daemon's own heals are what loops
     let hook = format!(
-        "  hooks:\n    - exec: [/bin/sh, -c, 'cat >> {}; echo >> {}']\n",
+        "  start_failure_window: 100ms\n  hooks:\n    - exec: [/bin/sh, -c, 'cat >> {}; echo >> {}']\n",
         hook_out.display(),
         hook_out.display()
     );
     let mut daemon = Daemon::start(&lab, &apply_config(&lab, &hook));
 
-    // every start of api.service now exits at once
+    // every start of api.service now fails 0.3 s later
     drop_in(
         &lab,
         "api.service",
-        "[Service]\nExecStart=\nExecStart=/bin/false\n",
+        "[Service]\nExecStart=\nExecStart=/bin/sh -c 'sleep 0.3; exit 1'\n",
     );
     let _ = lab.systemctl(&["restart", "api.service"]);
     let log = daemon.wait_log("escalated: a person is needed", Duration::from_secs(40));
@@ -417,6 +419,32 @@ fn lab_daemon_escalates_a_crash_loop_once_and_leaves_it_alone() {
     let samples = check_prometheus_text(&metrics(&lab));
     assert_eq!(samples.get("nginx_medic_escalations_total"), Some(&1.0));
     // the other site was never touched
+    assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
+    assert_eq!(daemon.stop().code(), Some(0));
+}
+
+#[test]
+fn lab_daemon_names_a_start_failure_and_does_not_restart_it() {
+    let lab = Lab::start();
+    let mut daemon = Daemon::start(&lab, &apply_config(&lab, ""));
+    // api.service now exits with status 3 at once, saying why
+    drop_in(
+        &lab,
+        "api.service",
+        "[Service]\nExecStart=\nExecStart=/bin/sh -c 'echo \"api: no secret key configured\"; exit 3'\n",
+    );
+    let _ = lab.systemctl(&["restart", "api.service"]);
+    let log = daemon.wait_log("cause=start-failure", Duration::from_secs(30));
+    assert!(log.contains("api: no secret key configured"), "{log}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        journal_count(&lab, "systemd", "api.service"),
+        0,
+        "never restarted:\n{}",
+        daemon.log()
+    );
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "failed");
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
     assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
     assert_eq!(daemon.stop().code(), Some(0));
 }

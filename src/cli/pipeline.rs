@@ -34,10 +34,14 @@ pub struct InvalidPlaybooks(pub crate::playbook::PlaybookErrors);
 pub async fn diagnose(settings: &Settings) -> anyhow::Result<Diagnosis> {
     let playbooks = playbooks(settings)?;
     let facts = gather(settings, &Procfs::system()).await;
-    let targets = targets(&facts, &settings.backends);
+    let targets = targets(
+        &facts,
+        &settings.backends,
+        settings.daemon.start_failure_window,
+    );
     let mut findings = evaluate(&playbooks, &targets);
-    // nginx -t failing already is global: it is reported first and blocks every action
-    crate::engine::preflight::check(&facts, &mut findings);
+    // nginx -t failing already is global: reported first, it blocks every action on nginx
+    crate::engine::preflight::check(&facts, &playbooks, &mut findings);
     Ok(Diagnosis {
         facts,
         playbooks,

@@ -453,11 +453,15 @@ impl Daemon {
         self.refresh_pauses();
         let facts = gather_remembering(&self.settings, &Procfs::system(), &self.last_owners).await;
         self.heartbeat.beat();
-        let targets = targets(&facts, &self.settings.backends);
+        let targets = targets(
+            &facts,
+            &self.settings.backends,
+            self.settings.daemon.start_failure_window,
+        );
         self.remember_owners(&targets);
         let mut findings = evaluate(&self.playbooks, &targets);
-        // nginx -t failing already blocks every action, as in `diagnose`
-        crate::engine::preflight::check(&facts, &mut findings);
+        // nginx -t failing already blocks every action on nginx, as in `diagnose`
+        crate::engine::preflight::check(&facts, &self.playbooks, &mut findings);
         self.watch(&targets);
         self.follow(error_log_path(&self.settings, facts.nginx.ok()));
         let now = Instant::now();

@@ -22,8 +22,14 @@ pub struct Target {
     pub context: Value,
 }
 
-/// Every target of the snapshot, in the order of the routes.
-pub fn targets(facts: &Facts, hints: &[BackendHint]) -> Vec<Target> {
+/// Every target of the snapshot, in the order of the routes. A unit whose main process exited by
+/// itself with a failing status within `start_failure_window` of its start has
+/// `unit.start_failed` (`daemon.start_failure_window`).
+pub fn targets(
+    facts: &Facts,
+    hints: &[BackendHint],
+    start_failure_window: std::time::Duration,
+) -> Vec<Target> {
     let mut out = Vec::new();
     let clock = LogClock::of(facts);
     for route in &facts.routes {
@@ -36,7 +42,7 @@ pub fn targets(facts: &Facts, hints: &[BackendHint]) -> Vec<Target> {
                 "unit": unit.map_or(Value::Null, |u| unit_context(u, endpoint, hints)),
                 "log": log_counts(facts, &endpoint.address),
             });
-            add_socket_and_run_facts(&mut context, facts, endpoint, unit);
+            add_socket_and_run_facts(&mut context, facts, endpoint, unit, start_failure_window);
             add_nginx_side(&mut context, facts, route, index, &clock);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
@@ -264,12 +270,13 @@ fn exec_start_bind(unit: &UnitFacts, hosts: &[&String], port: u16) -> Option<Val
 
 /// Adds what the socket and crash-loop playbooks test: `nginx.{user,group}` (the worker
 /// identity), `endpoint.{exists,socket,worker_can_connect,pool}` for unix endpoints, and
-/// `unit.{restart,exec_main_status,last_run_ms,output,output_from}`.
+/// `unit.{restart,exec_main_code,exec_main_status,last_run_ms,start_failed,output,output_from}`.
 fn add_socket_and_run_facts(
     context: &mut Value,
     facts: &Facts,
     endpoint: &Endpoint,
     unit: Option<&UnitFacts>,
+    start_failure_window: std::time::Duration,
 ) {
     let user = facts
         .nginx
@@ -328,6 +335,19 @@ fn add_socket_and_run_facts(
         );
         ctx.insert("last_run_ms".into(), json!(run.last_run_ms()));
         ctx.insert(
+            "exec_main_code".into(),
+            json!(match run.exec_main_code {
+                1 => Some("exited"),
+                2 => Some("killed"),
+                3 => Some("dumped"),
+                _ => None,
+            }),
+        );
+        ctx.insert(
+            "start_failed".into(),
+            json!(start_failed(run, start_failure_window)),
+        );
+        ctx.insert(
             "output".into(),
             json!(run.output.as_ref().map_or(&[][..], |o| o.lines.as_slice())),
         );
@@ -336,6 +356,16 @@ fn add_socket_and_run_facts(
             json!(run.output.as_ref().map(|o| o.source.clone())),
         );
     }
+}
+
+/// Whether the last main process exited by itself (`ExecMainCode=exited`, not killed by a
+/// signal) with a status other than 0 no later than `window` after it started: it fails at its
+/// start, and restarting it alone runs into the same failure.
+pub fn start_failed(run: &crate::facts::units::RunFacts, window: std::time::Duration) -> bool {
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    run.exec_main_code == 1
+        && run.exec_main_status != 0
+        && run.last_run_ms().is_some_and(|ms| ms <= window_ms)
 }
 
 /// How many classified error-log lines name this endpoint, by class.
@@ -708,6 +738,41 @@ fn recent_context(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ExecMain*` as `systemctl show` reports them for a backend that ran `run_ms` ms.
+    fn run(code: i32, status: i32, run_ms: u64) -> crate::facts::units::RunFacts {
+        let start = 1_764_590_000_000_000;
+        crate::facts::units::RunFacts {
+            exec_main_code: code,
+            exec_main_status: status,
+            exec_main_start_timestamp: start,
+            exec_main_exit_timestamp: start + run_ms * 1000,
+            restart: "no".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_start_failure_exits_by_itself_failing_within_the_window() {
+        let window = std::time::Duration::from_secs(5);
+        assert!(start_failed(&run(1, 3, 512), window));
+        assert!(
+            start_failed(&run(1, 1, 5000), window),
+            "the window's edge counts"
+        );
+        assert!(!start_failed(&run(1, 3, 5001), window), "ran longer");
+        assert!(!start_failed(&run(1, 0, 512), window), "a clean exit");
+        assert!(!start_failed(&run(2, 15, 512), window), "killed by SIGTERM");
+        assert!(!start_failed(&run(3, 11, 512), window), "dumped core");
+        assert!(
+            !start_failed(&crate::facts::units::RunFacts::default(), window),
+            "never ran"
+        );
+        assert!(start_failed(
+            &run(1, 3, 8000),
+            std::time::Duration::from_secs(10)
+        ));
+    }
 
     fn route(listen: &str, location: &str) -> Route {
         Route {

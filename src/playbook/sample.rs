@@ -63,6 +63,8 @@ pub fn sample_context() -> Value {
             "restart": "on-failure",
             "exec_main_status": 3,
             "last_run_ms": 640,
+            "exec_main_code": "exited",
+            "start_failed": true,
             "output": ["[ERROR] Reason: Worker failed to boot."],
             "output_from": "file:/var/log/api.log"
         },

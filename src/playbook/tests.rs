@@ -82,6 +82,7 @@ fn seed_playbooks_load_in_priority_order() {
         ids,
         [
             ("crash-loop", 5),
+            ("start-failure", 6),
             ("socket-missing", 7),
             ("socket-permission", 8),
             ("backend-down", 10),
@@ -484,8 +485,10 @@ fn crash_loop_is_reported_and_never_restarted() {
         evidence[3],
         "its last output (file:/var/log/api.log):\n    ModuleNotFoundError: No module named 'x'\n    Reason: Worker failed to boot."
     );
-    // A unit that failed once and was never restarted by systemd is backend-down's.
+    // A unit that failed once, later than its start, and was never restarted by systemd is
+    // backend-down's.
     ctx["unit"]["n_restarts"] = json!(0);
+    ctx["unit"]["start_failed"] = json!(false);
     assert_eq!(matches(&set, &ctx), conclusive("backend-down"));
     // Restarting right now counts too.
     ctx["unit"]["active_state"] = json!("activating");
@@ -494,6 +497,72 @@ fn crash_loop_is_reported_and_never_restarted() {
         matches(&set, &ctx).first(),
         conclusive("crash-loop").first()
     );
+}
+
+/// A unit with no `Restart=` whose main process exited with status 3 half a second after it
+/// started, as `systemctl show` and the engine report it.
+fn failed_at_start() -> Value {
+    let mut ctx = stopped();
+    ctx["unit"]["active_state"] = json!("failed");
+    ctx["unit"]["sub_state"] = json!("failed");
+    ctx["unit"]["result"] = json!("exit-code");
+    ctx["unit"]["restart"] = json!("no");
+    ctx["unit"]["exec_main_code"] = json!("exited");
+    ctx["unit"]["exec_main_status"] = json!(3);
+    ctx["unit"]["last_run_ms"] = json!(512);
+    ctx["unit"]["start_failed"] = json!(true);
+    ctx["unit"]["output"] = json!([
+        "api: starting",
+        "api: cannot read /etc/api/secret.key: no such file; giving up"
+    ]);
+    ctx["unit"]["output_from"] = json!("journal");
+    ctx
+}
+
+#[test]
+fn a_start_failure_is_named_with_its_last_output_and_not_restarted() {
+    let set = seeds();
+    let ctx = failed_at_start();
+    let found = matches(&set, &ctx);
+    assert_eq!(found.first(), conclusive("start-failure").first());
+    assert_eq!(found.get(1).map(|f| f.0.as_str()), Some("backend-down"));
+    let playbook = set.get("start-failure").unwrap();
+    assert!(playbook.actions.is_empty(), "report only");
+    let evidence = rendered_evidence(playbook, &ctx);
+    assert_eq!(
+        evidence[1],
+        "api.service is failed (result exit-code): its main process exited by itself with status 3 after 512 ms"
+    );
+    assert_eq!(
+        evidence[2],
+        "its last output (journal):\n    api: starting\n    api: cannot read /etc/api/secret.key: no such file; giving up"
+    );
+    // Restarted by systemd already: the crash loop is named first.
+    let mut looping = ctx.clone();
+    looping["unit"]["n_restarts"] = json!(2);
+    looping["unit"]["restart"] = json!("on-failure");
+    assert_eq!(
+        matches(&set, &looping).first(),
+        conclusive("crash-loop").first()
+    );
+}
+
+#[test]
+fn killed_or_long_running_backends_stay_backend_down() {
+    let set = seeds();
+    // killed by a signal (SIGKILL), or ran longer than the window: `start_failed` is false
+    let mut ctx = failed_at_start();
+    ctx["unit"]["exec_main_code"] = json!("killed");
+    ctx["unit"]["exec_main_status"] = json!(9);
+    ctx["unit"]["result"] = json!("signal");
+    ctx["unit"]["start_failed"] = json!(false);
+    assert_eq!(matches(&set, &ctx), conclusive("backend-down"));
+    let mut ctx = failed_at_start();
+    ctx["unit"]["last_run_ms"] = json!(3_600_000);
+    ctx["unit"]["start_failed"] = json!(false);
+    assert_eq!(matches(&set, &ctx), conclusive("backend-down"));
+    // a stopped unit has no start failure at all
+    assert_eq!(matches(&set, &stopped()), conclusive("backend-down"));
 }
 
 // ----- nginx-side causes: too-big-header, upstream-timeout, localhost-family, upstream-marked-down -----
