@@ -328,7 +328,7 @@ async fn gather_units(
             .collect();
         unowned.retain(|d| {
             !(hinted(&settings.backends, d)
-                || declared.iter().any(|a| declares(a, d))
+                || declared.iter().any(|a| same_port_or_path(a, d))
                 || units.iter().any(|u| mentions(u, d)))
         });
     }
@@ -358,12 +358,7 @@ async fn gather_units(
 fn last_owner<'r>(remembered: &'r BTreeMap<String, String>, dialled: &Dialled) -> Option<&'r str> {
     remembered
         .iter()
-        .find(|(address, _)| match dialled {
-            Dialled::Tcp { port, .. } => address
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| *p == port.to_string()),
-            Dialled::Unix { path } => address.strip_prefix("unix:") == Some(path.as_str()),
-        })
+        .find(|(address, _)| same_port_or_path(address, dialled))
         .map(|(_, unit)| unit.as_str())
 }
 
@@ -392,8 +387,9 @@ fn hinted(hints: &[crate::config::BackendHint], dialled: &Dialled) -> bool {
     })
 }
 
-/// Whether a pool's `listen` address (`unix:/path`, `host:port`, `*:port`) is the address.
-fn declares(address: &str, dialled: &Dialled) -> bool {
+/// Whether an address as written (`unix:/path`, `host:port`, `*:port`: a pool's `listen`, a
+/// remembered listener) has the dialled address's port or socket path.
+fn same_port_or_path(address: &str, dialled: &Dialled) -> bool {
     match dialled {
         Dialled::Tcp { port, .. } => address
             .rsplit_once(':')

@@ -200,15 +200,26 @@ fn identity_match(
     dialled_ports: &std::collections::BTreeSet<u16>,
     names: &[String],
 ) -> Option<String> {
-    let mut units: Vec<String> = sockets
-        .tcp
-        .iter()
-        .filter(|s| !dialled_ports.contains(&s.port))
-        .filter_map(|s| s.main_owner()?.unit.clone())
-        .filter(|u| {
+    the_one_unit(
+        sockets
+            .tcp
+            .iter()
+            .filter(|s| !dialled_ports.contains(&s.port)),
+        |u| {
             u.strip_suffix(".service")
                 .is_some_and(|stem| names.iter().any(|n| n == &stem.to_lowercase()))
-        })
+        },
+    )
+}
+
+/// The one unit owning these sockets that passes `keep`; `None` for none or several.
+fn the_one_unit<'s>(
+    sockets: impl Iterator<Item = &'s crate::facts::sockets::TcpSocket>,
+    keep: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let mut units: Vec<String> = sockets
+        .filter_map(|s| s.main_owner()?.unit.clone())
+        .filter(|u| keep(u))
         .collect();
     units.sort();
     units.dedup();
@@ -281,17 +292,7 @@ fn tcp_endpoint(
 /// none accepts it): the backend bound to the wrong host, even when its settings cannot be
 /// read. Two services, or none: `None`, never a guess.
 fn only_unit_on_port(sockets: &SocketFacts, port: u16) -> Option<String> {
-    let mut units: Vec<String> = sockets
-        .tcp_listeners_on(port)
-        .filter_map(|s| s.main_owner()?.unit.clone())
-        .filter(|u| u.ends_with(".service"))
-        .collect();
-    units.sort();
-    units.dedup();
-    match units.as_slice() {
-        [one] => Some(one.clone()),
-        _ => None,
-    }
+    the_one_unit(sockets.tcp_listeners_on(port), |u| u.ends_with(".service"))
 }
 
 fn unix_endpoint(path: &str, input: &MappingInput<'_>) -> Endpoint {
