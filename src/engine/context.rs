@@ -2,7 +2,7 @@
 //! `evidence` and `actions` are written against. The paths are documented in `playbooks/README.md`.
 
 use crate::config::{BackendHint, UpstreamAddr};
-use crate::facts::error_log::LogClass;
+use crate::facts::error_log::{LogClass, LogEntry};
 use crate::facts::mapping::{Endpoint, Route};
 use crate::facts::nginx::Target as PassTarget;
 use crate::facts::units::UnitFacts;
@@ -32,18 +32,29 @@ pub fn targets(
 ) -> Vec<Target> {
     let mut out = Vec::new();
     let clock = LogClock::of(facts);
+    let index = Index::of(facts);
     for route in &facts.routes {
-        for (index, endpoint) in route.endpoints.iter().enumerate() {
-            let unit = endpoint.unit.as_deref().and_then(|n| facts.unit(n));
+        for (i, endpoint) in route.endpoints.iter().enumerate() {
+            let unit = endpoint
+                .unit
+                .as_deref()
+                .and_then(|n| index.units.get(n).copied());
             let mut context = json!({
                 "site": site_context(route),
                 "pass": pass_context(route),
                 "endpoint": endpoint_context(endpoint),
                 "unit": unit.map_or(Value::Null, |u| unit_context(u, endpoint, hints)),
-                "log": log_counts(facts, &endpoint.address),
+                "log": log_counts(index.log_of(&endpoint.address)),
             });
-            add_socket_and_run_facts(&mut context, facts, endpoint, unit, start_failure_window);
-            add_nginx_side(&mut context, facts, route, index, &clock);
+            add_socket_and_run_facts(
+                &mut context,
+                facts,
+                &index,
+                endpoint,
+                unit,
+                start_failure_window,
+            );
+            add_nginx_side(&mut context, facts, &index, route, i, &clock);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
                 route: route.clone(),
@@ -53,6 +64,106 @@ pub fn targets(
         }
     }
     out
+}
+
+/// The facts a target's context looks up, keyed once per snapshot: with thousands of sites,
+/// a scan of every unit, socket path, location or log line per target is quadratic.
+struct Index<'a> {
+    units: BTreeMap<&'a str, &'a UnitFacts>,
+    unix_paths: BTreeMap<&'a str, &'a crate::facts::socket_access::UnixPathFacts>,
+    fpm_pools: BTreeMap<&'a str, &'a crate::facts::php_fpm::FpmPool>,
+    /// Each location with a pass directive, by the directive's file and byte span.
+    locations: BTreeMap<(&'a std::path::Path, usize, usize), &'a crate::facts::nginx::Location>,
+    /// The mtime of every configuration file.
+    mtimes: BTreeMap<&'a std::path::Path, Option<i64>>,
+    /// The error-log lines naming each upstream address, in log order.
+    log_by_address: BTreeMap<&'a str, Vec<&'a LogEntry>>,
+    /// The `no live upstreams` lines by the upstream group they name, in log order.
+    no_live_by_group: BTreeMap<&'a str, Vec<&'a LogEntry>>,
+}
+
+impl<'a> Index<'a> {
+    fn of(facts: &'a Facts) -> Self {
+        let nginx = facts.nginx.ok();
+        let entries = facts
+            .error_log
+            .ok()
+            .map_or(&[][..], |l| l.entries.as_slice());
+        let mut log_by_address: BTreeMap<&str, Vec<&LogEntry>> = BTreeMap::new();
+        let mut no_live_by_group: BTreeMap<&str, Vec<&LogEntry>> = BTreeMap::new();
+        for e in entries {
+            if let Some(address) = e.upstream_addr.as_deref() {
+                log_by_address.entry(address).or_default().push(e);
+            }
+            if e.class == LogClass::NoLiveUpstreams {
+                if let Some(group) = e.upstream.as_deref().and_then(upstream_group) {
+                    no_live_by_group.entry(group).or_default().push(e);
+                }
+            }
+        }
+        Index {
+            // the first of a name wins, as `Facts::unit` finds it
+            units: facts.units.ok().map_or_else(BTreeMap::new, |units| {
+                units.iter().rev().map(|u| (u.name.as_str(), u)).collect()
+            }),
+            unix_paths: facts
+                .unix_paths
+                .iter()
+                .rev()
+                .map(|p| (p.path.as_str(), p))
+                .collect(),
+            fpm_pools: facts
+                .fpm_pools
+                .iter()
+                .rev()
+                .filter_map(|p| Some((p.address.as_deref()?, p)))
+                .collect(),
+            locations: nginx.map_or_else(BTreeMap::new, |n| {
+                n.sites
+                    .iter()
+                    .flat_map(|s| s.locations.iter())
+                    .rev()
+                    .filter_map(|l| {
+                        let at = &l.pass.as_ref()?.at;
+                        Some(((at.file.as_path(), at.start, at.end), l))
+                    })
+                    .collect()
+            }),
+            mtimes: nginx.map_or_else(BTreeMap::new, |n| {
+                n.files.iter().map(|f| (f.as_path(), mtime(f))).collect()
+            }),
+            log_by_address,
+            no_live_by_group,
+        }
+    }
+
+    fn log_of(&self, address: &str) -> &[&'a LogEntry] {
+        self.log_by_address.get(address).map_or(&[], Vec::as_slice)
+    }
+
+    fn location(&self, at: &crate::facts::nginx::At) -> Option<&'a crate::facts::nginx::Location> {
+        let found = self.locations.get(&(at.file.as_path(), at.start, at.end))?;
+        found
+            .pass
+            .as_ref()
+            .is_some_and(|p| p.at == *at)
+            .then_some(*found)
+    }
+
+    fn mtime(&self, file: &std::path::Path) -> Option<i64> {
+        match self.mtimes.get(file) {
+            Some(known) => *known,
+            None => mtime(file),
+        }
+    }
+}
+
+/// The upstream group a logged `upstream: "http://NAME/uri"` names.
+fn upstream_group(upstream: &str) -> Option<&str> {
+    let bare = upstream
+        .split_once("://")
+        .map_or(upstream, |(_, rest)| rest);
+    bare.split('/').next()
 }
 
 /// The URL a probe through nginx uses for this site: its first `listen`, made dialable.
@@ -274,6 +385,7 @@ fn exec_start_bind(unit: &UnitFacts, hosts: &[&String], port: u16) -> Option<Val
 fn add_socket_and_run_facts(
     context: &mut Value,
     facts: &Facts,
+    index: &Index<'_>,
     endpoint: &Endpoint,
     unit: Option<&UnitFacts>,
     start_failure_window: std::time::Duration,
@@ -292,7 +404,9 @@ fn add_socket_and_run_facts(
         Some(UpstreamAddr::Unix { path }) => Some(path.display().to_string()),
         _ => None,
     };
-    let seen = path.as_deref().and_then(|p| facts.unix_path(p));
+    let seen = path
+        .as_deref()
+        .and_then(|p| index.unix_paths.get(p).copied());
     if let Some(e) = context.get_mut("endpoint").and_then(Value::as_object_mut) {
         e.insert("exists".into(), json!(seen.map(|p| p.exists)));
         e.insert(
@@ -313,16 +427,19 @@ fn add_socket_and_run_facts(
         );
         e.insert(
             "pool".into(),
-            facts.fpm_pool(&endpoint.address).map_or(Value::Null, |p| {
-                json!({
-                    "name": p.name,
-                    "file": p.file.display().to_string(),
-                    "unit": p.unit,
-                    "listen_owner": p.listen_owner,
-                    "listen_group": p.listen_group,
-                    "listen_mode": p.listen_mode,
-                })
-            }),
+            index
+                .fpm_pools
+                .get(endpoint.address.as_str())
+                .map_or(Value::Null, |p| {
+                    json!({
+                        "name": p.name,
+                        "file": p.file.display().to_string(),
+                        "unit": p.unit,
+                        "listen_owner": p.listen_owner,
+                        "listen_group": p.listen_group,
+                        "listen_mode": p.listen_mode,
+                    })
+                }),
         );
     }
     if let (Some(u), Some(ctx)) = (unit, context.get_mut("unit").and_then(Value::as_object_mut)) {
@@ -369,17 +486,11 @@ pub fn start_failed(run: &crate::facts::units::RunFacts, window: std::time::Dura
 }
 
 /// How many classified error-log lines name this endpoint, by class.
-fn log_counts(facts: &Facts, address: &str) -> Value {
+fn log_counts(entries: &[&LogEntry]) -> Value {
     let mut counts: BTreeMap<String, usize> =
         LogClass::ALL.iter().map(|c| (class_name(c), 0)).collect();
-    if let Some(log) = facts.error_log.ok() {
-        for e in log
-            .entries
-            .iter()
-            .filter(|e| e.upstream_addr.as_deref() == Some(address))
-        {
-            *counts.entry(class_name(&e.class)).or_default() += 1;
-        }
+    for e in entries {
+        *counts.entry(class_name(&e.class)).or_default() += 1;
     }
     json!(counts)
 }
@@ -467,42 +578,60 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 fn add_nginx_side(
     context: &mut Value,
     facts: &Facts,
+    facts_index: &Index<'_>,
     route: &Route,
     index: usize,
     clock: &Option<LogClock>,
 ) {
-    let location = facts.nginx.ok().and_then(|n| {
-        n.sites
-            .iter()
-            .flat_map(|s| s.locations.iter())
-            .find(|l| l.pass.as_ref().is_some_and(|p| p.at == route.pass.at))
-    });
+    let location = facts_index.location(&route.pass.at);
     let cutoff = {
         let window = i64::try_from(facts.taken_at).unwrap_or(i64::MAX) - RECENT_WINDOW_SECS;
-        let changed = location.and_then(|l| mtime(&l.at.file)).unwrap_or(i64::MIN);
+        let changed = location
+            .and_then(|l| facts_index.mtime(&l.at.file))
+            .unwrap_or(i64::MIN);
         window.max(changed)
     };
-    let recent_entry = |e: &&crate::facts::error_log::LogEntry| match clock {
-        Some(clock) => clock.epoch(&e.time).is_some_and(|t| t > cutoff),
-        None => true,
-    };
-    let entries: Vec<&crate::facts::error_log::LogEntry> = facts
-        .error_log
-        .ok()
-        .map(|l| l.entries.iter().filter(recent_entry).collect())
-        .unwrap_or_default();
+    fn recent<'e>(
+        entries: &[&'e LogEntry],
+        clock: &Option<LogClock>,
+        cutoff: i64,
+    ) -> Vec<&'e LogEntry> {
+        entries
+            .iter()
+            .copied()
+            .filter(|e| match clock {
+                Some(clock) => clock.epoch(&e.time).is_some_and(|t| t > cutoff),
+                None => true,
+            })
+            .collect()
+    }
     let Some(endpoint) = route.endpoints.get(index) else {
         return;
+    };
+    // the lines `route_context` counts: `no live upstreams` of the route's group
+    let no_live = match &route.pass.target {
+        PassTarget::Upstream { name } => facts_index
+            .no_live_by_group
+            .get(name.as_str())
+            .map_or(&[][..], Vec::as_slice),
+        _ => &[],
     };
     let extra = [
         (
             "location",
             location.map_or(Value::Null, |l| location_context(l, &route.directive)),
         ),
-        ("route", route_context(facts, route, index, &entries)),
+        (
+            "route",
+            route_context(facts, route, index, &recent(no_live, clock, cutoff)),
+        ),
         (
             "recent",
-            recent_context(&entries, &endpoint.address, url_base(&site_url(route))),
+            recent_context(
+                &recent(facts_index.log_of(&endpoint.address), clock, cutoff),
+                &endpoint.address,
+                url_base(&site_url(route)),
+            ),
         ),
     ];
     if let Value::Object(map) = context {

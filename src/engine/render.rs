@@ -102,8 +102,13 @@ fn registry() -> &'static Handlebars<'static> {
 /// A null fact counts as missing (handlebars alone would render it as an empty string, and
 /// `proxy_pass http://:8000;` is worse than an error); `{{#if fact}}` still tests it safely.
 pub fn render(template: &str, ctx: &Value) -> Result<String, RenderError> {
+    render_without_nulls(template, &without_nulls(ctx))
+}
+
+/// As [`render`], `ctx` already without nulls.
+fn render_without_nulls(template: &str, ctx: &Value) -> Result<String, RenderError> {
     registry()
-        .render_template(template, &without_nulls(ctx))
+        .render_template(template, ctx)
         .map_err(|err| RenderError::from_handlebars(&err))
 }
 
@@ -111,9 +116,10 @@ pub fn render(template: &str, ctx: &Value) -> Result<String, RenderError> {
 /// inconclusive finding often lacks the very facts some of its lines describe). Lines are
 /// checked when playbooks load, so any other failure is left out too rather than aborting.
 pub fn render_evidence(lines: &[String], ctx: &Value) -> Vec<String> {
+    let ctx = without_nulls(ctx); // once, not per line: a context is large
     lines
         .iter()
-        .filter_map(|line| render(line, ctx).ok())
+        .filter_map(|line| render_without_nulls(line, &ctx).ok())
         .collect()
 }
 

@@ -440,12 +440,13 @@ fn may_serve(unit_file: &std::path::Path, unowned: &[Dialled]) -> bool {
 }
 
 fn all_dialled(nginx: &nginx::NginxFacts) -> Vec<Dialled> {
+    let groups = mapping::Groups::of(nginx);
     nginx
         .sites
         .iter()
         .flat_map(|s| s.locations.iter())
         .filter_map(|l| l.pass.as_ref())
-        .flat_map(|p| mapping::dialled(nginx, &p.target))
+        .flat_map(|p| groups.dialled(&p.target))
         .collect()
 }
 

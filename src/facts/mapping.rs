@@ -91,24 +91,42 @@ pub enum Dialled {
     Unix { path: String },
 }
 
-/// The addresses nginx dials for `target` (upstream groups expanded), before name resolution.
-pub fn dialled(nginx: &NginxFacts, target: &Target) -> Vec<Dialled> {
-    match target {
-        Target::Tcp { host, port, .. } => vec![Dialled::Tcp {
-            host: host.clone(),
-            port: *port,
-        }],
-        Target::Unix { path } => vec![Dialled::Unix {
-            path: path.display().to_string(),
-        }],
-        Target::Upstream { name } => nginx
-            .upstreams
-            .iter()
-            .filter(|u| &u.name == name)
-            .flat_map(|u| u.servers.iter())
-            .flat_map(|s| dialled(nginx, &s.target))
-            .collect(),
-        Target::Dynamic { .. } => Vec::new(),
+/// The upstream groups of a configuration by name, built once: expanding a pass target that
+/// names a group does not scan every group (a configuration has thousands).
+pub struct Groups<'a> {
+    by_name: BTreeMap<&'a str, Vec<&'a crate::facts::nginx::Upstream>>,
+}
+
+impl<'a> Groups<'a> {
+    pub fn of(nginx: &'a NginxFacts) -> Self {
+        let mut by_name: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        for u in &nginx.upstreams {
+            by_name.entry(u.name.as_str()).or_default().push(u);
+        }
+        Groups { by_name }
+    }
+
+    /// The addresses nginx dials for `target` (upstream groups expanded), before name
+    /// resolution.
+    pub fn dialled(&self, target: &Target) -> Vec<Dialled> {
+        match target {
+            Target::Tcp { host, port, .. } => vec![Dialled::Tcp {
+                host: host.clone(),
+                port: *port,
+            }],
+            Target::Unix { path } => vec![Dialled::Unix {
+                path: path.display().to_string(),
+            }],
+            Target::Upstream { name } => self
+                .by_name
+                .get(name.as_str())
+                .into_iter()
+                .flatten()
+                .flat_map(|u| u.servers.iter())
+                .flat_map(|s| self.dialled(&s.target))
+                .collect(),
+            Target::Dynamic { .. } => Vec::new(),
+        }
     }
 }
 
@@ -119,11 +137,13 @@ pub fn routes(
     resolve: &dyn Fn(&str) -> Vec<IpAddr>,
 ) -> Vec<Route> {
     let mut routes = Vec::new();
-    let dialled_ports = dialled_ports(nginx);
+    let groups = Groups::of(nginx);
+    let dialled_ports = dialled_ports(nginx, &groups);
     for site in &nginx.sites {
         for location in &site.locations {
             let Some(pass) = &location.pass else { continue };
-            let mut endpoints: Vec<Endpoint> = dialled(nginx, &pass.target)
+            let mut endpoints: Vec<Endpoint> = groups
+                .dialled(&pass.target)
                 .into_iter()
                 .flat_map(|d| endpoints_of(&d, input, resolve))
                 .collect();
@@ -157,13 +177,13 @@ pub fn routes(
 }
 
 /// Every TCP port any pass target of the configuration dials.
-fn dialled_ports(nginx: &NginxFacts) -> std::collections::BTreeSet<u16> {
+fn dialled_ports(nginx: &NginxFacts, groups: &Groups<'_>) -> std::collections::BTreeSet<u16> {
     nginx
         .sites
         .iter()
         .flat_map(|s| s.locations.iter())
         .filter_map(|l| l.pass.as_ref())
-        .flat_map(|p| dialled(nginx, &p.target))
+        .flat_map(|p| groups.dialled(&p.target))
         .filter_map(|d| match d {
             Dialled::Tcp { port, .. } => Some(port),
             Dialled::Unix { .. } => None,

@@ -1,7 +1,7 @@
 //! The nginx facts: sites, locations, pass targets and upstream pools read from a loaded
 //! configuration ([`crate::nginx_conf::Config`]), each with the place it was written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -193,7 +193,7 @@ pub fn extract(conf: &Config, prefix: &Path) -> NginxFacts {
     collect_error_logs(&conf.directives, prefix, &mut facts.error_logs);
 
     for http in conf.directives.iter().filter(|d| d.name == "http") {
-        let upstream_names: Vec<&str> = http
+        let upstream_names: BTreeSet<&str> = http
             .children()
             .iter()
             .filter(|d| d.name == "upstream")
@@ -214,6 +214,18 @@ pub fn extract(conf: &Config, prefix: &Path) -> NginxFacts {
 }
 
 fn collect_error_logs(directives: &[Directive], prefix: &Path, out: &mut Vec<PathBuf>) {
+    let mut seen: BTreeSet<PathBuf> = out.iter().cloned().collect();
+    collect_new_error_logs(directives, prefix, &mut seen, out);
+}
+
+/// As [`collect_error_logs`], `seen` holding what `out` has (each site may name its own log:
+/// a scan of `out` per directive is quadratic).
+fn collect_new_error_logs(
+    directives: &[Directive],
+    prefix: &Path,
+    seen: &mut BTreeSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) {
     for d in directives {
         if d.name == "error_log" {
             if let Some(target) = d.arg(0) {
@@ -221,12 +233,12 @@ fn collect_error_logs(directives: &[Directive], prefix: &Path, out: &mut Vec<Pat
                     || target.starts_with("syslog:")
                     || target.starts_with("memory:");
                 let path = prefix.join(target);
-                if !skip && !out.contains(&path) {
+                if !skip && seen.insert(path.clone()) {
                     out.push(path);
                 }
             }
         }
-        collect_error_logs(d.children(), prefix, out);
+        collect_new_error_logs(d.children(), prefix, seen, out);
     }
 }
 
@@ -280,7 +292,7 @@ impl Cx<'_> {
                 .iter()
                 .filter(|s| s.name == "server")
                 .map(|s| UpstreamServer {
-                    target: parse_address(s.arg(0).unwrap_or_default(), None, 80, &[]),
+                    target: parse_address(s.arg(0).unwrap_or_default(), None, 80, &BTreeSet::new()),
                     params: s.args.iter().skip(1).map(|a| a.value.clone()).collect(),
                     at: self.at_directive(s),
                 })
@@ -288,7 +300,12 @@ impl Cx<'_> {
         }
     }
 
-    fn site(&self, d: &Directive, http: &BTreeMap<String, String>, upstreams: &[&str]) -> Site {
+    fn site(
+        &self,
+        d: &Directive,
+        http: &BTreeMap<String, String>,
+        upstreams: &BTreeSet<&str>,
+    ) -> Site {
         let body = d.children();
         let inherited = settings(http, body);
         let mut locations = Vec::new();
@@ -314,7 +331,7 @@ impl Cx<'_> {
         &self,
         body: &[Directive],
         inherited: &BTreeMap<String, String>,
-        upstreams: &[&str],
+        upstreams: &BTreeSet<&str>,
         out: &mut Vec<Location>,
     ) {
         for d in body
@@ -343,7 +360,7 @@ impl Cx<'_> {
         }
     }
 
-    fn pass(&self, d: &Directive, upstreams: &[&str]) -> Option<Pass> {
+    fn pass(&self, d: &Directive, upstreams: &BTreeSet<&str>) -> Option<Pass> {
         let arg = d.args.first()?;
         Some(Pass {
             directive: d.name.clone(),
@@ -366,7 +383,7 @@ fn find_in_ifs(body: &[Directive]) -> Option<&Directive> {
 }
 
 /// Interprets the target of a pass directive.
-pub fn parse_pass(directive: &str, raw: &str, upstreams: &[&str]) -> Target {
+pub fn parse_pass(directive: &str, raw: &str, upstreams: &BTreeSet<&str>) -> Target {
     if raw.contains('$') {
         return Target::Dynamic {
             raw: raw.to_string(),
@@ -414,7 +431,7 @@ fn parse_address(
     addr: &str,
     scheme: Option<String>,
     default_port: u16,
-    upstreams: &[&str],
+    upstreams: &BTreeSet<&str>,
 ) -> Target {
     if let Some(path) = addr.strip_prefix("unix:") {
         return Target::Unix {
@@ -428,7 +445,7 @@ fn parse_address_with(
     authority: &str,
     scheme: Option<String>,
     default_port: Option<u16>,
-    upstreams: &[&str],
+    upstreams: &BTreeSet<&str>,
     raw: &str,
 ) -> Target {
     let dynamic = || Target::Dynamic {
@@ -752,7 +769,7 @@ mod tests {
 
     #[test]
     fn pass_targets() {
-        let ups = ["app", "php"];
+        let ups = BTreeSet::from(["app", "php"]);
         let t = |d: &str, raw: &str| parse_pass(d, raw, &ups);
         assert_eq!(
             t("proxy_pass", "http://127.0.0.1"),
