@@ -18,7 +18,9 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
-    let plan = plan_of(diagnose(settings).await?);
+    let diagnosis = diagnose(settings).await?;
+    let checked = diagnosis.targets.len();
+    let plan = plan_of(diagnosis);
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&plan)?)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
@@ -26,10 +28,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {
-        print!(
-            "{}",
-            super::diagnose::render(&plan.findings, plan.findings.len())
-        );
+        print!("{}", super::diagnose::render(&plan.findings, checked));
         print!("{}", render(&plan));
     }
     Ok(if plan.actions.is_empty() && plan.findings.is_empty() {
