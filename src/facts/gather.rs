@@ -441,13 +441,7 @@ fn may_serve(unit_file: &std::path::Path, unowned: &[Dialled]) -> bool {
 
 fn all_dialled(nginx: &nginx::NginxFacts) -> Vec<Dialled> {
     let groups = mapping::Groups::of(nginx);
-    nginx
-        .sites
-        .iter()
-        .flat_map(|s| s.locations.iter())
-        .filter_map(|l| l.pass.as_ref())
-        .flat_map(|p| groups.dialled(&p.target))
-        .collect()
+    mapping::all_dialled(nginx, &groups).collect()
 }
 
 fn owner_unit(sockets: &super::sockets::SocketFacts, dialled: &Dialled) -> Option<String> {

@@ -176,14 +176,22 @@ pub fn routes(
     routes
 }
 
-/// Every TCP port any pass target of the configuration dials.
-fn dialled_ports(nginx: &NginxFacts, groups: &Groups<'_>) -> std::collections::BTreeSet<u16> {
+/// Every address any pass target of the configuration dials (upstream groups expanded).
+pub fn all_dialled<'n>(
+    nginx: &'n NginxFacts,
+    groups: &'n Groups<'_>,
+) -> impl Iterator<Item = Dialled> + 'n {
     nginx
         .sites
         .iter()
         .flat_map(|s| s.locations.iter())
         .filter_map(|l| l.pass.as_ref())
         .flat_map(|p| groups.dialled(&p.target))
+}
+
+/// Every TCP port any pass target of the configuration dials.
+fn dialled_ports(nginx: &NginxFacts, groups: &Groups<'_>) -> std::collections::BTreeSet<u16> {
+    all_dialled(nginx, groups)
         .filter_map(|d| match d {
             Dialled::Tcp { port, .. } => Some(port),
             Dialled::Unix { .. } => None,
