@@ -5,6 +5,7 @@
 
 pub mod error_log;
 pub mod gather;
+pub mod log_scan;
 pub mod mapping;
 pub mod nginx;
 pub mod nginx_test;
