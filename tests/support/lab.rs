@@ -234,8 +234,10 @@ impl Lab {
         self.in_namespace = true;
     }
 
-    /// Runs the nginx-medic binary with the lab env and `--config DIR/medic.yaml` first.
-    pub fn medic(&self, args: &[&str]) -> Output {
+    /// The nginx-medic binary with the lab env and `--config DIR/medic.yaml` first, inside the
+    /// lab's mount namespace once it has its own `/etc/hosts` (`nsenter` execs it: the child's
+    /// PID is nginx-medic's).
+    pub fn medic_command(&self) -> Command {
         let mut command = if self.in_namespace {
             let mut c = Command::new("nsenter");
             c.arg("--target")
@@ -246,11 +248,14 @@ impl Lab {
         } else {
             Command::new(env!("CARGO_BIN_EXE_nginx-medic"))
         };
+        command.arg("--config").arg(self.config()).envs(self.env());
         command
-            .arg("--config")
-            .arg(self.config())
+    }
+
+    /// Runs the nginx-medic binary with the lab env and `--config DIR/medic.yaml` first.
+    pub fn medic(&self, args: &[&str]) -> Output {
+        self.medic_command()
             .args(args)
-            .envs(self.env())
             .output()
             .unwrap_or_else(|e| panic!("cannot run nginx-medic: {e}"))
     }
