@@ -176,9 +176,10 @@ fn lab_daemon_heals_two_sites_of_one_backend_with_one_fix() {
     }
     // a few more rounds: nothing undoes the fix, nothing pins the other site
     std::thread::sleep(Duration::from_secs(3));
-    lab.assert_sites(&[], &Value::Null);
+    let daemon_log = || Value::String(fs::read_to_string(&log).unwrap_or_default());
+    lab.assert_sites(&[], &daemon_log());
     let env = fs::read_to_string(lab.dir.join("config/web.env")).unwrap();
-    assert!(env.contains("HOST=127.0.0.1\n"), "{env}");
+    assert!(env.contains("HOST=127.0.0.1\n"), "{env}\n{}", daemon_log());
     // With Debian's file the `localhost` site still dials ::1 too, refused now: a later round
     // may pin it to 127.0.0.1, where the backend listens (never back to [::1]).
     let web = lab.port("web");
@@ -187,7 +188,11 @@ fn lab_daemon_heals_two_sites_of_one_backend_with_one_fix() {
         &format!("http://localhost:{web};"),
         &format!("http://127.0.0.1:{web};"),
     );
-    assert!(after == local_text || after == pinned, "{after}");
+    assert!(
+        after == local_text || after == pinned,
+        "{after}\n{}",
+        daemon_log()
+    );
     let text = fs::read_to_string(&log).unwrap_or_default();
     assert!(
         text.contains("probe_site"),
