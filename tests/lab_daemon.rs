@@ -802,7 +802,7 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
     assert!(metrics(&lab).contains("nginx_medic_paused{unit=\"api.service\"} 1\n"));
 
     // `apply` and `explain` see the pause too
-    let (code, applied) = lab.medic_json(&["apply"]);
+    let (code, applied) = lab.apply(&[], &[(api_site, 502)]);
     assert_eq!(code, 2, "{applied:#}");
     assert_eq!(applied["held"][0]["unit"], "api.service", "{applied:#}");
     assert_eq!(applied["held"][0]["hold"], "paused");
@@ -859,7 +859,7 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
-    let (code, applied) = lab.medic_json(&["apply"]);
+    let (code, applied) = lab.apply(&[], &[(lab.port("api_site"), 502)]);
     assert_eq!(
         (code, applied["held"][0]["hold"].as_str()),
         (2, Some("heal_false"))

@@ -7,6 +7,7 @@ mod box_watchdog;
 mod cli;
 mod lab_causes_nginx;
 mod lab_causes_socket;
+mod lab_coherence;
 mod lab_daemon;
 mod lab_facts;
 mod lab_heal;

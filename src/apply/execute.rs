@@ -77,7 +77,8 @@ impl Work {
             PlannedAction::WaitListen { timeout_ms, .. } => {
                 Self::Listen(Duration::from_millis(*timeout_ms))
             }
-            PlannedAction::Probe { timeout_ms, .. } => {
+            PlannedAction::Probe { timeout_ms, .. }
+            | PlannedAction::ProbeSite { timeout_ms, .. } => {
                 Self::Probe(Duration::from_millis(*timeout_ms))
             }
             PlannedAction::NginxTest {} => Self::NginxTest,
@@ -526,6 +527,40 @@ async fn run_step(
             expect,
             timeout_ms,
         } => Ok(probe_until(url, *expect, Duration::from_millis(*timeout_ms)).await?),
+        PlannedAction::ProbeSite {
+            site,
+            url,
+            timeout_ms,
+        } => Ok(answers_until(site, url, Duration::from_millis(*timeout_ms)).await?),
+    }
+}
+
+/// Probes a neighbour site until it answers with anything but nginx's own 502, 503 or 504
+/// (a site's `/` may rightly answer 404 or a redirect), or the timeout passes.
+async fn answers_until(site: &str, url: &str, timeout: Duration) -> Result<StepDone, String> {
+    let start = Instant::now();
+    loop {
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(200));
+        let probe = probe_http(url, left.min(PROBE_REQUEST_MAX)).await;
+        let last = match probe.status {
+            Some(status) if !matches!(status, 502..=504) => {
+                return Ok(StepDone::Done(format!(
+                    "`{site}` ({url}) answered {status} after {} ms",
+                    start.elapsed().as_millis()
+                )));
+            }
+            Some(status) => format!("status {status}"),
+            None => probe.error.unwrap_or_default(),
+        };
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "`{site}` ({url}), which reaches what this change touched, does not answer within {} ms (last: {last})",
+                timeout.as_millis()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
@@ -751,6 +786,7 @@ fn kind_of(action: &PlannedAction) -> &'static str {
         PlannedAction::NginxTest {} => "nginx_test",
         PlannedAction::NginxReload {} => "nginx_reload",
         PlannedAction::Probe { .. } => "probe",
+        PlannedAction::ProbeSite { .. } => "probe_site",
         PlannedAction::SetPoolListen { .. } => "set_pool_listen",
     }
 }
@@ -764,6 +800,6 @@ fn target_of(action: &PlannedAction) -> String {
         | PlannedAction::SetDirective { edit, .. } => edit.path.display().to_string(),
         PlannedAction::WaitListen { address, .. } => address.clone(),
         PlannedAction::NginxTest {} | PlannedAction::NginxReload {} => "nginx".into(),
-        PlannedAction::Probe { url, .. } => url.clone(),
+        PlannedAction::Probe { url, .. } | PlannedAction::ProbeSite { url, .. } => url.clone(),
     }
 }

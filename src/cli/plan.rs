@@ -121,6 +121,9 @@ pub fn describe(action: &PlannedAction) -> String {
             "reload nginx, then check the error log for [emerg]".into()
         }
         PlannedAction::Probe { url, expect, .. } => format!("probe {url}, expect {expect}"),
+        PlannedAction::ProbeSite { site, url, .. } => {
+            format!("probe the neighbour `{site}` at {url}, expect an answer (not 502/503/504)")
+        }
         PlannedAction::SetPoolListen {
             pool,
             owner,

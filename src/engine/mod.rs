@@ -1,6 +1,7 @@
 //! The pure core between facts and side effects: targets and their contexts, condition
 //! evaluation, strict template rendering, findings and plans.
 
+pub mod coherence;
 pub mod conditions;
 pub mod context;
 pub mod dropin;
