@@ -93,6 +93,10 @@ pub enum PlannedAction {
     NginxReload {},
     Probe {
         url: String,
+        /// The `Host` (and TLS server name) that reaches the site's server block, for a probe
+        /// on the site's own address (`route.aim`); absent: the URL's own host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
         expect: u16,
         timeout_ms: u64,
     },
@@ -253,11 +257,15 @@ fn plan_action(
             url,
             expect,
             timeout,
-        } => PlannedAction::Probe {
-            url: text(url, target)?,
-            expect: *expect,
-            timeout_ms: millis(*timeout),
-        },
+        } => {
+            let url = text(url, target)?;
+            PlannedAction::Probe {
+                host: target.route.aim.host_for(&url)?,
+                url,
+                expect: *expect,
+                timeout_ms: millis(*timeout),
+            }
+        }
     })
 }
 
