@@ -1,0 +1,273 @@
+//! Probes aimed at one server block, against a real nginx started by the test: two servers on
+//! one port where only one is broken (each way round), a TLS port with a certificate made at
+//! test time (`openssl`), a redirecting site, and a catch-all that no probe can reach. The aims
+//! come from the configuration as nginx-medic reads it (`facts::aim`), the answers from nginx.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nginx_medic::adapters::probe::{answers, probe_http, probe_site};
+use nginx_medic::facts::aim::{aims, Aim};
+use nginx_medic::nginx_conf::{load, RealFs};
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A backend answering `200 ok` to every request, on a thread that lives as long as the test.
+fn backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the backend");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut sock in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = sock.read(&mut buf);
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    port
+}
+
+/// nginx in the foreground under a temporary prefix; killed (by its PID) and reaped on drop,
+/// also when the test panics.
+struct Nginx {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master this test started: it stops its workers, then exits
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_binary() -> &'static str {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("nginx is not installed: this test needs the real binary")
+}
+
+impl Nginx {
+    /// Writes `http { SERVERS }` and starts nginx on it once `nginx -t` accepts it.
+    fn start(servers: &str, dir: tempfile::TempDir) -> Nginx {
+        let root = dir.path().display().to_string();
+        let conf = format!(
+            "worker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{\n access_log off;\n{servers}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let run = |extra: &[&str]| {
+            let mut cmd = Command::new(nginx_binary());
+            cmd.args([
+                "-p",
+                &format!("{root}/"),
+                "-c",
+                &format!("{root}/nginx.conf"),
+            ])
+            .args(extra);
+            cmd
+        };
+        let test = run(&["-t", "-q"]).output().unwrap();
+        assert!(
+            test.status.success(),
+            "nginx -t: {}",
+            String::from_utf8_lossy(&test.stderr)
+        );
+        let child = run(&["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        Nginx { child, dir }
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("nginx.conf")
+    }
+
+    /// The aims of every server, in order, as nginx-medic reads the configuration.
+    fn aims(&self) -> Vec<Aim> {
+        let conf = load(&self.conf(), &RealFs).expect("the configuration loads");
+        let facts = nginx_medic::facts::nginx::extract(&conf, self.dir.path());
+        aims(&facts.sites)
+    }
+
+    /// Waits until nginx accepts on `port`.
+    fn wait(&self, port: u16) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nginx never listened on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The status of a probe of `aim` at `path`, aimed (with its `Host`) or not.
+fn status(aim: &Aim, aimed: bool) -> Result<u16, String> {
+    let url = format!("{}/", aim.base);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let result = rt.block_on(async {
+        if aimed {
+            probe_site(&url, aim.host.as_deref(), Duration::from_secs(5)).await
+        } else {
+            probe_http(&url, Duration::from_secs(5)).await
+        }
+    });
+    result
+        .status
+        .ok_or_else(|| result.error.unwrap_or_default())
+}
+
+#[test]
+fn lab_probes_reach_the_server_block_they_are_aimed_at() {
+    let live = backend();
+    let dead = free_port();
+    let (p1, p2, p3, p4, p5) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=tls.lab", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (cert, key) = (cert.display(), key.display());
+    let good = |name: &str, port: u16| {
+        format!(
+            " server {{ listen 127.0.0.1:{port}; server_name {name}; location / {{ proxy_pass http://127.0.0.1:{live}; }} }}\n"
+        )
+    };
+    let bad = |name: &str, port: u16| {
+        format!(
+            " server {{ listen 127.0.0.1:{port}; server_name {name}; location / {{ proxy_pass http://127.0.0.1:{dead}; }} }}\n"
+        )
+    };
+    let servers = [
+        // p1: the healthy site first (the default server), the broken one second
+        good("good-a.lab", p1),
+        bad("bad-a.lab", p1),
+        // p2: the other way round
+        bad("bad-b.lab", p2),
+        good("good-b.lab", p2),
+        // p3: two TLS servers, told apart by the server name
+        format!(
+            " server {{ listen 127.0.0.1:{p3} ssl; server_name tls.lab; ssl_certificate {cert}; ssl_certificate_key {key}; location / {{ proxy_pass http://127.0.0.1:{live}; }} }}\n"
+        ),
+        format!(
+            " server {{ listen 127.0.0.1:{p3} ssl; server_name broken-tls.lab; ssl_certificate {cert}; ssl_certificate_key {key}; location / {{ proxy_pass http://127.0.0.1:{dead}; }} }}\n"
+        ),
+        // p4: a site that redirects
+        format!(" server {{ listen 127.0.0.1:{p4}; server_name redirect.lab; return 301 https://tls.lab/; }}\n"),
+        // p5: a named site first, then a catch-all that is not the default server
+        good("named.lab", p5),
+        format!(" server {{ listen 127.0.0.1:{p5}; server_name _; location / {{ proxy_pass http://127.0.0.1:{dead}; }} }}\n"),
+    ]
+    .concat();
+    let nginx = Nginx::start(&servers, dir);
+    for port in [p1, p2, p3, p4, p5] {
+        nginx.wait(port);
+    }
+    let a = nginx.aims();
+    assert_eq!(a.len(), 9, "{a:#?}");
+
+    // one port, two names: each probe reaches its own block
+    assert_eq!(
+        a[0].host.as_deref(),
+        Some(format!("good-a.lab:{p1}").as_str())
+    );
+    assert_eq!(status(&a[0], true), Ok(200));
+    assert_eq!(
+        status(&a[1], true),
+        Ok(502),
+        "the broken site is seen broken"
+    );
+    assert_eq!(
+        status(&a[1], false),
+        Ok(200),
+        "without its Host, a probe of the broken site reaches the healthy default server"
+    );
+    assert_eq!(status(&a[2], true), Ok(502));
+    assert_eq!(
+        status(&a[3], true),
+        Ok(200),
+        "the healthy site is seen healthy"
+    );
+    assert_eq!(
+        status(&a[3], false),
+        Ok(502),
+        "without its Host, a probe of the healthy site reaches the broken default server"
+    );
+
+    // TLS: spoken over TLS with the name as SNI and Host
+    assert_eq!(a[4].base, format!("https://127.0.0.1:{p3}"));
+    assert_eq!(status(&a[4], true), Ok(200));
+    assert_eq!(status(&a[5], true), Ok(502));
+    let plain = status(
+        &Aim {
+            base: format!("http://127.0.0.1:{p3}"),
+            ..a[4].clone()
+        },
+        true,
+    );
+    assert_eq!(
+        plain,
+        Ok(400),
+        "plain HTTP to the TLS port: what the probe no longer sends"
+    );
+
+    // a redirect is an answer
+    let redirect = status(&a[6], true).unwrap();
+    assert_eq!(redirect, 301);
+    assert!(answers(redirect, 200));
+
+    // the catch-all behind a named default: not aimed, nothing probed
+    assert_eq!(status(&a[7], true), Ok(200));
+    assert_eq!(a[8].host, None);
+    let why = a[8].not_aimed.as_deref().unwrap();
+    assert!(why.contains("not the default_server"), "{why}");
+    let refused = a[8].host_for(&format!("{}/", a[8].base)).unwrap_err();
+    assert!(refused.contains("cannot be aimed"), "{refused}");
+}
