@@ -4,14 +4,13 @@
 //! come from the configuration as nginx-medic reads it (`facts::aim`), the answers from nginx.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
 
+use crate::support::nginx::Nginx;
 use nginx_medic::adapters::probe::{answers, probe_http, probe_site};
-use nginx_medic::facts::aim::{aims, Aim};
-use nginx_medic::nginx_conf::{load, RealFs};
+use nginx_medic::facts::aim::Aim;
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 fn free_port() -> u16 {
@@ -35,96 +34,6 @@ fn backend() -> u16 {
         }
     });
     port
-}
-
-/// nginx in the foreground under a temporary prefix; killed (by its PID) and reaped on drop,
-/// also when the test panics.
-struct Nginx {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM to the master this test started: it stops its workers, then exits
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn nginx_binary() -> &'static str {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("nginx is not installed: this test needs the real binary")
-}
-
-impl Nginx {
-    /// Writes `http { SERVERS }` and starts nginx on it once `nginx -t` accepts it.
-    fn start(servers: &str, dir: tempfile::TempDir) -> Nginx {
-        let root = dir.path().display().to_string();
-        let conf = format!(
-            "worker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{\n access_log off;\n{servers}\n}}\n"
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let run = |extra: &[&str]| {
-            let mut cmd = Command::new(nginx_binary());
-            cmd.args([
-                "-p",
-                &format!("{root}/"),
-                "-c",
-                &format!("{root}/nginx.conf"),
-            ])
-            .args(extra);
-            cmd
-        };
-        let test = run(&["-t", "-q"]).output().unwrap();
-        assert!(
-            test.status.success(),
-            "nginx -t: {}",
-            String::from_utf8_lossy(&test.stderr)
-        );
-        let child = run(&["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        Nginx { child, dir }
-    }
-
-    fn conf(&self) -> PathBuf {
-        self.dir.path().join("nginx.conf")
-    }
-
-    /// The aims of every server, in order, as nginx-medic reads the configuration.
-    fn aims(&self) -> Vec<Aim> {
-        let conf = load(&self.conf(), &RealFs).expect("the configuration loads");
-        let facts = nginx_medic::facts::nginx::extract(&conf, self.dir.path());
-        aims(&facts.sites)
-    }
-
-    /// Waits until nginx accepts on `port`.
-    fn wait(&self, port: u16) {
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "nginx never listened on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 /// The status of a probe of `aim` at `path`, aimed (with its `Host`) or not.
