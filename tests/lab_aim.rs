@@ -180,3 +180,71 @@ fn lab_probes_reach_the_server_block_they_are_aimed_at() {
     let refused = a[8].host_for(&format!("{}/", a[8].base)).unwrap_err();
     assert!(refused.contains("cannot be aimed"), "{refused}");
 }
+
+/// The whole pipeline in the lab: a TLS site and a decoy default server (always 502) share a
+/// port, and the backend behind the TLS site (the lab's `api.service`) is stopped. `apply`
+/// restarts it and verifies over TLS with `Host: tls.lab` — the only probe that can see it
+/// healed: plain HTTP to that port is a 400, and without the name nginx answers from the decoy.
+#[test]
+fn lab_a_tls_site_beside_a_decoy_is_healed_and_verified_over_tls() {
+    use crate::support::lab::Lab;
+    let lab = Lab::start();
+    let (port, api) = (lab.base + 7, lab.port("api"));
+    let tls = lab.dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let (cert, key) = (tls.join("site.crt"), tls.join("site.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=tls.lab", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (cert, key) = (cert.display(), key.display());
+    let site = format!(
+        "server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name decoy.lab;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    location / {{\n        return 502;\n    }}\n}}\n\
+         server {{\n    listen 127.0.0.1:{port} ssl;\n    server_name tls.lab;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    location / {{\n        proxy_pass http://127.0.0.1:{api};\n    }}\n}}\n"
+    );
+    std::fs::write(lab.dir.join("nginx/sites-enabled/tls.conf"), site).unwrap();
+    let reload = lab.systemctl(&["reload", "nginx.service"]);
+    assert!(reload.status.success(), "{reload:?}");
+    std::thread::sleep(Duration::from_millis(700));
+    let stop = lab.systemctl(&["stop", "api.service"]);
+    assert!(stop.status.success(), "{stop:?}");
+
+    let (_, plan) = lab.medic_json(&["plan"]);
+    let text = plan.to_string();
+    assert!(
+        text.contains(&format!(r#""url":"https://127.0.0.1:{port}/""#))
+            && text.contains(&format!(r#""host":"tls.lab:{port}""#)),
+        "the TLS site's probe speaks TLS as tls.lab: {plan:#}"
+    );
+    let applied = lab.apply_heals(lab.port("api_site"));
+    assert!(
+        applied
+            .to_string()
+            .contains(&format!("https://127.0.0.1:{port}/ answered 200")),
+        "{applied:#}"
+    );
+    // what the probe saw is what a client of tls.lab sees; the decoy is still broken
+    let aim = |host: &str| Aim {
+        base: format!("https://127.0.0.1:{port}"),
+        host: Some(host.to_string()),
+        not_aimed: None,
+    };
+    assert_eq!(status(&aim(&format!("tls.lab:{port}")), true), Ok(200));
+    assert_eq!(status(&aim(&format!("decoy.lab:{port}")), true), Ok(502));
+    let plain = Aim {
+        base: format!("http://127.0.0.1:{port}"),
+        ..aim("tls.lab")
+    };
+    assert_eq!(status(&plain, true), Ok(400));
+}
