@@ -54,39 +54,36 @@ impl Listen {
                 "`listen {a}` is a unix socket; probes dial TCP only"
             ));
         }
-        let parsed = if let Some(rest) = a.strip_prefix('[') {
-            let (ip, after) = rest.split_once(']').ok_or("`[` without `]`")?;
-            let ip: Ipv6Addr = ip.parse().map_err(|_| "not an ipv6 address")?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| "not a port")?,
-                None if after.is_empty() => 80,
-                None => return Err(format!("`listen {a}` is not an address nginx-medic reads")),
-            };
-            Ok((IpAddr::V6(ip), port))
+        let port = |p: &str| p.parse::<u16>().map_err(|_| "its port is not a number");
+        let parsed: Result<(IpAddr, u16), &str> = if let Some(rest) = a.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((ip, after)) => {
+                    let ip = ip.parse::<Ipv6Addr>().map_err(|_| "not an ipv6 address");
+                    let p = match after.strip_prefix(':') {
+                        Some(p) => port(p),
+                        None if after.is_empty() => Ok(80),
+                        None => Err("unexpected text after `]`"),
+                    };
+                    ip.and_then(|ip| Ok((IpAddr::V6(ip), p?)))
+                }
+                None => Err("`[` without `]`"),
+            }
         } else if a.bytes().all(|b| b.is_ascii_digit()) {
-            a.parse()
-                .map(|p| (IpAddr::V4(Ipv4Addr::UNSPECIFIED), p))
-                .map_err(|_| "not a port")
+            port(a).map(|p| (IpAddr::V4(Ipv4Addr::UNSPECIFIED), p))
         } else {
-            let (host, port) = match a.rsplit_once(':') {
-                Some((h, p)) => (h, p.parse().map_err(|_| "not a port")?),
-                None => (a, 80),
+            let (host, p) = match a.rsplit_once(':') {
+                Some((h, p)) => (h, port(p)),
+                None => (a, Ok(80)),
             };
             match host {
-                "*" => Ok((IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)),
-                h => h
-                    .parse::<Ipv4Addr>()
-                    .map(|ip| (IpAddr::V4(ip), port))
-                    .map_err(|_| "a host name"),
+                "*" => p.map(|p| (IpAddr::V4(Ipv4Addr::UNSPECIFIED), p)),
+                h => match h.parse::<Ipv4Addr>() {
+                    Ok(ip) => p.map(|p| (IpAddr::V4(ip), p)),
+                    Err(_) => Err("a host name"),
+                },
             }
         };
-        parsed.map_err(|why: &str| {
-            if why.starts_with('`') {
-                why.to_string()
-            } else {
-                format!("`listen {a}`: {why}; probes dial a literal address")
-            }
-        })
+        parsed.map_err(|why| format!("`listen {a}`: {why}; probes dial a literal address"))
     }
 }
 
@@ -341,6 +338,29 @@ mod tests {
 
     fn host(aim: &Aim) -> Option<&str> {
         aim.host.as_deref()
+    }
+
+    #[test]
+    fn listen_addresses_read_as_nginx_binds_them() {
+        let bind = |a: &str| Listen::from_args(&[a.to_string()]).unwrap().bind();
+        let v4 = |a: [u8; 4], p| Ok((IpAddr::V4(Ipv4Addr::from(a)), p));
+        assert_eq!(bind("8080"), v4([0, 0, 0, 0], 8080));
+        assert_eq!(bind("*:81"), v4([0, 0, 0, 0], 81));
+        assert_eq!(bind("127.0.0.2"), v4([127, 0, 0, 2], 80));
+        assert_eq!(bind("[::1]"), Ok((IpAddr::V6(Ipv6Addr::LOCALHOST), 80)));
+        assert_eq!(
+            bind("[::]:443"),
+            Ok((IpAddr::V6(Ipv6Addr::UNSPECIFIED), 443))
+        );
+        assert_eq!(
+            bind("127.0.0.1:http"),
+            Err(
+                "`listen 127.0.0.1:http`: its port is not a number; probes dial a literal address"
+                    .into()
+            )
+        );
+        assert!(bind("[::1]x").unwrap_err().contains("after `]`"));
+        assert!(bind("[::1").unwrap_err().contains("without `]`"));
     }
 
     #[test]
