@@ -248,3 +248,36 @@ fn lab_a_tls_site_beside_a_decoy_is_healed_and_verified_over_tls() {
     };
     assert_eq!(status(&plain, true), Ok(400));
 }
+
+/// A Latin-1 comment in one site file does not blind nginx-medic: nginx loads the file, and
+/// `diagnose` still sees every site, the stopped backend behind this one included.
+#[test]
+fn lab_a_latin1_comment_does_not_blind_the_diagnosis() {
+    use crate::support::lab::Lab;
+    let lab = Lab::start();
+    let (port, api) = (lab.base + 8, lab.port("api"));
+    let mut site = b"# Caf\xe9 cr\xe8me: le site de l'\xe9quipe\n".to_vec();
+    site.extend_from_slice(
+        format!(
+            "server {{\n    listen 127.0.0.1:{port};\n    server_name cafe.lab;\n    location / {{\n        proxy_pass http://127.0.0.1:{api};\n    }}\n}}\n"
+        )
+        .as_bytes(),
+    );
+    std::fs::write(lab.dir.join("nginx/sites-enabled/cafe.conf"), site).unwrap();
+    let reload = lab.systemctl(&["reload", "nginx.service"]);
+    assert!(reload.status.success(), "{reload:?}");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(lab.http_status(port, "/"), 200, "nginx loaded it");
+    let stop = lab.systemctl(&["stop", "api.service"]);
+    assert!(stop.status.success(), "{stop:?}");
+
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2, "{diagnosis:#}");
+    let findings = diagnosis["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["site"] == "cafe.lab" && f["cause"] == "backend-down"),
+        "{diagnosis:#}"
+    );
+}
