@@ -5,7 +5,7 @@
 use super::journal::{EntryStatus, Journal, JournalEntry};
 use super::transaction::{FileTransaction, RollbackOutcome};
 use crate::adapters::nginx::NginxBinary;
-use crate::adapters::probe::{probe_http, wait_listen};
+use crate::adapters::probe::{answers, probe_site, wait_listen};
 use crate::adapters::systemd::{JobOp, Systemd};
 use crate::config::ReloadMethod;
 use crate::engine::plan::{Plan, PlannedAction, Step};
@@ -524,26 +524,45 @@ async fn run_step(
         }
         PlannedAction::Probe {
             url,
+            host,
             expect,
             timeout_ms,
-        } => Ok(probe_until(url, *expect, Duration::from_millis(*timeout_ms)).await?),
+        } => Ok(probe_until(
+            url,
+            host.as_deref(),
+            *expect,
+            Duration::from_millis(*timeout_ms),
+        )
+        .await?),
         PlannedAction::ProbeSite {
             site,
             url,
+            host,
             timeout_ms,
-        } => Ok(answers_until(site, url, Duration::from_millis(*timeout_ms)).await?),
+        } => Ok(answers_until(
+            site,
+            url,
+            host.as_deref(),
+            Duration::from_millis(*timeout_ms),
+        )
+        .await?),
     }
 }
 
 /// Probes a neighbour site until it answers with anything but nginx's own 502, 503 or 504
 /// (a site's `/` may rightly answer 404 or a redirect), or the timeout passes.
-async fn answers_until(site: &str, url: &str, timeout: Duration) -> Result<StepDone, String> {
+async fn answers_until(
+    site: &str,
+    url: &str,
+    host: Option<&str>,
+    timeout: Duration,
+) -> Result<StepDone, String> {
     let start = Instant::now();
     loop {
         let left = timeout
             .saturating_sub(start.elapsed())
             .max(Duration::from_millis(200));
-        let probe = probe_http(url, left.min(PROBE_REQUEST_MAX)).await;
+        let probe = probe_site(url, host, left.min(PROBE_REQUEST_MAX)).await;
         let last = match probe.status {
             Some(status) if !matches!(status, 502..=504) => {
                 return Ok(StepDone::Done(format!(
@@ -653,18 +672,24 @@ async fn reload_nginx(effects: &Effects<'_>) -> Result<StepDone, String> {
 }
 
 /// Probes until the expected status arrives or the timeout passes (workers take a moment to
-/// pick up a reload, a backend a moment to accept).
-async fn probe_until(url: &str, expect: u16, timeout: Duration) -> Result<StepDone, String> {
+/// pick up a reload, a backend a moment to accept). A redirect counts as the answer of a `2xx`
+/// expectation: the server block answered, and where it sends clients is its own business.
+async fn probe_until(
+    url: &str,
+    host: Option<&str>,
+    expect: u16,
+    timeout: Duration,
+) -> Result<StepDone, String> {
     let start = Instant::now();
     let mut last;
     loop {
         let left = timeout
             .saturating_sub(start.elapsed())
             .max(Duration::from_millis(200));
-        let probe = probe_http(url, left.min(Duration::from_secs(5))).await;
-        if probe.status == Some(expect) {
+        let probe = probe_site(url, host, left.min(Duration::from_secs(5))).await;
+        if let Some(status) = probe.status.filter(|s| answers(*s, expect)) {
             return Ok(StepDone::Done(format!(
-                "{url} answered {expect} after {} ms",
+                "{url} answered {status} after {} ms",
                 start.elapsed().as_millis()
             )));
         }

@@ -204,7 +204,7 @@ pub fn build(
             }
         }
         let url = crate::engine::context::site_url(route);
-        commands.push(format!("curl -sv {url}"));
+        commands.push(curl_line(&url, &route.aim));
         commands.push(nginx_t.clone());
         if let Some(log) = &error_log {
             commands.push(format!("tail -n 20 {log}"));
@@ -476,9 +476,66 @@ fn render_cause(p: &Paint, cause: &Cause, out: &mut String) {
     }
 }
 
+/// The `curl` that asks what the site's probe asks: to nginx's listen address, as the site's
+/// name (`--connect-to` keeps the name for `Host` and SNI), without checking a TLS certificate.
+fn curl_line(url: &str, aim: &crate::facts::aim::Aim) -> String {
+    let insecure = if url.starts_with("https://") { "k" } else { "" };
+    let dial = aim.base.split_once("://").map_or("", |(_, d)| d);
+    let name = aim.host.as_deref().map(|h| match h.rsplit_once(':') {
+        Some((n, _)) if !h.ends_with(']') => n,
+        _ => h,
+    });
+    match name {
+        Some(name) if !name.starts_with('[') && !dial.starts_with(&format!("{name}:")) => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+            let path = rest.find('/').map_or("/", |i| rest.get(i..).unwrap_or("/"));
+            let port = dial.rsplit_once(':').map_or("", |(_, p)| p);
+            format!("curl -sv{insecure} --connect-to {name}:{port}:{dial} {scheme}://{name}:{port}{path}")
+        }
+        _ => format!("curl -sv{insecure} {url}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_curl_line_asks_as_the_site_name() {
+        let aim = |base: &str, host: Option<&str>| crate::facts::aim::Aim {
+            base: base.into(),
+            host: host.map(str::to_string),
+            not_aimed: None,
+        };
+        assert_eq!(
+            curl_line(
+                "https://127.0.0.1:8443/api/",
+                &aim("https://127.0.0.1:8443", Some("tls.lab:8443"))
+            ),
+            "curl -svk --connect-to tls.lab:8443:127.0.0.1:8443 https://tls.lab:8443/api/"
+        );
+        assert_eq!(
+            curl_line(
+                "http://127.0.0.1:80/",
+                &aim("http://127.0.0.1:80", Some("app.lab"))
+            ),
+            "curl -sv --connect-to app.lab:80:127.0.0.1:80 http://app.lab:80/"
+        );
+        assert_eq!(
+            curl_line(
+                "http://127.0.0.1:8080/",
+                &aim("http://127.0.0.1:8080", Some("127.0.0.1:8080"))
+            ),
+            "curl -sv http://127.0.0.1:8080/"
+        );
+        assert_eq!(
+            curl_line(
+                "http://[::1]:8080/",
+                &aim("http://[::1]:8080", Some("[::1]:8080"))
+            ),
+            "curl -sv http://[::1]:8080/"
+        );
+    }
 
     fn fixture(name: &str) -> Explain {
         let path = format!(

@@ -120,6 +120,12 @@ pub fn describe(action: &PlannedAction) -> String {
         PlannedAction::NginxReload {} => {
             "reload nginx, then check the error log for [emerg]".into()
         }
+        PlannedAction::Probe {
+            url,
+            host: Some(host),
+            expect,
+            ..
+        } => format!("probe {url} as `Host: {host}`, expect {expect}"),
         PlannedAction::Probe { url, expect, .. } => format!("probe {url}, expect {expect}"),
         PlannedAction::ProbeSite { site, url, .. } => {
             format!("probe the neighbour `{site}` at {url}, expect an answer (not 502/503/504)")

@@ -15,7 +15,7 @@ pub mod notify;
 pub mod pause;
 pub mod watchdog;
 
-use crate::adapters::probe::probe_http;
+use crate::adapters::probe::probe_site;
 use crate::adapters::procfs::Procfs;
 use crate::adapters::systemd::{Systemd, UnitSignal};
 use crate::apply::execute::{apply, ApplyReport, Effects, Outcome, StepStatus};
@@ -77,6 +77,8 @@ impl Trigger {
 struct Site {
     name: String,
     url: String,
+    /// The `Host` (and TLS server name) that reaches the site's server block.
+    host: String,
 }
 
 /// What the loop and its background tasks share.
@@ -872,11 +874,19 @@ impl Daemon {
 
     /// Updates the sites to probe and the units to watch from the targets.
     fn watch(&self, targets: &[Target]) {
+        // a site no probe can reach is not probed: its answer would be another block's
         let mut sites: Vec<Site> = targets
             .iter()
-            .map(|t| Site {
-                name: t.route.site.clone(),
-                url: site_url(&t.route),
+            .filter_map(|t| {
+                let Some(host) = t.route.aim.host.clone() else {
+                    tracing::debug!(site = %t.route.site, reason = t.route.aim.not_aimed.as_deref().unwrap_or(""), "site not probed");
+                    return None;
+                };
+                Some(Site {
+                    name: t.route.site.clone(),
+                    url: site_url(&t.route),
+                    host,
+                })
             })
             .collect();
         sites.sort();
@@ -1124,7 +1134,7 @@ async fn probe_sites(shared: Arc<Shared>, metrics: SharedMetrics, tx: UnboundedS
         let sites = locked(&shared.sites).clone();
         let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
         for site in sites {
-            let result = probe_http(&site.url, timeout).await;
+            let result = probe_site(&site.url, Some(&site.host), timeout).await;
             match result.status {
                 Some(status) if status < 500 => metrics.lock().probe_ok(&site.name, unix_now()),
                 status => {

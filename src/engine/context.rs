@@ -166,26 +166,16 @@ fn upstream_group(upstream: &str) -> Option<&str> {
     bare.split('/').next()
 }
 
-/// The URL a probe through nginx uses for this site: its first `listen`, made dialable.
+/// The URL a probe through nginx uses for this site: the listen address its aim dials (with
+/// `https` for an `ssl` port), then the location's path. The `Host` to send with it is
+/// `route.aim.host` (`src/facts/aim.rs`).
 pub fn site_url(route: &Route) -> String {
-    let listen = route.listen.first().map(String::as_str).unwrap_or("80");
-    let addr = listen.split_whitespace().next().unwrap_or("80");
-    let (host, port) = match addr.rsplit_once(':') {
-        Some((h, p)) if !addr.ends_with(']') => (h, p),
-        _ if addr.chars().all(|c| c.is_ascii_digit()) => ("127.0.0.1", addr),
-        _ => (addr, "80"),
-    };
-    let host = match host {
-        "*" | "0.0.0.0" => "127.0.0.1",
-        "[::]" => "[::1]",
-        other => other,
-    };
     let path = if route.location.starts_with('/') {
         route.location.as_str()
     } else {
         "/"
     };
-    format!("http://{host}:{port}{path}")
+    format!("{}{path}", route.aim.base)
 }
 
 fn site_context(route: &Route) -> Value {
@@ -193,6 +183,8 @@ fn site_context(route: &Route) -> Value {
         "name": route.site,
         "listen": route.listen,
         "url": site_url(route),
+        "host": route.aim.host,
+        "not_aimed": route.aim.not_aimed,
         "location": route.location,
     })
 }
@@ -904,7 +896,18 @@ mod tests {
     }
 
     fn route(listen: &str, location: &str) -> Route {
+        let words: Vec<String> = listen.split(' ').map(str::to_string).collect();
+        let site = crate::facts::nginx::Site {
+            server_names: Vec::new(),
+            listen: vec![listen.into()],
+            listeners: crate::facts::aim::Listen::from_args(&words)
+                .into_iter()
+                .collect(),
+            at: at(),
+            locations: Vec::new(),
+        };
         Route {
+            aim: crate::facts::aim::aim(&[site], 0),
             site: "api.lab".into(),
             listen: vec![listen.into()],
             location: location.into(),

@@ -94,6 +94,10 @@ pub enum PlannedAction {
     NginxReload {},
     Probe {
         url: String,
+        /// The `Host` (and TLS server name) that reaches the site's server block, for a probe
+        /// on the site's own address (`route.aim`); absent: the URL's own host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
         expect: u16,
         timeout_ms: u64,
     },
@@ -103,6 +107,9 @@ pub enum PlannedAction {
         /// `site location`.
         site: String,
         url: String,
+        /// As for `Probe`: the `Host` (and TLS server name) of the neighbour's server block.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
         timeout_ms: u64,
     },
 }
@@ -384,6 +391,10 @@ fn neighbour_probes(
         if !reaches || broken.contains(&t.route.at.as_str()) || probed.iter().any(|p| p == url) {
             continue;
         }
+        // a neighbour no probe can be aimed at is not probed (the daemon skips it too)
+        let Ok(host) = t.route.aim.host_for(url) else {
+            continue;
+        };
         probed.push(url.to_string());
         out.push(Step {
             playbook: first.playbook.clone(),
@@ -392,6 +403,7 @@ fn neighbour_probes(
             action: PlannedAction::ProbeSite {
                 site: format!("{} {}", t.route.site, t.route.location),
                 url: url.to_string(),
+                host,
                 timeout_ms: NEIGHBOUR_TIMEOUT_MS,
             },
             diff: None,
@@ -490,11 +502,15 @@ fn plan_action(
             url,
             expect,
             timeout,
-        } => PlannedAction::Probe {
-            url: text(url, target)?,
-            expect: *expect,
-            timeout_ms: millis(*timeout),
-        },
+        } => {
+            let url = text(url, target)?;
+            PlannedAction::Probe {
+                host: target.route.aim.host_for(&url)?,
+                url,
+                expect: *expect,
+                timeout_ms: millis(*timeout),
+            }
+        }
     })
 }
 

@@ -28,6 +28,9 @@ pub struct Route {
     pub endpoints: Vec<Endpoint>,
     /// The pass directive itself, with its byte span for an exact rewrite.
     pub pass: Pass,
+    /// Where a probe through nginx reaches this site's server block (dial address, TLS,
+    /// `Host`), or why it cannot.
+    pub aim: crate::facts::aim::Aim,
 }
 
 /// One address nginx dials for a route.
@@ -139,7 +142,8 @@ pub fn routes(
     let mut routes = Vec::new();
     let groups = Groups::of(nginx);
     let dialled_ports = dialled_ports(nginx, &groups);
-    for site in &nginx.sites {
+    let aims = crate::facts::aim::aims(&nginx.sites);
+    for (site, aim) in nginx.sites.iter().zip(aims) {
         for location in &site.locations {
             let Some(pass) = &location.pass else { continue };
             let mut endpoints: Vec<Endpoint> = groups
@@ -170,6 +174,7 @@ pub fn routes(
                 dynamic: matches!(pass.target, Target::Dynamic { .. }),
                 endpoints,
                 pass: pass.clone(),
+                aim: aim.clone(),
             });
         }
     }
@@ -653,6 +658,7 @@ mod tests {
         let site = crate::facts::nginx::Site {
             server_names: vec!["API.example.org".into(), "~^re".into(), "_".into()],
             listen: Vec::new(),
+            listeners: Vec::new(),
             at: crate::facts::nginx::At {
                 file: "/etc/nginx/sites-enabled/shop".into(),
                 line: 1,

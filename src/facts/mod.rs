@@ -3,6 +3,7 @@
 //! Each source is gathered on its own; one that fails is recorded as `Unavailable` with the
 //! reason, so a missing error log is a fact, not an abort.
 
+pub mod aim;
 pub mod error_log;
 pub mod gather;
 pub mod log_scan;

@@ -15,6 +15,8 @@ pub fn sample_context() -> Value {
             "name": "api.lab",
             "listen": ["127.0.0.1:18000"],
             "url": "http://127.0.0.1:18000/",
+            "host": "api.lab:18000",
+            "not_aimed": "`server_name _` gives no literal name to send as `Host`, and the server is not the default_server of 127.0.0.1:18000",
             "location": "/"
         },
         "pass": {
