@@ -50,6 +50,53 @@ pub fn write_last_processes(
         .map_err(|source| MemoryError { path, source })
 }
 
+/// Remembers the process no supervisor runs on each address that listens now, and forgets
+/// addresses no longer dialled (the daemon calls it after each look; the file is written only
+/// when it changes).
+pub fn remember_processes(state_dir: &Path, facts: &super::Facts) -> Result<(), MemoryError> {
+    let old = read_last_processes(state_dir);
+    let dialled: BTreeSet<&str> = facts
+        .routes
+        .iter()
+        .flat_map(|r| r.endpoints.iter())
+        .map(|e| e.address.as_str())
+        .collect();
+    let mut new: BTreeMap<String, ProcessFacts> = old
+        .iter()
+        .filter(|(a, _)| dialled.contains(a.as_str()))
+        .map(|(a, p)| (a.clone(), p.clone()))
+        .collect();
+    for s in &facts.supervision {
+        match &s.by {
+            Supervisor::Nobody {
+                process,
+                listening: true,
+            } => {
+                let same = new
+                    .get(&s.address)
+                    .is_some_and(|p| p.pid == process.pid && p.cmdline == process.cmdline);
+                if !same {
+                    new.insert(s.address.clone(), process.clone());
+                }
+            }
+            // a unit or a PM2 app serves it now: the hand-started process is history
+            Supervisor::Pm2 { .. } => {
+                new.remove(&s.address);
+            }
+            Supervisor::Nobody { .. } => {}
+        }
+    }
+    for e in facts.routes.iter().flat_map(|r| r.endpoints.iter()) {
+        if e.listening && e.unit.is_some() && facts.supervision_of(&e.address).is_none() {
+            new.remove(&e.address);
+        }
+    }
+    if new == old {
+        return Ok(());
+    }
+    write_last_processes(state_dir, &new)
+}
+
 /// The PM2 daemons and who supervises each dialled address that systemd does not run.
 pub fn backends(
     units: &[UnitFacts],
@@ -165,7 +212,7 @@ pub fn backends(
                 })
             }
             (None, Some(_)) => None,
-            (None, None) if e.unit.is_none() && !e.listening => {
+            (None, None) if !e.listening && !known_unit(units, e.unit.as_deref()) => {
                 remembered.get(&e.address).map(|p| Supervisor::Nobody {
                     process: p.clone(),
                     listening: false,
@@ -181,6 +228,11 @@ pub fn backends(
         }
     }
     (daemons, out)
+}
+
+/// Whether the endpoint's unit is one the manager knows (a hint may name a unit that is gone).
+fn known_unit(units: &[UnitFacts], unit: Option<&str>) -> bool {
+    unit.is_some_and(|n| units.iter().any(|u| u.name == n))
 }
 
 /// `pm2` on the usual paths, for a God daemon that no unit names.

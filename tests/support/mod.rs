@@ -4,4 +4,5 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod pm2;
 pub mod system_box;
