@@ -162,3 +162,158 @@ fn lab_pm2_an_app_crashing_at_every_start_is_reported_never_restarted() {
     );
     assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
 }
+
+/// A process started by hand, killed (SIGKILL, then reaped) on drop if still running.
+struct HandStarted(Child);
+
+impl Drop for HandStarted {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `nginx-medic run` in observe mode against the lab; killed on drop.
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(lab: &Lab) -> Daemon {
+        let mut config = fs::read_to_string(lab.config()).unwrap();
+        config.push_str("daemon:\n  probe_interval: 500ms\n  metrics: null\n");
+        fs::write(lab.config(), config).unwrap();
+        let log = lab.dir.join("daemon.log");
+        let out = fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nginx-medic"))
+            .arg("--config")
+            .arg(lab.config())
+            .arg("run")
+            .envs(lab.env())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("NGINX_MEDIC_LOG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Daemon { child, log }
+    }
+
+    fn wait_log(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let log = fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no `{needle}` in the daemon log within 30 s:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn lab_pm2_a_hand_started_uvicorn_gone_is_named_with_a_unit_file_that_runs_it() {
+    let lab = Lab::start();
+    // the api backend becomes a hand-started uvicorn: no unit, no hint
+    let units = lab.dir.join("config/systemd/user");
+    assert!(lab.systemctl(&["stop", "api.service"]).status.success());
+    fs::remove_file(units.join("api.service")).unwrap();
+    assert!(lab.systemctl(&["daemon-reload"]).status.success());
+    let config = fs::read_to_string(lab.config()).unwrap();
+    let (start, end) = (
+        config.find("backends:").unwrap(),
+        config.find("playbooks:").unwrap(),
+    );
+    fs::write(
+        lab.config(),
+        format!("{}backends: []\n{}", &config[..start], &config[end..]),
+    )
+    .unwrap();
+    let port = lab.port("api").to_string();
+    let venv = std::env::var("MEDIC_LAB_VENV")
+        .unwrap_or_else(|_| format!("{}/.venv-lab", env!("CARGO_MANIFEST_DIR")));
+    let uvicorn = HandStarted(
+        Command::new(format!("{venv}/bin/uvicorn"))
+            .args(["api:app", "--host", "127.0.0.1", "--port", &port])
+            .current_dir(lab.dir.join("apps"))
+            .env("SECRET_TOKEN", "hunter2-do-not-copy")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening("127.0.0.1", lab.port("api"));
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
+    let explain = lab.explain("unsupervised-listening");
+    assert!(explain.contains("not supervised: PID"), "{explain}");
+
+    let daemon = Daemon::start(&lab);
+    let memory = lab.dir.join("state/last-processes.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&memory).is_ok_and(|m| m.contains(&port)) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not remember the process"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(uvicorn);
+    wait_closed("127.0.0.1", lab.port("api"));
+    let api = format!("127.0.0.1:{port}");
+    let log = daemon.wait_log(&format!("incident [{api} unsupervised-down]"));
+    assert!(
+        log.contains(&format!("uvicorn api:app --host 127.0.0.1 --port {port}")),
+        "the finding names the last command line:\n{log}"
+    );
+    drop(daemon);
+
+    let out = lab.medic(&["unit-for", &api]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let unit = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !unit.contains("hunter2"),
+        "no value of the environment:\n{unit}"
+    );
+    assert!(unit.contains("\n#Environment=SECRET_TOKEN=\n"), "{unit}");
+    assert!(
+        unit.contains(&format!(
+            "\nWorkingDirectory={}\n",
+            lab.dir.join("apps").display()
+        )),
+        "{unit}"
+    );
+    assert!(unit.contains("\nUser=root\n"), "{unit}");
+    let name = unit
+        .strip_prefix("# ")
+        .and_then(|u| u.split_once(':'))
+        .map(|(n, _)| n.to_string())
+        .unwrap();
+    assert_eq!(name, format!("uvicorn-{port}.service"));
+    let explain = lab.explain("unsupervised-down");
+    assert!(
+        explain.contains("ExecStart="),
+        "explain prints the unit:\n{explain}"
+    );
+
+    // installed as is, it runs the backend again
+    fs::write(units.join(&name), &unit).unwrap();
+    assert!(lab.systemctl(&["daemon-reload"]).status.success());
+    let out = lab.systemctl(&["start", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_listening("127.0.0.1", lab.port("api"));
+    assert_eq!(lab.http_status(lab.port("api_site"), "/"), 200);
+}
