@@ -29,6 +29,8 @@ pub enum Pm2Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("the PM2 daemon of `{}` is not running (no live God daemon in its pm2.pid): nothing is asked of pm2, which would start a new daemon", home.display())]
+    NotRunning { home: PathBuf },
     #[error("`pm2 {args}` (PM2_HOME={home}) did not end within {} s", PM2_TIMEOUT.as_secs())]
     Timeout { args: String, home: PathBuf },
     #[error("`pm2 {args}` (PM2_HOME={home}) failed ({status}): {output}")]
@@ -118,7 +120,25 @@ pub fn clean_env(target: &Pm2Target) -> Vec<(String, String)> {
     ]
 }
 
+/// Whether the daemon of `home` runs: its `pm2.pid` names a live PM2 God daemon. Any `pm2`
+/// command spawns a daemon when there is none, so none is run without this.
+pub fn daemon_running(home: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(home.join("pm2.pid"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("God Daemon"))
+}
+
 fn run(target: &Pm2Target, args: &[&str], dir: Option<&Path>) -> Result<String, Pm2Error> {
+    if !daemon_running(&target.home) {
+        return Err(Pm2Error::NotRunning {
+            home: target.home.clone(),
+        });
+    }
     let mut command = Command::new(&target.binary);
     command
         .args(args)
