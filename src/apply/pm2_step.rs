@@ -51,3 +51,76 @@ fn apply(pm2: &dyn Pm2, step: &Pm2Step, file: &Path) -> Result<String, String> {
         })
         .map_err(|e| chain(&e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::pm2::Pm2Error;
+    use std::sync::Mutex;
+
+    /// Records what it was asked; PM2 never runs.
+    #[derive(Default)]
+    struct Fake(Mutex<Vec<String>>);
+
+    impl Pm2 for Fake {
+        fn jlist(&self, _: &Pm2Target) -> Result<String, Pm2Error> {
+            Ok("[]".into())
+        }
+        fn restart(&self, _: &Pm2Target, app: &str) -> Result<String, Pm2Error> {
+            self.0.lock().unwrap().push(format!("restart {app}"));
+            Ok(String::new())
+        }
+        fn apply_ecosystem(
+            &self,
+            _: &Pm2Target,
+            ecosystem: &Path,
+            app: &str,
+        ) -> Result<String, Pm2Error> {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("apply {} {app}", ecosystem.display()));
+            Ok(String::new())
+        }
+    }
+
+    fn step(op: Pm2Op, ecosystem: Option<&str>) -> Pm2Step {
+        Pm2Step {
+            target: Pm2Target {
+                binary: "/usr/bin/pm2".into(),
+                home: "/root/.pm2".into(),
+                uid: 0,
+                gid: 0,
+            },
+            app: "api".into(),
+            op,
+            ecosystem: ecosystem.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn a_restart_touches_only_that_app() {
+        let fake = Fake::default();
+        run_with(&fake, &step(Pm2Op::Restart, None)).unwrap();
+        assert_eq!(*fake.0.lock().unwrap(), ["restart api"]);
+    }
+
+    #[test]
+    fn the_ecosystem_is_applied_from_the_planned_file_or_not_at_all() {
+        let fake = Fake::default();
+        run_with(
+            &fake,
+            &step(Pm2Op::ApplyEcosystem, Some("/srv/eco.config.js")),
+        )
+        .unwrap();
+        assert_eq!(*fake.0.lock().unwrap(), ["apply /srv/eco.config.js api"]);
+        assert!(run_with(&fake, &step(Pm2Op::ApplyEcosystem, None)).is_err());
+    }
+
+    #[test]
+    fn pm2_gets_a_clean_environment() {
+        let env = crate::adapters::pm2::clean_env(&step(Pm2Op::Restart, None).target);
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["PATH", "HOME", "PM2_HOME", "LANG"]);
+    }
+}
