@@ -26,10 +26,24 @@ pub async fn run(step: Pm2Step) -> Result<String, String> {
 /// Runs the step through `pm2`.
 pub fn run_with(pm2: &dyn Pm2, step: &Pm2Step) -> Result<String, String> {
     match step.op {
-        Pm2Op::Restart => pm2
-            .restart(&step.target, &step.app)
-            .map(|_| format!("pm2 restarted app `{}`", step.app))
-            .map_err(|e| chain(&e)),
+        Pm2Op::Restart => {
+            // idempotent: an app that is back online (restarted by someone else) is left alone
+            let online = pm2
+                .jlist(&step.target)
+                .ok()
+                .and_then(|text| crate::facts::pm2::parse_jlist(&text).ok())
+                .and_then(|apps| apps.into_iter().find(|a| a.name == step.app))
+                .filter(|a| a.status == "online" && a.pid > 0);
+            if let Some(app) = online {
+                return Ok(format!(
+                    "app `{}` is online again (PID {}): not restarted",
+                    app.name, app.pid
+                ));
+            }
+            pm2.restart(&step.target, &step.app)
+                .map(|_| format!("pm2 restarted app `{}`", step.app))
+                .map_err(|e| chain(&e))
+        }
         Pm2Op::ApplyEcosystem => {
             let file = step
                 .ecosystem
@@ -96,6 +110,29 @@ mod tests {
             op,
             ecosystem: ecosystem.map(PathBuf::from),
         }
+    }
+
+    #[test]
+    fn an_app_online_again_is_not_restarted() {
+        struct Online;
+        impl Pm2 for Online {
+            fn jlist(&self, _: &Pm2Target) -> Result<String, Pm2Error> {
+                Ok(r#"[{"name":"api","pm_id":0,"pid":77,"pm2_env":{"status":"online"}}]"#.into())
+            }
+            fn restart(&self, _: &Pm2Target, _: &str) -> Result<String, Pm2Error> {
+                panic!("restarted an online app")
+            }
+            fn apply_ecosystem(
+                &self,
+                _: &Pm2Target,
+                _: &Path,
+                _: &str,
+            ) -> Result<String, Pm2Error> {
+                panic!("not asked")
+            }
+        }
+        let said = run_with(&Online, &step(Pm2Op::Restart, None)).unwrap();
+        assert!(said.contains("not restarted"), "{said}");
     }
 
     #[test]
