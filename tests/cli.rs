@@ -45,7 +45,7 @@ fn shipped_playbooks_pass_the_check() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "ok: 11 playbook(s) valid\n"
+        "ok: 15 playbook(s) valid\n"
     );
 }
 

@@ -3,6 +3,7 @@
 
 pub mod fs;
 pub mod nginx;
+pub mod pm2;
 pub mod probe;
 pub mod procfs;
 pub mod sandbox;

@@ -65,7 +65,7 @@ enum Work {
 impl Work {
     fn of_step(action: &PlannedAction) -> Self {
         match action {
-            PlannedAction::Systemd { .. } => Self::Job,
+            PlannedAction::Systemd { .. } | PlannedAction::Pm2 { .. } => Self::Job,
             PlannedAction::SetBindHost { daemon_reload, .. } => Self::Edit {
                 daemon_reload: *daemon_reload,
             },
@@ -90,7 +90,7 @@ impl Work {
     /// drop-in, so it is counted as one.
     fn of_playbook(action: &Action) -> Self {
         match action {
-            Action::Systemd { .. } => Self::Job,
+            Action::Systemd { .. } | Action::Pm2 { .. } => Self::Job,
             Action::SetBindHost { .. } => Self::Edit {
                 daemon_reload: true,
             },
@@ -338,6 +338,8 @@ struct Group<'a, 'e> {
     reloaded: bool,
     daemon_reloaded: bool,
     restarted_units: Vec<String>,
+    /// PM2 apps started from an edited ecosystem file: started again after a rollback.
+    pm2_applied: Vec<super::pm2_step::Pm2Step>,
 }
 
 impl Group<'_, '_> {
@@ -366,6 +368,7 @@ async fn run_group(
         reloaded: false,
         daemon_reloaded: false,
         restarted_units: Vec::new(),
+        pm2_applied: Vec::new(),
     };
     let mut results = Vec::with_capacity(steps.len());
     let mut failed = false;
@@ -546,6 +549,14 @@ async fn run_step(
             Duration::from_millis(*timeout_ms),
         )
         .await?),
+        PlannedAction::Pm2 { .. } => {
+            let step = pm2_step_of(action).ok_or("not a pm2 step")?;
+            let done = super::pm2_step::run(step.clone()).await?;
+            if step.op == crate::playbook::Pm2Op::ApplyEcosystem {
+                group.pm2_applied.push(step);
+            }
+            Ok(StepDone::Done(done))
+        }
     }
 }
 
@@ -581,6 +592,33 @@ async fn answers_until(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The pm2 step a planned `pm2` action runs.
+fn pm2_step_of(action: &PlannedAction) -> Option<super::pm2_step::Pm2Step> {
+    let PlannedAction::Pm2 {
+        app,
+        op,
+        home,
+        binary,
+        uid,
+        gid,
+        ecosystem,
+    } = action
+    else {
+        return None;
+    };
+    Some(super::pm2_step::Pm2Step {
+        target: crate::adapters::pm2::Pm2Target {
+            binary: binary.clone(),
+            home: home.clone(),
+            uid: *uid,
+            gid: *gid,
+        },
+        app: app.clone(),
+        op: *op,
+        ecosystem: ecosystem.clone(),
+    })
 }
 
 fn short(hash: &str) -> &str {
@@ -782,6 +820,19 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
         };
         group.log("daemon_reload", "systemd", status, &detail);
     }
+    for step in std::mem::take(&mut group.pm2_applied) {
+        progress.step_started(Work::Job.bound());
+        let outcome = super::pm2_step::run(step.clone()).await;
+        progress.step_ended();
+        let (status, detail) = match outcome {
+            Ok(_) => (
+                EntryStatus::RolledBack,
+                "started again from the restored ecosystem file".to_string(),
+            ),
+            Err(e) => (EntryStatus::Failed, e),
+        };
+        group.log("pm2_apply_ecosystem", &step.app, status, &detail);
+    }
     for unit in std::mem::take(&mut group.restarted_units) {
         progress.step_started(Work::Job.bound());
         let outcome = effects
@@ -813,6 +864,7 @@ fn kind_of(action: &PlannedAction) -> &'static str {
         PlannedAction::Probe { .. } => "probe",
         PlannedAction::ProbeSite { .. } => "probe_site",
         PlannedAction::SetPoolListen { .. } => "set_pool_listen",
+        PlannedAction::Pm2 { .. } => "pm2",
     }
 }
 
@@ -826,5 +878,6 @@ fn target_of(action: &PlannedAction) -> String {
         PlannedAction::WaitListen { address, .. } => address.clone(),
         PlannedAction::NginxTest {} | PlannedAction::NginxReload {} => "nginx".into(),
         PlannedAction::Probe { url, .. } | PlannedAction::ProbeSite { url, .. } => url.clone(),
+        PlannedAction::Pm2 { app, .. } => format!("pm2 app {app}"),
     }
 }

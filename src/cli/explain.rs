@@ -69,6 +69,13 @@ pub struct EndpointReport {
     pub since: Option<String>,
     /// Where the unit listens.
     pub unit_listens: Vec<String>,
+    /// Who runs the backend when systemd does not: `PM2 app api (id 0): online, 0 restart(s)`,
+    /// or `not supervised: …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<String>,
+    /// A ready unit for a listener no supervisor runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_file: Option<String>,
 }
 
 /// How many lines of one class, and the last one.
@@ -183,6 +190,12 @@ pub fn build(
                         .filter(|u| u.active_enter_timestamp > 0 && u.is_up())
                         .map(|u| utc(u.active_enter_timestamp / 1_000_000)),
                     unit_listens: e.unit_listeners.clone(),
+                    supervisor: supervisor_line(targets, &e.address),
+                    unit_file: targets
+                        .iter()
+                        .find(|t| t.endpoint.address == e.address)
+                        .and_then(|t| t.context["unsupervised"]["unit_file"].as_str())
+                        .map(str::to_string),
                 }
             })
             .collect();
@@ -243,6 +256,42 @@ pub fn build(
         });
     }
     Explain { global, sites }
+}
+
+/// Step 1's line for a backend systemd does not run, from the target's `pm2` or
+/// `unsupervised` context.
+fn supervisor_line(targets: &[crate::engine::context::Target], address: &str) -> Option<String> {
+    let context = &targets
+        .iter()
+        .find(|t| t.endpoint.address == address)?
+        .context;
+    let pm2 = &context["pm2"];
+    if let Some(name) = pm2["name"].as_str() {
+        return Some(format!(
+            "PM2 app {name} (id {}): {}, {} restart(s){}",
+            pm2["pm_id"],
+            pm2["status"].as_str().unwrap_or("?"),
+            pm2["restarts"],
+            pm2["pid"]
+                .as_u64()
+                .filter(|p| *p > 0)
+                .map(|p| format!(", PID {p}"))
+                .unwrap_or_default()
+        ));
+    }
+    let u = &context["unsupervised"];
+    let command = u["command"].as_str()?;
+    let now = if u["listening"] == true {
+        "runs"
+    } else {
+        "was last seen"
+    };
+    Some(format!(
+        "not supervised: PID {} {now} as {} in {}: {command} (no systemd unit, no PM2 app: nothing restarts it)",
+        u["pid"],
+        u["user"].as_str().unwrap_or("?"),
+        u["cwd"].as_str().unwrap_or("?"),
+    ))
 }
 
 fn log_counts(facts: &Facts, route: &crate::facts::mapping::Route) -> Vec<LogCount> {
@@ -381,6 +430,20 @@ pub fn render_explain(report: &Explain, color: bool) -> String {
                     "     {}\n",
                     p.warn(&format!("{}: no systemd unit known", e.address))
                 )),
+            }
+        }
+        for e in &s.endpoints {
+            if let Some(line) = &e.supervisor {
+                out.push_str(&format!("     {}\n", p.warn(line)));
+            }
+            if let (Some(file), true) = (&e.unit_file, e.listening) {
+                out.push_str(&format!(
+                    "     a unit for it (`nginx-medic unit-for {}`):\n",
+                    e.address
+                ));
+                for line in file.lines() {
+                    out.push_str(&format!("       {line}\n"));
+                }
             }
         }
         out.push_str("  2. Does nginx dial where it listens?\n");

@@ -64,6 +64,22 @@ pub fn render(plan: &Plan) -> String {
 pub fn describe(action: &PlannedAction) -> String {
     match action {
         PlannedAction::Systemd { unit, op } => format!("systemd {op} {unit}"),
+        PlannedAction::Pm2 {
+            app,
+            op: crate::playbook::Pm2Op::Restart,
+            home,
+            ..
+        } => format!("pm2 restart {app} (PM2_HOME={})", home.display()),
+        PlannedAction::Pm2 {
+            app,
+            ecosystem,
+            home,
+            ..
+        } => format!(
+            "pm2 startOrRestart {} --only {app} --update-env, then pm2 save (PM2_HOME={})",
+            ecosystem.as_deref().map_or_else(String::new, |e| e.display().to_string()),
+            home.display()
+        ),
         PlannedAction::SetBindHost {
             unit,
             host,

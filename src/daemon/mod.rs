@@ -492,6 +492,11 @@ impl Daemon {
             self.settings.daemon.start_failure_window,
         );
         self.remember_owners(&targets);
+        if let Err(e) =
+            crate::facts::gather_backends::remember_processes(&self.settings.state_dir, &facts)
+        {
+            tracing::warn!(error = %crate::error_text::chain(&e), "cannot remember the hand-started backends");
+        }
         let mut findings = evaluate(&self.playbooks, &targets);
         // nginx -t failing already blocks every action on nginx, as in `diagnose`
         crate::engine::preflight::check(&facts, &self.playbooks, &mut findings);

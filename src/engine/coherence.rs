@@ -498,6 +498,8 @@ mod tests {
             },
             routes,
             worker: None,
+            pm2: Vec::new(),
+            supervision: Vec::new(),
             unix_paths: Vec::new(),
             fpm_pools: Vec::new(),
         }

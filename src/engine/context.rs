@@ -55,6 +55,7 @@ pub fn targets(
                 start_failure_window,
             );
             add_nginx_side(&mut context, facts, &index, route, i, &clock);
+            super::backend_context::add_backend(&mut context, facts, endpoint);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
                 route: route.clone(),

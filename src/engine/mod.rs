@@ -2,11 +2,14 @@
 //! evaluation, strict template rendering, findings and plans.
 
 pub mod coherence;
+pub mod backend_context;
 pub mod conditions;
 pub mod context;
 pub mod dropin;
 pub mod evaluate;
 pub mod plan;
+pub mod pm2_plan;
 pub mod preflight;
 pub mod render;
 pub mod sandbox;
+pub mod unit_file;

@@ -112,6 +112,18 @@ pub enum PlannedAction {
         host: Option<String>,
         timeout_ms: u64,
     },
+    /// One PM2 app restarted, or its edited ecosystem entry applied and saved.
+    Pm2 {
+        app: String,
+        op: crate::playbook::Pm2Op,
+        /// The daemon: `PM2_HOME`, its `pm2`, the home's owner (commands run as them).
+        home: PathBuf,
+        binary: PathBuf,
+        uid: u32,
+        gid: u32,
+        /// The ecosystem file, for `apply_ecosystem`.
+        ecosystem: Option<PathBuf>,
+    },
 }
 
 /// A whole-file replacement, valid only while the file still has the content it was planned on.
@@ -476,7 +488,11 @@ fn plan_action(
             validate_nginx_value(&unit).map_err(|e| format!("unit `{unit}`: {e}"))?;
             PlannedAction::Systemd { unit, op: *op }
         }
+        Action::SetBindHost { host } if super::pm2_plan::binds_pm2_app(target) => {
+            super::pm2_plan::plan_bind(&text(host, target)?, target, read)?
+        }
         Action::SetBindHost { host } => plan_bind(&text(host, target)?, target, read)?,
+        Action::Pm2 { app, op } => super::pm2_plan::plan_pm2(&text(app, target)?, *op, target)?,
         Action::RenderSite { template, source } => plan_site(template, source, target, read)?,
         Action::SetDirective { name, value } => {
             plan_set_directive(&text(name, target)?, &text(value, target)?, target, read)?

@@ -109,6 +109,8 @@ mod tests {
             routes: Vec::new(),
             worker: None,
             unix_paths: Vec::new(),
+            pm2: Vec::new(),
+            supervision: Vec::new(),
             fpm_pools: Vec::new(),
         }
     }

@@ -76,6 +76,15 @@ pub async fn gather_remembering(
         }
         _ => Vec::new(),
     };
+    let (pm2, supervision) = super::gather_backends::backends(
+        units.ok().map_or(&[][..], Vec::as_slice),
+        &routes,
+        sockets.ok(),
+        procfs,
+        &crate::adapters::pm2::Pm2Cli,
+        &super::gather_backends::read_last_processes(&settings.state_dir),
+        taken_at,
+    );
     let worker = nginx.ok().and_then(|n| worker_identity(n.user.as_deref()));
     let unix_paths = nginx.ok().map_or_else(Vec::new, |n| {
         let mut paths: Vec<String> = all_dialled(n)
@@ -103,6 +112,8 @@ pub async fn gather_remembering(
         worker,
         unix_paths,
         fpm_pools,
+        pm2,
+        supervision,
     }
 }
 

@@ -7,12 +7,15 @@ pub mod aim;
 pub mod error_log;
 pub mod gather;
 pub mod log_scan;
+pub mod gather_backends;
 pub mod mapping;
 pub mod nginx;
 pub mod nginx_test;
 pub mod php_fpm;
+pub mod pm2;
 pub mod socket_access;
 pub mod sockets;
+pub mod supervision;
 pub mod unit_output;
 pub mod units;
 
@@ -66,6 +69,11 @@ pub struct Facts {
     pub unix_paths: Vec<socket_access::UnixPathFacts>,
     /// The pools of every PHP-FPM master unit (started with `--fpm-config FILE`).
     pub fpm_pools: Vec<php_fpm::FpmPool>,
+    // --- backends systemd does not run (PM2 apps, processes started by hand) ---
+    /// The PM2 daemons found (their units, or a God daemon above a listener) and their apps.
+    pub pm2: Vec<pm2::Pm2Daemon>,
+    /// Who runs each dialled address's backend when it is not a systemd service.
+    pub supervision: Vec<supervision::Supervision>,
 }
 
 impl Facts {
@@ -77,6 +85,25 @@ impl Facts {
     /// What the workers see at a unix socket path.
     pub fn unix_path(&self, path: &str) -> Option<&socket_access::UnixPathFacts> {
         self.unix_paths.iter().find(|p| p.path == path)
+    }
+
+    /// Who runs the backend of `address` when systemd does not: a PM2 app, or nobody.
+    pub fn supervision_of(&self, address: &str) -> Option<&supervision::Supervisor> {
+        self.supervision
+            .iter()
+            .find(|s| s.address == address)
+            .map(|s| &s.by)
+    }
+
+    /// The PM2 app `name` of the daemon with `home`, with its daemon.
+    pub fn pm2_app(
+        &self,
+        home: &std::path::Path,
+        name: &str,
+    ) -> Option<(&pm2::Pm2Daemon, &pm2::Pm2App)> {
+        let daemon = self.pm2.iter().find(|d| d.home == home)?;
+        let app = daemon.apps.ok()?.iter().find(|a| a.name == name)?;
+        Some((daemon, app))
     }
 
     /// The PHP-FPM pool that listens on `address` (`unix:/path`).

@@ -70,6 +70,42 @@ pub fn sample_context() -> Value {
             "output": ["[ERROR] Reason: Worker failed to boot."],
             "output_from": "file:/var/log/api.log"
         },
+        // backends systemd does not run (engine/backend_context.rs)
+        "pm2": {
+            "name": "api",
+            "pm_id": 0,
+            "status": "stopped",
+            "pid": 0,
+            "restarts": 2,
+            "unstable_restarts": 0,
+            "max_restarts": 16,
+            "autorestart": true,
+            "exit_code": 1,
+            "crash_loop": false,
+            "cwd": "/srv/api",
+            "home": "/root/.pm2",
+            "binary": "/usr/lib/node_modules/pm2/bin/pm2",
+            "uid": 0,
+            "gid": 0,
+            "daemon_unit": "pm2-root.service",
+            "listeners": ["127.0.0.2:3000"],
+            "hosts_on_endpoint_port": ["127.0.0.2"],
+            "bind": {"file": "/srv/api/ecosystem.config.js", "key": "HOST", "value": "127.0.0.2", "from": "ecosystem", "where": "HOST of app `api` in /srv/api/ecosystem.config.js"},
+            "bind_problem": "/srv/api/ecosystem.config.js: its `HOST` is computed, not a literal string: edit it by hand",
+            "output": ["Error: listen EADDRINUSE"],
+            "output_from": "file:/root/.pm2/logs/api-error.log"
+        },
+        "unsupervised": {
+            "pid": 4242,
+            "listening": false,
+            "command": "/srv/venv/bin/python3 /srv/venv/bin/uvicorn main:app --port 8000",
+            "cwd": "/srv/app",
+            "user": "deploy",
+            "env_names": ["DATABASE_URL"],
+            "seen_at": 1764590000,
+            "unit_name": "uvicorn-8000.service",
+            "unit_file": "[Service]\nExecStart=/srv/venv/bin/uvicorn main:app\n"
+        },
         // the worker identity (socket-permission)
         "nginx": {"user": "www-data", "group": "www-data"},
         "log": {

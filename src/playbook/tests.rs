@@ -81,12 +81,16 @@ fn seed_playbooks_load_in_priority_order() {
     assert_eq!(
         ids,
         [
+            ("pm2-crash-loop", 4),
             ("crash-loop", 5),
             ("start-failure", 6),
             ("socket-missing", 7),
             ("socket-permission", 8),
+            ("pm2-app-down", 9),
+            ("unsupervised-down", 9),
             ("backend-down", 10),
             ("localhost-family", 15),
+            ("pm2-bind-mismatch", 19),
             ("bind-mismatch", 20),
             ("wrong-port", 30),
             ("too-big-header", 40),

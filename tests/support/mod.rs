@@ -5,4 +5,5 @@
 
 pub mod lab;
 pub mod nginx;
+pub mod pm2;
 pub mod system_box;
