@@ -8,6 +8,7 @@ mod cli;
 mod lab_causes_nginx;
 mod lab_causes_socket;
 mod lab_daemon;
+mod lab_evidence;
 mod lab_facts;
 mod lab_heal;
 mod lab_smoke;

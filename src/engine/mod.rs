@@ -7,5 +7,6 @@ pub mod dropin;
 pub mod evaluate;
 pub mod plan;
 pub mod preflight;
+pub mod recency;
 pub mod render;
 pub mod sandbox;

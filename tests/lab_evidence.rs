@@ -1,0 +1,145 @@
+//! Causes decided from evidence in the lab, with real components: a log line of the second the
+//! site was written (the same fault gives the same verdict every run), buffers sized from the
+//! backend's measured header block, and the intended backend of a typo'd port found from a
+//! `backends:` hint and requested before the edit. Extra sites go into the lab's
+//! `sites-enabled`, extra backends run as transient units of the lab's own manager, so the
+//! lab's teardown ends them too.
+
+use crate::support::lab::Lab;
+use serde_json::Value;
+use std::fs;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+/// A backend whose answer carries an `X-Big` header of `argv[2]` bytes.
+const BIG_HEADER_APP: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("X-Big", "a" * int(sys.argv[2]))
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+fn finding<'v>(diagnosis: &'v Value, cause: &str) -> &'v Value {
+    diagnosis["findings"]
+        .as_array()
+        .and_then(|fs| fs.iter().find(|f| f["cause"] == cause))
+        .unwrap_or_else(|| panic!("no `{cause}` finding in {diagnosis:#}"))
+}
+
+fn ok(out: std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Writes a site into the lab's nginx and reloads it.
+fn add_site(lab: &Lab, name: &str, text: &str) -> PathBuf {
+    let path = lab.dir.join("nginx/sites-enabled").join(name);
+    fs::write(&path, text).expect("write the site");
+    ok(lab.systemctl(&["reload", "nginx.service"]), "reload nginx");
+    std::thread::sleep(Duration::from_millis(700));
+    path
+}
+
+/// A site on `site_port` whose `/` passes to `target`.
+fn site(name: &str, site_port: u16, target: &str) -> String {
+    format!(
+        "server {{\n    listen 127.0.0.1:{site_port};\n    server_name {name}.lab;\n\n    location / {{\n        proxy_pass http://{target};\n    }}\n}}\n"
+    )
+}
+
+/// Runs a python backend as a transient unit of the lab's manager and waits until it listens.
+fn transient_backend(lab: &Lab, unit: &str, app: &str, args: &[String]) {
+    let out = Command::new("timeout")
+        .args(["30", "systemd-run", "--user", "--quiet", "--unit", unit])
+        .args(["/usr/bin/python3", "-c", app])
+        .args(args)
+        .envs(lab.env())
+        .output()
+        .expect("systemd-run");
+    ok(out, "systemd-run");
+    let port: u16 = args
+        .first()
+        .and_then(|p| p.parse().ok())
+        .expect("the port first");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{unit} never listened on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The epoch second nginx stamped on the last line of its error log, mapped the way nginx-medic
+/// maps it, and the log's mtime.
+fn last_line_second(log: &Path) -> (i64, SystemTime) {
+    let text = fs::read_to_string(log).expect("error log");
+    let line = text.lines().last().expect("a logged line");
+    let stamp = line.get(..19).expect("a time stamp");
+    let naive = nginx_medic::engine::context::naive_seconds(stamp).expect("nginx's time format");
+    let written = fs::metadata(log).and_then(|m| m.modified()).expect("mtime");
+    let secs = written
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64;
+    // the zone's offset, a whole number of quarter hours
+    let offset = (secs - naive + 450).div_euclid(900) * 900;
+    (naive + offset, written)
+}
+
+/// Issue 11, failure 8: a fault nginx logged in the very second the site file was written is
+/// the site's fault, on every run. The test makes that second exact instead of waiting for it:
+/// the site's mtime is set to the first instant of the second of the log's last line.
+#[test]
+fn lab_same_second_log_line_counts() {
+    let lab = Lab::start();
+    let (site_port, app_port) = (lab.base + 5, lab.base + 15);
+    transient_backend(
+        &lab,
+        "bighdr.service",
+        BIG_HEADER_APP,
+        &[app_port.to_string(), "6000".into()],
+    );
+    let file = add_site(
+        &lab,
+        "big.conf",
+        &site("big", site_port, &format!("127.0.0.1:{app_port}")),
+    );
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+    assert!(lab
+        .nginx_error_log()
+        .contains("upstream sent too big header"));
+
+    let (second, log_written) = last_line_second(&lab.dir.join("nginx/logs/error.log"));
+    let site_written = std::time::UNIX_EPOCH + Duration::from_secs(second as u64);
+    assert!(
+        log_written >= site_written,
+        "the log line is of that second"
+    );
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(site_written))
+        .expect("set the site's mtime");
+
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2, "{diagnosis:#}");
+    let f = finding(&diagnosis, "too-big-header");
+    assert_eq!(f["site"], "big.lab");
+    assert_eq!(f["conclusive"], true, "{f:#}");
+}
