@@ -143,3 +143,180 @@ fn lab_same_second_log_line_counts() {
     assert_eq!(f["site"], "big.lab");
     assert_eq!(f["conclusive"], true, "{f:#}");
 }
+
+/// Issue 11, failure 5: a 16.7 KB response header — more than the first raise of old (16k) —
+/// is healed in one apply: the backend's header block is measured at the site's probe path and
+/// the buffer sized to the next power of two above it.
+#[test]
+fn lab_big_header_is_healed_in_one_apply_from_a_measurement() {
+    let lab = Lab::start();
+    let (site_port, app_port) = (lab.base + 6, lab.base + 16);
+    transient_backend(
+        &lab,
+        "bighdr.service",
+        BIG_HEADER_APP,
+        &[app_port.to_string(), "17000".into()],
+    );
+    let file = add_site(
+        &lab,
+        "big.conf",
+        &site("big", site_port, &format!("127.0.0.1:{app_port}")),
+    );
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+    assert!(lab
+        .nginx_error_log()
+        .contains("upstream sent too big header"));
+
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2, "{diagnosis:#}");
+    let f = finding(&diagnosis, "too-big-header");
+    assert_eq!(f["conclusive"], true, "{f:#}");
+    let evidence = f["evidence"].to_string();
+
+    // one apply: the old first raise (16k) left it at 502 and rolled back
+    lab.apply_heals(site_port);
+    assert!(
+        evidence.contains("requested directly: a header block of 17"),
+        "{evidence}"
+    );
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(
+            "        proxy_buffer_size 32k;\n        proxy_buffers 4 32k;\n        proxy_pass"
+        ),
+        "{text}"
+    );
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 0, "healed, and not raised again: {diagnosis:#}");
+}
+
+/// One backend process serving an application on `argv[1]` and, with `argv[2]`, Prometheus
+/// metrics there too (`argv[3]` = `app` serves a second application port instead).
+const TWO_PORT_APP: &str = r##"
+import http.server, sys, threading
+def handler(body, kind):
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *args):
+            pass
+    return H
+app = handler(b"<html>shop</html>", "text/html")
+metrics = handler(b"# HELP up 1 when up\n# TYPE up gauge\nup 1\n", "text/plain")
+second = app if len(sys.argv) > 3 and sys.argv[3] == "app" else metrics
+if len(sys.argv) > 2:
+    s = http.server.HTTPServer(("127.0.0.1", int(sys.argv[2])), second)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), app).serve_forever()
+"##;
+
+/// Adds a `backends:` hint to the lab's nginx-medic config.
+fn add_hint(lab: &Lab, upstream: &str, unit: &str) {
+    let path = lab.config();
+    let text = fs::read_to_string(&path).expect("medic.yaml");
+    let hinted = text.replacen(
+        "backends:\n",
+        &format!("backends:\n  - upstream: \"{upstream}\"\n    unit: {unit}\n"),
+        1,
+    );
+    assert_ne!(hinted, text, "the lab's config has a `backends:` list");
+    fs::write(&path, hinted).expect("write medic.yaml");
+}
+
+/// Issue 11, failure 4: the pass target names a port nothing listens on, the site is named
+/// unlike its backend, and a `backends:` hint names the unit and the port it serves, which no
+/// site dials. The backend also serves metrics on a second port: that candidate is requested
+/// and refused; the application port is the one the site is pointed at.
+#[test]
+fn lab_typod_port_is_healed_from_a_hint_after_requesting_the_candidate() {
+    let lab = Lab::start();
+    let (site_port, app_port, metrics_port) = (lab.base + 7, lab.base + 16, lab.base + 17);
+    let typo = lab.base + 18;
+    transient_backend(
+        &lab,
+        "storefront.service",
+        TWO_PORT_APP,
+        &[app_port.to_string(), metrics_port.to_string()],
+    );
+    add_hint(&lab, &format!("127.0.0.1:{app_port}"), "storefront.service");
+    let file = add_site(
+        &lab,
+        "shop.conf",
+        &site("shop", site_port, &format!("127.0.0.1:{typo}")),
+    );
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2, "{diagnosis:#}");
+    let f = finding(&diagnosis, "wrong-port");
+    assert_eq!(f["site"], "shop.lab");
+    assert_eq!(f["unit"], "storefront.service", "{f:#}");
+    assert_eq!(f["conclusive"], true, "{f:#}");
+    let evidence = f["evidence"].to_string();
+    assert!(
+        evidence.contains(&format!("127.0.0.1:{app_port} (answers 200 at /)")),
+        "{f:#}"
+    );
+    assert!(
+        evidence.contains(&format!(
+            "127.0.0.1:{metrics_port} (its answer is a metrics endpoint"
+        )),
+        "{f:#}"
+    );
+
+    lab.apply_heals(site_port);
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!("proxy_pass http://127.0.0.1:{app_port};")),
+        "{text}"
+    );
+    for other in ["api_site", "web_site"] {
+        assert_eq!(
+            lab.http_status(lab.port(other), "/"),
+            200,
+            "{other} still answers"
+        );
+    }
+}
+
+/// Issue 11, failure 4, the refusal: the hinted backend answers as an application on two ports
+/// no site dials. Inconclusive, both listed, nothing changed.
+#[test]
+fn lab_typod_port_with_two_answering_candidates_is_inconclusive() {
+    let lab = Lab::start();
+    let (site_port, first, second) = (lab.base + 7, lab.base + 16, lab.base + 17);
+    let typo = lab.base + 18;
+    transient_backend(
+        &lab,
+        "storefront.service",
+        TWO_PORT_APP,
+        &[first.to_string(), second.to_string(), "app".into()],
+    );
+    add_hint(&lab, &format!("127.0.0.1:{first}"), "storefront.service");
+    add_site(
+        &lab,
+        "shop.conf",
+        &site("shop", site_port, &format!("127.0.0.1:{typo}")),
+    );
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+
+    let (_, diagnosis) = lab.medic_json(&["diagnose"]);
+    let f = finding(&diagnosis, "wrong-port");
+    assert_eq!(f["conclusive"], false, "{f:#}");
+    let evidence = f["evidence"].to_string();
+    for port in [first, second] {
+        assert!(
+            evidence.contains(&format!("127.0.0.1:{port} (answers 200 at /)")),
+            "{f:#}"
+        );
+    }
+    let files = lab.config_files();
+    let (_, applied) = lab.medic_json(&["apply"]);
+    assert_ne!(applied["outcome"], "healed", "{applied:#}");
+    assert!(lab.config_files() == files, "nothing changed");
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+}

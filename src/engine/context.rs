@@ -33,6 +33,7 @@ pub fn targets(
     let mut out = Vec::new();
     let clock = LogClock::of(facts);
     let index = Index::of(facts);
+    let dialled = crate::facts::direct::dialled_ports(facts);
     for route in &facts.routes {
         for (i, endpoint) in route.endpoints.iter().enumerate() {
             let unit = endpoint
@@ -55,6 +56,7 @@ pub fn targets(
                 start_failure_window,
             );
             add_nginx_side(&mut context, facts, &index, route, i, &clock);
+            super::evidence::add_direct_evidence(&mut context, facts, &dialled, route, endpoint);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
                 route: route.clone(),
@@ -741,15 +743,21 @@ pub fn buffer_raise(
     if target > BUFFER_CAP {
         return None;
     }
+    Some((format_size(target), buffers_for(target, buffers)))
+}
+
+/// The `*_buffers` that go with a `*_buffer_size` of `target` bytes: the current ones when
+/// nginx's rule still holds for them (all buffers but one exceed the default busy size, twice
+/// the buffer size), else four buffers of the new size.
+pub fn buffers_for(target: u64, buffers: &str) -> String {
     let keep = buffers.split_once(' ').and_then(|(n, size)| {
         let (n, size) = (n.trim().parse::<u64>().ok()?, parse_size(size)?);
         (n >= 2 && (n - 1) * size > 2 * target && size <= BUFFER_CAP).then_some(())
     });
-    let buffers = match keep {
+    match keep {
         Some(()) => buffers.to_string(),
         None => format!("4 {}", format_size(target)),
-    };
-    Some((format_size(target), buffers))
+    }
 }
 
 fn route_context(

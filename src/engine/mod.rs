@@ -5,6 +5,7 @@ pub mod conditions;
 pub mod context;
 pub mod dropin;
 pub mod evaluate;
+pub mod evidence;
 pub mod plan;
 pub mod preflight;
 pub mod recency;

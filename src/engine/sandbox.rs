@@ -109,6 +109,7 @@ mod tests {
             worker: None,
             unix_paths: Vec::new(),
             fpm_pools: Vec::new(),
+            backend_probes: Vec::new(),
         }
     }
 

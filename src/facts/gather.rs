@@ -92,7 +92,7 @@ pub async fn gather_remembering(
             .map(|p| unix_path_facts(p, worker.as_ref()))
             .collect()
     });
-    Facts {
+    let mut facts = Facts {
         taken_at,
         nginx,
         sockets,
@@ -103,7 +103,36 @@ pub async fn gather_remembering(
         worker,
         unix_paths,
         fpm_pools,
+        backend_probes: Vec::new(),
+    };
+    facts.backend_probes = backend_probes(&facts).await;
+    facts
+}
+
+/// How long one direct request to a backend may take.
+const DIRECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Requests each backend `facts::direct` names, directly: the evidence wrong-port and
+/// too-big-header are decided on, gathered before planning so that planning stays pure.
+async fn backend_probes(facts: &Facts) -> Vec<super::direct::BackendProbe> {
+    let mut out = Vec::new();
+    for r in super::direct::requests(facts) {
+        let address = r.address();
+        let answer = crate::adapters::backend_http::request(
+            &r.host,
+            r.port,
+            &r.path,
+            &address,
+            DIRECT_TIMEOUT,
+        )
+        .await;
+        out.push(super::direct::BackendProbe {
+            address,
+            path: r.path,
+            answer,
+        });
     }
+    out
 }
 
 // --- unix sockets and backend processes -------------------------------------------------------

@@ -3,6 +3,7 @@
 //! Each source is gathered on its own; one that fails is recorded as `Unavailable` with the
 //! reason, so a missing error log is a fact, not an abort.
 
+pub mod direct;
 pub mod error_log;
 pub mod gather;
 pub mod mapping;
@@ -64,6 +65,9 @@ pub struct Facts {
     pub unix_paths: Vec<socket_access::UnixPathFacts>,
     /// The pools of every PHP-FPM master unit (started with `--fpm-config FILE`).
     pub fpm_pools: Vec<php_fpm::FpmPool>,
+    // --- backends requested directly (wrong-port candidates, too-big-header measurements) ---
+    /// Each direct request made before planning and its answer (`facts::direct`).
+    pub backend_probes: Vec<direct::BackendProbe>,
 }
 
 impl Facts {
