@@ -320,3 +320,74 @@ fn lab_typod_port_with_two_answering_candidates_is_inconclusive() {
     assert!(lab.config_files() == files, "nothing changed");
     assert_eq!(lab.http_status(site_port, "/"), 502);
 }
+
+/// A backend whose `/big` answer carries an `X-Big` header of `argv[2]` bytes; `/` is small.
+const BIG_ON_ONE_PATH_APP: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        if self.path.startswith("/big"):
+            self.send_header("X-Big", "a" * int(sys.argv[2]))
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// The `value` of each `set_directive` action `plan` would take.
+fn planned_directives(lab: &Lab) -> Vec<String> {
+    let (_, plan) = lab.medic_json(&["plan"]);
+    plan["actions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{plan:#}"))
+        .iter()
+        .filter(|a| a["kind"] == "set_directive")
+        .map(|a| a["directive"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Issue 11, failure 5, the retry: the header that overflows is not the one at the site's
+/// probe path (it fits 4k there), so the raise doubles; each raise that does not heal is rolled
+/// back, and the next apply steps up from it instead of repeating it: 16k, 32k, then 64k heals.
+#[test]
+fn lab_a_raise_after_a_rollback_steps_up() {
+    let lab = Lab::start();
+    let (site_port, app_port) = (lab.base + 8, lab.base + 16);
+    transient_backend(
+        &lab,
+        "bighdr.service",
+        BIG_ON_ONE_PATH_APP,
+        &[app_port.to_string(), "40000".into()],
+    );
+    let file = add_site(
+        &lab,
+        "big.conf",
+        &site("big", site_port, &format!("127.0.0.1:{app_port}")),
+    );
+    let before = fs::read_to_string(&file).unwrap();
+    for (size, healed) in [("16k", false), ("32k", false), ("64k", true)] {
+        // a client meets the fault (again: a rollback rewrites the file, older lines are history)
+        assert_eq!(lab.http_status(site_port, "/big"), 502);
+        let directives = planned_directives(&lab);
+        assert_eq!(
+            directives,
+            [
+                format!("proxy_buffer_size {size};"),
+                format!("proxy_buffers 4 {size};")
+            ],
+            "{}",
+            lab.nginx_error_log()
+        );
+        let (_, applied) = lab.medic_json(&["apply"]);
+        if healed {
+            assert_eq!(applied["outcome"], "healed", "{applied:#}");
+            assert_eq!(lab.http_status(site_port, "/big"), 200);
+        } else {
+            assert_eq!(applied["outcome"], "rolled_back", "{applied:#}");
+            assert_eq!(fs::read_to_string(&file).unwrap(), before, "put back");
+        }
+    }
+}

@@ -92,11 +92,34 @@ pub fn add_direct_evidence(
         return;
     };
     let busy = text("busy_buffers_size");
+    let rolled_back = text("file").and_then(|file| {
+        facts
+            .rolled_back_edits
+            .iter()
+            .find(|r| r.file == file)
+            .map(|r| r.count)
+    });
+    location.insert("rolled_back".into(), json!(rolled_back));
     let Some((header_bytes, status)) = measured else {
         location.insert("measured".into(), Value::Null);
+        if let Some(times) = rolled_back {
+            let doubled = match buffer_raise(&size, &buffers, busy.as_deref()) {
+                Some((size, buffers)) => Raise::To {
+                    size,
+                    buffers,
+                    from: "doubling",
+                },
+                None => Raise::None,
+            };
+            location.insert(
+                "raise".into(),
+                raise_value(step_up(doubled, times, &buffers)),
+            );
+        }
         return;
     };
     let raise = measured_raise(&size, &buffers, busy.as_deref(), header_bytes);
+    let raise = step_up(raise, rolled_back.unwrap_or(0), &buffers);
     location.insert(
         "measured".into(),
         json!({
@@ -107,7 +130,12 @@ pub fn add_direct_evidence(
             "above_cap": matches!(raise, Raise::AboveCap),
         }),
     );
-    let value = match raise {
+    location.insert("raise".into(), raise_value(raise));
+}
+
+/// `location.raise`: null when nothing is raised.
+fn raise_value(raise: Raise) -> Value {
+    match raise {
         Raise::To {
             size,
             buffers,
@@ -119,8 +147,37 @@ pub fn add_direct_evidence(
             "from": from,
         }),
         Raise::AboveCap | Raise::None => Value::Null,
+    }
+}
+
+/// The raise after `times` raises of the same file were rolled back: doubled once per rollback,
+/// so a retry steps up and never repeats; past the 64k cap, nothing. `buffers`: the current
+/// `*_buffers`.
+pub fn step_up(raise: Raise, times: u32, buffers: &str) -> Raise {
+    let Raise::To { size, from, .. } = &raise else {
+        return raise;
     };
-    location.insert("raise".into(), value);
+    if times == 0 {
+        return raise;
+    }
+    let Some(bytes) = parse_size(size) else {
+        return Raise::None;
+    };
+    let stepped = 2u64
+        .checked_pow(times)
+        .and_then(|factor| bytes.checked_mul(factor));
+    match stepped {
+        Some(target) if target <= BUFFER_CAP => Raise::To {
+            size: format_size(target),
+            buffers: buffers_for(target, buffers),
+            from: if *from == "measurement" {
+                "measurement, stepped up after a rollback"
+            } else {
+                "doubling, stepped up after a rollback"
+            },
+        },
+        _ => Raise::AboveCap,
+    }
 }
 
 /// A port a typo'd pass target may have meant, and what it answered when requested directly.
@@ -225,5 +282,25 @@ mod tests {
             to("32k", "4 32k", "doubling")
         );
         assert_eq!(measured_raise("64k", "4 64k", None, 900), Raise::None);
+    }
+
+    #[test]
+    fn a_retry_after_a_rollback_steps_up_and_never_repeats() {
+        let first = to("16k", "4 16k", "doubling");
+        assert_eq!(step_up(first.clone(), 0, "8 4k"), first);
+        assert_eq!(
+            step_up(first.clone(), 1, "8 4k"),
+            to("32k", "4 32k", "doubling, stepped up after a rollback")
+        );
+        assert_eq!(
+            step_up(first.clone(), 2, "8 4k"),
+            to("64k", "4 64k", "doubling, stepped up after a rollback")
+        );
+        assert_eq!(step_up(first, 3, "8 4k"), Raise::AboveCap, "past the cap");
+        assert_eq!(step_up(Raise::None, 2, "8 4k"), Raise::None);
+        assert_eq!(
+            step_up(to("32k", "4 32k", "measurement"), 40, "8 4k"),
+            Raise::AboveCap
+        );
     }
 }

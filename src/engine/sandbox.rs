@@ -110,6 +110,7 @@ mod tests {
             unix_paths: Vec::new(),
             fpm_pools: Vec::new(),
             backend_probes: Vec::new(),
+            rolled_back_edits: Vec::new(),
         }
     }
 

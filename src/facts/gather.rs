@@ -104,8 +104,19 @@ pub async fn gather_remembering(
         unix_paths,
         fpm_pools,
         backend_probes: Vec::new(),
+        rolled_back_edits: Vec::new(),
     };
     facts.backend_probes = backend_probes(&facts).await;
+    let mut site_files: Vec<&std::path::Path> = facts
+        .routes
+        .iter()
+        .map(|r| r.pass.at.file.as_path())
+        .collect();
+    site_files.sort();
+    site_files.dedup();
+    let rolled_back =
+        super::attempts::rolled_back_directive_edits(&settings.state_dir, &site_files);
+    facts.rolled_back_edits = rolled_back;
     facts
 }
 

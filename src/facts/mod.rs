@@ -3,6 +3,7 @@
 //! Each source is gathered on its own; one that fails is recorded as `Unavailable` with the
 //! reason, so a missing error log is a fact, not an abort.
 
+pub mod attempts;
 pub mod direct;
 pub mod error_log;
 pub mod gather;
@@ -68,6 +69,9 @@ pub struct Facts {
     // --- backends requested directly (wrong-port candidates, too-big-header measurements) ---
     /// Each direct request made before planning and its answer (`facts::direct`).
     pub backend_probes: Vec<direct::BackendProbe>,
+    /// The `set_directive` edits of each site file that were rolled back from its current bytes
+    /// (`facts::attempts`): a raise that did not heal is stepped over, never repeated.
+    pub rolled_back_edits: Vec<attempts::RolledBackEdits>,
 }
 
 impl Facts {

@@ -101,6 +101,7 @@ pub fn sample_context() -> Value {
             "read_timeout_set": false,
             "raise": {"buffer_size": "16k", "buffers": "4 16k", "cap": "64k", "from": "measurement"},
             // the backend's header block, requested directly at the site's probe path
+            "rolled_back": 1,
             "measured": {"address": "127.0.0.1:18010", "path": "/", "status": 200,
                          "header_bytes": 9000, "above_cap": false}
         },

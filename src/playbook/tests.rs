@@ -637,6 +637,7 @@ fn too_big_header_raises_the_buffers_of_that_location() {
             "3 × \"upstream sent too big header\" from 127.0.0.1:18010 in the last 15m (last at 2026/11/26 09:07:37: GET / HTTP/1.1)",
             "proxy_buffer_size is 4k (nginx's default) and proxy_buffers 8 4k in location / at /etc/nginx/sites-enabled/api.conf:3",
             "127.0.0.1:18010/ requested directly: a header block of 9000 bytes",
+            "1 earlier raise(s) of this file rolled back: stepping up",
             "raise to proxy_buffer_size 16k, proxy_buffers 4 16k (cap 64k)",
         ]
     );
