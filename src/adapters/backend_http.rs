@@ -25,42 +25,43 @@ pub async fn request(
 ) -> DirectAnswer {
     let bare = host.trim_matches(['[', ']']);
     let what = format!("{host}:{port}{path}");
-    match tokio::time::timeout(timeout, exchange(bare, port, path, host_header, &what)).await {
-        Ok(answer) => answer,
-        Err(_) => DirectAnswer::failed(format!(
+    let deadline = tokio::time::Instant::now() + timeout;
+    let late = || {
+        DirectAnswer::failed(format!(
             "no complete header block from `{what}` within {} ms",
             timeout.as_millis()
-        )),
-    }
-}
-
-async fn exchange(
-    host: &str,
-    port: u16,
-    path: &str,
-    host_header: &str,
-    what: &str,
-) -> DirectAnswer {
-    let mut stream = match TcpStream::connect((host, port)).await {
-        Ok(s) => s,
-        Err(e) => return DirectAnswer::failed(format!("cannot connect to `{what}`: {e}")),
+        ))
+    };
+    let connect = tokio::time::timeout_at(deadline, TcpStream::connect((bare, port)));
+    let mut stream = match connect.await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return DirectAnswer::failed(format!("cannot connect to `{what}`: {e}")),
+        Err(_) => return late(),
     };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: nginx-medic/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         env!("CARGO_PKG_VERSION"),
     );
-    if let Err(e) = stream.write_all(request.as_bytes()).await {
-        return DirectAnswer::failed(format!("cannot send the request to `{what}`: {e}"));
+    match tokio::time::timeout_at(deadline, stream.write_all(request.as_bytes())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return DirectAnswer::failed(format!("cannot send the request to `{what}`: {e}"))
+        }
+        Err(_) => return late(),
     }
     let mut raw: Vec<u8> = Vec::with_capacity(8192);
     let mut buf = [0u8; 8192];
     let mut header_end = None;
     loop {
-        let n = match stream.read(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
                 return DirectAnswer::failed(format!("cannot read the answer from `{what}`: {e}"))
             }
+            // the header block is whole: a body that trickles or a connection kept open is no
+            // reason to discard it
+            Err(_) if header_end.is_some() => break,
+            Err(_) => return late(),
         };
         raw.extend_from_slice(buf.get(..n).unwrap_or_default());
         if header_end.is_none() {
@@ -68,6 +69,8 @@ async fn exchange(
         }
         match header_end {
             Some(end) if n == 0 || raw.len() >= end + BODY_SNIFF => break,
+            Some(_) if body_complete(&raw, header_end) => break,
+            Some(_) => {}
             None if n == 0 => {
                 return DirectAnswer::failed(format!(
                     "`{what}` closed the connection before the end of its header block"
@@ -78,8 +81,7 @@ async fn exchange(
                     "`{what}` sent no end of its header block in {MAX_HEADER_BLOCK} bytes"
                 ))
             }
-            _ if header_end.is_some() && body_complete(&raw, header_end) => break,
-            _ => {}
+            None => {}
         }
     }
     DirectAnswer::of(&raw, header_end)

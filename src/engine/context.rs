@@ -552,12 +552,12 @@ impl LogClock {
         &self,
         time: &str,
         window_start: i64,
-        changed: Option<std::time::SystemTime>,
+        changed: Option<super::recency::FileChange>,
     ) -> bool {
         self.epoch(time).is_some_and(|t| {
             super::recency::within(t, window_start)
                 && changed.map_or(true, |c| {
-                    super::recency::logged_after(t, c, self.log_written)
+                    super::recency::logged_after(t, c.at, self.log_written, c.own_verified)
                 })
         })
     }
@@ -596,8 +596,8 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 struct Cutoff {
     /// The first second of the recent window.
     window_start: i64,
-    /// When the location's file was last written.
-    changed: Option<std::time::SystemTime>,
+    /// When the location's file was last written, and whether by nginx-medic's verified edit.
+    changed: Option<super::recency::FileChange>,
 }
 
 fn add_nginx_side(
@@ -613,7 +613,13 @@ fn add_nginx_side(
     // file: equal seconds are decided by `engine::recency`, never by `>` on whole seconds
     let cutoff = Cutoff {
         window_start: i64::try_from(facts.taken_at).unwrap_or(i64::MAX) - RECENT_WINDOW_SECS,
-        changed: location.and_then(|l| facts_index.mtime(&l.at.file)),
+        changed: location.and_then(|l| {
+            let file = l.at.file.display().to_string();
+            Some(super::recency::FileChange {
+                at: facts_index.mtime(&l.at.file)?,
+                own_verified: facts.verified_edits.contains(&file),
+            })
+        }),
     };
     fn recent<'e>(
         entries: &[&'e LogEntry],
@@ -1027,9 +1033,13 @@ mod tests {
             last_naive,
         };
         let written = at_second(second) + Duration::from_millis(400);
+        let change = |at| crate::engine::recency::FileChange {
+            at,
+            own_verified: false,
+        };
         let window = second - RECENT_WINDOW_SECS;
-        assert!(clock.recent("2026/11/26 10:00:00", window, Some(written)));
-        assert!(!clock.recent("2026/11/26 09:59:59", window, Some(written)));
+        assert!(clock.recent("2026/11/26 10:00:00", window, Some(change(written))));
+        assert!(!clock.recent("2026/11/26 09:59:59", window, Some(change(written))));
         assert!(
             clock.recent("2026/11/26 10:00:00", second, None),
             "window's first second"
@@ -1037,7 +1047,7 @@ mod tests {
         assert!(!clock.recent("2026/11/26 09:59:59", second, None));
         // the site written again after the log's last line (a heal): that line is history
         let healed = at_second(second) + Duration::from_millis(900);
-        assert!(!clock.recent("2026/11/26 10:00:00", window, Some(healed)));
+        assert!(!clock.recent("2026/11/26 10:00:00", window, Some(change(healed))));
         assert!(!clock.recent("not a time", window, None));
     }
 

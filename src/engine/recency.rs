@@ -56,13 +56,28 @@ pub fn at_second(secs: i64) -> SystemTime {
 ///   logged in the second the site was written is a fault of that site (the lab's
 ///   `lab_same_second_log_line_counts`), and the cost of counting an older line of that same
 ///   second is one more look, never a missed fault.
-pub fn logged_after(line: i64, changed: SystemTime, log_written: SystemTime) -> bool {
+///
+/// `own_verified`: the change is nginx-medic's own edit, committed after its probe passed; a
+/// line of that edit's second is then history (the fault the edit healed), not a new symptom.
+pub fn logged_after(
+    line: i64,
+    changed: SystemTime,
+    log_written: SystemTime,
+    own_verified: bool,
+) -> bool {
     let (changed_secs, _) = split(changed);
     match line.cmp(&changed_secs) {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
-        std::cmp::Ordering::Equal => log_written >= changed,
+        std::cmp::Ordering::Equal => !own_verified && log_written >= changed,
     }
+}
+
+/// When a file was last written, and whether by nginx-medic's own committed edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileChange {
+    pub at: SystemTime,
+    pub own_verified: bool,
 }
 
 /// Whether a line stamped with the epoch second `line` falls in a window that starts at the
@@ -101,17 +116,21 @@ mod tests {
     fn a_line_of_the_second_the_file_was_written_counts_unless_the_log_is_older() {
         let changed = at(1000, 400_000_000);
         // the case: the fault is logged 0.3 s after the site was written
-        assert!(logged_after(1000, changed, at(1000, 700_000_000)));
+        assert!(logged_after(1000, changed, at(1000, 700_000_000), false));
         // the file written again after the last line of the log (a heal): nothing counts
-        assert!(!logged_after(1000, changed, at(1000, 100_000_000)));
+        assert!(!logged_after(1000, changed, at(1000, 100_000_000), false));
         assert!(
-            logged_after(1000, changed, changed),
+            logged_after(1000, changed, changed, false),
             "equal mtimes: not provably older"
         );
-        assert!(logged_after(1001, changed, at(1001, 0)));
-        assert!(!logged_after(999, changed, at(1005, 0)));
+        assert!(logged_after(1001, changed, at(1001, 0), false));
+        assert!(!logged_after(999, changed, at(1005, 0), false));
         // a change at a whole second: the line of that second may follow it
-        assert!(logged_after(1000, at(1000, 0), at(1000, 1)));
+        assert!(logged_after(1000, at(1000, 0), at(1000, 1), false));
+        // nginx-medic's own verified edit, the reload's notice logged after it: the fault line
+        // of that second is the one it healed
+        assert!(!logged_after(1000, changed, at(1000, 700_000_000), true));
+        assert!(logged_after(1001, changed, at(1001, 0), true));
     }
 
     #[test]

@@ -111,6 +111,7 @@ mod tests {
             fpm_pools: Vec::new(),
             backend_probes: Vec::new(),
             rolled_back_edits: Vec::new(),
+            verified_edits: Vec::new(),
         }
     }
 

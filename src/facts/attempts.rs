@@ -72,6 +72,45 @@ pub fn rolled_back_directive_edits(state_dir: &Path, files: &[&Path]) -> Vec<Rol
         .collect()
 }
 
+/// Each of `files` whose current bytes nginx-medic wrote itself in a transaction that was
+/// committed (its probe passed after the edit): the journal's edit step of the file is stamped
+/// no earlier than the file's mtime and within [`OWN_EDIT_SLACK_SECS`] of it. A line nginx
+/// logged in the second of such an edit is history, not a symptom (`engine::recency`).
+pub fn verified_edits(state_dir: &Path, files: &[&Path]) -> Vec<String> {
+    let Ok(entries) = Journal::read(state_dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let Some(mtime) = std::fs::metadata(file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+        else {
+            continue;
+        };
+        let last_edit = entries.iter().rev().find(|e| {
+            e.target == name
+                && matches!(e.kind.as_str(), "set_directive" | "render_site")
+                && e.status == EntryStatus::Ok
+        });
+        let ours = last_edit.is_some_and(|e| {
+            e.ts >= mtime
+                && e.ts - mtime <= OWN_EDIT_SLACK_SECS
+                && manifest(state_dir, &e.txn).is_some_and(|m| m.state == TxnState::Committed)
+        });
+        if ours {
+            out.push(name);
+        }
+    }
+    out
+}
+
+/// How long after writing a file the journal's entry for that edit may be stamped.
+pub const OWN_EDIT_SLACK_SECS: f64 = 5.0;
+
 fn manifest(state_dir: &Path, txn: &str) -> Option<TxnManifest> {
     if txn.contains(['/', '\0']) || txn.starts_with('.') {
         return None;
@@ -128,5 +167,25 @@ mod tests {
             "t3 healed, t4 started from other bytes"
         );
         assert!(rolled_back_directive_edits(state.path(), &[Path::new("/elsewhere")]).is_empty());
+    }
+
+    #[test]
+    fn a_file_written_by_a_committed_edit_is_a_verified_edit() {
+        let state = tempfile::tempdir().unwrap();
+        let site = state.path().join("big.conf");
+        std::fs::write(&site, "server {}\n").unwrap();
+        let file = site.display().to_string();
+        let mut journal = Journal::open(state.path()).unwrap();
+        let dir = state.path().join(BACKUPS_DIR).join("t1");
+        std::fs::create_dir_all(&dir).unwrap();
+        let manifest = serde_json::json!({"version": 1, "txn": "t1", "state": TxnState::Committed, "files": []});
+        std::fs::write(dir.join(MANIFEST_FILE), manifest.to_string()).unwrap();
+        let edit = JournalEntry::now("t1", 1, "set_directive", file.clone(), EntryStatus::Ok, "");
+        journal.append(&edit).unwrap();
+        assert_eq!(verified_edits(state.path(), &[site.as_path()]), [file]);
+        // written again afterwards, by someone else: no longer nginx-medic's bytes
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&site, "server { }\n").unwrap();
+        assert!(verified_edits(state.path(), &[site.as_path()]).is_empty());
     }
 }

@@ -105,6 +105,7 @@ pub async fn gather_remembering(
         fpm_pools,
         backend_probes: Vec::new(),
         rolled_back_edits: Vec::new(),
+        verified_edits: Vec::new(),
     };
     facts.backend_probes = backend_probes(&facts).await;
     let mut site_files: Vec<&std::path::Path> = facts
@@ -117,6 +118,7 @@ pub async fn gather_remembering(
     let rolled_back =
         super::attempts::rolled_back_directive_edits(&settings.state_dir, &site_files);
     facts.rolled_back_edits = rolled_back;
+    facts.verified_edits = super::attempts::verified_edits(&settings.state_dir, &site_files);
     facts
 }
 

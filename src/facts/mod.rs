@@ -72,6 +72,8 @@ pub struct Facts {
     /// The `set_directive` edits of each site file that were rolled back from its current bytes
     /// (`facts::attempts`): a raise that did not heal is stepped over, never repeated.
     pub rolled_back_edits: Vec<attempts::RolledBackEdits>,
+    /// The site files whose current bytes nginx-medic wrote in a committed transaction.
+    pub verified_edits: Vec<String>,
 }
 
 impl Facts {
