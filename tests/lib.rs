@@ -10,6 +10,7 @@ mod lab_causes_nginx;
 mod lab_causes_socket;
 mod lab_coherence;
 mod lab_daemon;
+mod lab_evidence;
 mod lab_facts;
 mod lab_heal;
 mod lab_pm2;

@@ -500,6 +500,9 @@ mod tests {
             worker: None,
             pm2: Vec::new(),
             supervision: Vec::new(),
+            backend_probes: Vec::new(),
+            rolled_back_edits: Vec::new(),
+            verified_edits: Vec::new(),
             unix_paths: Vec::new(),
             fpm_pools: Vec::new(),
         }

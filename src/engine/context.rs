@@ -33,6 +33,7 @@ pub fn targets(
     let mut out = Vec::new();
     let clock = LogClock::of(facts);
     let index = Index::of(facts);
+    let dialled = crate::facts::direct::dialled_ports(facts);
     for route in &facts.routes {
         for (i, endpoint) in route.endpoints.iter().enumerate() {
             let unit = endpoint
@@ -56,6 +57,7 @@ pub fn targets(
             );
             add_nginx_side(&mut context, facts, &index, route, i, &clock);
             super::backend_context::add_backend(&mut context, facts, endpoint);
+            super::evidence::add_direct_evidence(&mut context, facts, &dialled, route, endpoint);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
                 route: route.clone(),
@@ -75,8 +77,8 @@ struct Index<'a> {
     fpm_pools: BTreeMap<&'a str, &'a crate::facts::php_fpm::FpmPool>,
     /// Each location with a pass directive, by the directive's file and byte span.
     locations: BTreeMap<(&'a std::path::Path, usize, usize), &'a crate::facts::nginx::Location>,
-    /// The mtime of every configuration file.
-    mtimes: BTreeMap<&'a std::path::Path, Option<i64>>,
+    /// The mtime of every configuration file, to the nanosecond.
+    mtimes: BTreeMap<&'a std::path::Path, Option<std::time::SystemTime>>,
     /// The error-log lines naming each upstream address, in log order.
     log_by_address: BTreeMap<&'a str, Vec<&'a LogEntry>>,
     /// The `no live upstreams` lines by the upstream group they name, in log order.
@@ -151,7 +153,7 @@ impl<'a> Index<'a> {
             .then_some(*found)
     }
 
-    fn mtime(&self, file: &std::path::Path) -> Option<i64> {
+    fn mtime(&self, file: &std::path::Path) -> Option<std::time::SystemTime> {
         match self.mtimes.get(file) {
             Some(known) => *known,
             None => mtime(file),
@@ -510,11 +512,11 @@ pub const BUFFER_FLOOR: u64 = 16 * 1024;
 pub const RECENT_WINDOW_SECS: i64 = 15 * 60;
 
 /// Maps the local wall-clock times nginx writes to seconds since the epoch without knowing the
-/// time zone: the log's mtime is when its last line was written.
+/// time zone: the log's mtime is when its last line was written (`engine::recency`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogClock {
-    /// The error log's mtime, seconds since the epoch.
-    pub log_mtime: i64,
+    /// The error log's mtime, to the nanosecond.
+    pub log_written: std::time::SystemTime,
     /// The last entry's time read as if it were UTC.
     pub last_naive: i64,
 }
@@ -524,24 +526,38 @@ impl LogClock {
         let log = facts.error_log.ok()?;
         let last = log.entries.last().and_then(|e| naive_seconds(&e.time))?;
         Some(LogClock {
-            log_mtime: mtime(&log.path)?,
+            log_written: mtime(&log.path)?,
             last_naive: last,
         })
     }
 
-    /// When a line with this time was written, in seconds since the epoch.
+    /// The second since the epoch nginx stamped on a line with this time (it was logged at
+    /// some time within that second).
     pub fn epoch(&self, time: &str) -> Option<i64> {
-        Some(self.log_mtime - (self.last_naive - naive_seconds(time)?))
+        let (log_secs, _) = super::recency::split(self.log_written);
+        Some(naive_seconds(time)? + super::recency::zone_offset(log_secs, self.last_naive))
+    }
+
+    /// Whether a line with this time is a symptom of now: inside the window that starts at the
+    /// whole second `window_start`, and possibly logged after `changed` (the location's file
+    /// was last written then). A time nginx-medic cannot read is not recent.
+    pub fn recent(
+        &self,
+        time: &str,
+        window_start: i64,
+        changed: Option<super::recency::FileChange>,
+    ) -> bool {
+        self.epoch(time).is_some_and(|t| {
+            super::recency::within(t, window_start)
+                && changed.map_or(true, |c| {
+                    super::recency::logged_after(t, c.at, self.log_written, c.own_verified)
+                })
+        })
     }
 }
 
-fn mtime(path: &std::path::Path) -> Option<i64> {
-    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    let secs = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    i64::try_from(secs).ok()
+fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).ok()?.modified().ok()
 }
 
 /// `YYYY/MM/DD HH:MM:SS` read as UTC, in seconds since the epoch.
@@ -568,6 +584,15 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// What a log line must be newer than to be a symptom.
+#[derive(Debug, Clone, Copy)]
+struct Cutoff {
+    /// The first second of the recent window.
+    window_start: i64,
+    /// When the location's file was last written, and whether by nginx-medic's verified edit.
+    changed: Option<super::recency::FileChange>,
+}
+
 fn add_nginx_side(
     context: &mut Value,
     facts: &Facts,
@@ -577,23 +602,28 @@ fn add_nginx_side(
     clock: &Option<LogClock>,
 ) {
     let location = facts_index.location(&route.pass.at);
-    let cutoff = {
-        let window = i64::try_from(facts.taken_at).unwrap_or(i64::MAX) - RECENT_WINDOW_SECS;
-        let changed = location
-            .and_then(|l| facts_index.mtime(&l.at.file))
-            .unwrap_or(i64::MIN);
-        window.max(changed)
+    // a line counts when it is inside the window and not provably older than the location's
+    // file: equal seconds are decided by `engine::recency`, never by `>` on whole seconds
+    let cutoff = Cutoff {
+        window_start: i64::try_from(facts.taken_at).unwrap_or(i64::MAX) - RECENT_WINDOW_SECS,
+        changed: location.and_then(|l| {
+            let file = l.at.file.display().to_string();
+            Some(super::recency::FileChange {
+                at: facts_index.mtime(&l.at.file)?,
+                own_verified: facts.verified_edits.contains(&file),
+            })
+        }),
     };
     fn recent<'e>(
         entries: &[&'e LogEntry],
         clock: &Option<LogClock>,
-        cutoff: i64,
+        cutoff: Cutoff,
     ) -> Vec<&'e LogEntry> {
         entries
             .iter()
             .copied()
             .filter(|e| match clock {
-                Some(clock) => clock.epoch(&e.time).is_some_and(|t| t > cutoff),
+                Some(clock) => clock.recent(&e.time, cutoff.window_start, cutoff.changed),
                 None => true,
             })
             .collect()
@@ -712,15 +742,21 @@ pub fn buffer_raise(
     if target > BUFFER_CAP {
         return None;
     }
+    Some((format_size(target), buffers_for(target, buffers)))
+}
+
+/// The `*_buffers` that go with a `*_buffer_size` of `target` bytes: the current ones when
+/// nginx's rule still holds for them (all buffers but one exceed the default busy size, twice
+/// the buffer size), else four buffers of the new size.
+pub fn buffers_for(target: u64, buffers: &str) -> String {
     let keep = buffers.split_once(' ').and_then(|(n, size)| {
         let (n, size) = (n.trim().parse::<u64>().ok()?, parse_size(size)?);
         (n >= 2 && (n - 1) * size > 2 * target && size <= BUFFER_CAP).then_some(())
     });
-    let buffers = match keep {
+    match keep {
         Some(()) => buffers.to_string(),
         None => format!("4 {}", format_size(target)),
-    };
-    Some((format_size(target), buffers))
+    }
 }
 
 fn route_context(
@@ -978,11 +1014,45 @@ mod tests {
         assert_eq!(naive_seconds("1970/01/01 00:00:00"), Some(0));
         assert_eq!(naive_seconds("2026/11/26 09:07:37"), Some(1_795_684_057));
         assert_eq!(naive_seconds("2026/13/26 09:07:37"), None);
+        let last_naive = naive_seconds("2026/11/26 10:00:00").unwrap();
         let clock = LogClock {
-            log_mtime: 1_000_000,
-            last_naive: naive_seconds("2026/11/26 10:00:00").unwrap(),
+            // a UTC+1 host; the last line reached the disk a second after its stamp
+            log_written: crate::engine::recency::at_second(last_naive - 3600 + 1),
+            last_naive,
         };
-        assert_eq!(clock.epoch("2026/11/26 09:59:00"), Some(1_000_000 - 60));
+        assert_eq!(
+            clock.epoch("2026/11/26 09:59:00"),
+            Some(last_naive - 3600 - 60)
+        );
+    }
+
+    #[test]
+    fn a_line_of_the_second_the_site_was_written_is_recent() {
+        use crate::engine::recency::at_second;
+        use std::time::Duration;
+        let last_naive = naive_seconds("2026/11/26 10:00:00").unwrap();
+        let second = last_naive; // a UTC host
+        let clock = LogClock {
+            log_written: at_second(second) + Duration::from_millis(700),
+            last_naive,
+        };
+        let written = at_second(second) + Duration::from_millis(400);
+        let change = |at| crate::engine::recency::FileChange {
+            at,
+            own_verified: false,
+        };
+        let window = second - RECENT_WINDOW_SECS;
+        assert!(clock.recent("2026/11/26 10:00:00", window, Some(change(written))));
+        assert!(!clock.recent("2026/11/26 09:59:59", window, Some(change(written))));
+        assert!(
+            clock.recent("2026/11/26 10:00:00", second, None),
+            "window's first second"
+        );
+        assert!(!clock.recent("2026/11/26 09:59:59", second, None));
+        // the site written again after the log's last line (a heal): that line is history
+        let healed = at_second(second) + Duration::from_millis(900);
+        assert!(!clock.recent("2026/11/26 10:00:00", window, Some(change(healed))));
+        assert!(!clock.recent("not a time", window, None));
     }
 
     #[test]

@@ -112,6 +112,9 @@ mod tests {
             pm2: Vec::new(),
             supervision: Vec::new(),
             fpm_pools: Vec::new(),
+            backend_probes: Vec::new(),
+            rolled_back_edits: Vec::new(),
+            verified_edits: Vec::new(),
         }
     }
 

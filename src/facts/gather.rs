@@ -101,7 +101,7 @@ pub async fn gather_remembering(
             .map(|p| unix_path_facts(p, worker.as_ref()))
             .collect()
     });
-    Facts {
+    let mut facts = Facts {
         taken_at,
         nginx,
         sockets,
@@ -114,7 +114,49 @@ pub async fn gather_remembering(
         fpm_pools,
         pm2,
         supervision,
+        backend_probes: Vec::new(),
+        rolled_back_edits: Vec::new(),
+        verified_edits: Vec::new(),
+    };
+    facts.backend_probes = backend_probes(&facts).await;
+    let mut site_files: Vec<&std::path::Path> = facts
+        .routes
+        .iter()
+        .map(|r| r.pass.at.file.as_path())
+        .collect();
+    site_files.sort();
+    site_files.dedup();
+    let rolled_back =
+        super::attempts::rolled_back_directive_edits(&settings.state_dir, &site_files);
+    facts.rolled_back_edits = rolled_back;
+    facts.verified_edits = super::attempts::verified_edits(&settings.state_dir, &site_files);
+    facts
+}
+
+/// How long one direct request to a backend may take.
+const DIRECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Requests each backend `facts::direct` names, directly: the evidence wrong-port and
+/// too-big-header are decided on, gathered before planning so that planning stays pure.
+async fn backend_probes(facts: &Facts) -> Vec<super::direct::BackendProbe> {
+    let mut out = Vec::new();
+    for r in super::direct::requests(facts) {
+        let address = r.address();
+        let answer = crate::adapters::backend_http::request(
+            &r.host,
+            r.port,
+            &r.path,
+            &address,
+            DIRECT_TIMEOUT,
+        )
+        .await;
+        out.push(super::direct::BackendProbe {
+            address,
+            path: r.path,
+            answer,
+        });
     }
+    out
 }
 
 // --- unix sockets and backend processes -------------------------------------------------------

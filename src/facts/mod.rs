@@ -4,6 +4,8 @@
 //! reason, so a missing error log is a fact, not an abort.
 
 pub mod aim;
+pub mod attempts;
+pub mod direct;
 pub mod error_log;
 pub mod gather;
 pub mod log_scan;
@@ -74,6 +76,14 @@ pub struct Facts {
     pub pm2: Vec<pm2::Pm2Daemon>,
     /// Who runs each dialled address's backend when it is not a systemd service.
     pub supervision: Vec<supervision::Supervision>,
+    // --- backends requested directly (wrong-port candidates, too-big-header measurements) ---
+    /// Each direct request made before planning and its answer (`facts::direct`).
+    pub backend_probes: Vec<direct::BackendProbe>,
+    /// The `set_directive` edits of each site file that were rolled back from its current bytes
+    /// (`facts::attempts`): a raise that did not heal is stepped over, never repeated.
+    pub rolled_back_edits: Vec<attempts::RolledBackEdits>,
+    /// The site files whose current bytes nginx-medic wrote in a committed transaction.
+    pub verified_edits: Vec<String>,
 }
 
 impl Facts {

@@ -60,6 +60,10 @@ pub fn sample_context() -> Value {
             "listeners": ["127.0.0.2:18010"],
             "hosts_on_endpoint_port": ["127.0.0.2"],
             "other_ports": [18011],
+            // the ports no site dials, each requested directly (wrong-port, facts::direct)
+            "candidates": [{"port": 18011, "address": "127.0.0.1:18011", "path": "/", "status": 200,
+                            "viable": true, "why": "answers 200 at /"}],
+            "viable_ports": [18011],
             "bind": {"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2", "from": "hint", "where": "HOST in /etc/default/api"},
             // how the main process last ran (crash-loop)
             "restart": "on-failure",
@@ -133,7 +137,11 @@ pub fn sample_context() -> Value {
             "busy_buffers_size": "8k",
             "read_timeout": "60s",
             "read_timeout_set": false,
-            "raise": {"buffer_size": "16k", "buffers": "4 16k", "cap": "64k"}
+            "raise": {"buffer_size": "16k", "buffers": "4 16k", "cap": "64k", "from": "measurement"},
+            // the backend's header block, requested directly at the site's probe path
+            "rolled_back": 1,
+            "measured": {"address": "127.0.0.1:18010", "path": "/", "status": 200,
+                         "header_bytes": 9000, "above_cap": false}
         },
         "route": {
             "endpoint_index": 0,
