@@ -703,6 +703,20 @@ impl Pinned {
             Some((id, hash)) => {
                 match rustix::fs::renameat_with(dirfd, tmp, dirfd, name, RenameFlags::EXCHANGE) {
                     Ok(()) => {}
+                    // A file system without RENAME_EXCHANGE: check, then rename over (the
+                    // rename still cannot leave the pinned directory).
+                    Err(Errno::INVAL) => {
+                        if !self.is(name, id, hash) {
+                            return Err(FsError::Raced {
+                                path: target,
+                                what: "was replaced",
+                            });
+                        }
+                        rustix::fs::renameat(dirfd, tmp, dirfd, name)
+                            .map_err(|e| write_err(&target, e.into()))?;
+                        staged.armed = false;
+                        return self.after_swap();
+                    }
                     Err(Errno::NOENT) => {
                         return Err(FsError::Raced {
                             path: target,
@@ -730,21 +744,23 @@ impl Pinned {
                     .map_err(|e| write_err(&target, e.into()))?;
                 staged.armed = false;
             }
-            None => {
-                match rustix::fs::renameat_with(dirfd, tmp, dirfd, name, RenameFlags::NOREPLACE) {
-                    Ok(()) => staged.armed = false,
-                    Err(Errno::EXIST) => {
-                        return Err(FsError::Raced {
-                            path: target,
-                            what: "appeared",
-                        })
-                    }
-                    Err(e) => return Err(write_err(&target, e.into())),
+            None => match rename_noreplace(dirfd, tmp, name) {
+                Ok(()) => staged.armed = false,
+                Err(Errno::EXIST) => {
+                    return Err(FsError::Raced {
+                        path: target,
+                        what: "appeared",
+                    })
                 }
-            }
+                Err(e) => return Err(write_err(&target, e.into())),
+            },
         }
+        self.after_swap()
+    }
+
+    fn after_swap(&self) -> Result<(), FsError> {
         fail_point!("fs.after-rename", |_| Err(write_err(
-            &target,
+            &self.resolved(),
             crate::failpoint::injected("fs.after-rename")
         )));
         sync_dir(&self.dir)
@@ -859,6 +875,22 @@ impl Pinned {
         rustix::fs::unlinkat(dirfd, aside.as_os_str(), AtFlags::empty())
             .map_err(|e| write_err(&target, e.into()))?;
         sync_dir(&self.dir)
+    }
+}
+
+/// Renames `from` to `to` in the directory unless `to` exists (`EEXIST`); where the file system
+/// has no `RENAME_NOREPLACE`, a hard link and an unlink do the same.
+fn rename_noreplace(
+    dir: std::os::fd::BorrowedFd<'_>,
+    from: &OsStr,
+    to: &OsStr,
+) -> Result<(), Errno> {
+    match rustix::fs::renameat_with(dir, from, dir, to, RenameFlags::NOREPLACE) {
+        Err(Errno::INVAL) => {
+            rustix::fs::linkat(dir, from, dir, to, AtFlags::empty())?;
+            rustix::fs::unlinkat(dir, from, AtFlags::empty())
+        }
+        done => done,
     }
 }
 
