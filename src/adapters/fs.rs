@@ -1166,6 +1166,10 @@ fn sync_dir(dir: &Dir) -> Result<(), FsError> {
 
 /// Makes a new entry in one of nginx-medic's own directories durable.
 fn sync_dir_path(dir: &Path) -> Result<(), FsError> {
+    fail_point!("fs.before-dir-fsync", |_| Err(write_err(
+        dir,
+        crate::failpoint::injected("fs.before-dir-fsync")
+    )));
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| write_err(dir, source))
