@@ -14,3 +14,4 @@ pub mod facts;
 pub mod failpoint;
 pub mod nginx_conf;
 pub mod playbook;
+pub mod redact;

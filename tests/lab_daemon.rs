@@ -801,21 +801,25 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
     assert!(!log.contains(" healing ["), "{log}");
     assert!(metrics(&lab).contains("nginx_medic_paused{unit=\"api.service\"} 1\n"));
 
-    // `apply` and `explain` see the pause too
-    let (code, applied) = lab.apply(&[], &[(api_site, 502)]);
-    assert_eq!(code, 2, "{applied:#}");
-    assert_eq!(applied["held"][0]["unit"], "api.service", "{applied:#}");
-    assert_eq!(applied["held"][0]["hold"], "paused");
-    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+    // `apply` waits its turn while the daemon holds the lock; `explain` sees the pause too
+    let out = lab.medic(&["apply"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("daemon.lock"), "{stderr}");
     let explain = lab.explain("paused");
     assert!(
         explain.contains("paused until ") && explain.contains("(nginx-medic resume api.service)"),
         "{explain}"
     );
 
-    // the pause survives a restart of the daemon
+    // the pause survives a restart of the daemon; `apply` in between sees it too
     let mut daemon = daemon;
     assert_eq!(daemon.stop().code(), Some(0));
+    let (code, applied) = lab.medic_json(&["apply"]);
+    assert_eq!(code, 2, "{applied:#}");
+    assert_eq!(applied["held"][0]["unit"], "api.service", "{applied:#}");
+    assert_eq!(applied["held"][0]["hold"], "paused");
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
     let daemon = Daemon::start(&lab, "");
     let log = daemon.wait_log(
         &format!("nothing is done (nginx-medic resume api.service) [{api} backend-down]"),
@@ -859,6 +863,9 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+    // `apply` (once the daemon is gone and its lock free) leaves it alone too
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop().code(), Some(0));
     let (code, applied) = lab.apply(&[], &[(lab.port("api_site"), 502)]);
     assert_eq!(
         (code, applied["held"][0]["hold"].as_str()),

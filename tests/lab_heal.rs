@@ -251,19 +251,15 @@ fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
     let site = lab.dir.join("nginx/sites-enabled/api.conf");
     let edited = fs::read_to_string(&site).unwrap() + "# edited after the review\n";
     fs::write(&site, &edited).unwrap();
-    let (code, applied) = lab.apply(
-        &["--plan", plan_file.to_str().unwrap()],
-        &[(lab.port("api_site"), 502)],
-    );
-    assert_eq!(
-        (code, applied["outcome"].as_str()),
-        (1, Some("failed")),
-        "{applied:#}"
-    );
-    let detail = applied["actions"][0]["detail"].as_str().unwrap();
+    // The host is planned afresh: the reviewed step is not the fresh plan's, so the plan is
+    // refused as invalid input before anything is done.
+    let out = lab.medic(&["apply", "--plan", plan_file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        detail.contains("changed since the plan was made"),
-        "{detail}"
+        stderr.contains("refused, nothing was done")
+            && stderr.contains("changed since the plan was made"),
+        "{stderr}"
     );
     assert_eq!(
         fs::read_to_string(&site).unwrap(),
@@ -271,7 +267,9 @@ fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
         "the newer edit is kept"
     );
 
-    // A fresh plan of the same fault, reviewed and run as written, heals.
+    // A fresh plan of the same fault, reviewed and run as written, heals (`--out` writes a
+    // new file only).
+    let plan_file = lab.dir.join("reviewed-again.json");
     let out = lab.medic(&["plan", "--out", plan_file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let (code, applied) = lab.apply(&["--plan", plan_file.to_str().unwrap()], &[]);

@@ -770,6 +770,10 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
                 EntryStatus::RolledBack,
                 "removed (it did not exist before)".to_string(),
             ),
+            RollbackOutcome::LeftAlone { reason } => {
+                all_restored = false;
+                (EntryStatus::Failed, format!("left alone: {reason}"))
+            }
             RollbackOutcome::Failed { reason } => {
                 all_restored = false;
                 (EntryStatus::Failed, reason.clone())

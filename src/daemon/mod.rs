@@ -679,7 +679,9 @@ impl Daemon {
         }
         events::would_heal(finding, lines.len());
         for (i, (line, step)) in lines.iter().zip(steps).enumerate() {
-            let diff = step.diff.as_deref().map(one_line).unwrap_or_default();
+            let mut shown = step.clone();
+            crate::redact::step(&mut shown);
+            let diff = shown.diff.as_deref().map(one_line).unwrap_or_default();
             events::planned(finding, i + 1, line, &diff);
         }
     }

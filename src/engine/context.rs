@@ -282,7 +282,7 @@ fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) ->
 }
 
 /// Environment keys that conventionally hold a backend's bind host (Node's `HOST`, …).
-const BIND_KEYS: [&str; 8] = [
+pub const BIND_KEYS: [&str; 8] = [
     "HOST",
     "BIND",
     "BIND_HOST",
