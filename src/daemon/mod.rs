@@ -25,6 +25,7 @@ use crate::engine::context::{site_url, targets, Target};
 use crate::engine::evaluate::{evaluate, Finding};
 use crate::engine::plan::{plan, Plan, Step};
 use crate::facts::gather::{error_log_path, gather_remembering, nginx_binary};
+use crate::facts::last_good::{LastGood, LocationKey};
 use crate::playbook::{load_dirs, PlaybookSet};
 use budget::{Budget, Decision, Escalation};
 use holds::{Announced, Change, Hold};
@@ -57,9 +58,22 @@ pub enum DaemonError {
 /// Why an evaluation was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Trigger {
-    ErrorLog { upstream: Option<String> },
-    Unit { unit: String, what: String },
-    Probe { site: String, status: Option<u16> },
+    ErrorLog {
+        upstream: Option<String>,
+    },
+    Unit {
+        unit: String,
+        what: String,
+    },
+    Probe {
+        site: String,
+        status: Option<u16>,
+    },
+    /// A probe answered, but a file of the site changed since the last evaluation: what it
+    /// dials is read again before it is remembered as good.
+    SiteChanged {
+        site: String,
+    },
     Pause, // the pause file changed, or a pause ended
 }
 
@@ -79,6 +93,12 @@ struct Site {
     url: String,
     /// The `Host` (and TLS server name) that reaches the site's server block.
     host: String,
+    /// What each location probed at `url` dialled at the last evaluation: remembered as its last
+    /// good configuration when a probe answers (`facts::last_good`).
+    locations: BTreeMap<LocationKey, BTreeSet<String>>,
+    /// The mtime of each file of those locations at the last evaluation: a probe that answers
+    /// after one changed is not evidence of what the evaluation saw.
+    files: BTreeMap<PathBuf, Option<SystemTime>>,
 }
 
 /// What the loop and its background tasks share.
@@ -89,6 +109,8 @@ struct Shared {
     /// Units with a systemd job queued or running (in transition: never acted on).
     pending_jobs: Mutex<BTreeMap<String, u32>>,
     probe_interval: Mutex<Duration>,
+    /// Where the last good configurations are kept (`settings.state_dir`).
+    state_dir: Mutex<PathBuf>,
     /// SIGTERM or SIGINT arrived during an evaluation: it finishes the transaction in flight
     /// and starts no other.
     stop_requested: AtomicBool,
@@ -134,6 +156,7 @@ pub async fn run(
     let (tx, mut rx) = unbounded_channel();
     let shared = Arc::new(Shared::default());
     *locked(&shared.probe_interval) = settings.daemon.probe_interval;
+    locked(&shared.state_dir).clone_from(&settings.state_dir);
     tasks.push(tokio::spawn(watch_units(
         settings.bus,
         shared.clone(),
@@ -465,6 +488,7 @@ impl Daemon {
             settings.daemon.circuit_breaker,
         );
         *locked(&self.shared.probe_interval) = settings.daemon.probe_interval;
+        locked(&self.shared.state_dir).clone_from(&settings.state_dir);
         self.settings = settings;
         self.playbooks = playbooks;
         // Plans may differ now: report them again.
@@ -882,23 +906,36 @@ impl Daemon {
     /// Updates the sites to probe and the units to watch from the targets.
     fn watch(&self, targets: &[Target]) {
         // a site no probe can reach is not probed: its answer would be another block's
-        let mut sites: Vec<Site> = targets
-            .iter()
-            .filter_map(|t| {
-                let Some(host) = t.route.aim.host.clone() else {
-                    tracing::debug!(site = %t.route.site, reason = t.route.aim.not_aimed.as_deref().unwrap_or(""), "site not probed");
-                    return None;
-                };
-                Some(Site {
-                    name: t.route.site.clone(),
-                    url: site_url(&t.route),
+        let mut by_probe: BTreeMap<(String, String, String), Site> = BTreeMap::new();
+        for t in targets {
+            let Some(host) = t.route.aim.host.clone() else {
+                tracing::debug!(site = %t.route.site, reason = t.route.aim.not_aimed.as_deref().unwrap_or(""), "site not probed");
+                continue;
+            };
+            let (name, url) = (t.route.site.clone(), site_url(&t.route));
+            let site = by_probe
+                .entry((name.clone(), url.clone(), host.clone()))
+                .or_insert_with(|| Site {
+                    name,
+                    url,
                     host,
+                    locations: BTreeMap::new(),
+                    files: BTreeMap::new(),
+                });
+            let file = t.route.pass.at.file.clone();
+            site.files
+                .entry(file.clone())
+                .or_insert_with(|| mtime(&file));
+            site.locations
+                .entry(LocationKey {
+                    site: t.route.site.clone(),
+                    location: t.route.location.clone(),
+                    file,
                 })
-            })
-            .collect();
-        sites.sort();
-        sites.dedup();
-        *locked(&self.shared.sites) = sites;
+                .or_default()
+                .insert(t.endpoint.address.clone());
+        }
+        *locked(&self.shared.sites) = by_probe.into_values().collect();
         let mut units: BTreeSet<String> = targets
             .iter()
             .filter_map(|t| t.endpoint.unit.clone())
@@ -1133,24 +1170,107 @@ async fn watch_units(bus: crate::config::Bus, shared: Arc<Shared>, tx: Unbounded
     }
 }
 
-/// The safety net: probes each site through nginx every `probe_interval`.
+/// A file's modification time, when it can be read.
+fn mtime(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The safety net: probes each site through nginx every `probe_interval`, and remembers what
+/// each location that answered dialled (`facts::last_good`, written only when it changes).
 async fn probe_sites(shared: Arc<Shared>, metrics: SharedMetrics, tx: UnboundedSender<Trigger>) {
+    let mut memory = Memory::default();
     loop {
         let interval = *locked(&shared.probe_interval);
         tokio::time::sleep(interval).await;
         let sites = locked(&shared.sites).clone();
+        memory.open(&locked(&shared.state_dir).clone());
         let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
-        for site in sites {
+        for site in &sites {
             let result = probe_site(&site.url, Some(&site.host), timeout).await;
             match result.status {
-                Some(status) if status < 500 => metrics.lock().probe_ok(&site.name, unix_now()),
+                Some(status) if status < 500 => {
+                    metrics.lock().probe_ok(&site.name, unix_now());
+                    if site.files.iter().all(|(f, at)| mtime(f) == *at) {
+                        memory.answered(site);
+                    } else {
+                        let _ = tx.send(Trigger::SiteChanged {
+                            site: site.name.clone(),
+                        });
+                    }
+                }
                 status => {
                     tracing::debug!(site = %site.name, url = %site.url, ?status, error = result.error.as_deref().unwrap_or(""), "probe failed");
                     let _ = tx.send(Trigger::Probe {
-                        site: site.name,
+                        site: site.name.clone(),
                         status,
                     });
                 }
+            }
+        }
+        memory.save(&sites);
+    }
+}
+
+/// The probe's memory of the last good configurations: loaded from `state_dir` once (again
+/// after it moved or could not be read), saved after a round of probes when it changed.
+#[derive(Default)]
+struct Memory {
+    state_dir: Option<PathBuf>,
+    /// `None` while the file cannot be read: nothing is remembered over a damaged file.
+    last_good: Option<LastGood>,
+    changed: bool,
+    /// The reason last logged, so a damaged file is logged once, not every round.
+    warned: Option<String>,
+}
+
+impl Memory {
+    fn open(&mut self, state_dir: &Path) {
+        if self.state_dir.as_deref() == Some(state_dir) && self.last_good.is_some() {
+            return;
+        }
+        self.state_dir = Some(state_dir.to_path_buf());
+        self.changed = false;
+        self.last_good = match LastGood::load(state_dir) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let reason = crate::error_text::chain(&e);
+                if self.warned.as_deref() != Some(reason.as_str()) {
+                    tracing::warn!(error = %one_line(&reason), "the last good configurations cannot be read; nothing is remembered until the file is fixed");
+                    self.warned = Some(reason);
+                }
+                None
+            }
+        };
+    }
+
+    fn answered(&mut self, site: &Site) {
+        let Some(m) = &mut self.last_good else { return };
+        let now = pause::unix_now();
+        for (key, addresses) in &site.locations {
+            self.changed |= m.answered(key, addresses, now);
+        }
+    }
+
+    /// Forgets the locations the configuration no longer has (unless no site is known: a
+    /// configuration that did not load is no reason to forget), then writes when changed.
+    fn save(&mut self, sites: &[Site]) {
+        let (Some(m), Some(dir)) = (&mut self.last_good, &self.state_dir) else {
+            return;
+        };
+        if !sites.is_empty() {
+            let keys: BTreeSet<LocationKey> = sites
+                .iter()
+                .flat_map(|s| s.locations.keys().cloned())
+                .collect();
+            self.changed |= m.retain(&keys);
+        }
+        if !self.changed {
+            return;
+        }
+        match m.save(dir) {
+            Ok(()) => self.changed = false,
+            Err(e) => {
+                tracing::warn!(error = %one_line(&crate::error_text::chain(&e)), "cannot remember the last good configurations")
             }
         }
     }

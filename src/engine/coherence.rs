@@ -479,6 +479,7 @@ mod tests {
             bindv6only: false,
             declared: &declared,
             remembered: &remembered,
+            last_good: &crate::facts::last_good::LastGood::empty(),
         };
         let routes = routes(&nginx, &input, &resolve);
         Facts {
@@ -503,6 +504,9 @@ mod tests {
             backend_probes: Vec::new(),
             rolled_back_edits: Vec::new(),
             verified_edits: Vec::new(),
+            last_good: crate::facts::Gathered::Ok {
+                data: crate::facts::last_good::LastGood::empty(),
+            },
             unix_paths: Vec::new(),
             fpm_pools: Vec::new(),
         }

@@ -51,6 +51,7 @@ pub fn add_direct_evidence(
                             address,
                             verdict,
                             status: answer.and_then(|a| a.status),
+                            named_by: named_by(endpoint, port),
                         }
                     })
                     .collect()
@@ -71,6 +72,7 @@ pub fn add_direct_evidence(
                     "path": path,
                     "status": c.status,
                     "viable": c.verdict.is_ok(),
+                    "named_by": c.named_by,
                     "why": match &c.verdict {
                         Ok(()) => format!("answers {} at {path}", c.status.unwrap_or(0)),
                         Err(why) => why.clone(),
@@ -133,6 +135,29 @@ pub fn add_direct_evidence(
     location.insert("raise".into(), raise_value(raise));
 }
 
+/// Which evidence names `port` as the one a typo'd pass target meant, in rank order: `the
+/// backends: hint for shop.service, the last good configuration`.
+fn named_by(endpoint: &Endpoint, port: u16) -> String {
+    use crate::facts::mapping::UnitSource;
+    let named: Vec<String> = endpoint
+        .meant
+        .iter()
+        .filter(|m| m.ports.contains(&port))
+        .map(|m| match m.from {
+            UnitSource::UndialledHint => format!("the `backends:` hint for {}", m.unit),
+            UnitSource::LastGood => format!("the last good configuration, {}", m.unit),
+            UnitSource::SiteIdentity => format!("{}, named like the site", m.unit),
+            _ => m.unit.clone(),
+        })
+        .collect();
+    if named.is_empty() {
+        let unit = endpoint.unit.as_deref().unwrap_or("the unit");
+        format!("a port of {unit}")
+    } else {
+        named.join(", ")
+    }
+}
+
 /// `location.raise`: null when nothing is raised.
 fn raise_value(raise: Raise) -> Value {
     match raise {
@@ -187,6 +212,8 @@ struct Candidate {
     /// `Err` says why the site may not be pointed at it.
     verdict: Result<(), String>,
     status: Option<u16>,
+    /// The evidence that names it (`named_by`).
+    named_by: String,
 }
 
 /// A raise of `*_buffer_size` and the `*_buffers` that go with it.

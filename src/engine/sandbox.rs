@@ -115,6 +115,9 @@ mod tests {
             backend_probes: Vec::new(),
             rolled_back_edits: Vec::new(),
             verified_edits: Vec::new(),
+            last_good: crate::facts::Gathered::Ok {
+                data: crate::facts::last_good::LastGood::empty(),
+            },
         }
     }
 

@@ -134,11 +134,24 @@ pub fn plain_http(route: &Route) -> bool {
     route.directive == "proxy_pass" && route.pass.raw.starts_with("http://")
 }
 
-/// The TCP ports a unit listens on that no site dials, for an endpoint nothing listens on: the
-/// ports a typo'd pass target may have meant. Never a port another site dials.
+/// The TCP ports a typo'd pass target may have meant, for an endpoint nothing listens on: every
+/// port the evidence of the intended backend names (`Endpoint::meant`: a hint, the last good
+/// configuration, the site's identity; two sources naming different ports give both), else each
+/// port its unit listens on. Never a port another site dials.
 pub fn candidate_ports(endpoint: &Endpoint, dialled: &BTreeSet<u16>) -> Vec<u16> {
     if endpoint.listening || endpoint.unit.is_none() {
         return Vec::new();
+    }
+    if !endpoint.meant.is_empty() {
+        let mut ports: Vec<u16> = endpoint
+            .meant
+            .iter()
+            .flat_map(|m| m.ports.iter().copied())
+            .filter(|p| !dialled.contains(p))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        return ports;
     }
     let mut ports: Vec<u16> = endpoint
         .unit_listeners

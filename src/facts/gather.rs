@@ -55,6 +55,12 @@ pub async fn gather_remembering(
         data.iter_mut().for_each(|u| add_unit_output(u, user_bus));
     }
     let fpm_pools = fpm_pools(units.ok().map_or(&[][..], Vec::as_slice));
+    // damage is a fact, not an abort: the other evidence stands
+    let last_good = Gathered::from_result(
+        super::last_good::LastGood::load(&settings.state_dir)
+            .map_err(|e| crate::error_text::chain(&e)),
+    );
+    let no_memory = super::last_good::LastGood::empty();
     let routes = match (nginx.ok(), sockets.ok()) {
         (Some(n), Some(s)) => {
             let unit_list = units.ok().map_or(&[][..], Vec::as_slice);
@@ -71,6 +77,7 @@ pub async fn gather_remembering(
                 bindv6only: procfs.bindv6only(),
                 declared: &declared,
                 remembered,
+                last_good: last_good.ok().unwrap_or(&no_memory),
             };
             mapping::routes(n, &input, &resolve)
         }
@@ -117,6 +124,7 @@ pub async fn gather_remembering(
         backend_probes: Vec::new(),
         rolled_back_edits: Vec::new(),
         verified_edits: Vec::new(),
+        last_good,
     };
     facts.backend_probes = backend_probes(&facts).await;
     let mut site_files: Vec<&std::path::Path> = facts

@@ -48,6 +48,21 @@ pub struct Endpoint {
     pub unit_from: Option<UnitSource>,
     /// Every socket the unit listens on, to compare with `address`.
     pub unit_listeners: Vec<String>,
+    /// For an endpoint nothing listens on and no unit was known for: the evidence of the
+    /// backend it was meant to reach, in rank order (a `backends:` hint, the last good
+    /// configuration, the site's identity), each with the ports it names. The unit is the
+    /// first one's; every port named is requested directly before planning.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub meant: Vec<Meant>,
+}
+
+/// One piece of evidence of the backend a typo'd port was meant to reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Meant {
+    pub from: UnitSource,
+    pub unit: String,
+    /// The TCP ports it names, none of them dialled by a site.
+    pub ports: Vec<u16>,
 }
 
 /// How the unit of an endpoint was found.
@@ -72,6 +87,9 @@ pub enum UnitSource {
     /// The unit of a `backends:` hint for the endpoint's host whose port no site dials while
     /// the unit listens there: the backend a typo'd port was meant to reach.
     UndialledHint,
+    /// The unit listening now on the port this location dialled the last time a probe through
+    /// nginx answered (the daemon's memory), a port no site dials now.
+    LastGood,
 }
 
 /// Everything the mapping needs besides nginx's facts.
@@ -88,6 +106,8 @@ pub struct MappingInput<'a> {
     /// The unit that owned each address's listening socket when last seen (the daemon's
     /// memory), so a backend that just stopped is still known by its socket's last owner.
     pub remembered: &'a BTreeMap<String, String>,
+    /// The addresses each location dialled the last time a probe through nginx answered.
+    pub last_good: &'a crate::facts::last_good::LastGood,
 }
 
 /// The address a target names before name resolution.
@@ -154,23 +174,30 @@ pub fn routes(
                 .into_iter()
                 .flat_map(|d| endpoints_of(&d, input, resolve))
                 .collect();
+            let site_name = site
+                .server_names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "_".into());
+            let key = crate::facts::last_good::LocationKey {
+                site: site_name.clone(),
+                location: location.path.clone(),
+                file: pass.at.file.clone(),
+            };
+            let remembered = input.last_good.addresses(&key).unwrap_or_default();
             for e in endpoints
                 .iter_mut()
                 .filter(|e| e.unit.is_none() && !e.listening)
             {
                 let names = site_names(site, &pass.at.file);
-                if let Some(unit) = undialled_hint(input, &dialled_ports, &e.address) {
-                    set_unit(e, unit, UnitSource::UndialledHint, input);
-                } else if let Some(unit) = identity_match(input.sockets, &dialled_ports, &names) {
-                    set_unit(e, unit, UnitSource::SiteIdentity, input);
+                let meant = meant(input, &dialled_ports, &e.address, remembered, &names);
+                if let Some(first) = meant.first() {
+                    set_unit(e, first.unit.clone(), first.from, input);
                 }
+                e.meant = meant;
             }
             routes.push(Route {
-                site: site
-                    .server_names
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "_".into()),
+                site: site_name,
                 listen: site.listen.clone(),
                 location: location.path.clone(),
                 directive: pass.directive.clone(),
@@ -228,6 +255,99 @@ fn site_names(site: &crate::facts::nginx::Site, file: &std::path::Path) -> Vec<S
     names.sort();
     names.dedup();
     names
+}
+
+/// The evidence of the backend a typo'd port at `address` was meant to reach, in rank order:
+/// a `backends:` hint whose port no site dials while its unit listens there, the address the
+/// location dialled the last time a probe answered (`remembered`: same host, a unit listens on
+/// its port now, no site dials it), the service named like the site. Each source names a unit
+/// and the ports it stands for: a hint's and the identity's unit all of its undialled ports,
+/// the last good configuration its one port.
+fn meant(
+    input: &MappingInput<'_>,
+    dialled_ports: &std::collections::BTreeSet<u16>,
+    address: &str,
+    remembered: &[String],
+    names: &[String],
+) -> Vec<Meant> {
+    let undialled_ports = |unit: &str| -> Vec<u16> {
+        let cgroup = input
+            .units
+            .iter()
+            .find(|u| u.name == unit)
+            .and_then(|u| u.control_group.as_deref());
+        let mut ports: Vec<u16> = listeners_of_unit(input.sockets, unit, cgroup)
+            .iter()
+            .filter_map(|l| match UpstreamAddr::parse(l)? {
+                UpstreamAddr::Tcp { port, .. } => Some(port),
+                UpstreamAddr::Unix { .. } => None,
+            })
+            .filter(|p| !dialled_ports.contains(p))
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        ports
+    };
+    let mut out = Vec::new();
+    if let Some(unit) = undialled_hint(input, dialled_ports, address) {
+        let ports = undialled_ports(&unit);
+        out.push(Meant {
+            from: UnitSource::UndialledHint,
+            unit,
+            ports,
+        });
+    }
+    if let Some((unit, port)) =
+        last_good_candidate(input.sockets, dialled_ports, address, remembered)
+    {
+        out.push(Meant {
+            from: UnitSource::LastGood,
+            unit,
+            ports: vec![port],
+        });
+    }
+    if let Some(unit) = identity_match(input.sockets, dialled_ports, names) {
+        let ports = undialled_ports(&unit);
+        out.push(Meant {
+            from: UnitSource::SiteIdentity,
+            unit,
+            ports,
+        });
+    }
+    out
+}
+
+/// The remembered address of a location that is a candidate for its typo'd port at `address`:
+/// on the same host, a port no site dials now, on which one unit's process listens now (that
+/// unit, and the port). An address of another host, a dialled port, a port nothing or no unit
+/// listens on, or several remembered candidates: `None`, never a guess.
+fn last_good_candidate(
+    sockets: &SocketFacts,
+    dialled_ports: &std::collections::BTreeSet<u16>,
+    address: &str,
+    remembered: &[String],
+) -> Option<(String, u16)> {
+    let Some(UpstreamAddr::Tcp { host, .. }) = UpstreamAddr::parse(address) else {
+        return None;
+    };
+    let mut found: Vec<(String, u16)> = remembered
+        .iter()
+        .filter_map(|a| match UpstreamAddr::parse(a)? {
+            UpstreamAddr::Tcp { host: h, port } if h == host => Some(port),
+            _ => None,
+        })
+        .filter(|port| !dialled_ports.contains(port))
+        .filter_map(|port| {
+            let unit = the_one_unit(sockets.tcp_listeners_on(port), |u| u.ends_with(".service"))?;
+            Some((unit, port))
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    match found.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
 }
 
 /// The one service whose name is one of the site's `names` and that listens on a TCP port no
@@ -398,6 +518,7 @@ fn endpoint(
         unit: None,
         unit_from: None,
         unit_listeners: Vec::new(),
+        meant: Vec::new(),
     };
     attribute_unit(
         &mut endpoint,
@@ -670,6 +791,7 @@ mod tests {
             BTreeMap<String, BTreeMap<String, String>>,
             BTreeMap<String, String>,
         ) = (BTreeMap::new(), BTreeMap::new());
+        let memory = crate::facts::last_good::LastGood::empty();
         let input = |hints: &'static [BackendHint]| MappingInput {
             sockets: &sockets,
             units: &[],
@@ -678,6 +800,7 @@ mod tests {
             bindv6only: false,
             declared: &none,
             remembered: &none,
+            last_good: &memory,
         };
         let dialled: std::collections::BTreeSet<u16> = [18010, 18022].into();
         let hints: &'static [BackendHint] =
@@ -715,6 +838,224 @@ mod tests {
             undialled_hint(&input(no_unit), &dialled, "127.0.0.1:18022"),
             None
         );
+    }
+
+    #[test]
+    fn the_last_good_address_is_a_candidate_only_on_the_same_host_listened_and_undialled() {
+        let sockets = listening(&[
+            ("127.0.0.1", 18016, "storefront.service"),
+            ("127.0.0.1", 18010, "api.service"),
+            ("127.0.0.1", 18030, "session-4.scope"),
+        ]);
+        let dialled: std::collections::BTreeSet<u16> = [18010, 18018].into();
+        let good = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let found = |remembered: &[String], at: &str, dialled| {
+            last_good_candidate(&sockets, dialled, at, remembered)
+        };
+        assert_eq!(
+            found(&good(&["127.0.0.1:18016"]), "127.0.0.1:18018", &dialled),
+            Some(("storefront.service".to_string(), 18016))
+        );
+        assert_eq!(
+            found(&good(&["[::1]:18016"]), "127.0.0.1:18018", &dialled),
+            None,
+            "another host"
+        );
+        assert_eq!(
+            found(&good(&["127.0.0.1:18017"]), "127.0.0.1:18018", &dialled),
+            None,
+            "nothing listens there now"
+        );
+        assert_eq!(
+            found(&good(&["127.0.0.1:18010"]), "127.0.0.1:18018", &dialled),
+            None,
+            "another site dials it"
+        );
+        assert_eq!(
+            found(&good(&["127.0.0.1:18030"]), "127.0.0.1:18018", &dialled),
+            None,
+            "no service listens there"
+        );
+        assert_eq!(
+            found(&good(&["unix:/run/x.sock"]), "127.0.0.1:18018", &dialled),
+            None
+        );
+        let dialled_too: std::collections::BTreeSet<u16> = [18010, 18016, 18018].into();
+        assert_eq!(
+            found(&good(&["127.0.0.1:18016"]), "127.0.0.1:18018", &dialled_too),
+            None,
+            "a site dials it now"
+        );
+        // an upstream group's two remembered servers both listened on: never a guess
+        let two = listening(&[
+            ("127.0.0.1", 18016, "a.service"),
+            ("127.0.0.1", 18017, "b.service"),
+        ]);
+        assert_eq!(
+            last_good_candidate(
+                &two,
+                &dialled,
+                "127.0.0.1:18018",
+                &good(&["127.0.0.1:18016", "127.0.0.1:18017"])
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_evidence_of_a_typod_port_ranks_hint_then_last_good_then_identity() {
+        let sockets = listening(&[
+            ("127.0.0.1", 18016, "storefront.service"),
+            ("127.0.0.1", 18017, "storefront.service"),
+            ("127.0.0.1", 18021, "cart.service"),
+            ("127.0.0.1", 18022, "shop.service"),
+            ("127.0.0.1", 18010, "api.service"),
+        ]);
+        let (env, none): (
+            BTreeMap<String, BTreeMap<String, String>>,
+            BTreeMap<String, String>,
+        ) = (BTreeMap::new(), BTreeMap::new());
+        let hints = vec![BackendHint {
+            upstream: UpstreamAddr::parse("127.0.0.1:18021").unwrap(),
+            unit: Some("cart.service".into()),
+            bind: None,
+            heal: true,
+        }];
+        let memory = crate::facts::last_good::LastGood::empty();
+        let input = |hints| MappingInput {
+            sockets: &sockets,
+            units: &[],
+            unit_env: &env,
+            hints,
+            bindv6only: false,
+            declared: &none,
+            remembered: &none,
+            last_good: &memory,
+        };
+        let dialled: std::collections::BTreeSet<u16> = [18010, 18018].into();
+        let remembered = vec!["127.0.0.1:18016".to_string()];
+        let shop = vec!["shop".to_string()];
+        let sources = |m: Vec<Meant>| {
+            m.into_iter()
+                .map(|m| (m.from, m.unit, m.ports))
+                .collect::<Vec<_>>()
+        };
+        // every source, in rank order: the unit is the hint's, every port is listed
+        let all = meant(
+            &input(&hints),
+            &dialled,
+            "127.0.0.1:18018",
+            &remembered,
+            &shop,
+        );
+        assert_eq!(
+            sources(all),
+            vec![
+                (
+                    UnitSource::UndialledHint,
+                    "cart.service".into(),
+                    vec![18021]
+                ),
+                (
+                    UnitSource::LastGood,
+                    "storefront.service".into(),
+                    vec![18016]
+                ),
+                (UnitSource::SiteIdentity, "shop.service".into(), vec![18022]),
+            ]
+        );
+        // no hint and no unit named like the site: the last good configuration alone, its
+        // one port (not the unit's other one)
+        let alone = meant(&input(&[]), &dialled, "127.0.0.1:18018", &remembered, &[]);
+        assert_eq!(
+            sources(alone),
+            vec![(
+                UnitSource::LastGood,
+                "storefront.service".into(),
+                vec![18016]
+            )]
+        );
+        assert!(meant(&input(&[]), &dialled, "127.0.0.1:18018", &[], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_typod_port_is_attributed_from_the_last_good_configuration() {
+        let sockets = listening(&[("127.0.0.1", 18016, "storefront.service")]);
+        let (env, none): (
+            BTreeMap<String, BTreeMap<String, String>>,
+            BTreeMap<String, String>,
+        ) = (BTreeMap::new(), BTreeMap::new());
+        let file = std::path::PathBuf::from("/etc/nginx/sites-enabled/shop.conf");
+        let mut memory = crate::facts::last_good::LastGood::empty();
+        let key = crate::facts::last_good::LocationKey {
+            site: "shop.lab".into(),
+            location: "/".into(),
+            file: file.clone(),
+        };
+        memory.answered(&key, &["127.0.0.1:18016".to_string()].into(), 1);
+        let at = crate::facts::nginx::At {
+            file: file.clone(),
+            line: 5,
+            col: 9,
+            start: 0,
+            end: 0,
+        };
+        let nginx = NginxFacts {
+            sites: vec![crate::facts::nginx::Site {
+                server_names: vec!["shop.lab".into()],
+                listen: vec!["127.0.0.1:18007".into()],
+                listeners: Vec::new(),
+                at: at.clone(),
+                locations: vec![crate::facts::nginx::Location {
+                    path: "/".into(),
+                    at: at.clone(),
+                    pass: Some(Pass {
+                        directive: "proxy_pass".into(),
+                        raw: "http://127.0.0.1:18018".into(),
+                        target: Target::Tcp {
+                            host: "127.0.0.1".into(),
+                            port: 18018,
+                            scheme: Some("http".into()),
+                        },
+                        at: at.clone(),
+                        arg: at,
+                    }),
+                    settings: BTreeMap::new(),
+                }],
+            }],
+            conf: "/etc/nginx/nginx.conf".into(),
+            files: Vec::new(),
+            user: None,
+            error_logs: Vec::new(),
+            upstreams: Vec::new(),
+        };
+        let input = MappingInput {
+            sockets: &sockets,
+            units: &[],
+            unit_env: &env,
+            hints: &[],
+            bindv6only: false,
+            declared: &none,
+            remembered: &none,
+            last_good: &memory,
+        };
+        let routes = routes(&nginx, &input, &|_| Vec::new());
+        let e = &routes[0].endpoints[0];
+        assert_eq!(e.unit.as_deref(), Some("storefront.service"));
+        assert_eq!(e.unit_from, Some(UnitSource::LastGood));
+        let dialled: std::collections::BTreeSet<u16> = [18018].into();
+        assert_eq!(
+            crate::facts::direct::candidate_ports(e, &dialled),
+            vec![18016]
+        );
+        // another location of the same site remembers nothing
+        let forgotten = crate::facts::last_good::LastGood::empty();
+        let input = MappingInput {
+            last_good: &forgotten,
+            ..input
+        };
+        let routes = super::routes(&nginx, &input, &|_| Vec::new());
+        assert_eq!(routes[0].endpoints[0].unit, None);
     }
 
     #[test]

@@ -8,8 +8,9 @@ pub mod attempts;
 pub mod direct;
 pub mod error_log;
 pub mod gather;
-pub mod log_scan;
 pub mod gather_backends;
+pub mod last_good;
+pub mod log_scan;
 pub mod mapping;
 pub mod nginx;
 pub mod nginx_test;
@@ -84,6 +85,9 @@ pub struct Facts {
     pub rolled_back_edits: Vec<attempts::RolledBackEdits>,
     /// The site files whose current bytes nginx-medic wrote in a committed transaction.
     pub verified_edits: Vec<String>,
+    /// The addresses each site location dialled the last time a probe through nginx answered
+    /// (the daemon's memory, `facts::last_good`); a damaged file is `Unavailable`, never fatal.
+    pub last_good: Gathered<last_good::LastGood>,
 }
 
 impl Facts {

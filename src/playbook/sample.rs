@@ -62,7 +62,8 @@ pub fn sample_context() -> Value {
             "other_ports": [18011],
             // the ports no site dials, each requested directly (wrong-port, facts::direct)
             "candidates": [{"port": 18011, "address": "127.0.0.1:18011", "path": "/", "status": 200,
-                            "viable": true, "why": "answers 200 at /"}],
+                            "viable": true, "why": "answers 200 at /",
+                            "named_by": "the last good configuration, api.service"}],
             "viable_ports": [18011],
             "bind": {"file": "/etc/default/api", "key": "HOST", "value": "127.0.0.2", "from": "hint", "where": "HOST in /etc/default/api"},
             // how the main process last ran (crash-loop)
