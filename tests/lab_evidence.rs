@@ -391,3 +391,235 @@ fn lab_a_raise_after_a_rollback_steps_up() {
         }
     }
 }
+
+/// `nginx-medic run` in the lab, ended (and waited for) on drop, also when a test panics.
+struct RunningDaemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl RunningDaemon {
+    /// Starts the daemon in `apply` mode, probing every 500 ms.
+    fn start(lab: &Lab) -> RunningDaemon {
+        let mut config = fs::read_to_string(lab.config()).expect("medic.yaml");
+        if !config.contains("\ndaemon:") {
+            config.push_str("daemon:\n  mode: apply\n  probe_interval: 500ms\n");
+            fs::write(lab.config(), config).expect("write medic.yaml");
+        }
+        let log = lab.dir.join("daemon.log");
+        let out = fs::File::create(&log).expect("daemon log");
+        let child = lab
+            .medic_command()
+            .arg("run")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("NGINX_MEDIC_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn nginx-medic run");
+        RunningDaemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let start = Instant::now();
+        while self.child.try_wait().expect("try_wait").is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "the daemon did not stop:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RunningDaemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Waits until `check` holds, or panics with `what` after `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "{what} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Rewrites the port of the site's `proxy_pass` and reloads nginx.
+fn set_port(lab: &Lab, file: &Path, from: u16, to: u16) {
+    let text = fs::read_to_string(file).expect("site");
+    let typo = text.replace(
+        &format!("proxy_pass http://127.0.0.1:{from};"),
+        &format!("proxy_pass http://127.0.0.1:{to};"),
+    );
+    assert_ne!(typo, text, "the site passes to {from}: {text}");
+    fs::write(file, typo).expect("write the site");
+    ok(lab.systemctl(&["reload", "nginx.service"]), "reload nginx");
+    std::thread::sleep(Duration::from_millis(700));
+}
+
+/// Issue 11, failure 4, from the daemon's history: a healthy site's `proxy_pass` port is edited
+/// to a typo and nginx reloaded; no `backends:` hint names the backend, and its unit is not
+/// named like the site. The daemon remembered what the site dialled when its probe last
+/// answered (`state/last-good.json`): it heals the site back to that port, after requesting it
+/// directly. Stopped, it leaves the memory to `diagnose` and `apply` from a shell, which heal
+/// the same typo again. The backend's second port (metrics) is never a candidate: the last
+/// good configuration names one port.
+#[test]
+fn lab_typod_port_is_healed_back_to_the_last_good_address() {
+    let lab = Lab::start();
+    let (site_port, app_port, metrics_port) = (lab.base + 7, lab.base + 16, lab.base + 17);
+    let typo = lab.base + 18;
+    transient_backend(
+        &lab,
+        "storefront.service",
+        TWO_PORT_APP,
+        &[app_port.to_string(), metrics_port.to_string()],
+    );
+    let file = add_site(
+        &lab,
+        "shop.conf",
+        &site("shop", site_port, &format!("127.0.0.1:{app_port}")),
+    );
+    assert_eq!(lab.http_status(site_port, "/"), 200);
+    let memory = lab.dir.join("state/last-good.json");
+    let good = format!("127.0.0.1:{app_port}");
+
+    let daemon = RunningDaemon::start(&lab);
+    wait_for(
+        "the daemon remembers the site's address",
+        Duration::from_secs(30),
+        || fs::read_to_string(&memory).is_ok_and(|t| t.contains(&good)),
+    );
+    let written = fs::metadata(&memory).and_then(|m| m.modified()).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        fs::metadata(&memory).and_then(|m| m.modified()).unwrap(),
+        written,
+        "not written again by probes that change nothing"
+    );
+
+    set_port(&lab, &file, app_port, typo);
+    wait_for(
+        "the daemon heals the typo'd port",
+        Duration::from_secs(30),
+        || lab.http_status(site_port, "/") == 200,
+    );
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!("proxy_pass http://{good};")),
+        "{text}\n{}",
+        daemon.log()
+    );
+    daemon.stop();
+
+    // from a shell, with the daemon stopped: the same memory
+    set_port(&lab, &file, app_port, typo);
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2, "{diagnosis:#}");
+    let f = finding(&diagnosis, "wrong-port");
+    assert_eq!(f["site"], "shop.lab");
+    assert_eq!(f["unit"], "storefront.service", "{f:#}");
+    assert_eq!(f["conclusive"], true, "{f:#}");
+    let evidence = f["evidence"].to_string();
+    assert!(
+        evidence.contains(&format!("{good} (answers 200 at /)")),
+        "{f:#}"
+    );
+    assert!(
+        evidence.contains(&format!("{good} (the last good configuration")),
+        "{f:#}"
+    );
+    assert!(
+        !evidence.contains(&format!("127.0.0.1:{metrics_port}")),
+        "{f:#}"
+    );
+    lab.apply_heals(site_port);
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!("proxy_pass http://{good};")),
+        "{text}"
+    );
+    for other in ["api_site", "web_site"] {
+        assert_eq!(
+            lab.http_status(lab.port(other), "/"),
+            200,
+            "{other} still answers"
+        );
+    }
+}
+
+/// The refusal: the daemon's memory and a `backends:` hint name two different backends that
+/// both answer. Inconclusive, both listed with the evidence that named each, nothing changed.
+#[test]
+fn lab_typod_port_with_a_hint_and_another_last_good_address_is_inconclusive() {
+    let lab = Lab::start();
+    let (site_port, remembered, hinted) = (lab.base + 7, lab.base + 16, lab.base + 17);
+    let typo = lab.base + 18;
+    transient_backend(
+        &lab,
+        "storefront.service",
+        TWO_PORT_APP,
+        &[remembered.to_string()],
+    );
+    transient_backend(&lab, "cart.service", TWO_PORT_APP, &[hinted.to_string()]);
+    let file = add_site(
+        &lab,
+        "shop.conf",
+        &site("shop", site_port, &format!("127.0.0.1:{remembered}")),
+    );
+    let state = lab.dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    let key = serde_json::json!({
+        "version": 1,
+        "locations": [{
+            "key": {"site": "shop.lab", "location": "/", "file": file},
+            "addresses": [format!("127.0.0.1:{remembered}")],
+            "since": 1,
+        }],
+    });
+    fs::write(state.join("last-good.json"), key.to_string()).unwrap();
+    add_hint(&lab, &format!("127.0.0.1:{hinted}"), "cart.service");
+    set_port(&lab, &file, remembered, typo);
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+
+    let (_, diagnosis) = lab.medic_json(&["diagnose"]);
+    let f = finding(&diagnosis, "wrong-port");
+    assert_eq!(f["conclusive"], false, "{f:#}");
+    let evidence = f["evidence"].to_string();
+    for (port, by) in [
+        (
+            remembered,
+            "the last good configuration, storefront.service",
+        ),
+        (hinted, "the `backends:` hint for cart.service"),
+    ] {
+        assert!(
+            evidence.contains(&format!("127.0.0.1:{port} (answers 200 at /)")),
+            "{f:#}"
+        );
+        assert!(
+            evidence.contains(&format!("127.0.0.1:{port} ({by})")),
+            "{f:#}"
+        );
+    }
+    let files = lab.config_files();
+    let (_, applied) = lab.medic_json(&["apply"]);
+    assert_ne!(applied["outcome"], "healed", "{applied:#}");
+    assert!(lab.config_files() == files, "nothing changed");
+}
