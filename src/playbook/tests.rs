@@ -51,7 +51,7 @@ fn running(listeners: &[&str], hosts: &[&str], other_ports: &[u16]) -> Value {
         json!(other_ports
         .iter()
         .map(|p| json!({"port": p, "address": format!("127.0.0.1:{p}"), "path": "/", "status": 200,
-                        "viable": true, "why": "answers 200 at /"}))
+                        "viable": true, "why": "answers 200 at /", "named_by": "a port of api.service"}))
         .collect::<Vec<_>>());
     ctx
 }
@@ -233,6 +233,7 @@ fn wrong_port_rewrites_the_pass_target() {
             "nothing listens on 127.0.0.1:18010",
             "api.service listens on port 18011, not 18010",
             "requested directly: 127.0.0.1:18011 (answers 200 at /)",
+            "named by: 127.0.0.1:18011 (a port of api.service)",
             "proxy_pass 127.0.0.1:18010 at /etc/nginx/sites-enabled/api.conf:4",
         ]
     );
