@@ -588,7 +588,12 @@ fn lab_typod_port_with_a_hint_and_another_last_good_address_is_inconclusive() {
     let key = serde_json::json!({
         "version": 1,
         "locations": [{
-            "key": {"site": "shop.lab", "location": "/", "file": file},
+            "key": {
+                "site": "shop.lab",
+                "listen": format!("127.0.0.1:{site_port}"),
+                "location": "/",
+                "file": file,
+            },
             "addresses": [format!("127.0.0.1:{remembered}")],
             "since": 1,
         }],

@@ -929,6 +929,7 @@ impl Daemon {
             site.locations
                 .entry(LocationKey {
                     site: t.route.site.clone(),
+                    listen: t.route.listen.join("; "),
                     location: t.route.location.clone(),
                     file,
                 })

@@ -50,12 +50,14 @@ pub enum LastGoodError {
     Write(#[from] crate::adapters::fs::FsError),
 }
 
-/// Which location: its site (first `server_name`, or `_`), its path, and the file of its pass
-/// directive.
+/// Which location: its site (first `server_name`, or `_`, and its `listen` addresses: blocks of
+/// one name on two ports are two sites), its path, and the file of its pass directive.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocationKey {
     pub site: String,
+    /// The server block's `listen` arguments, joined by `; `.
+    pub listen: String,
     pub location: String,
     pub file: PathBuf,
 }
@@ -230,6 +232,7 @@ mod tests {
     fn key(site: &str) -> LocationKey {
         LocationKey {
             site: site.into(),
+            listen: "80".into(),
             location: "/".into(),
             file: "/etc/nginx/sites-enabled/shop".into(),
         }

@@ -181,6 +181,7 @@ pub fn routes(
                 .unwrap_or_else(|| "_".into());
             let key = crate::facts::last_good::LocationKey {
                 site: site_name.clone(),
+                listen: site.listen.join("; "),
                 location: location.path.clone(),
                 file: pass.at.file.clone(),
             };
@@ -989,6 +990,7 @@ mod tests {
         let mut memory = crate::facts::last_good::LastGood::empty();
         let key = crate::facts::last_good::LocationKey {
             site: "shop.lab".into(),
+            listen: "127.0.0.1:18007".into(),
             location: "/".into(),
             file: file.clone(),
         };
