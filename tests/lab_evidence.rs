@@ -1,7 +1,8 @@
 //! Causes decided from evidence in the lab, with real components: a log line of the second the
 //! site was written (the same fault gives the same verdict every run), buffers sized from the
 //! backend's measured header block, and the intended backend of a typo'd port found from a
-//! `backends:` hint and requested before the edit. Extra sites go into the lab's
+//! `backends:` hint or from the daemon's last good configuration of the site, and requested
+//! before the edit. Extra sites go into the lab's
 //! `sites-enabled`, extra backends run as transient units of the lab's own manager, so the
 //! lab's teardown ends them too.
 
