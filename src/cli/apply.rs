@@ -1,7 +1,7 @@
 //! `nginx-medic apply`: heals what `plan` shows — or exactly the reviewed plan given with
 //! `--plan FILE` — in transactions that roll back whatever does not verify.
 
-use super::pipeline::{diagnose, plan_of};
+use super::diagnose::diagnose;
 use super::Exit;
 use crate::adapters::systemd::Systemd;
 use crate::apply::execute::{apply, ApplyReport, Effects, NoProgress, Outcome, StepStatus};
@@ -55,7 +55,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
                     .get(&f.cause)
                     .is_some_and(|p| p.actions.is_empty())
             });
-            plan_of(d)
+            d.plan()
         }
     };
     let held = drop_held(settings, &mut plan);
@@ -187,7 +187,7 @@ fn render(report: &ApplyReport) -> String {
             "{:>3}. [{}] {} — {mark}: {}\n",
             i + 1,
             r.step.playbook,
-            super::plan::describe(&r.step.action),
+            crate::pipeline::describe_action(&r.step.action),
             r.detail
         ));
     }

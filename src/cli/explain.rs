@@ -6,7 +6,7 @@
 //! The report is plain data ([`Explain`]) built from a diagnosis and its plan, and rendered by a
 //! pure function, so its text is pinned with snapshots over captured `explain --json` fixtures.
 
-use super::pipeline::{diagnose, plan_of};
+use super::diagnose::diagnose;
 use super::Exit;
 use crate::config::{Bus, Settings};
 use crate::engine::plan::Plan;
@@ -92,9 +92,8 @@ pub struct Cause {
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     let d = diagnose(settings).await?;
-    let facts = d.facts.clone();
-    let targets = d.targets.clone();
-    let plan = plan_of(d);
+    let plan = d.plan();
+    let (facts, targets) = (d.facts, d.targets);
     let pauses = crate::daemon::pause::load_for_hold(&settings.state_dir);
     let intent = Intent {
         pauses: &pauses,
@@ -221,7 +220,7 @@ pub fn build(
                 plan.actions
                     .iter()
                     .filter(|s| s.finding == i)
-                    .map(|s| super::plan::describe(&s.action))
+                    .map(|s| crate::pipeline::describe_action(&s.action))
                     .collect()
             }),
             held: finding.and_then(|(i, f)| {

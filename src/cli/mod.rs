@@ -7,14 +7,12 @@ mod explain;
 mod facts;
 mod logging;
 mod pause;
-mod pipeline;
 mod plan;
 mod playbooks;
 mod run;
 mod table;
 
 pub use logging::Logs;
-pub use plan::describe as describe_action;
 
 use crate::config::{ConfigError, Settings};
 use clap::{Parser, Subcommand};
@@ -105,7 +103,9 @@ impl Exit {
     /// Invalid input when the chain holds a configuration error, failure otherwise.
     pub fn from_error(e: &anyhow::Error) -> Self {
         if e.chain().any(|c| {
-            c.is::<ConfigError>() || c.is::<InvalidInput>() || c.is::<pipeline::InvalidPlaybooks>()
+            c.is::<ConfigError>()
+                || c.is::<InvalidInput>()
+                || c.is::<crate::pipeline::InvalidPlaybooks>()
         }) {
             Self::InvalidInput
         } else {

@@ -1,10 +1,10 @@
 //! `nginx-medic plan`: the actions that would heal the findings, with diffs. A dry run: it reads,
 //! renders and prints, and writes nothing anywhere.
 
-use super::pipeline::{diagnose, plan_of};
 use super::Exit;
 use crate::config::Settings;
-use crate::engine::plan::{Plan, PlannedAction};
+use crate::engine::plan::Plan;
+use crate::pipeline::describe_action as describe;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -18,9 +18,9 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
-    let diagnosis = diagnose(settings).await?;
+    let diagnosis = super::diagnose::diagnose(settings).await?;
     let checked = diagnosis.targets.len();
-    let plan = plan_of(diagnosis);
+    let plan = diagnosis.plan();
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&plan)?)
             .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", path.display()))?;
@@ -58,86 +58,4 @@ pub fn render(plan: &Plan) -> String {
         }
     }
     out
-}
-
-/// One line saying what an action does.
-pub fn describe(action: &PlannedAction) -> String {
-    match action {
-        PlannedAction::Systemd { unit, op } => format!("systemd {op} {unit}"),
-        PlannedAction::SetBindHost {
-            unit,
-            host,
-            previous,
-            edit,
-            daemon_reload: true,
-            ..
-        } => format!(
-            "set the bind host of {unit} in its ExecStart: {previous} -> {host} (drop-in {}, then daemon-reload)",
-            edit.path.display()
-        ),
-        PlannedAction::SetBindHost {
-            unit,
-            host,
-            previous,
-            key,
-            edit,
-            ..
-        } => format!(
-            "set the bind host of {unit}: {key}={previous} -> {key}={host} in {}",
-            edit.path.display()
-        ),
-        PlannedAction::RenderSite { directive, edit } => {
-            format!(
-                "rewrite the pass directive in {}: {directive}",
-                edit.path.display()
-            )
-        }
-        PlannedAction::SetDirective {
-            directive,
-            previous,
-            location,
-            edit,
-        } => match previous {
-            Some(old) => format!(
-                "set `{directive}` in location {location} of {} (was {old})",
-                edit.path.display()
-            ),
-            None => format!(
-                "add `{directive}` to location {location} of {}",
-                edit.path.display()
-            ),
-        },
-        PlannedAction::WaitListen {
-            address,
-            timeout_ms,
-        } => {
-            format!(
-                "wait until {address} listens (at most {} s)",
-                timeout_ms / 1000
-            )
-        }
-        PlannedAction::NginxTest {} => "nginx -t".into(),
-        PlannedAction::NginxReload {} => {
-            "reload nginx, then check the error log for [emerg]".into()
-        }
-        PlannedAction::Probe { url, expect, .. } => format!("probe {url}, expect {expect}"),
-        PlannedAction::SetPoolListen {
-            pool,
-            owner,
-            group,
-            mode,
-            previous,
-            edit,
-            ..
-        } => {
-            let was = |v: &Option<String>| v.clone().unwrap_or_else(|| "(default)".into());
-            format!(
-                "let nginx's workers connect to pool `{pool}`: listen.owner {} -> {owner}, listen.group {} -> {group}, listen.mode {} -> {mode} in {}",
-                was(&previous[0]),
-                was(&previous[1]),
-                was(&previous[2]),
-                edit.path.display()
-            )
-        }
-    }
 }

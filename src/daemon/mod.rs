@@ -21,18 +21,19 @@ use crate::adapters::systemd::{Systemd, UnitSignal};
 use crate::apply::execute::{apply, ApplyReport, Effects, Outcome, StepStatus};
 use crate::apply::journal::{EntryStatus, Journal, JournalEntry};
 use crate::config::{DaemonMode, Settings};
-use crate::engine::context::{site_url, targets, Target};
-use crate::engine::evaluate::{evaluate, Finding};
-use crate::engine::plan::{plan, Plan, Step};
-use crate::facts::gather::{error_log_path, gather_remembering, nginx_binary};
-use crate::playbook::{load_dirs, PlaybookSet};
+use crate::engine::context::{site_url, Target};
+use crate::engine::evaluate::Finding;
+use crate::engine::plan::{Plan, Step};
+use crate::facts::gather::{error_log_path, nginx_binary};
+use crate::pipeline::{self, gather_remembering, InvalidPlaybooks};
+use crate::playbook::PlaybookSet;
 use budget::{Budget, Decision, Escalation};
 use holds::{Announced, Change, Hold};
 use hooks::HookEvent;
 use metrics::SharedMetrics;
 use notify::Notifier;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -397,9 +398,9 @@ impl Daemon {
                 return;
             }
         };
-        let playbooks = match load_dirs(&settings.playbooks, &settings.templates) {
+        let playbooks = match pipeline::load_playbooks(&settings) {
             Ok(p) => p,
-            Err(errors) => {
+            Err(InvalidPlaybooks(errors)) => {
                 for e in &errors.0 {
                     tracing::error!(error = %one_line(&e.to_string()), "invalid playbook");
                 }
@@ -453,15 +454,9 @@ impl Daemon {
         self.refresh_pauses();
         let facts = gather_remembering(&self.settings, &Procfs::system(), &self.last_owners).await;
         self.heartbeat.beat();
-        let targets = targets(
-            &facts,
-            &self.settings.backends,
-            self.settings.daemon.start_failure_window,
-        );
+        let pipeline::Diagnosis { targets, findings } =
+            pipeline::diagnose(&facts, &self.playbooks, &self.settings);
         self.remember_owners(&targets);
-        let mut findings = evaluate(&self.playbooks, &targets);
-        // nginx -t failing already blocks every action on nginx, as in `diagnose`
-        crate::engine::preflight::check(&facts, &self.playbooks, &mut findings);
         self.watch(&targets);
         self.follow(error_log_path(&self.settings, facts.nginx.ok()));
         let now = Instant::now();
@@ -529,13 +524,7 @@ impl Daemon {
             }
         }
 
-        let read = |path: &Path| crate::adapters::fs::read_settings_file(path);
-        let mut plan = plan(facts.taken_at, &self.playbooks, &targets, findings, &read);
-        crate::engine::sandbox::refuse_blocked(
-            &mut plan,
-            &facts,
-            &crate::adapters::sandbox::blocked,
-        );
+        let plan = pipeline::plan(&facts, &self.playbooks, &targets, findings);
         let mut retry = false;
         let mut acted: BTreeSet<String> = BTreeSet::new();
         for (index, finding) in plan.findings.iter().enumerate() {
@@ -628,7 +617,7 @@ impl Daemon {
     fn observe(&mut self, finding: &Finding, steps: &[Step]) {
         let lines: Vec<String> = steps
             .iter()
-            .map(|s| crate::cli::describe_action(&s.action))
+            .map(|s| crate::pipeline::describe_action(&s.action))
             .collect();
         if !self.report_once(&finding.upstream, &lines.join("\n")) {
             return;

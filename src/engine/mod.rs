@@ -3,6 +3,7 @@
 
 pub mod conditions;
 pub mod context;
+pub mod describe;
 pub mod dropin;
 pub mod evaluate;
 pub mod plan;
