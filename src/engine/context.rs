@@ -43,7 +43,7 @@ pub fn targets(
                 "site": site_context(route),
                 "pass": pass_context(route),
                 "endpoint": endpoint_context(endpoint),
-                "unit": unit.map_or(Value::Null, |u| unit_context(u, endpoint, hints)),
+                "unit": unit.map_or(Value::Null, |u| unit_context(u, endpoint, hints, &facts.disk)),
                 "log": log_counts(index.log_of(&endpoint.address)),
             });
             add_socket_and_run_facts(
@@ -74,8 +74,6 @@ struct Index<'a> {
     fpm_pools: BTreeMap<&'a str, &'a crate::facts::php_fpm::FpmPool>,
     /// Each location with a pass directive, by the directive's file and byte span.
     locations: BTreeMap<(&'a std::path::Path, usize, usize), &'a crate::facts::nginx::Location>,
-    /// The mtime of every configuration file.
-    mtimes: BTreeMap<&'a std::path::Path, Option<i64>>,
     /// The error-log lines naming each upstream address, in log order.
     log_by_address: BTreeMap<&'a str, Vec<&'a LogEntry>>,
     /// The `no live upstreams` lines by the upstream group they name, in log order.
@@ -129,9 +127,6 @@ impl<'a> Index<'a> {
                     })
                     .collect()
             }),
-            mtimes: nginx.map_or_else(BTreeMap::new, |n| {
-                n.files.iter().map(|f| (f.as_path(), mtime(f))).collect()
-            }),
             log_by_address,
             no_live_by_group,
         }
@@ -148,13 +143,6 @@ impl<'a> Index<'a> {
             .as_ref()
             .is_some_and(|p| p.at == *at)
             .then_some(*found)
-    }
-
-    fn mtime(&self, file: &std::path::Path) -> Option<i64> {
-        match self.mtimes.get(file) {
-            Some(known) => *known,
-            None => mtime(file),
-        }
     }
 }
 
@@ -247,7 +235,12 @@ fn endpoint_context(e: &Endpoint) -> Value {
     })
 }
 
-fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) -> Value {
+fn unit_context(
+    unit: &UnitFacts,
+    endpoint: &Endpoint,
+    hints: &[BackendHint],
+    disk: &crate::facts::DiskFacts,
+) -> Value {
     let port = UpstreamAddr::parse(&endpoint.address).and_then(|a| match a {
         UpstreamAddr::Tcp { port, .. } => Some(port),
         UpstreamAddr::Unix { .. } => None,
@@ -282,7 +275,7 @@ fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) ->
         "listeners": endpoint.unit_listeners,
         "hosts_on_endpoint_port": hosts_on_port,
         "other_ports": other_ports,
-        "bind": bind_context(unit, endpoint, hints, &hosts_on_port, port),
+        "bind": bind_context(unit, endpoint, hints, disk, &hosts_on_port, port),
     })
 }
 
@@ -305,6 +298,7 @@ fn bind_context(
     unit: &UnitFacts,
     endpoint: &Endpoint,
     hints: &[BackendHint],
+    disk: &crate::facts::DiskFacts,
     hosts: &[&String],
     port: Option<u16>,
 ) -> Value {
@@ -314,14 +308,7 @@ fn bind_context(
         same.then_some(h.bind.as_ref()).flatten()
     });
     if let Some(bind) = hinted {
-        let value = crate::adapters::fs::read_settings_file(&bind.file)
-            .ok()
-            .and_then(|text| {
-                crate::facts::mapping::parse_env_file(&text)
-                    .into_iter()
-                    .find(|(k, _)| *k == bind.key)
-                    .map(|(_, v)| v)
-            });
+        let value = disk.hinted_bind(&bind.file, &bind.key);
         let place = format!("{} in {}", bind.key, bind.file.display());
         return json!({"file": bind.file, "key": bind.key, "value": value, "from": "hint", "where": place});
     }
@@ -531,7 +518,7 @@ impl LogClock {
         let log = facts.error_log.ok()?;
         let last = log.entries.last().and_then(|e| naive_seconds(&e.time))?;
         Some(LogClock {
-            log_mtime: mtime(&log.path)?,
+            log_mtime: facts.disk.mtime(&log.path)?,
             last_naive: last,
         })
     }
@@ -540,15 +527,6 @@ impl LogClock {
     pub fn epoch(&self, time: &str) -> Option<i64> {
         Some(self.log_mtime - (self.last_naive - naive_seconds(time)?))
     }
-}
-
-fn mtime(path: &std::path::Path) -> Option<i64> {
-    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    let secs = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    i64::try_from(secs).ok()
 }
 
 /// `YYYY/MM/DD HH:MM:SS` read as UTC, in seconds since the epoch.
@@ -587,7 +565,7 @@ fn add_nginx_side(
     let cutoff = {
         let window = i64::try_from(facts.taken_at).unwrap_or(i64::MAX) - RECENT_WINDOW_SECS;
         let changed = location
-            .and_then(|l| facts_index.mtime(&l.at.file))
+            .and_then(|l| facts.disk.mtime(&l.at.file))
             .unwrap_or(i64::MIN);
         window.max(changed)
     };

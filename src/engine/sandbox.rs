@@ -108,6 +108,7 @@ mod tests {
             routes: Vec::new(),
             worker: None,
             unix_paths: Vec::new(),
+            disk: Default::default(),
             fpm_pools: Vec::new(),
         }
     }

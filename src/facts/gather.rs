@@ -92,6 +92,7 @@ pub async fn gather_remembering(
             .map(|p| unix_path_facts(p, worker.as_ref()))
             .collect()
     });
+    let disk = disk_facts(settings, nginx.ok(), error_log.ok());
     Facts {
         taken_at,
         nginx,
@@ -103,7 +104,53 @@ pub async fn gather_remembering(
         worker,
         unix_paths,
         fpm_pools,
+        disk,
     }
+}
+
+/// The mtimes of the configuration files and the error log, and the hinted bind values.
+fn disk_facts(
+    settings: &Settings,
+    nginx: Option<&nginx::NginxFacts>,
+    error_log: Option<&error_log::ErrorLogFacts>,
+) -> super::DiskFacts {
+    let files = nginx.map_or(&[][..], |n| n.files.as_slice());
+    let mtimes = files
+        .iter()
+        .chain(error_log.map(|l| &l.path))
+        .filter_map(|f| Some((f.clone(), mtime(f)?)))
+        .collect();
+    let hinted_binds = settings
+        .backends
+        .iter()
+        .filter_map(|h| h.bind.as_ref())
+        .map(|bind| super::HintedBind {
+            file: bind.file.clone(),
+            key: bind.key.clone(),
+            value: crate::adapters::fs::read_settings_file(&bind.file)
+                .ok()
+                .and_then(|text| {
+                    mapping::parse_env_file(&text)
+                        .into_iter()
+                        .find(|(k, _)| *k == bind.key)
+                        .map(|(_, v)| v)
+                }),
+        })
+        .collect();
+    super::DiskFacts {
+        mtimes,
+        hinted_binds,
+    }
+}
+
+/// A file's mtime in seconds since the epoch.
+fn mtime(path: &std::path::Path) -> Option<i64> {
+    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
+    let secs = modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    i64::try_from(secs).ok()
 }
 
 // --- unix sockets and backend processes -------------------------------------------------------

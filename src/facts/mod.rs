@@ -64,6 +64,43 @@ pub struct Facts {
     pub unix_paths: Vec<socket_access::UnixPathFacts>,
     /// The pools of every PHP-FPM master unit (started with `--fpm-config FILE`).
     pub fpm_pools: Vec<php_fpm::FpmPool>,
+    /// What diagnosis needs from the disk beyond the sources above, read here so that
+    /// `pipeline::diagnose` reads nothing.
+    pub disk: DiskFacts,
+}
+
+/// File metadata and settings values the target contexts use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DiskFacts {
+    /// The mtime (seconds since the epoch) of every configuration file and of the error log;
+    /// a file that cannot be `stat`ed is absent.
+    pub mtimes: std::collections::BTreeMap<std::path::PathBuf, i64>,
+    /// The value of each `backends:` hint's bind key as its file says now.
+    pub hinted_binds: Vec<HintedBind>,
+}
+
+/// A `backends:` hint's `bind: {file, key}` and the key's value in the file, when the file
+/// reads and sets the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HintedBind {
+    pub file: std::path::PathBuf,
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl DiskFacts {
+    /// The mtime of `path`, when it was `stat`ed.
+    pub fn mtime(&self, path: &std::path::Path) -> Option<i64> {
+        self.mtimes.get(path).copied()
+    }
+
+    /// The value of `key` in `file`, as gathered for a hint.
+    pub fn hinted_bind(&self, file: &std::path::Path, key: &str) -> Option<&str> {
+        self.hinted_binds
+            .iter()
+            .find(|b| b.file == file && b.key == key)
+            .and_then(|b| b.value.as_deref())
+    }
 }
 
 impl Facts {
