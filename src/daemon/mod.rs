@@ -493,8 +493,7 @@ impl Daemon {
             {
                 continue; // a deploy under a pause restarts units on purpose
             }
-            if let Some(n) = t.context["unit"]["n_restarts"].as_u64() {
-                let n = u32::try_from(n).unwrap_or(u32::MAX);
+            if let Some(n) = t.context.unit.as_ref().and_then(|u| u.n_restarts) {
                 if let Some(e) = self.budget.unit_restarts(&t.endpoint.address, now, n) {
                     self.escalate(&t.endpoint.address, target_finding(&findings, t), e)
                         .await;
@@ -608,7 +607,8 @@ impl Daemon {
             .is_some_and(|n| *n > 0);
         let state = targets
             .get(finding.target)
-            .and_then(|t| t.context["unit"]["active_state"].as_str())
+            .and_then(|t| t.context.unit.as_ref())
+            .map(|u| u.active_state.as_str())
             .unwrap_or("");
         (pending || IN_TRANSITION.contains(&state)).then(|| unit.clone())
     }

@@ -43,7 +43,7 @@ pub fn evaluate(playbooks: &PlaybookSet, targets: &[Target]) -> Vec<Finding> {
 }
 
 fn finding_for(playbooks: &PlaybookSet, index: usize, target: &Target) -> Option<Finding> {
-    let ctx = &target.context;
+    let ctx = &target.context.json();
     let mut matched = playbooks.iter().filter(|p| holds(&p.when, ctx));
     let first = matched.next()?;
     let missing = unmet(&first.conclusive, ctx);
