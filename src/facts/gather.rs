@@ -348,13 +348,14 @@ async fn gather_units(
     names.insert(settings.nginx.unit.clone());
     names.extend(settings.backends.iter().filter_map(|b| b.unit.clone()));
     let mut unowned: Vec<Dialled> = Vec::new();
+    let last_owners = LastOwners::of(remembered);
     if let (Some(n), Some(s)) = (nginx, sockets) {
         for d in all_dialled(n) {
             match owner_unit(s, &d) {
                 Some(unit) => {
                     names.insert(unit);
                 }
-                None => match last_owner(remembered, &d) {
+                None => match last_owners.of_dialled(&d) {
                     Some(unit) => {
                         names.insert(unit.to_string());
                     }
@@ -400,13 +401,37 @@ async fn gather_units(
     Gathered::Ok { data: units }
 }
 
-/// The unit that last owned a listener for the address (by port for TCP: the remembered
-/// address is resolved, the dialled one may be a name).
-fn last_owner<'r>(remembered: &'r BTreeMap<String, String>, dialled: &Dialled) -> Option<&'r str> {
-    remembered
-        .iter()
-        .find(|(address, _)| same_port_or_path(address, dialled))
-        .map(|(_, unit)| unit.as_str())
+/// The remembered owners by port and by socket path, keyed once: a lookup per dialled address
+/// does not scan the whole map.
+struct LastOwners<'r> {
+    by_port: BTreeMap<&'r str, &'r str>,
+    by_path: BTreeMap<&'r str, &'r str>,
+}
+
+impl<'r> LastOwners<'r> {
+    fn of(remembered: &'r BTreeMap<String, String>) -> Self {
+        let mut by_port = BTreeMap::new();
+        let mut by_path = BTreeMap::new();
+        // the first address in order wins, as a scan in order finds it
+        for (address, unit) in remembered {
+            if let Some((_, port)) = address.rsplit_once(':') {
+                by_port.entry(port).or_insert(unit.as_str());
+            }
+            if let Some(path) = address.strip_prefix("unix:") {
+                by_path.entry(path).or_insert(unit.as_str());
+            }
+        }
+        LastOwners { by_port, by_path }
+    }
+
+    /// The unit that last owned a listener for the address (by port for TCP: the remembered
+    /// address is resolved, the dialled one may be a name), as [`same_port_or_path`] matches.
+    fn of_dialled(&self, dialled: &Dialled) -> Option<&'r str> {
+        match dialled {
+            Dialled::Tcp { port, .. } => self.by_port.get(port.to_string().as_str()).copied(),
+            Dialled::Unix { path } => self.by_path.get(path.as_str()).copied(),
+        }
+    }
 }
 
 /// The loaded services not read yet.
@@ -502,4 +527,40 @@ fn owner_unit(sockets: &super::sockets::SocketFacts, dialled: &Dialled) -> Optio
 /// Each unit's environment, keyed by unit name.
 fn unit_environments(units: &[UnitFacts]) -> BTreeMap<String, BTreeMap<String, String>> {
     units.iter().map(|u| (u.name.clone(), u.env())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_owners_match_as_a_scan_by_port_or_path_does() {
+        let remembered: BTreeMap<String, String> = [
+            ("127.0.0.1:8000", "a.service"),
+            ("[::1]:8000", "b.service"),
+            ("unix:/run/app.sock", "c.service"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let owners = LastOwners::of(&remembered);
+        let tcp = |port| Dialled::Tcp {
+            host: "localhost".into(),
+            port,
+        };
+        let unix = |path: &str| Dialled::Unix { path: path.into() };
+        for d in [
+            tcp(8000),
+            tcp(9000),
+            unix("/run/app.sock"),
+            unix("/run/x.sock"),
+        ] {
+            let scan = remembered
+                .iter()
+                .find(|(address, _)| same_port_or_path(address, &d))
+                .map(|(_, unit)| unit.as_str());
+            assert_eq!(owners.of_dialled(&d), scan, "{d:?}");
+        }
+        assert_eq!(owners.of_dialled(&tcp(8000)), Some("a.service"));
+    }
 }
