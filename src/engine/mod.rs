@@ -1,8 +1,8 @@
 //! The pure core between facts and side effects: targets and their contexts, condition
 //! evaluation, strict template rendering, findings and plans.
 
-pub mod coherence;
 pub mod backend_context;
+pub mod coherence;
 pub mod conditions;
 pub mod context;
 pub mod dropin;
