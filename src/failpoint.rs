@@ -19,8 +19,8 @@
 //! | `daemon.loop` | the daemon's main loop, each time around after `READY=1` | stalls the loop (async: the rest of the process runs on), forever or `return(MS)` |
 //! | `daemon.evaluate` | the start of each evaluation | as `daemon.loop` |
 //! | `txn.after-backup` | a transaction's first edit of a file: backed up and recorded in the manifest, not yet written | an injected write error |
-//! | `fs.after-write` | an atomic write: the temp file written and synced, not yet renamed | an injected write error (the temp file is removed) |
-//! | `fs.after-rename` | an atomic write: renamed over the target, its directory not yet synced | an injected write error |
+//! | `fs.after-write` | an atomic write: the new file written and synced beside the target, not yet recorded or swapped in | an injected write error (the new file is removed) |
+//! | `fs.after-rename` | an atomic write: swapped in for the target (the old file removed), its directory not yet synced | an injected write error |
 //! | `fs.before-dir-fsync` | every directory fsync (after a backup, a write, a removal) | an injected write error |
 //! | `systemd.job-queued` | a unit job (restart, start, reload) accepted by systemd, its end not yet seen: for a restart, the unit is being stopped and started | (not supported: `pause`, `sleep`, `panic`) |
 //!

@@ -16,3 +16,4 @@ pub mod failpoint;
 pub mod nginx_conf;
 pub mod pipeline;
 pub mod playbook;
+pub mod redact;

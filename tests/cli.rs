@@ -45,7 +45,7 @@ fn shipped_playbooks_pass_the_check() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "ok: 11 playbook(s) valid\n"
+        "ok: 15 playbook(s) valid\n"
     );
 }
 
@@ -203,4 +203,126 @@ fn failpoints_are_armed_in_a_test_build_and_ignored_in_a_release_build() {
             );
         }
     }
+}
+
+/// A config whose state (lock, journal, backups) lives in `dir`.
+fn config_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let config = dir.join("medic.yaml");
+    std::fs::write(
+        &config,
+        format!("state_dir: {}\n", dir.join("state").display()),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn a_tampered_plan_is_refused_with_exit_3_and_nothing_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let env = dir.path().join(".env");
+    let before = "HOST=0.0.0.0\nSECRET_KEY=hunter2\n";
+    std::fs::write(&env, before).unwrap();
+    let hash = nginx_medic::adapters::fs::bytes_hash(before.as_bytes());
+    let bind = |path: &std::path::Path, unit: &str, after: &str| {
+        serde_json::json!({
+            "created_at": 1,
+            "actions": [{
+                "playbook": "bind-mismatch", "finding": 0, "target": "site / -> 127.0.0.1:3000",
+                "kind": "set_bind_host", "unit": unit, "host": "127.0.0.1", "previous": "0.0.0.0",
+                "key": "HOST", "daemon_reload": false, "diff": null,
+                "edit": {"path": path, "before_hash": hash, "after": after},
+            }, {
+                "playbook": "bind-mismatch", "finding": 0, "target": "site / -> 127.0.0.1:3000",
+                "kind": "systemd", "unit": unit, "op": "restart", "diff": null,
+            }],
+        })
+    };
+    let other = dir.path().join("authorized_keys");
+    std::fs::write(&other, "ssh-ed25519 AAAA root\n").unwrap();
+    let plans = [
+        (
+            "another path",
+            bind(&other, "app.service", "ssh-ed25519 AAAA attacker\n"),
+        ),
+        (
+            "another unit",
+            bind(&env, "sshd.service", "HOST=127.0.0.1\nSECRET_KEY=hunter2\n"),
+        ),
+        (
+            "edited after",
+            bind(
+                &env,
+                "app.service",
+                "HOST=127.0.0.1\nLD_PRELOAD=/tmp/x.so\n",
+            ),
+        ),
+    ];
+    for (what, plan) in plans {
+        let file = dir.path().join(format!("{what}.json"));
+        std::fs::write(&file, serde_json::to_string(&plan).unwrap()).unwrap();
+        let out = medic(&[
+            "--config",
+            config.to_str().unwrap(),
+            "apply",
+            "--plan",
+            file.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{what}: {stderr}");
+        assert!(
+            stderr.contains("refused, nothing was done"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&env).unwrap(), before, "{what}");
+        assert_eq!(
+            std::fs::read_to_string(&other).unwrap(),
+            "ssh-ed25519 AAAA root\n",
+            "{what}"
+        );
+        assert!(
+            !dir.path().join("state/backups").exists(),
+            "{what}: no transaction was begun"
+        );
+    }
+}
+
+#[test]
+fn plan_out_writes_a_new_private_file_and_never_through_a_symlink() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let config = config.to_str().unwrap();
+    let out_file = dir.path().join("plan.json");
+    let out = medic(&[
+        "--config",
+        config,
+        "plan",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(&out_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // An existing file is not overwritten; a symlink is not followed.
+    let again = medic(&[
+        "--config",
+        config,
+        "plan",
+        "--out",
+        out_file.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("it exists"));
+    let target = dir.path().join("victim");
+    std::fs::write(&target, "untouched").unwrap();
+    let link = dir.path().join("link.json");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let linked = medic(&["--config", config, "plan", "--out", link.to_str().unwrap()]);
+    assert_ne!(linked.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
 }

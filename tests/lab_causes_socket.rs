@@ -238,7 +238,7 @@ fn lab_reports_a_crash_looping_django_and_changes_nothing() {
         "backend-down would restart it; crash-loop comes first: {f:#}"
     );
 
-    let (code, applied) = lab.medic_json(&["apply"]);
+    let (code, applied) = lab.apply(&[], &[(lab.port("django_site"), 502)]);
     assert_eq!(
         code, 2,
         "a crash loop is reported, never acted on: {applied:#}"
@@ -338,7 +338,7 @@ fn lab_a_backend_failing_at_its_start_is_named_before_any_restart() {
     let explained = lab.explain("start-failure");
     assert!(explained.contains("start-failure"), "{explained}");
 
-    let (code, applied) = lab.medic_json(&["apply"]);
+    let (code, applied) = lab.apply(&[], &[(site_port, 502)]);
     assert_eq!(
         code, 2,
         "a start failure is reported, not restarted: {applied:#}"

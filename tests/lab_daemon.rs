@@ -290,7 +290,7 @@ fn lab_daemon_heals_stop_kill_and_bind_switch_unattended() {
     std::thread::sleep(Duration::from_millis(1200)); // a probe round after the last heal
     let text = metrics(&lab);
     let samples = check_prometheus_text(&text);
-    promtool_check(&text);
+    openmetrics_check(&text);
     let get = |k: &str| {
         samples
             .get(k)
@@ -322,6 +322,12 @@ fn lab_daemon_heals_stop_kill_and_bind_switch_unattended() {
     assert!(get("nginx_medic_actions_total{kind=\"probe\",outcome=\"ok\"}") >= 3.0);
     assert_eq!(get("nginx_medic_heal_seconds_count"), 3.0);
     assert_eq!(get("nginx_medic_heal_seconds_bucket{le=\"+Inf\"}"), 3.0);
+    // timed from the first evidence (the unit's exit, the trigger), not from the incident
+    assert_eq!(get("nginx_medic_incident_heal_seconds_count"), 3.0);
+    assert!(
+        get("nginx_medic_heal_seconds_sum") >= get("nginx_medic_incident_heal_seconds_sum"),
+        "{text}"
+    );
     assert_eq!(get("nginx_medic_rate_limited_total"), 0.0);
     assert_eq!(get("nginx_medic_escalations_total"), 0.0);
     let now = std::time::SystemTime::now()
@@ -593,16 +599,20 @@ fn lab_daemon_sighup_keeps_the_old_set_and_sigterm_finishes_the_transaction() {
     assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
 }
 
-/// `promtool check metrics` (installed by scripts/setup from Debian's `prometheus`).
-fn promtool_check(text: &str) {
+/// The OpenMetrics parser of the Python Prometheus client (Debian's `python3-prometheus-client`,
+/// installed by scripts/setup), which rejects anything the format does not allow.
+fn openmetrics_check(text: &str) {
     use std::io::Write;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
+    let script = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+        print(sum(len(f.samples) for f in parse(sys.stdin.read())))\n";
+    let mut child = Command::new("/usr/bin/python3")
+        .args(["-c", script])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run promtool (scripts/setup installs it): {e}"));
+        .unwrap_or_else(|e| panic!("cannot run /usr/bin/python3 (scripts/setup installs it): {e}"));
     child
         .stdin
         .take()
@@ -612,15 +622,16 @@ fn promtool_check(text: &str) {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "promtool check metrics failed:\n{}{}\n{text}",
+        "the OpenMetrics parser refused the text:\n{}{}\n{text}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
 }
 
-/// A strict reader of the Prometheus text format (0.0.4): every sample belongs to a family with
-/// a `# TYPE` line before it, names and labels are well-formed, values parse. Returns each
-/// sample (`name{labels}` as written) with its value.
+/// A strict reader of the OpenMetrics text format: every sample belongs to a family with a
+/// `# TYPE` line before it (a counter's samples end in `_total`), names and labels are
+/// well-formed, values parse, and `# EOF` ends it. Returns each sample (`name{labels}` as
+/// written) with its value.
 fn check_prometheus_text(text: &str) -> BTreeMap<String, f64> {
     fn name_ok(n: &str) -> bool {
         let mut chars = n.chars();
@@ -629,7 +640,9 @@ fn check_prometheus_text(text: &str) -> BTreeMap<String, f64> {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
     }
-    assert!(text.ends_with('\n'), "the text ends with a newline");
+    let text = text
+        .strip_suffix("# EOF\n")
+        .unwrap_or_else(|| panic!("the text ends with `# EOF`:\n{text}"));
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut samples = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
@@ -638,6 +651,9 @@ fn check_prometheus_text(text: &str) -> BTreeMap<String, f64> {
             let mut parts = rest.splitn(3, ' ');
             let (keyword, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
             assert!(name_ok(name), "{at}: bad metric name");
+            if keyword == "UNIT" {
+                continue;
+            }
             if keyword == "TYPE" {
                 let kind = parts.next().unwrap_or("");
                 assert!(
@@ -700,13 +716,18 @@ fn check_prometheus_text(text: &str) -> BTreeMap<String, f64> {
             None => series,
         };
         assert!(name_ok(name), "{at}: bad name");
-        let family = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| {
-                name.strip_suffix(s)
-                    .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
-            })
-            .unwrap_or(name);
+        let family = [
+            ("histogram", "_bucket"),
+            ("histogram", "_sum"),
+            ("histogram", "_count"),
+        ]
+        .iter()
+        .chain(&[("counter", "_total")])
+        .find_map(|(kind, suffix)| {
+            name.strip_suffix(suffix)
+                .filter(|f| types.get(*f).is_some_and(|t| t == kind))
+        })
+        .unwrap_or(name);
         assert!(
             types.contains_key(family),
             "{at}: no `# TYPE` for `{family}` before it"
@@ -780,21 +801,25 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
     assert!(!log.contains(" healing ["), "{log}");
     assert!(metrics(&lab).contains("nginx_medic_paused{unit=\"api.service\"} 1\n"));
 
-    // `apply` and `explain` see the pause too
-    let (code, applied) = lab.medic_json(&["apply"]);
-    assert_eq!(code, 2, "{applied:#}");
-    assert_eq!(applied["held"][0]["unit"], "api.service", "{applied:#}");
-    assert_eq!(applied["held"][0]["hold"], "paused");
-    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+    // `apply` waits its turn while the daemon holds the lock; `explain` sees the pause too
+    let out = lab.medic(&["apply"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("daemon.lock"), "{stderr}");
     let explain = lab.explain("paused");
     assert!(
         explain.contains("paused until ") && explain.contains("(nginx-medic resume api.service)"),
         "{explain}"
     );
 
-    // the pause survives a restart of the daemon
+    // the pause survives a restart of the daemon; `apply` in between sees it too
     let mut daemon = daemon;
     assert_eq!(daemon.stop().code(), Some(0));
+    let (code, applied) = lab.medic_json(&["apply"]);
+    assert_eq!(code, 2, "{applied:#}");
+    assert_eq!(applied["held"][0]["unit"], "api.service", "{applied:#}");
+    assert_eq!(applied["held"][0]["hold"], "paused");
+    assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
     let daemon = Daemon::start(&lab, "");
     let log = daemon.wait_log(
         &format!("nothing is done (nginx-medic resume api.service) [{api} backend-down]"),
@@ -838,7 +863,10 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
-    let (code, applied) = lab.medic_json(&["apply"]);
+    // `apply` (once the daemon is gone and its lock free) leaves it alone too
+    let mut daemon = daemon;
+    assert_eq!(daemon.stop().code(), Some(0));
+    let (code, applied) = lab.apply(&[], &[(lab.port("api_site"), 502)]);
     assert_eq!(
         (code, applied["held"][0]["hold"].as_str()),
         (2, Some("heal_false"))

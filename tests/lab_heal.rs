@@ -57,7 +57,7 @@ fn heal(lab: &Lab, site_port: u16, cause: &str, unit: &str, expect_kinds: &[&str
     assert!(lab.config_files() == files, "plan must not change any file");
     assert_eq!(unit_states(lab), units, "plan must not touch any unit");
 
-    let (code, applied) = lab.medic_json(&["apply"]);
+    let (code, applied) = lab.apply(&[], &[]);
     assert_eq!(
         applied["outcome"],
         "healed",
@@ -162,7 +162,7 @@ fn lab_rolls_back_a_site_edit_that_nginx_rejects() {
     let before = fs::read(&site).unwrap();
     let meta_before = fs::metadata(&site).unwrap();
 
-    let (code, applied) = lab.medic_json(&["apply"]);
+    let (code, applied) = lab.apply(&[], &[(lab.port("api_site"), 502)]);
     assert_eq!(applied["outcome"], "rolled_back", "{applied:#}");
     assert_eq!(code, 1, "a rollback exits 1");
     assert_eq!(
@@ -251,16 +251,15 @@ fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
     let site = lab.dir.join("nginx/sites-enabled/api.conf");
     let edited = fs::read_to_string(&site).unwrap() + "# edited after the review\n";
     fs::write(&site, &edited).unwrap();
-    let (code, applied) = lab.medic_json(&["apply", "--plan", plan_file.to_str().unwrap()]);
-    assert_eq!(
-        (code, applied["outcome"].as_str()),
-        (1, Some("failed")),
-        "{applied:#}"
-    );
-    let detail = applied["actions"][0]["detail"].as_str().unwrap();
+    // The host is planned afresh: the reviewed step is not the fresh plan's, so the plan is
+    // refused as invalid input before anything is done.
+    let out = lab.medic(&["apply", "--plan", plan_file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert!(
-        detail.contains("changed since the plan was made"),
-        "{detail}"
+        stderr.contains("refused, nothing was done")
+            && stderr.contains("changed since the plan was made"),
+        "{stderr}"
     );
     assert_eq!(
         fs::read_to_string(&site).unwrap(),
@@ -268,10 +267,12 @@ fn lab_apply_runs_a_reviewed_plan_and_refuses_it_once_a_file_changed() {
         "the newer edit is kept"
     );
 
-    // A fresh plan of the same fault, reviewed and run as written, heals.
+    // A fresh plan of the same fault, reviewed and run as written, heals (`--out` writes a
+    // new file only).
+    let plan_file = lab.dir.join("reviewed-again.json");
     let out = lab.medic(&["plan", "--out", plan_file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    let (code, applied) = lab.medic_json(&["apply", "--plan", plan_file.to_str().unwrap()]);
+    let (code, applied) = lab.apply(&["--plan", plan_file.to_str().unwrap()], &[]);
     assert_eq!(
         (code, applied["outcome"].as_str()),
         (0, Some("healed")),

@@ -1,8 +1,10 @@
 //! The only modules with side effects: files, /proc, systemd over D-Bus, the nginx binary, HTTP
 //! probes, backend logs.
 
+pub mod backend_http;
 pub mod fs;
 pub mod nginx;
+pub mod pm2;
 pub mod probe;
 pub mod procfs;
 pub mod sandbox;

@@ -1,16 +1,25 @@
 //! Network checks for `apply`: a tiny HTTP/1.1 status probe and waiting for a socket to listen.
 //!
-//! Deliberately small: plain `http://` only, one GET with `Connection: close`, and only the
-//! status line is read. Anything richer belongs to a real HTTP client.
+//! Deliberately small: one GET with `Connection: close`, and only the status line is read.
+//! `https://` goes through rustls with the site's name as the TLS server name and **without
+//! certificate verification**: the probe dials nginx on this host to learn whether the server
+//! block answers, not whether its certificate is trusted (a self-signed or expired certificate
+//! still answers). The handshake signature is still checked against the certificate presented.
+//! Anything richer belongs to a real HTTP client.
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 /// Longest status line read before the response is called malformed.
@@ -64,13 +73,15 @@ pub struct ProbeResult {
     pub elapsed_ms: u64,
 }
 
-/// A parsed `http://host[:port]/path` URL.
+/// A parsed `http://host[:port]/path` (or, for a probe, `https://…`) URL.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub struct HttpUrl {
+    /// `https://`: the exchange runs over TLS.
+    pub tls: bool,
     /// Host name, IPv4 literal, or IPv6 literal without brackets.
     pub host: String,
-    /// TCP port (80 when not given).
+    /// TCP port (80 when not given, 443 for `https://`).
     pub port: u16,
     /// Request target: starts with `/`, may carry a query.
     pub path: String,
@@ -79,13 +90,25 @@ pub struct HttpUrl {
 impl HttpUrl {
     /// Parses `url` strictly: lowercase `http://`, no user info, no fragment, printable ASCII.
     pub fn parse(url: &str) -> Result<Self, ProbeError> {
+        Self::parse_with(url, false)
+    }
+
+    /// [`HttpUrl::parse`], also taking `https://` (what a probe speaks, not a webhook).
+    pub fn parse_probe(url: &str) -> Result<Self, ProbeError> {
+        Self::parse_with(url, true)
+    }
+
+    fn parse_with(url: &str, https: bool) -> Result<Self, ProbeError> {
         let invalid = |reason: &str| ProbeError::InvalidUrl {
             url: url.to_string(),
             reason: reason.to_string(),
         };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| invalid("only `http://` urls can be probed"))?;
+        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) if https => (true, rest),
+            _ if https => return Err(invalid("only `http://` and `https://` urls can be probed")),
+            _ => return Err(invalid("only `http://` urls can be probed")),
+        };
         if let Some(c) = rest.chars().find(|c| !c.is_ascii_graphic()) {
             return Err(invalid(&format!(
                 "{c:?} is not allowed; urls are printable ascii without spaces"
@@ -107,23 +130,42 @@ impl HttpUrl {
         let (host, port) = split_host_port(authority).map_err(|r| invalid(&r))?;
         let port = match port {
             Some(p) => parse_port(p).map_err(|r| invalid(&r))?,
+            None if tls => 443,
             None => 80,
         };
         Ok(HttpUrl {
+            tls,
             host,
             port,
             path: path.to_string(),
         })
     }
 
-    /// The `Host` header value: the host, bracketed if IPv6, with the port unless it is 80.
+    fn default_port(&self) -> u16 {
+        if self.tls {
+            443
+        } else {
+            80
+        }
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The `Host` header value: the host, bracketed if IPv6, with the port unless it is the
+    /// scheme's default.
     pub fn host_header(&self) -> String {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
             self.host.clone()
         };
-        if self.port == 80 {
+        if self.port == self.default_port() {
             host
         } else {
             format!("{host}:{}", self.port)
@@ -145,7 +187,7 @@ impl fmt::Display for HttpUrl {
         } else {
             self.host.clone()
         };
-        write!(f, "http://{host}:{}{}", self.port, self.path)
+        write!(f, "{}://{host}:{}{}", self.scheme(), self.port, self.path)
     }
 }
 
@@ -210,21 +252,39 @@ impl fmt::Display for ListenAddress {
 /// reported in `error`. The whole exchange (resolve, connect, send, status line) shares
 /// `timeout`.
 pub async fn probe_http(url: &str, timeout: Duration) -> ProbeResult {
+    probe_site(url, None, timeout).await
+}
+
+/// [`probe_http`] aimed at one server block: `host` (when given) is sent as the `Host` header
+/// and, over TLS, as the server name (SNI), while the connection still goes to the URL's
+/// address. `https://` URLs are spoken over TLS.
+pub async fn probe_site(url: &str, host: Option<&str>, timeout: Duration) -> ProbeResult {
     let start = Instant::now();
-    match HttpUrl::parse(url) {
-        Ok(parsed) => probe_url(&parsed, timeout).await,
-        Err(e) => ProbeResult {
-            status: None,
-            error: Some(e.to_string()),
-            elapsed_ms: millis(start.elapsed()),
-        },
+    let failed = |e: String| ProbeResult {
+        status: None,
+        error: Some(e),
+        elapsed_ms: millis(start.elapsed()),
+    };
+    let parsed = match HttpUrl::parse_probe(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return failed(e.to_string()),
+    };
+    if let Some(h) = host {
+        if let Err(e) = check_host_header(h) {
+            return failed(e);
+        }
     }
+    probe_aimed(&parsed, host, timeout).await
 }
 
 /// `probe_http` for an already parsed URL (parse once when the playbook loads).
 pub async fn probe_url(url: &HttpUrl, timeout: Duration) -> ProbeResult {
+    probe_aimed(url, None, timeout).await
+}
+
+async fn probe_aimed(url: &HttpUrl, host: Option<&str>, timeout: Duration) -> ProbeResult {
     let start = Instant::now();
-    let outcome = tokio::time::timeout(timeout, exchange(url)).await;
+    let outcome = tokio::time::timeout(timeout, exchange(url, host)).await;
     let elapsed_ms = millis(start.elapsed());
     match outcome {
         Ok(Ok(status)) => ProbeResult {
@@ -248,15 +308,70 @@ pub async fn probe_url(url: &HttpUrl, timeout: Duration) -> ProbeResult {
     }
 }
 
+/// A `Host` value a request may carry: `name`, `name:port`, `[v6]` or `[v6]:port`.
+fn check_host_header(host: &str) -> Result<(), String> {
+    let ok = !host.is_empty()
+        && host.len() <= 260
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid probe host `{}`: a host name, with an optional `:port`",
+            host.escape_debug()
+        ))
+    }
+}
+
+/// The name part of a `Host` value, for SNI: none for an address (SNI carries names only).
+fn sni_name(host: &str) -> Option<ServerName<'static>> {
+    if host.starts_with('[') {
+        return None;
+    }
+    let name = host.rsplit_once(':').map_or(host, |(n, _)| n);
+    if name.parse::<IpAddr>().is_ok() {
+        return None;
+    }
+    ServerName::try_from(name.to_string()).ok()
+}
+
 /// Connects, sends the request and reads the status code.
-async fn exchange(url: &HttpUrl) -> Result<u16, String> {
-    let mut stream = TcpStream::connect((url.host.as_str(), url.port))
+async fn exchange(url: &HttpUrl, host: Option<&str>) -> Result<u16, String> {
+    let stream = TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("cannot connect to `{url}`: {e}"))?;
+    let host_header = host.map_or_else(|| url.host_header(), str::to_string);
+    if !url.tls {
+        return ask(stream, url, &host_header).await;
+    }
+    let name = match host.and_then(sni_name) {
+        Some(name) => name,
+        // an address as the server name: rustls sends no SNI, nginx uses its default server
+        None => match url.host.parse::<IpAddr>() {
+            Ok(ip) => ServerName::IpAddress(ip.into()),
+            Err(_) => ServerName::try_from(url.host.clone())
+                .map_err(|_| format!("`{}` is not a TLS server name", url.host))?,
+        },
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls_config()?);
+    let tls = connector
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("tls handshake with `{url}` failed: {e}"))?;
+    ask(tls, url, &host_header).await
+}
+
+/// Sends the request over `stream` and reads the status code.
+async fn ask<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    url: &HttpUrl,
+    host: &str,
+) -> Result<u16, String> {
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: nginx-medic/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: nginx-medic/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         url.path,
-        url.host_header(),
         env!("CARGO_PKG_VERSION"),
     );
     stream
@@ -294,6 +409,78 @@ async fn exchange(url: &HttpUrl) -> Result<u16, String> {
             String::from_utf8_lossy(&line).trim_end()
         )
     })
+}
+
+/// The client configuration of every TLS probe: ring's algorithms, TLS 1.2 and 1.3, and
+/// [`AnyCertificate`] in place of the web PKI.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("cannot set up tls: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// Accepts whatever certificate the server presents (the probe checks that the site answers,
+/// not that its certificate is trusted), but still checks that the handshake was signed with the
+/// key of that certificate.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Whether `status` satisfies a probe expecting `expect`: the same code, or a redirect
+/// (301, 302, 303, 307, 308) where a success was expected — the server block answered, and
+/// where it sends clients is its own business.
+pub fn answers(status: u16, expect: u16) -> bool {
+    status == expect
+        || ((200..300).contains(&expect) && matches!(status, 301 | 302 | 303 | 307 | 308))
 }
 
 /// The code from `HTTP/1.x NNN reason` (trailing `\r` allowed).
@@ -534,12 +721,58 @@ mod tests {
 
     #[tokio::test]
     async fn probe_invalid_url_is_an_error_not_a_panic() {
-        let r = probe_http("https://example.com/", Duration::from_secs(1)).await;
+        let r = probe_http("ftp://example.com/", Duration::from_secs(1)).await;
         assert_eq!(r.status, None);
         assert!(r
             .error
             .unwrap()
-            .starts_with("invalid probe url `https://example.com/`"));
+            .starts_with("invalid probe url `ftp://example.com/`"));
+        let r = probe_site(
+            "http://127.0.0.1:1/",
+            Some("a\r\nX: y"),
+            Duration::from_secs(1),
+        )
+        .await;
+        assert!(r.error.unwrap().starts_with("invalid probe host"));
+    }
+
+    #[tokio::test]
+    async fn an_aimed_probe_sends_the_site_name_as_host() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(serve_once(listener, "HTTP/1.1 301 Moved\r\n\r\n"));
+        let url = format!("http://127.0.0.1:{port}/x");
+        let r = probe_site(&url, Some("app.example.test:8080"), Duration::from_secs(5)).await;
+        assert_eq!(r.status, Some(301), "{r:?}");
+        let req = server.await.unwrap();
+        assert!(req.contains("\r\nHost: app.example.test:8080\r\n"), "{req}");
+    }
+
+    #[test]
+    fn a_redirect_answers_a_success_probe() {
+        assert!(answers(200, 200) && answers(301, 200) && answers(308, 204));
+        assert!(!answers(304, 200) && !answers(400, 200) && !answers(502, 200));
+        assert!(!answers(301, 404), "only where a success was expected");
+    }
+
+    #[test]
+    fn probe_urls_may_be_https() {
+        let u = HttpUrl::parse_probe("https://127.0.0.1/").unwrap();
+        assert_eq!(
+            (u.tls, u.port, u.host_header().as_str()),
+            (true, 443, "127.0.0.1")
+        );
+        assert_eq!(u.to_string(), "https://127.0.0.1:443/");
+        assert!(
+            HttpUrl::parse("https://127.0.0.1/").is_err(),
+            "webhooks stay http"
+        );
+        assert_eq!(
+            sni_name("app.example.test:8443"),
+            ServerName::try_from("app.example.test").ok()
+        );
+        assert_eq!(sni_name("127.0.0.1:8443"), None);
+        assert_eq!(sni_name("[::1]:8443"), None);
     }
 
     #[test]

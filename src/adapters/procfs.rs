@@ -164,6 +164,67 @@ impl Procfs {
         })
     }
 
+    /// A backend process as the supervision facts need it: command line, executable, working
+    /// directory, user, the *names* of its environment variables (never their values), its
+    /// unit and its parents. `None` when it is gone or cannot be read.
+    pub fn process_facts(
+        &self,
+        pid: i32,
+        seen_at: u64,
+    ) -> Option<crate::facts::supervision::ProcessFacts> {
+        let owner = self.process(pid).ok()?;
+        let dir = self.root.join(pid.to_string());
+        let link = |name: &str| {
+            fs::read_link(dir.join(name))
+                .ok()
+                .map(|p| p.display().to_string())
+        };
+        let uid = fs::metadata(&dir).ok()?.uid();
+        let env_names = fs::read(dir.join("environ"))
+            .map(|bytes| {
+                bytes
+                    .split(|b| *b == 0)
+                    .filter_map(|kv| {
+                        let name = kv.split(|b| *b == b'=').next()?;
+                        let name = std::str::from_utf8(name).ok()?;
+                        (!name.is_empty()).then(|| name.to_string())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ancestors = Vec::new();
+        let mut parent = owner.ppid;
+        while parent > 1 && ancestors.len() < 32 {
+            ancestors.push(parent);
+            parent = fs::read_to_string(self.root.join(parent.to_string()).join("stat"))
+                .ok()
+                .and_then(|t| parse_stat(&t))
+                .map_or(0, |s| s.ppid);
+        }
+        Some(crate::facts::supervision::ProcessFacts {
+            pid,
+            exe: link("exe"),
+            cmdline: owner.cmdline,
+            cwd: link("cwd"),
+            uid,
+            user: User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+            env_names,
+            unit: owner.unit,
+            ancestors,
+            seen_at,
+        })
+    }
+
+    /// The command line of a process (a PM2 daemon's title names its home).
+    pub fn cmdline(&self, pid: i32) -> Vec<String> {
+        fs::read(self.root.join(pid.to_string()).join("cmdline"))
+            .map(|b| parse_cmdline(&b))
+            .unwrap_or_default()
+    }
+
     /// Whether new `::` sockets refuse IPv4 by default (`net.ipv6.bindv6only`); false, the Linux
     /// default, when the setting cannot be read.
     pub fn bindv6only(&self) -> bool {

@@ -528,6 +528,152 @@ fn unit_name_of_path(path: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A stand-in for systemd's manager on a private bus: answers a second `Subscribe` of a
+    /// connection with `AlreadySubscribed`, as systemd does, and finishes each `RestartUnit` job
+    /// at once with a `JobRemoved` signal.
+    mod fake {
+        use std::sync::{Arc, Mutex};
+        use zbus::object_server::SignalEmitter;
+        use zbus::zvariant::{ObjectPath, OwnedObjectPath};
+
+        #[derive(Debug, zbus::DBusError)]
+        #[zbus(prefix = "org.freedesktop.systemd1")]
+        pub enum Error {
+            #[zbus(error)]
+            ZBus(zbus::Error),
+            AlreadySubscribed(String),
+        }
+
+        #[derive(Default, Clone)]
+        pub struct Manager {
+            pub subscribes: Arc<Mutex<u32>>,
+            pub restarted: Arc<Mutex<Vec<String>>>,
+        }
+
+        #[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
+        impl Manager {
+            async fn subscribe(&self) -> Result<(), Error> {
+                let mut n = self.subscribes.lock().unwrap();
+                *n += 1;
+                if *n > 1 {
+                    return Err(Error::AlreadySubscribed(
+                        "Client is already subscribed.".into(),
+                    ));
+                }
+                Ok(())
+            }
+
+            async fn restart_unit(
+                &self,
+                name: &str,
+                _mode: &str,
+                #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
+            ) -> Result<OwnedObjectPath, Error> {
+                let id = {
+                    let mut restarted = self.restarted.lock().unwrap();
+                    restarted.push(name.to_string());
+                    u32::try_from(restarted.len()).unwrap()
+                };
+                let job = ObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}"))
+                    .map_err(zbus::Error::from)?;
+                Self::job_removed(&emitter, id, job.clone(), name, "done").await?;
+                Ok(job.into())
+            }
+
+            #[zbus(signal)]
+            async fn job_removed(
+                emitter: &SignalEmitter<'_>,
+                id: u32,
+                job: ObjectPath<'_>,
+                unit: &str,
+                result: &str,
+            ) -> zbus::Result<()>;
+        }
+    }
+
+    /// A private `dbus-daemon`, ended (by its PID) on drop.
+    struct PrivateBus {
+        child: std::process::Child,
+        dir: std::path::PathBuf,
+        address: String,
+    }
+
+    impl PrivateBus {
+        fn start() -> PrivateBus {
+            // a short path of address-safe bytes: a D-Bus address escapes the others
+            let dir =
+                std::path::PathBuf::from(format!("/tmp/nginx-medic-bus-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let socket = dir.join("bus");
+            let address = format!("unix:path={}", socket.display());
+            let child = std::process::Command::new("dbus-daemon")
+                .args(["--session", "--nofork", "--nopidfile"])
+                .arg(format!("--address={address}"))
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("dbus-daemon (package dbus) runs");
+            let bus = PrivateBus {
+                child,
+                dir,
+                address,
+            };
+            let start = std::time::Instant::now();
+            while !socket.exists() {
+                assert!(start.elapsed() < std::time::Duration::from_secs(10));
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            bus
+        }
+    }
+
+    impl Drop for PrivateBus {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// The job path over D-Bus: two restarts on one connection both finish, the second
+    /// `Subscribe` being answered `AlreadySubscribed` (issue 11, failure 2: a plan restarting
+    /// two units failed half-way there).
+    #[tokio::test]
+    async fn two_unit_jobs_on_one_connection_both_finish() {
+        let bus = PrivateBus::start();
+        let manager = fake::Manager::default();
+        let _server = zbus::connection::Builder::address(bus.address.as_str())
+            .unwrap()
+            .name(SYSTEMD_BUS_NAME)
+            .unwrap()
+            .serve_at("/org/freedesktop/systemd1", manager.clone())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let systemd = Systemd { conn };
+        let timeout = std::time::Duration::from_secs(10);
+        for unit in ["a.service", "b.service"] {
+            systemd
+                .run_job(unit, JobOp::Restart, timeout)
+                .await
+                .unwrap_or_else(|e| panic!("{unit}: {}", crate::error_text::chain(&e)));
+        }
+        assert_eq!(
+            *manager.restarted.lock().unwrap(),
+            ["a.service", "b.service"]
+        );
+        assert_eq!(
+            *manager.subscribes.lock().unwrap(),
+            2,
+            "the second Subscribe was answered AlreadySubscribed and counted as success"
+        );
+    }
+
     #[test]
     fn a_second_subscribe_on_one_connection_is_success() {
         assert!(is_already_subscribed(

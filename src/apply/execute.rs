@@ -5,7 +5,7 @@
 use super::journal::{EntryStatus, Journal, JournalEntry};
 use super::transaction::{FileTransaction, RollbackOutcome};
 use crate::adapters::nginx::NginxBinary;
-use crate::adapters::probe::{probe_http, wait_listen};
+use crate::adapters::probe::{answers, probe_site, wait_listen};
 use crate::adapters::systemd::{JobOp, Systemd};
 use crate::config::ReloadMethod;
 use crate::engine::plan::{Plan, PlannedAction, Step};
@@ -65,7 +65,7 @@ enum Work {
 impl Work {
     fn of_step(action: &PlannedAction) -> Self {
         match action {
-            PlannedAction::Systemd { .. } => Self::Job,
+            PlannedAction::Systemd { .. } | PlannedAction::Pm2 { .. } => Self::Job,
             PlannedAction::SetBindHost { daemon_reload, .. } => Self::Edit {
                 daemon_reload: *daemon_reload,
             },
@@ -77,7 +77,8 @@ impl Work {
             PlannedAction::WaitListen { timeout_ms, .. } => {
                 Self::Listen(Duration::from_millis(*timeout_ms))
             }
-            PlannedAction::Probe { timeout_ms, .. } => {
+            PlannedAction::Probe { timeout_ms, .. }
+            | PlannedAction::ProbeSite { timeout_ms, .. } => {
                 Self::Probe(Duration::from_millis(*timeout_ms))
             }
             PlannedAction::NginxTest {} => Self::NginxTest,
@@ -89,7 +90,7 @@ impl Work {
     /// drop-in, so it is counted as one.
     fn of_playbook(action: &Action) -> Self {
         match action {
-            Action::Systemd { .. } => Self::Job,
+            Action::Systemd { .. } | Action::Pm2 { .. } => Self::Job,
             Action::SetBindHost { .. } => Self::Edit {
                 daemon_reload: true,
             },
@@ -337,6 +338,8 @@ struct Group<'a, 'e> {
     reloaded: bool,
     daemon_reloaded: bool,
     restarted_units: Vec<String>,
+    /// PM2 apps started from an edited ecosystem file: started again after a rollback.
+    pm2_applied: Vec<super::pm2_step::Pm2Step>,
 }
 
 impl Group<'_, '_> {
@@ -365,6 +368,7 @@ async fn run_group(
         reloaded: false,
         daemon_reloaded: false,
         restarted_units: Vec::new(),
+        pm2_applied: Vec::new(),
     };
     let mut results = Vec::with_capacity(steps.len());
     let mut failed = false;
@@ -523,10 +527,98 @@ async fn run_step(
         }
         PlannedAction::Probe {
             url,
+            host,
             expect,
             timeout_ms,
-        } => Ok(probe_until(url, *expect, Duration::from_millis(*timeout_ms)).await?),
+        } => Ok(probe_until(
+            url,
+            host.as_deref(),
+            *expect,
+            Duration::from_millis(*timeout_ms),
+        )
+        .await?),
+        PlannedAction::ProbeSite {
+            site,
+            url,
+            host,
+            timeout_ms,
+        } => Ok(answers_until(
+            site,
+            url,
+            host.as_deref(),
+            Duration::from_millis(*timeout_ms),
+        )
+        .await?),
+        PlannedAction::Pm2 { .. } => {
+            let step = pm2_step_of(action).ok_or("not a pm2 step")?;
+            let done = super::pm2_step::run(step.clone()).await?;
+            if step.op == crate::playbook::Pm2Op::ApplyEcosystem {
+                group.pm2_applied.push(step);
+            }
+            Ok(StepDone::Done(done))
+        }
     }
+}
+
+/// Probes a neighbour site until it answers with anything but nginx's own 502, 503 or 504
+/// (a site's `/` may rightly answer 404 or a redirect), or the timeout passes.
+async fn answers_until(
+    site: &str,
+    url: &str,
+    host: Option<&str>,
+    timeout: Duration,
+) -> Result<StepDone, String> {
+    let start = Instant::now();
+    loop {
+        let left = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(200));
+        let probe = probe_site(url, host, left.min(PROBE_REQUEST_MAX)).await;
+        let last = match probe.status {
+            Some(status) if !matches!(status, 502..=504) => {
+                return Ok(StepDone::Done(format!(
+                    "`{site}` ({url}) answered {status} after {} ms",
+                    start.elapsed().as_millis()
+                )));
+            }
+            Some(status) => format!("status {status}"),
+            None => probe.error.unwrap_or_default(),
+        };
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "`{site}` ({url}), which reaches what this change touched, does not answer within {} ms (last: {last})",
+                timeout.as_millis()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The pm2 step a planned `pm2` action runs.
+fn pm2_step_of(action: &PlannedAction) -> Option<super::pm2_step::Pm2Step> {
+    let PlannedAction::Pm2 {
+        app,
+        op,
+        home,
+        binary,
+        uid,
+        gid,
+        ecosystem,
+    } = action
+    else {
+        return None;
+    };
+    Some(super::pm2_step::Pm2Step {
+        target: crate::adapters::pm2::Pm2Target {
+            binary: binary.clone(),
+            home: home.clone(),
+            uid: *uid,
+            gid: *gid,
+        },
+        app: app.clone(),
+        op: *op,
+        ecosystem: ecosystem.clone(),
+    })
 }
 
 fn short(hash: &str) -> &str {
@@ -618,18 +710,24 @@ async fn reload_nginx(effects: &Effects<'_>) -> Result<StepDone, String> {
 }
 
 /// Probes until the expected status arrives or the timeout passes (workers take a moment to
-/// pick up a reload, a backend a moment to accept).
-async fn probe_until(url: &str, expect: u16, timeout: Duration) -> Result<StepDone, String> {
+/// pick up a reload, a backend a moment to accept). A redirect counts as the answer of a `2xx`
+/// expectation: the server block answered, and where it sends clients is its own business.
+async fn probe_until(
+    url: &str,
+    host: Option<&str>,
+    expect: u16,
+    timeout: Duration,
+) -> Result<StepDone, String> {
     let start = Instant::now();
     let mut last;
     loop {
         let left = timeout
             .saturating_sub(start.elapsed())
             .max(Duration::from_millis(200));
-        let probe = probe_http(url, left.min(Duration::from_secs(5))).await;
-        if probe.status == Some(expect) {
+        let probe = probe_site(url, host, left.min(Duration::from_secs(5))).await;
+        if let Some(status) = probe.status.filter(|s| answers(*s, expect)) {
             return Ok(StepDone::Done(format!(
-                "{url} answered {expect} after {} ms",
+                "{url} answered {status} after {} ms",
                 start.elapsed().as_millis()
             )));
         }
@@ -672,6 +770,10 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
                 EntryStatus::RolledBack,
                 "removed (it did not exist before)".to_string(),
             ),
+            RollbackOutcome::LeftAlone { reason } => {
+                all_restored = false;
+                (EntryStatus::Failed, format!("left alone: {reason}"))
+            }
             RollbackOutcome::Failed { reason } => {
                 all_restored = false;
                 (EntryStatus::Failed, reason.clone())
@@ -722,6 +824,19 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
         };
         group.log("daemon_reload", "systemd", status, &detail);
     }
+    for step in std::mem::take(&mut group.pm2_applied) {
+        progress.step_started(Work::Job.bound());
+        let outcome = super::pm2_step::run(step.clone()).await;
+        progress.step_ended();
+        let (status, detail) = match outcome {
+            Ok(_) => (
+                EntryStatus::RolledBack,
+                "started again from the restored ecosystem file".to_string(),
+            ),
+            Err(e) => (EntryStatus::Failed, e),
+        };
+        group.log("pm2_apply_ecosystem", &step.app, status, &detail);
+    }
     for unit in std::mem::take(&mut group.restarted_units) {
         progress.step_started(Work::Job.bound());
         let outcome = effects
@@ -751,7 +866,9 @@ fn kind_of(action: &PlannedAction) -> &'static str {
         PlannedAction::NginxTest {} => "nginx_test",
         PlannedAction::NginxReload {} => "nginx_reload",
         PlannedAction::Probe { .. } => "probe",
+        PlannedAction::ProbeSite { .. } => "probe_site",
         PlannedAction::SetPoolListen { .. } => "set_pool_listen",
+        PlannedAction::Pm2 { .. } => "pm2",
     }
 }
 
@@ -764,6 +881,7 @@ fn target_of(action: &PlannedAction) -> String {
         | PlannedAction::SetDirective { edit, .. } => edit.path.display().to_string(),
         PlannedAction::WaitListen { address, .. } => address.clone(),
         PlannedAction::NginxTest {} | PlannedAction::NginxReload {} => "nginx".into(),
-        PlannedAction::Probe { url, .. } => url.clone(),
+        PlannedAction::Probe { url, .. } | PlannedAction::ProbeSite { url, .. } => url.clone(),
+        PlannedAction::Pm2 { app, .. } => format!("pm2 app {app}"),
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod execute;
 pub mod journal;
+pub mod pm2_step;
 pub mod transaction;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::fs::{self as afs, Backup, FsError};
+use crate::adapters::fs::{self as afs, describe, Backup, FsError, Pinned, Restored};
 use crate::failpoint::fail_point;
 
 /// Directory under the state directory that holds one folder per transaction.
@@ -85,14 +85,6 @@ pub enum TxnError {
     Fs(#[from] FsError),
 }
 
-/// `sha256 0123456789ab…` or `no file`, for messages.
-fn describe(hash: Option<&str>) -> String {
-    match hash {
-        Some(h) => format!("sha256 {}…", h.get(..12).unwrap_or(h)),
-        None => "no file".to_string(),
-    }
-}
-
 /// Where a transaction stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -150,6 +142,11 @@ pub enum RollbackOutcome {
     Restored,
     /// The file did not exist before and was removed.
     Removed,
+    /// Someone changed the file after nginx-medic wrote it: left as it is, not reverted.
+    LeftAlone {
+        /// What is there compared with what nginx-medic wrote.
+        reason: String,
+    },
     /// The file could not be put back.
     Failed {
         /// The error chain.
@@ -173,6 +170,9 @@ pub struct FileTransaction {
     id: String,
     dir: PathBuf,
     backups: Vec<Backup>,
+    /// Each backed-up path as found in this process, beside `backups` (`None`: a resumed
+    /// transaction, found again and checked against the manifest when first needed).
+    pinned: Vec<Option<Pinned>>,
     state: TxnState,
 }
 
@@ -207,6 +207,7 @@ impl FileTransaction {
             id: txn_id.to_string(),
             dir,
             backups: Vec::new(),
+            pinned: Vec::new(),
             state: TxnState::Open,
         };
         txn.write_manifest()?;
@@ -258,6 +259,7 @@ impl FileTransaction {
         Ok(FileTransaction {
             id: manifest.txn,
             dir,
+            pinned: manifest.files.iter().map(|_| None).collect(),
             backups: manifest.files,
             state: manifest.state,
         })
@@ -291,8 +293,11 @@ impl FileTransaction {
     /// Replaces the file at `path` with `new_bytes`, if it still has `expected_hash` (`None`:
     /// the file must not exist yet).
     ///
-    /// The first edit of a path backs it up and records it in the manifest before writing.
-    /// A hash mismatch changes nothing and leaves the path untouched.
+    /// The first edit of a path finds it once ([`Pinned::locate`]: no symlink another user
+    /// could swap in is followed), backs it up from the open file and records it in the
+    /// manifest before writing; every later edit and the rollback go through the same open
+    /// directory. The new file is recorded in the manifest before it is swapped in, and it
+    /// replaces only the file that was checked. A mismatch changes nothing.
     pub fn edit(
         &mut self,
         path: &Path,
@@ -309,34 +314,74 @@ impl FileTransaction {
             expected: expected_hash.map(str::to_string),
             found,
         };
-        let before = if self.backups.iter().any(|b| b.original == path) {
-            let found = afs::current_hash(path)?;
-            if found.as_deref() != expected_hash {
-                return Err(mismatch(found));
-            }
-            found
-        } else {
-            let backup = afs::backup(path, &self.dir)?;
-            if backup.hash.as_deref() != expected_hash {
-                if let Some(copy) = &backup.copy {
-                    let _ = fs::remove_file(copy);
+        let index = match self.backups.iter().position(|b| b.original == path) {
+            Some(i) => {
+                if self.pinned.get(i).is_some_and(Option::is_none) {
+                    let again = Pinned::relocate(&self.backups[i])?;
+                    self.pinned[i] = Some(again);
                 }
-                return Err(mismatch(backup.hash));
+                i
             }
-            let before = backup.hash.clone();
-            self.backups.push(backup);
-            self.write_manifest()?;
-            fail_point!("txn.after-backup", |_| Err(TxnError::Fs(FsError::Write {
-                path: path.to_path_buf(),
-                source: crate::failpoint::injected("txn.after-backup"),
-            })));
-            before
+            None => {
+                let pinned = Pinned::locate(path)?;
+                let backup = pinned.backup(&self.dir)?;
+                if backup.hash.as_deref() != expected_hash {
+                    if let Some(copy) = &backup.copy {
+                        let _ = fs::remove_file(copy);
+                    }
+                    return Err(mismatch(backup.hash));
+                }
+                self.backups.push(backup);
+                self.pinned.push(Some(pinned));
+                self.write_manifest()?;
+                fail_point!("txn.after-backup", |_| Err(TxnError::Fs(FsError::Write {
+                    path: path.to_path_buf(),
+                    source: crate::failpoint::injected("txn.after-backup"),
+                })));
+                self.backups.len() - 1
+            }
         };
-        afs::atomic_write(path, new_bytes)?;
+        let (Some(Some(pinned)), Some(backup)) = (self.pinned.get(index), self.backups.get(index))
+        else {
+            return Err(TxnError::Manifest {
+                path: self.dir.join(MANIFEST_FILE),
+                reason: "the transaction lost track of a file".into(),
+            });
+        };
+        // What must be there now: the original, or what this transaction wrote last.
+        let expect = match backup.written.last() {
+            Some(w) => Some((w.file, w.hash.clone())),
+            None => backup.file.zip(backup.hash.clone()),
+        };
+        let found = pinned.current()?;
+        let found_id = found.as_ref().map(|c| (c.id, c.hash.clone()));
+        if found_id != expect || expect.as_ref().map(|(_, h)| h.as_str()) != expected_hash {
+            return Err(mismatch(found.map(|c| c.hash)));
+        }
+        let staged = pinned.stage_edit(new_bytes, Some(backup))?;
+        let written = staged.written();
+        if let Some(b) = self.backups.get_mut(index) {
+            b.written.push(written.clone());
+        }
+        self.write_manifest()?;
+        let swapped = match self.pinned.get(index) {
+            Some(Some(pinned)) => {
+                pinned.swap_in(staged, expect.as_ref().map(|(id, h)| (*id, h.as_str())))
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = swapped {
+            // Nothing was swapped in: the manifest keeps only what is really there.
+            if let Some(b) = self.backups.get_mut(index) {
+                b.written.retain(|w| *w != written);
+            }
+            let _ = self.write_manifest();
+            return Err(e.into());
+        }
         Ok(Edit {
             path: path.to_path_buf(),
-            before,
-            after: afs::bytes_hash(new_bytes),
+            before: expect.map(|(_, h)| h),
+            after: written.hash,
         })
     }
 
@@ -348,31 +393,41 @@ impl FileTransaction {
         self.write_manifest()
     }
 
-    /// Puts every touched file back byte for byte (with owner and mode), last touched first,
-    /// and reports each. Failures do not stop the others.
+    /// Puts every touched file back byte for byte (with owner, mode and attributes), last
+    /// touched first, and reports each: only over what nginx-medic wrote, so a file someone
+    /// changed since is left alone (and reported). Failures do not stop the others.
     pub fn rollback(mut self) -> Vec<RollbackReport> {
         self.rollback_in_place()
     }
 
     fn rollback_in_place(&mut self) -> Vec<RollbackReport> {
-        let reports: Vec<RollbackReport> = self
-            .backups
-            .iter()
-            .rev()
-            .map(|b| RollbackReport {
-                path: b.original.clone(),
-                outcome: match afs::restore(b) {
-                    Ok(()) if b.existed => RollbackOutcome::Restored,
-                    Ok(()) => RollbackOutcome::Removed,
-                    Err(e) => RollbackOutcome::Failed {
-                        reason: crate::error_text::chain(&e),
-                    },
+        let mut reports = Vec::with_capacity(self.backups.len());
+        for (i, b) in self.backups.iter().enumerate().rev() {
+            let restored = match self.pinned.get(i) {
+                Some(Some(pinned)) => pinned.restore(b),
+                _ => afs::restore(b),
+            };
+            let outcome = match restored {
+                Ok(Restored::Restored) => RollbackOutcome::Restored,
+                Ok(Restored::Removed) => RollbackOutcome::Removed,
+                Ok(Restored::AsBefore) if b.existed => RollbackOutcome::Restored,
+                Ok(Restored::AsBefore) => RollbackOutcome::Removed,
+                Ok(Restored::LeftAlone { reason }) => RollbackOutcome::LeftAlone { reason },
+                Err(e) => RollbackOutcome::Failed {
+                    reason: crate::error_text::chain(&e),
                 },
-            })
-            .collect();
-        let complete = reports
-            .iter()
-            .all(|r| !matches!(r.outcome, RollbackOutcome::Failed { .. }));
+            };
+            reports.push(RollbackReport {
+                path: b.original.clone(),
+                outcome,
+            });
+        }
+        let complete = reports.iter().all(|r| {
+            matches!(
+                r.outcome,
+                RollbackOutcome::Restored | RollbackOutcome::Removed
+            )
+        });
         self.state = if complete {
             TxnState::RolledBack
         } else {
@@ -419,6 +474,9 @@ impl Drop for FileTransaction {
             match report.outcome {
                 RollbackOutcome::Failed { reason } => {
                     tracing::error!(txn = %self.id, path = %report.path.display(), %reason, "rollback failed")
+                }
+                RollbackOutcome::LeftAlone { reason } => {
+                    tracing::warn!(txn = %self.id, path = %report.path.display(), %reason, "left alone")
                 }
                 outcome => {
                     tracing::info!(txn = %self.id, path = %report.path.display(), ?outcome, "rolled back")
@@ -697,5 +755,78 @@ mod tests {
         assert_eq!(fs::read(&other).unwrap(), b"other original");
         let m = read_manifest(&state.join("backups/t7").join(MANIFEST_FILE)).unwrap();
         assert_eq!(m.state, TxnState::RollbackIncomplete);
+    }
+
+    #[test]
+    fn a_rollback_leaves_a_file_someone_changed_since_and_reports_it() {
+        let (_d, state, conf) = setup();
+        let mut txn = FileTransaction::begin(&state, "t8").unwrap();
+        txn.edit(&conf, Some(&afs::file_hash(&conf).unwrap()), b"medic's\n")
+            .unwrap();
+        fs::write(&conf, b"an admin's edit\n").unwrap();
+        let reports = txn.rollback();
+        assert_eq!(fs::read(&conf).unwrap(), b"an admin's edit\n");
+        assert!(
+            matches!(&reports[0].outcome, RollbackOutcome::LeftAlone { reason } if reason.contains("changed by someone else since nginx-medic wrote it")),
+            "{reports:?}"
+        );
+        let m = read_manifest(&state.join("backups/t8").join(MANIFEST_FILE)).unwrap();
+        assert_eq!(m.state, TxnState::RollbackIncomplete);
+    }
+
+    #[test]
+    fn a_crashed_transaction_is_rolled_back_only_over_what_it_wrote() {
+        let (_d, state, conf) = setup();
+        let original = fs::read(&conf).unwrap();
+        let other = conf.with_file_name("other.conf");
+        fs::write(&other, b"other").unwrap();
+        let mut txn = FileTransaction::begin(&state, "t9").unwrap();
+        txn.edit(&conf, Some(&afs::file_hash(&conf).unwrap()), b"a")
+            .unwrap();
+        txn.edit(&other, Some(&afs::file_hash(&other).unwrap()), b"b")
+            .unwrap();
+        std::mem::forget(txn);
+        fs::write(&other, b"edited by hand after the crash").unwrap();
+        let reports = FileTransaction::resume(&state, "t9").unwrap().rollback();
+        assert!(
+            matches!(reports[0].outcome, RollbackOutcome::LeftAlone { .. }),
+            "{reports:?}"
+        );
+        assert_eq!(reports[1].outcome, RollbackOutcome::Restored);
+        assert_eq!(fs::read(&conf).unwrap(), original);
+        assert_eq!(fs::read(&other).unwrap(), b"edited by hand after the crash");
+    }
+
+    /// The owner of a `.env`'s directory swaps it for a symlink to a file of root's while
+    /// whole transactions (manifest, backup, write, rollback) run over it: the canary never
+    /// changes. (The 10,000-round race of the file operations alone is in `adapters::fs`.)
+    #[test]
+    fn a_symlink_swap_never_redirects_a_transaction() {
+        if !is_root() {
+            return;
+        }
+        let mut n = 0u32;
+        let state = tempfile::tempdir_in(afs::race::scratch()).unwrap();
+        let (edited, swaps) = afs::race::run(1_000, |env| {
+            n += 1;
+            let mut txn = FileTransaction::begin(state.path(), &format!("race-{n}")).unwrap();
+            let edited = match afs::file_hash(env) {
+                Ok(hash) => txn.edit(env, Some(&hash), b"HOST=0.0.0.0\n").is_ok(),
+                Err(_) => false,
+            };
+            // every other round, the swap is in place for the rollback
+            if n % 2 == 0 && edited {
+                afs::race::link(env);
+                txn.rollback();
+                afs::race::unlink(env);
+            } else {
+                txn.rollback();
+            }
+            edited
+        });
+        assert!(
+            swaps >= 500 && edited > 200,
+            "{swaps} swaps, {edited} edits"
+        );
     }
 }

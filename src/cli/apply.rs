@@ -7,19 +7,20 @@ use crate::adapters::systemd::Systemd;
 use crate::apply::execute::{apply, ApplyReport, Effects, NoProgress, Outcome, StepStatus};
 use crate::config::Settings;
 use crate::engine::evaluate::Finding;
-use crate::engine::plan::Plan;
+use crate::engine::plan::{Plan, Step};
 use crate::facts::gather::{error_log_path, nginx_binary};
 use anyhow::Context;
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Print the findings, each action with its result, and the outcome as JSON.
     #[arg(long)]
     json: bool,
-    /// Run exactly this plan (written by `plan --out FILE`) instead of planning afresh; a file
-    /// that changed since is refused.
+    /// Run this reviewed plan (written by `plan --out FILE`): the host is planned afresh and
+    /// only what the fresh plan does too is run; a step that is not (another file, unit or
+    /// content, a file changed since) refuses the whole plan with exit 3, nothing done.
     #[arg(long, value_name = "FILE")]
     plan: Option<PathBuf>,
 }
@@ -44,19 +45,21 @@ struct Held {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
+    // A reviewed plan is read (and refused when it does not parse) before anything else.
+    let reviewed = args.plan.as_deref().map(read_plan).transpose()?;
+    // One actor per host: the daemon's lock, held until the apply is over.
+    let _lock = crate::daemon::lock::InstanceLock::acquire(&settings.daemon.lock_file)?;
+    let d = diagnose(settings).await?;
     // A finding whose playbook has no actions (a crash loop) is reported, never acted on.
-    let mut report_only = false;
-    let mut plan = match &args.plan {
-        Some(path) => read_plan(path)?,
-        None => {
-            let d = diagnose(settings).await?;
-            report_only = d.findings.iter().any(|f| {
-                d.playbooks
-                    .get(&f.cause)
-                    .is_some_and(|p| p.actions.is_empty())
-            });
-            d.plan()
-        }
+    let report_only = d.findings.iter().any(|f| {
+        d.playbooks
+            .get(&f.cause)
+            .is_some_and(|p| p.actions.is_empty())
+    });
+    let fresh = d.plan();
+    let mut plan = match (&args.plan, reviewed) {
+        (Some(path), Some(reviewed)) => verified(path, &reviewed, fresh)?,
+        _ => fresh,
     };
     let held = drop_held(settings, &mut plan);
     let systemd = Systemd::connect(settings.bus).await?;
@@ -77,10 +80,14 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
         .await
         .context("cannot keep the audit journal")?;
     if args.json {
+        let mut shown = report.clone();
+        for r in &mut shown.actions {
+            crate::redact::step(&mut r.step);
+        }
         let out = Output {
             findings: &plan.findings,
             held: &held,
-            report: &report,
+            report: &shown,
         };
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -154,6 +161,120 @@ fn drop_held(settings: &Settings, plan: &mut Plan) -> Vec<Held> {
     held
 }
 
+/// The fresh plan's findings whose steps the reviewed plan holds exactly (compared as shown:
+/// both redacted), with the fresh plan's contents and diffs; any reviewed step that a fresh
+/// plan does not take refuses the whole plan.
+fn verified(path: &Path, reviewed: &Plan, fresh: Plan) -> anyhow::Result<Plan> {
+    let shown = |step: &Step| {
+        let mut step = step.clone();
+        crate::redact::step(&mut step);
+        step.diff = None;
+        step
+    };
+    let groups = |plan: &Plan| {
+        let mut ids: Vec<usize> = Vec::new();
+        for s in &plan.actions {
+            if !ids.contains(&s.finding) {
+                ids.push(s.finding);
+            }
+        }
+        ids.into_iter()
+            .map(|id| {
+                let steps: Vec<Step> = plan
+                    .actions
+                    .iter()
+                    .filter(|s| s.finding == id)
+                    .map(|s| Step {
+                        finding: 0,
+                        ..shown(s)
+                    })
+                    .collect();
+                (id, steps)
+            })
+            .collect::<Vec<_>>()
+    };
+    let fresh_groups = groups(&fresh);
+    let mut keep: Vec<usize> = Vec::new();
+    for (_, steps) in groups(reviewed) {
+        let found = fresh_groups
+            .iter()
+            .find(|(id, fresh_steps)| *fresh_steps == steps && !keep.contains(id));
+        match found {
+            Some((id, _)) => keep.push(*id),
+            None => {
+                let fresh_steps: Vec<Step> = fresh.actions.iter().map(shown).collect();
+                let why = steps
+                    .iter()
+                    .find_map(|s| refusal(s, &fresh_steps).map(|r| (s, r)));
+                let (what, reason) = match (why, steps.first()) {
+                    (Some((s, r)), _) => (crate::pipeline::describe_action(&s.action), r),
+                    (None, first) => (
+                        first.map(|s| crate::pipeline::describe_action(&s.action)).unwrap_or_default(),
+                        "its finding's steps are not the ones a fresh plan takes now (added, dropped or reordered)".into(),
+                    ),
+                };
+                return Err(anyhow::Error::new(super::InvalidInput(format!(
+                    "`{}`: refused, nothing was done: {what}: {reason}\nhelp: make a new plan with `nginx-medic plan --out FILE`, review it and apply that",
+                    path.display(),
+                ))));
+            }
+        }
+    }
+    Ok(Plan {
+        created_at: reviewed.created_at.min(fresh.created_at),
+        actions: fresh
+            .actions
+            .into_iter()
+            .filter(|s| keep.contains(&s.finding))
+            .collect(),
+        findings: fresh.findings,
+    })
+}
+
+/// Why a fresh plan does not take `step`, or `None` when one of its steps is the same.
+fn refusal(step: &Step, fresh: &[Step]) -> Option<String> {
+    if fresh
+        .iter()
+        .any(|f| f.action == step.action && f.playbook == step.playbook)
+    {
+        return None;
+    }
+    let unit = crate::daemon::pause::action_unit(&step.action);
+    if let Some(edit) = step.action.edit() {
+        let same_path: Vec<&Step> = fresh
+            .iter()
+            .filter(|f| f.action.edit().is_some_and(|e| e.path == edit.path))
+            .collect();
+        let Some(other) = same_path.first().and_then(|f| f.action.edit()) else {
+            return Some(format!(
+                "`{}` is not a file the current findings edit",
+                edit.path.display()
+            ));
+        };
+        if other.before_hash != edit.before_hash {
+            return Some(format!(
+                "`{}` changed since the plan was made",
+                edit.path.display()
+            ));
+        }
+        if other.after != edit.after {
+            return Some(format!(
+                "the new content of `{}` is not what a fresh plan writes",
+                edit.path.display()
+            ));
+        }
+    }
+    if let Some(unit) = unit {
+        if !fresh
+            .iter()
+            .any(|f| crate::daemon::pause::action_unit(&f.action) == Some(unit))
+        {
+            return Some(format!("unit `{unit}` is not one of the current findings'"));
+        }
+    }
+    Some("a fresh plan does not take this step".into())
+}
+
 fn read_plan(path: &std::path::Path) -> anyhow::Result<Plan> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
@@ -197,4 +318,110 @@ fn render(report: &ApplyReport) -> String {
         .unwrap_or_default();
     out.push_str(&format!("outcome: {outcome}\n"));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::plan::PlannedAction;
+
+    fn plan(path: &str, unit: &str, before: &str, after: &str) -> Plan {
+        let hash = crate::adapters::fs::bytes_hash(before.as_bytes());
+        serde_json::from_value(serde_json::json!({
+            "created_at": 100,
+            "actions": [{
+                "playbook": "bind-mismatch", "finding": 0, "target": "t",
+                "kind": "set_bind_host", "unit": unit, "host": "127.0.0.1", "previous": "0.0.0.0",
+                "key": "HOST", "daemon_reload": false, "diff": "-HOST=0.0.0.0\n+HOST=127.0.0.1\n SECRET=s\n",
+                "edit": {"path": path, "before_hash": hash, "after": after},
+            }, {
+                "playbook": "bind-mismatch", "finding": 0, "target": "t",
+                "kind": "systemd", "unit": unit, "op": "restart", "diff": null,
+            }],
+        }))
+        .unwrap()
+    }
+
+    const BEFORE: &str = "HOST=0.0.0.0\nSECRET=s\n";
+    const AFTER: &str = "HOST=127.0.0.1\nSECRET=s\n";
+
+    fn check(reviewed: &Plan) -> Result<Plan, String> {
+        let fresh = plan("/srv/app/.env", "app.service", BEFORE, AFTER);
+        verified(Path::new("p.json"), reviewed, fresh).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_reviewed_plan_runs_as_a_fresh_plan_has_it() {
+        let mut reviewed = plan("/srv/app/.env", "app.service", BEFORE, AFTER);
+        crate::redact::plan(&mut reviewed);
+        assert!(reviewed.actions[0]
+            .action
+            .edit()
+            .unwrap()
+            .after
+            .contains("SECRET=<redacted>"));
+        reviewed.actions[0].diff = Some("+anything the reviewer saw\n".into());
+        let run = check(&reviewed).unwrap();
+        // the fresh plan's content and diff, not the file's
+        assert_eq!(run.actions[0].action.edit().unwrap().after, AFTER);
+        assert!(run.actions[0].diff.as_deref().unwrap().contains("SECRET=s"));
+        assert_eq!(run.actions.len(), 2);
+        // an empty reviewed plan runs nothing
+        let empty = Plan {
+            actions: Vec::new(),
+            ..reviewed
+        };
+        assert!(check(&empty).unwrap().actions.is_empty());
+    }
+
+    #[test]
+    fn a_tampered_plan_is_refused_with_the_reason() {
+        let refused = |p: Plan| {
+            let e = check(&p).unwrap_err();
+            assert!(
+                e.starts_with("`p.json`: refused, nothing was done: "),
+                "{e}"
+            );
+            e
+        };
+        let e = refused(plan(
+            "/root/.ssh/authorized_keys",
+            "app.service",
+            BEFORE,
+            AFTER,
+        ));
+        assert!(
+            e.contains("`/root/.ssh/authorized_keys` is not a file the current findings edit"),
+            "{e}"
+        );
+        let mut unit = plan("/srv/app/.env", "app.service", BEFORE, AFTER);
+        unit.actions[1].action = PlannedAction::Systemd {
+            unit: "sshd.service".into(),
+            op: crate::playbook::SystemdOp::Restart,
+        };
+        let e = refused(unit);
+        assert!(
+            e.contains("unit `sshd.service` is not one of the current findings'"),
+            "{e}"
+        );
+        let e = refused(plan(
+            "/srv/app/.env",
+            "app.service",
+            BEFORE,
+            "HOST=127.0.0.1\nLD_PRELOAD=/x\n",
+        ));
+        assert!(
+            e.contains("the new content of `/srv/app/.env` is not what a fresh plan writes"),
+            "{e}"
+        );
+        let e = refused(plan("/srv/app/.env", "app.service", "HOST=::\n", AFTER));
+        assert!(
+            e.contains("`/srv/app/.env` changed since the plan was made"),
+            "{e}"
+        );
+        let mut dropped = plan("/srv/app/.env", "app.service", BEFORE, AFTER);
+        dropped.actions.truncate(1);
+        let e = refused(dropped);
+        assert!(e.contains("added, dropped or reordered"), "{e}");
+    }
 }

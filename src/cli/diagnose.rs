@@ -105,6 +105,9 @@ pub fn render(findings: &[Finding], targets: usize) -> String {
         for m in &f.missing {
             out.push_str(&format!("  inconclusive: {m}\n"));
         }
+        if let Some(why) = &f.covered_by {
+            out.push_str(&format!("  covered: {why}\n"));
+        }
         if !f.also_matched.is_empty() {
             out.push_str(&format!("  also matched: {}\n", f.also_matched.join(", ")));
         }

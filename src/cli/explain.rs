@@ -69,6 +69,13 @@ pub struct EndpointReport {
     pub since: Option<String>,
     /// Where the unit listens.
     pub unit_listens: Vec<String>,
+    /// Who runs the backend when systemd does not: `PM2 app api (id 0): online, 0 restart(s)`,
+    /// or `not supervised: …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervisor: Option<String>,
+    /// A ready unit for a listener no supervisor runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_file: Option<String>,
 }
 
 /// How many lines of one class, and the last one.
@@ -182,6 +189,12 @@ pub fn build(
                         .filter(|u| u.active_enter_timestamp > 0 && u.is_up())
                         .map(|u| utc(u.active_enter_timestamp / 1_000_000)),
                     unit_listens: e.unit_listeners.clone(),
+                    supervisor: supervisor_line(targets, &e.address),
+                    unit_file: targets
+                        .iter()
+                        .find(|t| t.endpoint.address == e.address)
+                        .and_then(|t| t.context.unsupervised.as_ref())
+                        .map(|u| u.unit_file.clone()),
                 }
             })
             .collect();
@@ -203,7 +216,7 @@ pub fn build(
             }
         }
         let url = crate::engine::context::site_url(route);
-        commands.push(format!("curl -sv {url}"));
+        commands.push(curl_line(&url, &route.aim));
         commands.push(nginx_t.clone());
         if let Some(log) = &error_log {
             commands.push(format!("tail -n 20 {log}"));
@@ -242,6 +255,37 @@ pub fn build(
         });
     }
     Explain { global, sites }
+}
+
+/// Step 1's line for a backend systemd does not run, from the target's `pm2` or
+/// `unsupervised` context.
+fn supervisor_line(targets: &[crate::engine::context::Target], address: &str) -> Option<String> {
+    let context = &targets
+        .iter()
+        .find(|t| t.endpoint.address == address)?
+        .context;
+    if let Some(pm2) = &context.pm2 {
+        return Some(format!(
+            "PM2 app {} (id {}): {}, {} restart(s){}",
+            pm2.name,
+            pm2.pm_id,
+            pm2.status,
+            pm2.restarts,
+            Some(pm2.pid)
+                .filter(|p| *p > 0)
+                .map(|p| format!(", PID {p}"))
+                .unwrap_or_default()
+        ));
+    }
+    let u = context.unsupervised.as_ref()?;
+    let now = if u.listening { "runs" } else { "was last seen" };
+    Some(format!(
+        "not supervised: PID {} {now} as {} in {}: {} (no systemd unit, no PM2 app: nothing restarts it)",
+        u.pid,
+        u.user,
+        u.cwd.as_deref().unwrap_or("?"),
+        u.command,
+    ))
 }
 
 fn log_counts(facts: &Facts, route: &crate::facts::mapping::Route) -> Vec<LogCount> {
@@ -382,6 +426,20 @@ pub fn render_explain(report: &Explain, color: bool) -> String {
                 )),
             }
         }
+        for e in &s.endpoints {
+            if let Some(line) = &e.supervisor {
+                out.push_str(&format!("     {}\n", p.warn(line)));
+            }
+            if let (Some(file), true) = (&e.unit_file, e.listening) {
+                out.push_str(&format!(
+                    "     a unit for it (`nginx-medic unit-for {}`):\n",
+                    e.address
+                ));
+                for line in file.lines() {
+                    out.push_str(&format!("       {line}\n"));
+                }
+            }
+        }
         out.push_str("  2. Does nginx dial where it listens?\n");
         for e in &s.endpoints {
             let name = e
@@ -475,9 +533,66 @@ fn render_cause(p: &Paint, cause: &Cause, out: &mut String) {
     }
 }
 
+/// The `curl` that asks what the site's probe asks: to nginx's listen address, as the site's
+/// name (`--connect-to` keeps the name for `Host` and SNI), without checking a TLS certificate.
+fn curl_line(url: &str, aim: &crate::facts::aim::Aim) -> String {
+    let insecure = if url.starts_with("https://") { "k" } else { "" };
+    let dial = aim.base.split_once("://").map_or("", |(_, d)| d);
+    let name = aim.host.as_deref().map(|h| match h.rsplit_once(':') {
+        Some((n, _)) if !h.ends_with(']') => n,
+        _ => h,
+    });
+    match name {
+        Some(name) if !name.starts_with('[') && !dial.starts_with(&format!("{name}:")) => {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+            let path = rest.find('/').map_or("/", |i| rest.get(i..).unwrap_or("/"));
+            let port = dial.rsplit_once(':').map_or("", |(_, p)| p);
+            format!("curl -sv{insecure} --connect-to {name}:{port}:{dial} {scheme}://{name}:{port}{path}")
+        }
+        _ => format!("curl -sv{insecure} {url}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_curl_line_asks_as_the_site_name() {
+        let aim = |base: &str, host: Option<&str>| crate::facts::aim::Aim {
+            base: base.into(),
+            host: host.map(str::to_string),
+            not_aimed: None,
+        };
+        assert_eq!(
+            curl_line(
+                "https://127.0.0.1:8443/api/",
+                &aim("https://127.0.0.1:8443", Some("tls.lab:8443"))
+            ),
+            "curl -svk --connect-to tls.lab:8443:127.0.0.1:8443 https://tls.lab:8443/api/"
+        );
+        assert_eq!(
+            curl_line(
+                "http://127.0.0.1:80/",
+                &aim("http://127.0.0.1:80", Some("app.lab"))
+            ),
+            "curl -sv --connect-to app.lab:80:127.0.0.1:80 http://app.lab:80/"
+        );
+        assert_eq!(
+            curl_line(
+                "http://127.0.0.1:8080/",
+                &aim("http://127.0.0.1:8080", Some("127.0.0.1:8080"))
+            ),
+            "curl -sv http://127.0.0.1:8080/"
+        );
+        assert_eq!(
+            curl_line(
+                "http://[::1]:8080/",
+                &aim("http://[::1]:8080", Some("[::1]:8080"))
+            ),
+            "curl -sv http://[::1]:8080/"
+        );
+    }
 
     fn fixture(name: &str) -> Explain {
         let path = format!(

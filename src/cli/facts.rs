@@ -14,7 +14,15 @@ pub struct Args {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
-    let facts = gather(settings, &Procfs::system()).await;
+    let mut facts = gather(settings, &Procfs::system()).await;
+    if let Gathered::Ok { data: units } = &mut facts.units {
+        for unit in units.iter_mut() {
+            crate::redact::assignments(&mut unit.environment);
+            for file in &mut unit.environment_files {
+                crate::redact::env_vars(&mut file.vars);
+            }
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&facts)?);
     } else {

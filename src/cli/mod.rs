@@ -11,6 +11,7 @@ mod plan;
 mod playbooks;
 mod run;
 mod table;
+mod unit_for;
 
 pub use logging::Logs;
 
@@ -82,6 +83,11 @@ pub enum Command {
     /// Stops on SIGTERM (after the transaction in flight), reloads on SIGHUP. Exit 0 when
     /// stopped, 1 when it cannot start, 3 on invalid configuration or playbooks.
     Run(run::Args),
+    /// Print a ready systemd unit for the backend of UPSTREAM when no supervisor runs it (a
+    /// process started by hand, seen listening now or remembered by `nginx-medic run`): its
+    /// ExecStart, WorkingDirectory and User, bound to the address nginx dials; its environment
+    /// only as commented-out names. Exit 0 when printed, 1 when no such process is known.
+    UnitFor(unit_for::Args),
 }
 
 /// The process exit codes, documented in `--help`.
@@ -165,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Plan(args) => runtime.block_on(plan::run(&settings, &args)),
         Command::Apply(args) => runtime.block_on(apply::run(&settings, &args)),
         Command::Explain(args) => runtime.block_on(explain::run(&settings, &args)),
+        Command::UnitFor(args) => runtime.block_on(unit_for::run(&settings, &args)),
         Command::Pause(args) => pause::pause(&settings, &args),
         Command::Resume(args) => pause::resume(&settings, &args),
         Command::Playbooks(command) => playbooks::run(&settings, &command),

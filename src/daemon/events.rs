@@ -301,6 +301,7 @@ mod tests {
             conclusive: true,
             missing: Vec::new(),
             also_matched: Vec::new(),
+            covered_by: None,
             target: 0,
         }
     }

@@ -15,7 +15,7 @@ pub mod notify;
 pub mod pause;
 pub mod watchdog;
 
-use crate::adapters::probe::probe_http;
+use crate::adapters::probe::probe_site;
 use crate::adapters::procfs::Procfs;
 use crate::adapters::systemd::{Systemd, UnitSignal};
 use crate::apply::execute::{apply, ApplyReport, Effects, Outcome, StepStatus};
@@ -78,6 +78,8 @@ impl Trigger {
 struct Site {
     name: String,
     url: String,
+    /// The `Host` (and TLS server name) that reaches the site's server block.
+    host: String,
 }
 
 /// What the loop and its background tasks share.
@@ -101,6 +103,10 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 struct Incident {
     opened: Instant,
+    /// The first evidence of the fault: the unit's exit, or the trigger that led to the
+    /// evaluation (a failed probe, a log line, a unit signal). `nginx_medic_heal_seconds`
+    /// counts from here.
+    first_evidence: SystemTime,
     cause: String,
     /// The backend unit, when known (the journal's `OBJECT_SYSTEMD_UNIT`).
     unit: Option<String>,
@@ -176,6 +182,7 @@ pub async fn run(
         last_owners: BTreeMap::new(),
         pauses: None,
         heartbeat: heartbeat.clone(),
+        triggered_at: None,
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -237,6 +244,7 @@ pub async fn run(
                 if let Some(trigger) = trigger {
                     tracing::debug!(?trigger, "trigger");
                     pending.get_or_insert_with(Instant::now);
+                    daemon.triggered_at.get_or_insert_with(SystemTime::now);
                     urgent |= trigger.is_settled_unit();
                 }
             }
@@ -252,6 +260,29 @@ pub async fn run(
         task.abort();
     }
     Ok(())
+}
+
+/// Evidence older than this (15 minutes) is not the fault's start: the incident's own trigger is.
+const EVIDENCE_HORIZON: Duration = Duration::from_secs(15 * 60);
+
+/// The first evidence of a fault on `unit`: its main process's exit, when the unit is down and
+/// exited after `EVIDENCE_HORIZON` ago, else the trigger that led to the evaluation.
+fn first_evidence(
+    units: Option<&Vec<crate::facts::units::UnitFacts>>,
+    unit: Option<&str>,
+    triggered_at: SystemTime,
+) -> SystemTime {
+    let exited = units
+        .into_iter()
+        .flatten()
+        .find(|u| Some(u.name.as_str()) == unit && !u.is_up())
+        .map(|u| u.run.exec_main_exit_timestamp)
+        .filter(|&us| us > 0)
+        .map(|us| UNIX_EPOCH + Duration::from_micros(us));
+    match exited {
+        Some(at) if at <= triggered_at && at + EVIDENCE_HORIZON >= triggered_at => at,
+        _ => triggered_at,
+    }
 }
 
 /// When to evaluate for a trigger that arrived at `triggered`: at once (the leading edge) when
@@ -358,6 +389,8 @@ struct Daemon {
     pauses: Option<pause::PauseWatch>,
     /// Beaten between the phases of an evaluation and by each step of an apply.
     heartbeat: Arc<watchdog::Heartbeat>,
+    /// When the first trigger since the last evaluation arrived.
+    triggered_at: Option<SystemTime>,
 }
 
 /// States of a unit in the middle of a change: nothing is done to it until it settles.
@@ -457,9 +490,15 @@ impl Daemon {
         let pipeline::Diagnosis { targets, findings } =
             pipeline::diagnose(&facts, &self.playbooks, &self.settings);
         self.remember_owners(&targets);
+        if let Err(e) =
+            crate::facts::gather_backends::remember_processes(&self.settings.state_dir, &facts)
+        {
+            tracing::warn!(error = %crate::error_text::chain(&e), "cannot remember the hand-started backends");
+        }
         self.watch(&targets);
         self.follow(error_log_path(&self.settings, facts.nginx.ok()));
         let now = Instant::now();
+        let triggered_at = self.triggered_at.take().unwrap_or_else(SystemTime::now);
 
         let failing: BTreeSet<String> = findings.iter().map(|f| f.upstream.clone()).collect();
         let resolved: Vec<String> = self
@@ -510,6 +549,11 @@ impl Daemon {
                 f.upstream.clone(),
                 Incident {
                     opened: now,
+                    first_evidence: first_evidence(
+                        facts.units.ok(),
+                        f.unit.as_deref(),
+                        triggered_at,
+                    ),
                     cause: f.cause.clone(),
                     unit: f.unit.clone(),
                     reported: None,
@@ -624,7 +668,9 @@ impl Daemon {
         }
         events::would_heal(finding, lines.len());
         for (i, (line, step)) in lines.iter().zip(steps).enumerate() {
-            let diff = step.diff.as_deref().map(one_line).unwrap_or_default();
+            let mut shown = step.clone();
+            crate::redact::step(&mut shown);
+            let diff = shown.diff.as_deref().map(one_line).unwrap_or_default();
             events::planned(finding, i + 1, line, &diff);
         }
     }
@@ -682,9 +728,14 @@ impl Daemon {
         let done = Instant::now();
         let opened = self.incidents.get(&key).map_or(now, |i| i.opened);
         let seconds = done.saturating_duration_since(opened);
+        let from_evidence = self
+            .incidents
+            .get(&key)
+            .and_then(|i| SystemTime::now().duration_since(i.first_evidence).ok())
+            .unwrap_or(seconds);
         match report.outcome {
             Outcome::Healed | Outcome::NothingToDo => {
-                self.metrics.lock().healed_in(seconds);
+                self.metrics.lock().healed(from_evidence, seconds);
                 self.budget.outcome(&key, done, true);
                 // A recurrence is a new incident (and a relapse, if it comes soon).
                 self.incidents.remove(&key);
@@ -819,11 +870,19 @@ impl Daemon {
 
     /// Updates the sites to probe and the units to watch from the targets.
     fn watch(&self, targets: &[Target]) {
+        // a site no probe can reach is not probed: its answer would be another block's
         let mut sites: Vec<Site> = targets
             .iter()
-            .map(|t| Site {
-                name: t.route.site.clone(),
-                url: site_url(&t.route),
+            .filter_map(|t| {
+                let Some(host) = t.route.aim.host.clone() else {
+                    tracing::debug!(site = %t.route.site, reason = t.route.aim.not_aimed.as_deref().unwrap_or(""), "site not probed");
+                    return None;
+                };
+                Some(Site {
+                    name: t.route.site.clone(),
+                    url: site_url(&t.route),
+                    host,
+                })
             })
             .collect();
         sites.sort();
@@ -929,6 +988,7 @@ impl Daemon {
         }
         if let Some(incident) = self.incidents.get_mut(&finding.upstream) {
             incident.opened = Instant::now();
+            incident.first_evidence = SystemTime::now(); // a held fault is not the heal's to time
         }
         true
     }
@@ -1070,7 +1130,7 @@ async fn probe_sites(shared: Arc<Shared>, metrics: SharedMetrics, tx: UnboundedS
         let sites = locked(&shared.sites).clone();
         let timeout = interval.clamp(Duration::from_millis(500), Duration::from_secs(5));
         for site in sites {
-            let result = probe_http(&site.url, timeout).await;
+            let result = probe_site(&site.url, Some(&site.host), timeout).await;
             match result.status {
                 Some(status) if status < 500 => metrics.lock().probe_ok(&site.name, unix_now()),
                 status => {
@@ -1087,6 +1147,35 @@ async fn probe_sites(shared: Arc<Shared>, metrics: SharedMetrics, tx: UnboundedS
 
 #[cfg(test)]
 mod tests {
+    use crate::facts::units::UnitFacts;
+
+    fn down(name: &str, exited_us: u64) -> UnitFacts {
+        let mut u = UnitFacts {
+            name: name.into(),
+            active_state: "inactive".into(),
+            ..UnitFacts::default()
+        };
+        u.run.exec_main_exit_timestamp = exited_us;
+        u
+    }
+
+    #[test]
+    fn the_first_evidence_is_the_unit_exit_when_recent() {
+        let now = SystemTime::now();
+        let us = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_micros() as u64;
+        let exit = now - Duration::from_millis(300);
+        let units = vec![down("api.service", us(exit))];
+        let at = first_evidence(Some(&units), Some("api.service"), now);
+        assert_eq!(us(at), us(exit));
+        // another unit, no unit, an exit long ago, an exit "after" the trigger: the trigger
+        assert_eq!(first_evidence(Some(&units), Some("web.service"), now), now);
+        assert_eq!(first_evidence(Some(&units), None, now), now);
+        let old = vec![down("api.service", us(now - Duration::from_secs(3600)))];
+        assert_eq!(first_evidence(Some(&old), Some("api.service"), now), now);
+        let later = vec![down("api.service", us(now + Duration::from_secs(5)))];
+        assert_eq!(first_evidence(Some(&later), Some("api.service"), now), now);
+    }
+
     use super::*;
 
     #[test]

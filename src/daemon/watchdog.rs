@@ -301,6 +301,7 @@ mod tests {
         assert!(step_bound(&listen) >= secs(15));
         let probe = PlannedAction::Probe {
             url: "http://127.0.0.1/".into(),
+            host: None,
             expect: 200,
             timeout_ms: 10_000,
         };

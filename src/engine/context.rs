@@ -38,6 +38,7 @@ pub fn targets(
     let mut out = Vec::new();
     let clock = LogClock::of(facts);
     let index = Index::of(facts);
+    let dialled = crate::facts::direct::dialled_ports(facts);
     for route in &facts.routes {
         for (i, endpoint) in route.endpoints.iter().enumerate() {
             let unit = endpoint
@@ -45,7 +46,7 @@ pub fn targets(
                 .as_deref()
                 .and_then(|n| index.units.get(n).copied());
             let (location, route_ctx, recent) = nginx_side(facts, &index, route, i, &clock);
-            let context = TargetContext {
+            let mut context = TargetContext {
                 site: site_context(route),
                 pass: pass_context(route),
                 endpoint: endpoint_context(endpoint, &index),
@@ -56,7 +57,11 @@ pub fn targets(
                 location,
                 route: route_ctx,
                 recent,
+                pm2: None,
+                unsupervised: None,
             };
+            super::backend_context::add_backend(&mut context, facts, endpoint);
+            super::evidence::add_direct_evidence(&mut context, facts, &dialled, route, endpoint);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
                 route: route.clone(),
@@ -156,26 +161,16 @@ fn upstream_group(upstream: &str) -> Option<&str> {
     bare.split('/').next()
 }
 
-/// The URL a probe through nginx uses for this site: its first `listen`, made dialable.
+/// The URL a probe through nginx uses for this site: the listen address its aim dials (with
+/// `https` for an `ssl` port), then the location's path. The `Host` to send with it is
+/// `route.aim.host` (`src/facts/aim.rs`).
 pub fn site_url(route: &Route) -> String {
-    let listen = route.listen.first().map(String::as_str).unwrap_or("80");
-    let addr = listen.split_whitespace().next().unwrap_or("80");
-    let (host, port) = match addr.rsplit_once(':') {
-        Some((h, p)) if !addr.ends_with(']') => (h, p),
-        _ if addr.chars().all(|c| c.is_ascii_digit()) => ("127.0.0.1", addr),
-        _ => (addr, "80"),
-    };
-    let host = match host {
-        "*" | "0.0.0.0" => "127.0.0.1",
-        "[::]" => "[::1]",
-        other => other,
-    };
     let path = if route.location.starts_with('/') {
         route.location.as_str()
     } else {
         "/"
     };
-    format!("http://{host}:{port}{path}")
+    format!("{}{path}", route.aim.base)
 }
 
 fn site_context(route: &Route) -> SiteContext {
@@ -183,6 +178,8 @@ fn site_context(route: &Route) -> SiteContext {
         name: route.site.clone(),
         listen: route.listen.clone(),
         url: site_url(route),
+        host: route.aim.host.clone(),
+        not_aimed: route.aim.not_aimed.clone(),
         location: route.location.clone(),
     }
 }
@@ -306,6 +303,8 @@ fn unit_context(
         bind: bind_context(unit, endpoint, hints, disk, &hosts_on_port, port),
         hosts_on_endpoint_port: hosts_on_port,
         other_ports,
+        candidates: Vec::new(),
+        viable_ports: Vec::new(),
         restart: run.restart.clone(),
         exec_main_status: ended.then_some(run.exec_main_status),
         last_run_ms: run.last_run_ms(),
@@ -325,7 +324,7 @@ fn unit_context(
 }
 
 /// Environment keys that conventionally hold a backend's bind host (Node's `HOST`, …).
-const BIND_KEYS: [&str; 8] = [
+pub const BIND_KEYS: [&str; 8] = [
     "HOST",
     "BIND",
     "BIND_HOST",
@@ -477,11 +476,11 @@ pub const BUFFER_FLOOR: u64 = 16 * 1024;
 pub const RECENT_WINDOW_SECS: i64 = 15 * 60;
 
 /// Maps the local wall-clock times nginx writes to seconds since the epoch without knowing the
-/// time zone: the log's mtime is when its last line was written.
+/// time zone: the log's mtime is when its last line was written (`engine::recency`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogClock {
-    /// The error log's mtime, seconds since the epoch.
-    pub log_mtime: i64,
+    /// The error log's mtime, to the nanosecond.
+    pub log_written: std::time::SystemTime,
     /// The last entry's time read as if it were UTC.
     pub last_naive: i64,
 }
@@ -491,14 +490,33 @@ impl LogClock {
         let log = facts.error_log.ok()?;
         let last = log.entries.last().and_then(|e| naive_seconds(&e.time))?;
         Some(LogClock {
-            log_mtime: facts.disk.mtime(&log.path)?,
+            log_written: facts.disk.mtime(&log.path)?,
             last_naive: last,
         })
     }
 
-    /// When a line with this time was written, in seconds since the epoch.
+    /// The second since the epoch nginx stamped on a line with this time (it was logged at
+    /// some time within that second).
     pub fn epoch(&self, time: &str) -> Option<i64> {
-        Some(self.log_mtime - (self.last_naive - naive_seconds(time)?))
+        let (log_secs, _) = super::recency::split(self.log_written);
+        Some(naive_seconds(time)? + super::recency::zone_offset(log_secs, self.last_naive))
+    }
+
+    /// Whether a line with this time is a symptom of now: inside the window that starts at the
+    /// whole second `window_start`, and possibly logged after `changed` (the location's file
+    /// was last written then). A time nginx-medic cannot read is not recent.
+    pub fn recent(
+        &self,
+        time: &str,
+        window_start: i64,
+        changed: Option<super::recency::FileChange>,
+    ) -> bool {
+        self.epoch(time).is_some_and(|t| {
+            super::recency::within(t, window_start)
+                && changed.map_or(true, |c| {
+                    super::recency::logged_after(t, c.at, self.log_written, c.own_verified)
+                })
+        })
     }
 }
 
@@ -526,6 +544,15 @@ pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// What a log line must be newer than to be a symptom.
+#[derive(Debug, Clone, Copy)]
+struct Cutoff {
+    /// The first second of the recent window.
+    window_start: i64,
+    /// When the location's file was last written, and whether by nginx-medic's verified edit.
+    changed: Option<super::recency::FileChange>,
+}
+
 /// `location.*`, `route.*` and `recent.*` of the route's endpoint `index`.
 fn nginx_side(
     facts: &Facts,
@@ -535,23 +562,28 @@ fn nginx_side(
     clock: &Option<LogClock>,
 ) -> (Option<LocationContext>, RouteContext, RecentContext) {
     let location = facts_index.location(&route.pass.at);
-    let cutoff = {
-        let window = i64::try_from(facts.taken_at).unwrap_or(i64::MAX) - RECENT_WINDOW_SECS;
-        let changed = location
-            .and_then(|l| facts.disk.mtime(&l.at.file))
-            .unwrap_or(i64::MIN);
-        window.max(changed)
+    // a line counts when it is inside the window and not provably older than the location's
+    // file: equal seconds are decided by `engine::recency`, never by `>` on whole seconds
+    let cutoff = Cutoff {
+        window_start: i64::try_from(facts.taken_at).unwrap_or(i64::MAX) - RECENT_WINDOW_SECS,
+        changed: location.and_then(|l| {
+            let file = l.at.file.display().to_string();
+            Some(super::recency::FileChange {
+                at: facts.disk.mtime(&l.at.file)?,
+                own_verified: facts.verified_edits.contains(&file),
+            })
+        }),
     };
     fn recent<'e>(
         entries: &[&'e LogEntry],
         clock: &Option<LogClock>,
-        cutoff: i64,
+        cutoff: Cutoff,
     ) -> Vec<&'e LogEntry> {
         entries
             .iter()
             .copied()
             .filter(|e| match clock {
-                Some(clock) => clock.epoch(&e.time).is_some_and(|t| t > cutoff),
+                Some(clock) => clock.recent(&e.time, cutoff.window_start, cutoff.changed),
                 None => true,
             })
             .collect()
@@ -608,7 +640,10 @@ fn location_context(l: &crate::facts::nginx::Location, directive: &str) -> Locat
             buffer_size,
             buffers,
             cap: format_size(BUFFER_CAP),
+            from: None,
         }),
+        rolled_back: None,
+        measured: None,
     }
 }
 
@@ -657,15 +692,21 @@ pub fn buffer_raise(
     if target > BUFFER_CAP {
         return None;
     }
+    Some((format_size(target), buffers_for(target, buffers)))
+}
+
+/// The `*_buffers` that go with a `*_buffer_size` of `target` bytes: the current ones when
+/// nginx's rule still holds for them (all buffers but one exceed the default busy size, twice
+/// the buffer size), else four buffers of the new size.
+pub fn buffers_for(target: u64, buffers: &str) -> String {
     let keep = buffers.split_once(' ').and_then(|(n, size)| {
         let (n, size) = (n.trim().parse::<u64>().ok()?, parse_size(size)?);
         (n >= 2 && (n - 1) * size > 2 * target && size <= BUFFER_CAP).then_some(())
     });
-    let buffers = match keep {
+    match keep {
         Some(()) => buffers.to_string(),
         None => format!("4 {}", format_size(target)),
-    };
-    Some((format_size(target), buffers))
+    }
 }
 
 fn route_context(
@@ -843,7 +884,18 @@ mod tests {
     }
 
     fn route(listen: &str, location: &str) -> Route {
+        let words: Vec<String> = listen.split(' ').map(str::to_string).collect();
+        let site = crate::facts::nginx::Site {
+            server_names: Vec::new(),
+            listen: vec![listen.into()],
+            listeners: crate::facts::aim::Listen::from_args(&words)
+                .into_iter()
+                .collect(),
+            at: at(),
+            locations: Vec::new(),
+        };
         Route {
+            aim: crate::facts::aim::aim(&[site], 0),
             site: "api.lab".into(),
             listen: vec![listen.into()],
             location: location.into(),
@@ -913,11 +965,45 @@ mod tests {
         assert_eq!(naive_seconds("1970/01/01 00:00:00"), Some(0));
         assert_eq!(naive_seconds("2026/11/26 09:07:37"), Some(1_795_684_057));
         assert_eq!(naive_seconds("2026/13/26 09:07:37"), None);
+        let last_naive = naive_seconds("2026/11/26 10:00:00").unwrap();
         let clock = LogClock {
-            log_mtime: 1_000_000,
-            last_naive: naive_seconds("2026/11/26 10:00:00").unwrap(),
+            // a UTC+1 host; the last line reached the disk a second after its stamp
+            log_written: crate::engine::recency::at_second(last_naive - 3600 + 1),
+            last_naive,
         };
-        assert_eq!(clock.epoch("2026/11/26 09:59:00"), Some(1_000_000 - 60));
+        assert_eq!(
+            clock.epoch("2026/11/26 09:59:00"),
+            Some(last_naive - 3600 - 60)
+        );
+    }
+
+    #[test]
+    fn a_line_of_the_second_the_site_was_written_is_recent() {
+        use crate::engine::recency::at_second;
+        use std::time::Duration;
+        let last_naive = naive_seconds("2026/11/26 10:00:00").unwrap();
+        let second = last_naive; // a UTC host
+        let clock = LogClock {
+            log_written: at_second(second) + Duration::from_millis(700),
+            last_naive,
+        };
+        let written = at_second(second) + Duration::from_millis(400);
+        let change = |at| crate::engine::recency::FileChange {
+            at,
+            own_verified: false,
+        };
+        let window = second - RECENT_WINDOW_SECS;
+        assert!(clock.recent("2026/11/26 10:00:00", window, Some(change(written))));
+        assert!(!clock.recent("2026/11/26 09:59:59", window, Some(change(written))));
+        assert!(
+            clock.recent("2026/11/26 10:00:00", second, None),
+            "window's first second"
+        );
+        assert!(!clock.recent("2026/11/26 09:59:59", second, None));
+        // the site written again after the log's last line (a heal): that line is history
+        let healed = at_second(second) + Duration::from_millis(900);
+        assert!(!clock.recent("2026/11/26 10:00:00", window, Some(change(healed))));
+        assert!(!clock.recent("not a time", window, None));
     }
 
     #[test]

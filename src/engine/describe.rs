@@ -7,6 +7,22 @@ use crate::engine::plan::PlannedAction;
 pub fn describe(action: &PlannedAction) -> String {
     match action {
         PlannedAction::Systemd { unit, op } => format!("systemd {op} {unit}"),
+        PlannedAction::Pm2 {
+            app,
+            op: crate::playbook::Pm2Op::Restart,
+            home,
+            ..
+        } => format!("pm2 restart {app} (PM2_HOME={})", home.display()),
+        PlannedAction::Pm2 {
+            app,
+            ecosystem,
+            home,
+            ..
+        } => format!(
+            "pm2 startOrRestart {} --only {app} --update-env, then pm2 save (PM2_HOME={})",
+            ecosystem.as_deref().map_or_else(String::new, |e| e.display().to_string()),
+            home.display()
+        ),
         PlannedAction::SetBindHost {
             unit,
             host,
@@ -63,7 +79,16 @@ pub fn describe(action: &PlannedAction) -> String {
         PlannedAction::NginxReload {} => {
             "reload nginx, then check the error log for [emerg]".into()
         }
+        PlannedAction::Probe {
+            url,
+            host: Some(host),
+            expect,
+            ..
+        } => format!("probe {url} as `Host: {host}`, expect {expect}"),
         PlannedAction::Probe { url, expect, .. } => format!("probe {url}, expect {expect}"),
+        PlannedAction::ProbeSite { site, url, .. } => {
+            format!("probe the neighbour `{site}` at {url}, expect an answer (not 502/503/504)")
+        }
         PlannedAction::SetPoolListen {
             pool,
             owner,

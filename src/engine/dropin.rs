@@ -93,7 +93,7 @@ pub fn render_dropin(argv: &[String], ignore_failure: bool, note: &str) -> Strin
 
 /// Quotes one word for a unit file: `%` doubled (specifiers were already resolved), and words
 /// with blanks, quotes, backslashes or `;` double-quoted with C-style escapes.
-fn quote(word: &str) -> String {
+pub(crate) fn quote(word: &str) -> String {
     let word = word.replace('%', "%%");
     let plain = !word.is_empty()
         && !word

@@ -28,6 +28,9 @@ pub struct Finding {
     pub missing: Vec<String>,
     /// Other playbooks that matched this target too, lower in priority.
     pub also_matched: Vec<String>,
+    /// Another finding's fix heals this target too, so nothing of its own is planned: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covered_by: Option<String>,
     /// Index of the target in the evaluated list.
     #[serde(skip)]
     pub target: usize,
@@ -62,6 +65,7 @@ fn finding_for(playbooks: &PlaybookSet, index: usize, target: &Target) -> Option
         conclusive: missing.is_empty(),
         missing,
         also_matched,
+        covered_by: None,
         target: index,
     })
 }

@@ -2,6 +2,7 @@
 //! file edit computed in full (new content, the hash of the content it replaces, a unified diff).
 //! Pure: files are read through the caller's reader, nothing is written.
 
+use super::coherence::{self, Change, Verdict};
 use super::context::Target;
 use super::dropin;
 use super::evaluate::Finding;
@@ -93,8 +94,35 @@ pub enum PlannedAction {
     NginxReload {},
     Probe {
         url: String,
+        /// The `Host` (and TLS server name) that reaches the site's server block, for a probe
+        /// on the site's own address (`route.aim`); absent: the URL's own host.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
         expect: u16,
         timeout_ms: u64,
+    },
+    /// A site reaching a backend this transaction changed answers again (any status but
+    /// nginx's own 502, 503 or 504): no fix silently breaks a neighbour.
+    ProbeSite {
+        /// `site location`.
+        site: String,
+        url: String,
+        /// As for `Probe`: the `Host` (and TLS server name) of the neighbour's server block.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        timeout_ms: u64,
+    },
+    /// One PM2 app restarted, or its edited ecosystem entry applied and saved.
+    Pm2 {
+        app: String,
+        op: crate::playbook::Pm2Op,
+        /// The daemon: `PM2_HOME`, its `pm2`, the home's owner (commands run as them).
+        home: PathBuf,
+        binary: PathBuf,
+        uid: u32,
+        gid: u32,
+        /// The ecosystem file, for `apply_ecosystem`.
+        ecosystem: Option<PathBuf>,
     },
 }
 
@@ -123,8 +151,16 @@ impl PlannedAction {
 /// Reads a file's text for planning.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> std::io::Result<String>;
 
-/// Plans the actions of every conclusive finding. A finding whose actions cannot be planned
-/// (a value fails validation, a file cannot be read) is made inconclusive with the reason.
+/// How long a neighbour site gets to answer after a transaction changed its backend.
+const NEIGHBOUR_TIMEOUT_MS: u64 = 10_000;
+
+/// Plans the actions of every conclusive finding as one coherent change for the host (see
+/// `coherence`): a finding another's fix covers plans nothing of its own, a fix that would
+/// break another site is a conflict (inconclusive, both sides named), the restarts of an
+/// upstream group whose servers were all down form one transaction that resets the group, and
+/// every transaction ends by probing each other site that reaches what it changed. A finding
+/// whose actions cannot be planned (a value fails validation, a file cannot be read) is made
+/// inconclusive with the reason.
 pub fn plan(
     created_at: u64,
     playbooks: &PlaybookSet,
@@ -132,35 +168,258 @@ pub fn plan(
     mut findings: Vec<Finding>,
     read: ReadFile<'_>,
 ) -> Plan {
-    let mut actions: Vec<Step> = Vec::new();
-    for (index, finding) in findings.iter_mut().enumerate() {
-        let (Some(playbook), Some(target)) =
-            (playbooks.get(&finding.cause), targets.get(finding.target))
-        else {
-            continue;
-        };
-        if !finding.conclusive {
-            continue;
-        }
-        match plan_finding(&playbook.actions, target, read, &actions) {
-            Ok(steps) => actions.extend(steps.into_iter().map(|(action, diff)| Step {
-                playbook: finding.cause.clone(),
-                finding: index,
-                target: target.label.clone(),
-                action,
-                diff,
-            })),
-            Err(reason) => {
-                finding.conclusive = false;
-                finding.missing.push(format!("cannot plan: {reason}"));
+    let changes: Vec<Vec<Change>> = findings
+        .iter()
+        .map(|f| {
+            let (Some(playbook), Some(target)) = (playbooks.get(&f.cause), targets.get(f.target))
+            else {
+                return Vec::new();
+            };
+            if !f.conclusive {
+                return Vec::new();
+            }
+            plan_finding(&playbook.actions, target, read, &[])
+                .map(|steps| changes_of(target, &steps))
+                .unwrap_or_default()
+        })
+        .collect();
+    let may_reload = !findings.iter().any(|f| {
+        f.target == super::preflight::GLOBAL_TARGET
+            && [
+                super::preflight::HOST_NOT_FOUND,
+                super::preflight::CONFIG_INVALID,
+            ]
+            .contains(&f.cause.as_str())
+    });
+    let decisions = coherence::decide(targets, &findings, &changes, may_reload);
+    // finding → the finding whose transaction covers it
+    let mut covered_into: Vec<Option<usize>> = vec![None; findings.len()];
+    for ((f, verdict), into) in findings
+        .iter_mut()
+        .zip(&decisions.verdicts)
+        .zip(covered_into.iter_mut())
+    {
+        match verdict {
+            Verdict::Act => {}
+            Verdict::Covered { by, why } => {
+                f.covered_by = Some(why.clone());
+                *into = Some(*by);
+            }
+            Verdict::Conflict(why) => {
+                f.conclusive = false;
+                f.missing.push(why.clone());
             }
         }
+    }
+    let mut actions: Vec<Step> = Vec::new();
+    for index in 0..findings.len() {
+        let members: Vec<usize> = match decisions
+            .resets
+            .iter()
+            .find(|r| r.findings.first() == Some(&index))
+        {
+            Some(reset) => reset.findings.clone(),
+            None if findings.get(index).is_some_and(|f| f.covered_by.is_some()) => continue,
+            None => vec![index],
+        };
+        let reset = decisions
+            .resets
+            .iter()
+            .any(|r| r.findings.first() == Some(&index));
+        let mut steps: Vec<Step> = Vec::new();
+        let mut head: Option<usize> = None;
+        for &member in &members {
+            let Some(finding) = findings.get_mut(member) else {
+                continue;
+            };
+            let (Some(playbook), Some(target)) =
+                (playbooks.get(&finding.cause), targets.get(finding.target))
+            else {
+                continue;
+            };
+            if !finding.conclusive {
+                continue;
+            }
+            let earlier: Vec<Step> = actions.iter().chain(&steps).cloned().collect();
+            match plan_finding(&playbook.actions, target, read, &earlier) {
+                Ok(planned) => {
+                    let txn = *head.get_or_insert(member);
+                    if txn == member {
+                        finding.covered_by = None;
+                    }
+                    steps.extend(planned.into_iter().map(|(action, diff)| Step {
+                        playbook: finding.cause.clone(),
+                        finding: txn,
+                        target: target.label.clone(),
+                        action,
+                        diff,
+                    }));
+                }
+                Err(reason) => {
+                    finding.conclusive = false;
+                    finding.covered_by = None;
+                    finding.missing.push(format!("cannot plan: {reason}"));
+                }
+            }
+        }
+        let Some(txn) = head else { continue };
+        if reset {
+            steps = with_group_reset(steps);
+        }
+        // the findings this transaction heals: its own, and those covered by one of them
+        let heals: Vec<usize> = (0..findings.len())
+            .filter(|i| {
+                members.contains(i)
+                    || covered_into
+                        .get(*i)
+                        .copied()
+                        .flatten()
+                        .is_some_and(|by| members.contains(&by))
+            })
+            .collect();
+        steps.extend(neighbour_probes(targets, &findings, &heals, txn, &steps));
+        actions.extend(steps);
     }
     Plan {
         created_at,
         findings,
         actions,
     }
+}
+
+/// What planned steps change, as far as other sites can tell.
+fn changes_of(target: &Target, steps: &[(PlannedAction, Option<String>)]) -> Vec<Change> {
+    let port = crate::config::UpstreamAddr::parse(&target.endpoint.address).and_then(|a| match a {
+        crate::config::UpstreamAddr::Tcp { port, .. } => Some(port),
+        crate::config::UpstreamAddr::Unix { .. } => None,
+    });
+    steps
+        .iter()
+        .filter_map(|(action, _)| match action {
+            PlannedAction::SetBindHost { unit, host, .. } => Some(Change::Bind {
+                unit: unit.clone(),
+                host: host.clone(),
+                port: port?,
+            }),
+            PlannedAction::RenderSite { directive, .. } => Some(Change::Pass {
+                route: target.route.at.clone(),
+                dials: pass_dials(directive),
+            }),
+            PlannedAction::Systemd { unit, .. } => Some(Change::UnitState { unit: unit.clone() }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The literal `host:port` a rendered pass directive dials (a name or a group: none known).
+pub(crate) fn pass_dials(directive: &str) -> Vec<String> {
+    let mut words = directive.trim().trim_end_matches(';').split_whitespace();
+    let (Some(name), Some(raw)) = (words.next(), words.next()) else {
+        return Vec::new();
+    };
+    match crate::facts::nginx::parse_pass(name, raw, &Default::default()) {
+        crate::facts::nginx::Target::Tcp { host, port, .. }
+            if host.parse::<std::net::IpAddr>().is_ok() =>
+        {
+            vec![crate::config::UpstreamAddr::Tcp { host, port }.to_string()]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The steps of a group's restarts, then a reset of nginx's failure state of the group (test,
+/// reload), then the probes: the site answers right after the restarts, not after
+/// `fail_timeout`.
+fn with_group_reset(steps: Vec<Step>) -> Vec<Step> {
+    let (probes, mut out): (Vec<Step>, Vec<Step>) = steps
+        .into_iter()
+        .partition(|s| matches!(s.action, PlannedAction::Probe { .. }));
+    let Some(first) = out.first().cloned() else {
+        return probes;
+    };
+    for action in [PlannedAction::NginxTest {}, PlannedAction::NginxReload {}] {
+        out.push(Step {
+            action,
+            diff: None,
+            ..first.clone()
+        });
+    }
+    for probe in probes {
+        if !out.iter().any(|s| s.action == probe.action) {
+            out.push(probe);
+        }
+    }
+    out
+}
+
+/// One probe of every other site reaching a unit the steps restart or rebind, unless a step
+/// already probes it, or the site has a finding this transaction does not heal (it is broken
+/// either way, or another transaction heals and probes it).
+fn neighbour_probes(
+    targets: &[Target],
+    findings: &[Finding],
+    heals: &[usize],
+    txn: usize,
+    steps: &[Step],
+) -> Vec<Step> {
+    let units: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            PlannedAction::Systemd { unit, .. }
+            | PlannedAction::SetBindHost { unit, .. }
+            | PlannedAction::SetPoolListen { unit, .. } => Some(unit.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut probed: Vec<String> = steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            PlannedAction::Probe { url, .. } | PlannedAction::ProbeSite { url, .. } => {
+                Some(url.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let broken: Vec<&str> = findings
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !heals.contains(i))
+        .filter_map(|(_, f)| targets.get(f.target))
+        .map(|t| t.route.at.as_str())
+        .collect();
+    let (Some(first), false) = (steps.first(), units.is_empty()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in targets {
+        let reaches = t
+            .endpoint
+            .unit
+            .as_deref()
+            .is_some_and(|u| units.contains(&u));
+        let url = t.context.site.url.as_str();
+        if !reaches || broken.contains(&t.route.at.as_str()) || probed.iter().any(|p| p == url) {
+            continue;
+        }
+        // a neighbour no probe can be aimed at is not probed (the daemon skips it too)
+        let Ok(host) = t.route.aim.host_for(url) else {
+            continue;
+        };
+        probed.push(url.to_string());
+        out.push(Step {
+            playbook: first.playbook.clone(),
+            finding: txn,
+            target: t.label.clone(),
+            action: PlannedAction::ProbeSite {
+                site: format!("{} {}", t.route.site, t.route.location),
+                url: url.to_string(),
+                host,
+                timeout_ms: NEIGHBOUR_TIMEOUT_MS,
+            },
+            diff: None,
+        });
+    }
+    out
 }
 
 fn plan_finding(
@@ -227,7 +486,11 @@ fn plan_action(
             validate_nginx_value(&unit).map_err(|e| format!("unit `{unit}`: {e}"))?;
             PlannedAction::Systemd { unit, op: *op }
         }
+        Action::SetBindHost { host } if super::pm2_plan::binds_pm2_app(target) => {
+            super::pm2_plan::plan_bind(&text(host, target)?, target, read)?
+        }
         Action::SetBindHost { host } => plan_bind(&text(host, target)?, target, read)?,
+        Action::Pm2 { app, op } => super::pm2_plan::plan_pm2(&text(app, target)?, *op, target)?,
         Action::RenderSite { template, source } => plan_site(template, source, target, read)?,
         Action::SetDirective { name, value } => {
             plan_set_directive(&text(name, target)?, &text(value, target)?, target, read)?
@@ -253,11 +516,15 @@ fn plan_action(
             url,
             expect,
             timeout,
-        } => PlannedAction::Probe {
-            url: text(url, target)?,
-            expect: *expect,
-            timeout_ms: millis(*timeout),
-        },
+        } => {
+            let url = text(url, target)?;
+            PlannedAction::Probe {
+                host: target.route.aim.host_for(&url)?,
+                url,
+                expect: *expect,
+                timeout_ms: millis(*timeout),
+            }
+        }
     })
 }
 

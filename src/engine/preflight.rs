@@ -70,6 +70,7 @@ pub fn config_finding(test: &NginxTest) -> Option<Finding> {
             "fix {at} by hand and check with `nginx -t`; nginx-medic edits no nginx file and never reloads over a configuration that does not load"
         )],
         also_matched: Vec::new(),
+        covered_by: None,
         target: GLOBAL_TARGET,
     })
 }

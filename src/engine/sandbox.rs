@@ -71,6 +71,7 @@ mod tests {
             conclusive: true,
             missing: Vec::new(),
             also_matched: Vec::new(),
+            covered_by: None,
             target: 0,
         }
     }
@@ -109,7 +110,12 @@ mod tests {
             worker: None,
             unix_paths: Vec::new(),
             disk: Default::default(),
+            pm2: Vec::new(),
+            supervision: Vec::new(),
             fpm_pools: Vec::new(),
+            backend_probes: Vec::new(),
+            rolled_back_edits: Vec::new(),
+            verified_edits: Vec::new(),
         }
     }
 

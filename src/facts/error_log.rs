@@ -225,10 +225,73 @@ const LEVELS: &[&str] = &[
     "emerg", "alert", "crit", "error", "warn", "notice", "info", "debug",
 ];
 
+/// One classified error-log line, its fields borrowed from the line: what [`scan`] hands out,
+/// so that classifying a large log allocates nothing per line.
+///
+/// [`scan`]: crate::facts::log_scan::scan
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLine<'a> {
+    pub time: &'a str,
+    pub level: &'a str,
+    pub pid: Option<u32>,
+    pub connection: Option<u64>,
+    pub class: LogClass,
+    pub errno: Option<i32>,
+    pub message: &'a str,
+    pub phase: Option<&'a str>,
+    pub client: Option<&'a str>,
+    pub server: Option<&'a str>,
+    pub request: Option<&'a str>,
+    /// `upstream: "…"` as written, or for `host_not_found` the name nginx could not resolve.
+    pub upstream: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub file: Option<&'a str>,
+    pub line: Option<u32>,
+}
+
+impl LogLine<'_> {
+    /// The address nginx dialled (see [`LogEntry::upstream_addr`]).
+    pub fn dialled(&self) -> Option<String> {
+        match self.upstream {
+            Some(upstream) => dialled_address(upstream),
+            None => connect_target(self.message).and_then(dialled_address),
+        }
+    }
+
+    /// The owned entry, at `offset` in its file.
+    pub fn to_entry(&self, offset: u64) -> LogEntry {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        LogEntry {
+            offset,
+            time: self.time.to_owned(),
+            level: self.level.to_owned(),
+            pid: self.pid,
+            connection: self.connection,
+            class: self.class,
+            errno: self.errno,
+            message: self.message.to_owned(),
+            phase: owned(self.phase),
+            client: owned(self.client),
+            server: owned(self.server),
+            request: owned(self.request),
+            upstream: owned(self.upstream),
+            upstream_addr: self.dialled(),
+            host: owned(self.host),
+            file: owned(self.file),
+            line: self.line,
+        }
+    }
+}
+
 /// Parses and classifies one error-log line (without its line break; a trailing `\r` or `\n`
 /// is ignored). Returns `None` for a line that is not an nginx log line. `offset` is 0: the
 /// reader fills it in.
 pub fn classify_line(line: &str) -> Option<LogEntry> {
+    parse_line(line).map(|l| l.to_entry(0))
+}
+
+/// [`classify_line`] without copying: the fields borrow from `line`.
+pub fn parse_line(line: &str) -> Option<LogLine<'_>> {
     let line = line.trim_end_matches(['\n', '\r']);
     let (time, rest) = split_time(line)?;
     let rest = rest.strip_prefix(" [")?;
@@ -244,46 +307,40 @@ pub fn classify_line(line: &str) -> Option<LogEntry> {
     let errno = errno_of(message);
     let class = classify(message, phase, errno);
 
-    let mut entry = LogEntry {
-        offset: 0,
-        time: time.to_owned(),
-        level: level.to_owned(),
+    let mut parsed = LogLine {
+        time,
+        level,
         pid,
         connection,
         class,
         errno,
-        message: message.to_owned(),
-        phase: phase.map(str::to_owned),
+        message,
+        phase,
         client: None,
         server: None,
         request: None,
         upstream: None,
-        upstream_addr: None,
         host: None,
         file: None,
         line: None,
     };
     if let Some(tail) = tail {
-        entry.client = Some(tail.client.to_owned());
-        entry.server = tail.server.map(str::to_owned);
-        entry.request = tail.quoted[KEY_REQUEST].map(str::to_owned);
-        entry.upstream = tail.quoted[KEY_UPSTREAM].map(str::to_owned);
-        entry.host = tail.quoted[KEY_HOST].map(str::to_owned);
+        parsed.client = Some(tail.client);
+        parsed.server = tail.server;
+        parsed.request = tail.quoted[KEY_REQUEST];
+        parsed.upstream = tail.quoted[KEY_UPSTREAM];
+        parsed.host = tail.quoted[KEY_HOST];
     }
-    entry.upstream_addr = match &entry.upstream {
-        Some(upstream) => dialled_address(upstream),
-        None => connect_target(message).and_then(dialled_address),
-    };
     if class == LogClass::HostNotFound {
-        entry.errno = None;
+        parsed.errno = None;
         let (name, file, line) = unresolved_name(message);
-        if entry.upstream.is_none() {
-            entry.upstream = name.map(str::to_owned);
+        if parsed.upstream.is_none() {
+            parsed.upstream = name;
         }
-        entry.file = file.map(str::to_owned);
-        entry.line = line;
+        parsed.file = file;
+        parsed.line = line;
     }
-    Some(entry)
+    Some(parsed)
 }
 
 fn classify(message: &str, phase: Option<&str>, errno: Option<i32>) -> LogClass {
@@ -449,9 +506,8 @@ struct Tail<'a> {
 /// does, the line was cut by nginx's line-length limit: the first one is parsed leniently.
 fn split_tail(body: &str) -> (&str, Option<Tail<'_>>) {
     const CLIENT: &str = ", client: ";
-    let starts: Vec<usize> = body.match_indices(CLIENT).map(|(i, _)| i).collect();
     for lenient in [false, true] {
-        for &i in &starts {
+        for (i, _) in body.match_indices(CLIENT) {
             let (message, rest) = body.split_at(i);
             if let Some(tail) = parse_tail(rest.get(CLIENT.len()..).unwrap_or(""), lenient) {
                 return (message, Some(tail));
@@ -481,12 +537,44 @@ fn parse_tail(rest: &str, lenient: bool) -> Option<Tail<'_>> {
         tail.server = (!server.is_empty()).then_some(server);
         rest = after;
     }
+    if !lenient {
+        if let Some(quoted) = plain_pairs(rest) {
+            tail.quoted = quoted;
+            return Some(tail);
+        }
+    }
     let mut search = QuotedSearch {
         line_end: rest.len(),
         failed: HashSet::new(),
         lenient,
     };
     search.parse(rest, 0, &mut tail.quoted).then_some(tail)
+}
+
+/// The pairs when each value ends at its first `"` — what nearly every line is — or `None`,
+/// and the backtracking search decides. This is the search's own first answer (it tries the
+/// earliest closing quote first at every key), except for a request line: there an end after
+/// ` HTTP/x.y` is preferred, so a request whose first quote does not follow one is left to it.
+fn plain_pairs(rest: &str) -> Option<[Option<&str>; 5]> {
+    let mut out = [None; 5];
+    let mut s = rest;
+    let mut first_key = 0;
+    while !s.is_empty() {
+        let (key, value_and_more) = QUOTED_KEYS
+            .iter()
+            .enumerate()
+            .skip(first_key)
+            .find_map(|(k, marker)| s.strip_prefix(marker).map(|v| (k, v)))?;
+        let end = memchr::memchr(b'"', value_and_more.as_bytes())?;
+        let value = value_and_more.get(..end)?;
+        if key == KEY_REQUEST && !ends_with_http_version(value) {
+            return None;
+        }
+        *out.get_mut(key)? = Some(value);
+        s = value_and_more.get(end + 1..)?;
+        first_key = key + 1;
+    }
+    Some(out)
 }
 
 /// Splits at the first `, ` (or the end).
@@ -801,6 +889,37 @@ fn read_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_pairs_agree_with_the_search_wherever_they_answer() {
+        let tails = [
+            ", request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8000/\", host: \"a\"",
+            ", request: \"GET / HTTP/1.1\", host: \"a\", referrer: \"http://x/\"",
+            ", request: \"GET /\" HTTP/1.1\", upstream: \"http://127.0.0.1:8000/\", host: \"a\"",
+            ", request: \"GET /a\", upstream: \"x HTTP/1.1\", host: \"h\"",
+            ", request: \"GET /?, upstream: \"http://evil:1/\" HTTP/1.1\", upstream: \"http://127.0.0.1:8000/\", host: \"a\"",
+            ", request: \"GET / HTTP/1.1\", host: \"a\", referrer: \"\", host: \"b\"",
+            ", host: \"a\"",
+            "",
+        ];
+        for rest in tails {
+            let mut searched = [None; 5];
+            let mut search = QuotedSearch {
+                line_end: rest.len(),
+                failed: HashSet::new(),
+                lenient: false,
+            };
+            let found = search.parse(rest, 0, &mut searched);
+            if let Some(plain) = plain_pairs(rest) {
+                assert!(found, "{rest}");
+                assert_eq!(plain, searched, "{rest}");
+            }
+        }
+        assert!(
+            plain_pairs(tails[0]).is_some(),
+            "the common line takes the plain path"
+        );
+    }
     use std::io::Write;
 
     const LAB: &[u8] = include_bytes!(concat!(

@@ -76,6 +76,15 @@ pub async fn gather_remembering(
         }
         _ => Vec::new(),
     };
+    let (pm2, supervision) = super::gather_backends::backends(
+        units.ok().map_or(&[][..], Vec::as_slice),
+        &routes,
+        sockets.ok(),
+        procfs,
+        &crate::adapters::pm2::Pm2Cli,
+        &super::gather_backends::read_last_processes(&settings.state_dir),
+        taken_at,
+    );
     let worker = nginx.ok().and_then(|n| worker_identity(n.user.as_deref()));
     let unix_paths = nginx.ok().map_or_else(Vec::new, |n| {
         let mut paths: Vec<String> = all_dialled(n)
@@ -92,8 +101,8 @@ pub async fn gather_remembering(
             .map(|p| unix_path_facts(p, worker.as_ref()))
             .collect()
     });
-    let disk = disk_facts(settings, nginx.ok(), error_log.ok());
-    Facts {
+    let disk = disk_facts(settings, nginx.ok(), error_log.ok(), &pm2);
+    let mut facts = Facts {
         taken_at,
         nginx,
         sockets,
@@ -105,7 +114,51 @@ pub async fn gather_remembering(
         unix_paths,
         fpm_pools,
         disk,
+        pm2,
+        supervision,
+        backend_probes: Vec::new(),
+        rolled_back_edits: Vec::new(),
+        verified_edits: Vec::new(),
+    };
+    facts.backend_probes = backend_probes(&facts).await;
+    let mut site_files: Vec<&std::path::Path> = facts
+        .routes
+        .iter()
+        .map(|r| r.pass.at.file.as_path())
+        .collect();
+    site_files.sort();
+    site_files.dedup();
+    let rolled_back =
+        super::attempts::rolled_back_directive_edits(&settings.state_dir, &site_files);
+    facts.rolled_back_edits = rolled_back;
+    facts.verified_edits = super::attempts::verified_edits(&settings.state_dir, &site_files);
+    facts
+}
+
+/// How long one direct request to a backend may take.
+const DIRECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Requests each backend `facts::direct` names, directly: the evidence wrong-port and
+/// too-big-header are decided on, gathered before planning so that planning stays pure.
+async fn backend_probes(facts: &Facts) -> Vec<super::direct::BackendProbe> {
+    let mut out = Vec::new();
+    for r in super::direct::requests(facts) {
+        let address = r.address();
+        let answer = crate::adapters::backend_http::request(
+            &r.host,
+            r.port,
+            &r.path,
+            &address,
+            DIRECT_TIMEOUT,
+        )
+        .await;
+        out.push(super::direct::BackendProbe {
+            address,
+            path: r.path,
+            answer,
+        });
     }
+    out
 }
 
 /// The mtimes of the configuration files and the error log, and the hinted bind values.
@@ -113,6 +166,7 @@ fn disk_facts(
     settings: &Settings,
     nginx: Option<&nginx::NginxFacts>,
     error_log: Option<&error_log::ErrorLogFacts>,
+    pm2: &[super::pm2::Pm2Daemon],
 ) -> super::DiskFacts {
     let files = nginx.map_or(&[][..], |n| n.files.as_slice());
     let mtimes = files
@@ -137,20 +191,49 @@ fn disk_facts(
                 }),
         })
         .collect();
+    let apps = pm2
+        .iter()
+        .filter_map(|d| d.apps.ok())
+        .flat_map(|apps| apps.iter());
+    let mut ecosystem_files = BTreeMap::new();
+    let mut pm2_log_tails = BTreeMap::new();
+    for app in apps {
+        for file in super::pm2::ecosystem_candidates(app) {
+            if let Ok(text) = crate::adapters::fs::read_settings_file(&file) {
+                ecosystem_files.insert(file, text);
+            }
+        }
+        for log in [&app.err_log, &app.out_log].into_iter().flatten() {
+            if let Some(text) = log_tail(log) {
+                pm2_log_tails.insert(log.clone(), text);
+            }
+        }
+    }
     super::DiskFacts {
         mtimes,
         hinted_binds,
+        ecosystem_files,
+        pm2_log_tails,
     }
 }
 
-/// A file's mtime in seconds since the epoch.
-fn mtime(path: &std::path::Path) -> Option<i64> {
-    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    let secs = modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    i64::try_from(secs).ok()
+/// The most of a PM2 log file that is read.
+const PM2_LOG_TAIL: u64 = 64 * 1024;
+
+/// The last [`PM2_LOG_TAIL`] bytes of a log file, when it opens.
+fn log_tail(path: &str) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(PM2_LOG_TAIL)));
+    let mut bytes = Vec::new();
+    let _ = f.take(PM2_LOG_TAIL).read_to_end(&mut bytes);
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A file's mtime, to the nanosecond.
+fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).ok()?.modified().ok()
 }
 
 // --- unix sockets and backend processes -------------------------------------------------------

@@ -28,6 +28,9 @@ pub struct Route {
     pub endpoints: Vec<Endpoint>,
     /// The pass directive itself, with its byte span for an exact rewrite.
     pub pass: Pass,
+    /// Where a probe through nginx reaches this site's server block (dial address, TLS,
+    /// `Host`), or why it cannot.
+    pub aim: crate::facts::aim::Aim,
 }
 
 /// One address nginx dials for a route.
@@ -66,6 +69,9 @@ pub enum UnitSource {
     /// The service named like the site (its file, its `server_name`) that listens on a port no
     /// site dials: the backend of a typo'd port.
     SiteIdentity,
+    /// The unit of a `backends:` hint for the endpoint's host whose port no site dials while
+    /// the unit listens there: the backend a typo'd port was meant to reach.
+    UndialledHint,
 }
 
 /// Everything the mapping needs besides nginx's facts.
@@ -139,7 +145,8 @@ pub fn routes(
     let mut routes = Vec::new();
     let groups = Groups::of(nginx);
     let dialled_ports = dialled_ports(nginx, &groups);
-    for site in &nginx.sites {
+    let aims = crate::facts::aim::aims(&nginx.sites);
+    for (site, aim) in nginx.sites.iter().zip(aims) {
         for location in &site.locations {
             let Some(pass) = &location.pass else { continue };
             let mut endpoints: Vec<Endpoint> = groups
@@ -152,7 +159,9 @@ pub fn routes(
                 .filter(|e| e.unit.is_none() && !e.listening)
             {
                 let names = site_names(site, &pass.at.file);
-                if let Some(unit) = identity_match(input.sockets, &dialled_ports, &names) {
+                if let Some(unit) = undialled_hint(input, &dialled_ports, &e.address) {
+                    set_unit(e, unit, UnitSource::UndialledHint, input);
+                } else if let Some(unit) = identity_match(input.sockets, &dialled_ports, &names) {
                     set_unit(e, unit, UnitSource::SiteIdentity, input);
                 }
             }
@@ -170,6 +179,7 @@ pub fn routes(
                 dynamic: matches!(pass.target, Target::Dynamic { .. }),
                 endpoints,
                 pass: pass.clone(),
+                aim: aim.clone(),
             });
         }
     }
@@ -238,6 +248,44 @@ fn identity_match(
                 .is_some_and(|stem| names.iter().any(|n| n == &stem.to_lowercase()))
         },
     )
+}
+
+/// The one unit named by a `backends:` hint for `address`'s host whose port no pass target
+/// dials and on which that unit listens now: the backend a typo'd port was meant to reach. A
+/// hint without a unit, for another host, for a dialled port or for a port its unit does not
+/// listen on is no evidence; two such hints: `None`, never a guess.
+fn undialled_hint(
+    input: &MappingInput<'_>,
+    dialled_ports: &std::collections::BTreeSet<u16>,
+    address: &str,
+) -> Option<String> {
+    let Some(UpstreamAddr::Tcp { host, .. }) = UpstreamAddr::parse(address) else {
+        return None;
+    };
+    let mut units: Vec<&String> = input
+        .hints
+        .iter()
+        .filter_map(|h| match &h.upstream {
+            UpstreamAddr::Tcp { host: h_host, port } if *h_host == host => {
+                Some((h.unit.as_ref()?, *port))
+            }
+            _ => None,
+        })
+        .filter(|(_, port)| !dialled_ports.contains(port))
+        .filter(|(unit, port)| {
+            input
+                .sockets
+                .tcp_listeners_on(*port)
+                .any(|s| s.main_owner().and_then(|o| o.unit.as_deref()) == Some(unit.as_str()))
+        })
+        .map(|(unit, _)| unit)
+        .collect();
+    units.sort();
+    units.dedup();
+    match units.as_slice() {
+        [one] => Some((*one).clone()),
+        _ => None,
+    }
 }
 
 /// The one unit owning these sockets that passes `keep`; `None` for none or several.
@@ -607,6 +655,69 @@ mod tests {
     }
 
     #[test]
+    fn a_hint_for_a_port_no_site_dials_names_the_backend_of_a_typod_port() {
+        let sockets = listening(&[
+            ("127.0.0.1", 18021, "shop.service"),
+            ("127.0.0.1", 18010, "api.service"),
+        ]);
+        let hint = |addr: &str, unit: Option<&str>| BackendHint {
+            upstream: UpstreamAddr::parse(addr).unwrap(),
+            unit: unit.map(String::from),
+            bind: None,
+            heal: true,
+        };
+        let (env, none): (
+            BTreeMap<String, BTreeMap<String, String>>,
+            BTreeMap<String, String>,
+        ) = (BTreeMap::new(), BTreeMap::new());
+        let input = |hints: &'static [BackendHint]| MappingInput {
+            sockets: &sockets,
+            units: &[],
+            unit_env: &env,
+            hints,
+            bindv6only: false,
+            declared: &none,
+            remembered: &none,
+        };
+        let dialled: std::collections::BTreeSet<u16> = [18010, 18022].into();
+        let hints: &'static [BackendHint] =
+            Box::leak(vec![hint("127.0.0.1:18021", Some("shop.service"))].into_boxed_slice());
+        assert_eq!(
+            undialled_hint(&input(hints), &dialled, "127.0.0.1:18022").as_deref(),
+            Some("shop.service")
+        );
+        assert_eq!(
+            undialled_hint(&input(hints), &dialled, "[::1]:18022"),
+            None,
+            "a hint for another host"
+        );
+        let dialled_too: std::collections::BTreeSet<u16> = [18010, 18021, 18022].into();
+        assert_eq!(
+            undialled_hint(&input(hints), &dialled_too, "127.0.0.1:18022"),
+            None,
+            "another site dials it"
+        );
+        let not_listening: &'static [BackendHint] =
+            Box::leak(vec![hint("127.0.0.1:18030", Some("shop.service"))].into_boxed_slice());
+        assert_eq!(
+            undialled_hint(&input(not_listening), &dialled, "127.0.0.1:18022"),
+            None
+        );
+        let wrong_unit: &'static [BackendHint] =
+            Box::leak(vec![hint("127.0.0.1:18021", Some("web.service"))].into_boxed_slice());
+        assert_eq!(
+            undialled_hint(&input(wrong_unit), &dialled, "127.0.0.1:18022"),
+            None
+        );
+        let no_unit: &'static [BackendHint] =
+            Box::leak(vec![hint("127.0.0.1:18021", None)].into_boxed_slice());
+        assert_eq!(
+            undialled_hint(&input(no_unit), &dialled, "127.0.0.1:18022"),
+            None
+        );
+    }
+
+    #[test]
     fn the_only_service_on_the_port_is_the_backend_of_another_host() {
         let one = listening(&[
             ("127.0.0.2", 8007, "app.service"),
@@ -653,6 +764,7 @@ mod tests {
         let site = crate::facts::nginx::Site {
             server_names: vec!["API.example.org".into(), "~^re".into(), "_".into()],
             listen: Vec::new(),
+            listeners: Vec::new(),
             at: crate::facts::nginx::At {
                 file: "/etc/nginx/sites-enabled/shop".into(),
                 line: 1,

@@ -3,14 +3,21 @@
 //! Each source is gathered on its own; one that fails is recorded as `Unavailable` with the
 //! reason, so a missing error log is a fact, not an abort.
 
+pub mod aim;
+pub mod attempts;
+pub mod direct;
 pub mod error_log;
 pub mod gather;
+pub mod gather_backends;
+pub mod log_scan;
 pub mod mapping;
 pub mod nginx;
 pub mod nginx_test;
 pub mod php_fpm;
+pub mod pm2;
 pub mod socket_access;
 pub mod sockets;
+pub mod supervision;
 pub mod unit_output;
 pub mod units;
 
@@ -67,16 +74,33 @@ pub struct Facts {
     /// What diagnosis needs from the disk beyond the sources above, read here so that
     /// `pipeline::diagnose` reads nothing.
     pub disk: DiskFacts,
+    // --- backends systemd does not run (PM2 apps, processes started by hand) ---
+    /// The PM2 daemons found (their units, or a God daemon above a listener) and their apps.
+    pub pm2: Vec<pm2::Pm2Daemon>,
+    /// Who runs each dialled address's backend when it is not a systemd service.
+    pub supervision: Vec<supervision::Supervision>,
+    // --- backends requested directly (wrong-port candidates, too-big-header measurements) ---
+    /// Each direct request made before planning and its answer (`facts::direct`).
+    pub backend_probes: Vec<direct::BackendProbe>,
+    /// The `set_directive` edits of each site file that were rolled back from its current bytes
+    /// (`facts::attempts`): a raise that did not heal is stepped over, never repeated.
+    pub rolled_back_edits: Vec<attempts::RolledBackEdits>,
+    /// The site files whose current bytes nginx-medic wrote in a committed transaction.
+    pub verified_edits: Vec<String>,
 }
 
 /// File metadata and settings values the target contexts use.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct DiskFacts {
-    /// The mtime (seconds since the epoch) of every configuration file and of the error log;
-    /// a file that cannot be `stat`ed is absent.
-    pub mtimes: std::collections::BTreeMap<std::path::PathBuf, i64>,
+    /// The mtime (to the nanosecond) of every configuration file and of the error log; a file
+    /// that cannot be `stat`ed is absent.
+    pub mtimes: std::collections::BTreeMap<std::path::PathBuf, std::time::SystemTime>,
     /// The value of each `backends:` hint's bind key as its file says now.
     pub hinted_binds: Vec<HintedBind>,
+    /// The text of each PM2 app's ecosystem file candidate that reads (`pm2::ecosystem_candidates`).
+    pub ecosystem_files: std::collections::BTreeMap<std::path::PathBuf, String>,
+    /// The last bytes of each PM2 app's `out`/`err` log that opens, by the path PM2 reports.
+    pub pm2_log_tails: std::collections::BTreeMap<String, String>,
 }
 
 /// A `backends:` hint's `bind: {file, key}` and the key's value in the file, when the file
@@ -90,7 +114,7 @@ pub struct HintedBind {
 
 impl DiskFacts {
     /// The mtime of `path`, when it was `stat`ed.
-    pub fn mtime(&self, path: &std::path::Path) -> Option<i64> {
+    pub fn mtime(&self, path: &std::path::Path) -> Option<std::time::SystemTime> {
         self.mtimes.get(path).copied()
     }
 
@@ -112,6 +136,25 @@ impl Facts {
     /// What the workers see at a unix socket path.
     pub fn unix_path(&self, path: &str) -> Option<&socket_access::UnixPathFacts> {
         self.unix_paths.iter().find(|p| p.path == path)
+    }
+
+    /// Who runs the backend of `address` when systemd does not: a PM2 app, or nobody.
+    pub fn supervision_of(&self, address: &str) -> Option<&supervision::Supervisor> {
+        self.supervision
+            .iter()
+            .find(|s| s.address == address)
+            .map(|s| &s.by)
+    }
+
+    /// The PM2 app `name` of the daemon with `home`, with its daemon.
+    pub fn pm2_app(
+        &self,
+        home: &std::path::Path,
+        name: &str,
+    ) -> Option<(&pm2::Pm2Daemon, &pm2::Pm2App)> {
+        let daemon = self.pm2.iter().find(|d| d.home == home)?;
+        let app = daemon.apps.ok()?.iter().find(|a| a.name == name)?;
+        Some((daemon, app))
     }
 
     /// The PHP-FPM pool that listens on `address` (`unix:/path`).

@@ -49,6 +49,9 @@ pub struct Site {
     pub server_names: Vec<String>,
     /// The address argument of each `listen` (e.g. `80`, `[::]:80`, `127.0.0.1:8080`).
     pub listen: Vec<String>,
+    /// Each `listen` with the parameters that decide how a probe reaches it (`ssl`,
+    /// `default_server`, …).
+    pub listeners: Vec<super::aim::Listen>,
     /// The `server` block.
     pub at: At,
     /// Every location, nested ones included, in document order.
@@ -321,6 +324,14 @@ impl Cx<'_> {
                 .filter(|c| c.name == "listen")
                 .filter_map(|c| c.arg(0))
                 .map(str::to_string)
+                .collect(),
+            listeners: body
+                .iter()
+                .filter(|c| c.name == "listen")
+                .filter_map(|c| {
+                    let words: Vec<String> = c.args.iter().map(|a| a.value.clone()).collect();
+                    super::aim::Listen::from_args(&words)
+                })
                 .collect(),
             at: self.at_directive(d),
             locations,

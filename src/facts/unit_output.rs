@@ -40,7 +40,8 @@ pub fn output_file(unit_texts: &[String], key: &str) -> Option<PathBuf> {
     found
 }
 
-/// The last `n` non-empty lines of a text, trailing whitespace trimmed.
+/// The last `n` non-empty lines of a text, trailing whitespace trimmed, control characters
+/// escaped (the backend's output is shown and logged as evidence).
 pub fn last_lines(text: &str, n: usize) -> Vec<String> {
     let mut lines: Vec<String> = text
         .lines()
@@ -48,7 +49,7 @@ pub fn last_lines(text: &str, n: usize) -> Vec<String> {
         .map(str::trim_end)
         .filter(|l| !l.is_empty())
         .take(n)
-        .map(str::to_string)
+        .map(|l| crate::redact::control(l).into_owned())
         .collect();
     lines.reverse();
     lines
@@ -82,5 +83,9 @@ mod tests {
     fn last_lines_skip_blank_ones() {
         assert_eq!(last_lines("a\nb\n\nc  \n\n", 2), ["b", "c"]);
         assert_eq!(last_lines("", 3), Vec::<String>::new());
+        assert_eq!(
+            last_lines("\u{1b}[31mred\rforged", 1),
+            ["\\x{1b}[31mred\\x{d}forged"]
+        );
     }
 }

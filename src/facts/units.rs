@@ -4,7 +4,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// One unit as the manager reports it over D-Bus.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct UnitFacts {
     pub name: String,
     /// `loaded`, `not-found`, `masked`, …

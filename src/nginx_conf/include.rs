@@ -39,12 +39,7 @@ fn pattern_str(pattern: &Path) -> io::Result<&str> {
 
 impl SourceFs for RealFs {
     fn read(&self, path: &Path) -> io::Result<String> {
-        std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => {
-                io::Error::new(io::ErrorKind::InvalidData, "the file is not UTF-8 text")
-            }
-            _ => e,
-        })
+        std::fs::read(path).map(text_of_bytes)
     }
 
     fn glob(&self, pattern: &Path) -> io::Result<Vec<PathBuf>> {
@@ -52,6 +47,38 @@ impl SourceFs for RealFs {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.msg))?;
         // like glob(3) without GLOB_ERR, unreadable directories are skipped
         Ok(paths.filter_map(Result::ok).collect())
+    }
+}
+
+/// The text of a configuration file as nginx reads it: bytes. UTF-8 is kept as it is; each byte
+/// of a sequence that is not UTF-8 (a Latin-1 comment) reads as `?`, so that every byte offset
+/// still names the same byte of the file (spans, line:col) and the lexer splits the words where
+/// nginx does (nginx gives such bytes no meaning either). Such a file is read, never rewritten:
+/// an edit re-reads the file as UTF-8 and is refused.
+pub fn text_of_bytes(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let mut out = String::with_capacity(bytes.len());
+            let mut rest = bytes.as_slice();
+            while !rest.is_empty() {
+                match std::str::from_utf8(rest) {
+                    Ok(valid) => {
+                        out.push_str(valid);
+                        break;
+                    }
+                    Err(e) => {
+                        let (valid, after) = rest.split_at(e.valid_up_to());
+                        out.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                        let bad = e.error_len().unwrap_or(after.len()).max(1);
+                        out.extend((0..bad).map(|_| '?'));
+                        rest = after.get(bad..).unwrap_or_default();
+                    }
+                }
+            }
+            out
+        }
     }
 }
 
@@ -350,17 +377,31 @@ mod tests {
     }
 
     #[test]
-    fn real_fs_refuses_non_utf8_text() {
+    fn real_fs_reads_bytes_that_are_not_utf8_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nginx.conf");
-        std::fs::write(&path, b"user \xff;").unwrap();
-        let err = load(&path, &RealFs).unwrap_err();
+        // a Latin-1 comment (`é` is 0xe9), then a directive after it
+        std::fs::write(
+            &path,
+            b"# caf\xe9 \xff\xfe\nuser w\xe9b;\nworker_processes 2;\n",
+        )
+        .unwrap();
+        let conf = load(&path, &RealFs).unwrap();
         assert_eq!(
-            err.to_string(),
-            format!(
-                "open() \"{}\" failed: the file is not UTF-8 text",
-                path.display()
-            )
+            conf.files[0].text,
+            "# caf? ??\nuser w?b;\nworker_processes 2;\n"
+        );
+        let [user, workers] = conf.directives.as_slice() else {
+            panic!("{:?}", conf.directives)
+        };
+        assert_eq!((user.name.as_str(), user.arg(0)), ("user", Some("w?b")));
+        assert_eq!(workers.span.start, 20, "offsets are the file's bytes");
+        assert_eq!(workers.pos.line, 3);
+        assert_eq!(text_of_bytes("é ok".as_bytes().to_vec()), "é ok");
+        assert_eq!(
+            text_of_bytes(b"\xe2\x82".to_vec()),
+            "??",
+            "a cut-off sequence"
         );
     }
 

@@ -260,6 +260,95 @@ impl<'a> Lexer<'a> {
     }
 }
 
+impl Lexer<'_> {
+    /// Skips the Lua code of a `*_by_lua_block { … }` (OpenResty), whose `{` the last statement
+    /// ended with, and returns the offset of the `}` that closes it. The code is Lua, not nginx
+    /// syntax, so it is scanned as lua-nginx-module does: braces counted outside Lua strings
+    /// (`'…'`, `"…"` with `\` escapes, long brackets `[[…]]`, `[==[…]==]`) and comments (`--` to
+    /// the end of the line, `--[[…]]`).
+    pub(crate) fn skip_lua_block(&mut self, opened: usize) -> Result<usize, LexError> {
+        let bytes = self.text.as_bytes();
+        let mut depth = 1usize;
+        let eof = |opened| LexError::UnexpectedEof { started: opened };
+        while let Some(&ch) = bytes.get(self.pos) {
+            let at = self.pos;
+            self.pos += 1;
+            match ch {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Ok(at);
+                    }
+                }
+                b'"' | b'\'' => loop {
+                    match bytes.get(self.pos) {
+                        None => return Err(LexError::UnterminatedQuote { opened: at }),
+                        Some(b'\\') => self.pos += 2,
+                        Some(&c) if c == ch => {
+                            self.pos += 1;
+                            break;
+                        }
+                        Some(_) => self.pos += 1,
+                    }
+                },
+                b'[' => {
+                    if let Some(level) = long_bracket(bytes, at) {
+                        self.pos = close_long_bracket(bytes, at + level + 2, level)
+                            .ok_or(LexError::UnterminatedQuote { opened: at })?;
+                    }
+                }
+                b'-' if bytes.get(self.pos) == Some(&b'-') => {
+                    self.pos += 1;
+                    match long_bracket(bytes, self.pos) {
+                        Some(level) => {
+                            self.pos = close_long_bracket(bytes, self.pos + level + 2, level)
+                                .ok_or(eof(opened))?;
+                        }
+                        None => {
+                            while bytes.get(self.pos).is_some_and(|&c| c != b'\n') {
+                                self.pos += 1;
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(eof(opened))
+    }
+}
+
+/// The level of a Lua long bracket opening at `at` (`[[` is 0, `[==[` is 2), if one does.
+fn long_bracket(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'[') {
+        return None;
+    }
+    let level = bytes
+        .get(at + 1..)?
+        .iter()
+        .take_while(|&&c| c == b'=')
+        .count();
+    (bytes.get(at + 1 + level) == Some(&b'[')).then_some(level)
+}
+
+/// The offset just past the `]=…=]` of `level` that closes a long bracket, searching from `from`.
+fn close_long_bracket(bytes: &[u8], from: usize, level: usize) -> Option<usize> {
+    let mut i = from;
+    while let Some(&c) = bytes.get(i) {
+        if c == b']'
+            && bytes
+                .get(i + 1..i + 1 + level)
+                .is_some_and(|eq| eq.iter().all(|&e| e == b'='))
+            && bytes.get(i + 1 + level) == Some(&b']')
+        {
+            return Some(i + level + 2);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The end of statement that a `;` or `{` at `at` makes.
 fn terminator(ch: u8, at: usize) -> Option<Stop> {
     match ch {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub use include::{load, MemFs, RealFs, SourceFs};
+pub use include::{load, text_of_bytes, MemFs, RealFs, SourceFs};
 pub use parse::parse;
 
 /// A half-open byte range `start..end` in the text of one file.
@@ -89,7 +89,8 @@ impl Directive {
 pub struct SourceFile {
     /// The path as nginx names it (relative includes joined to the conf prefix, not canonicalised).
     pub path: PathBuf,
-    /// The whole text of the file.
+    /// The whole text of the file; a byte that is not part of UTF-8 text reads as `?`
+    /// ([`text_of_bytes`]), so offsets are the file's own.
     pub text: String,
 }
 

@@ -172,7 +172,22 @@ impl Parser<'_> {
                         ));
                     }
                     let args = words.map(|w| self.arg(w)).collect();
-                    let (children, close) = self.block(Some(start), depth + 1)?;
+                    let (children, close) = if name.value.ends_with("_by_lua_block") {
+                        // OpenResty: the block holds Lua code, kept opaque
+                        let close = self.lexer.skip_lua_block(start).map_err(|e| match e {
+                            LexError::UnexpectedEof { .. } => self.error(
+                                self.text.len(),
+                                format!(
+                                    "unexpected end of file, expecting \"}}\" (lua block opened at {})",
+                                    self.lines.pos(start)
+                                ),
+                            ),
+                            other => self.lex_error(other),
+                        })?;
+                        (Vec::new(), close)
+                    } else {
+                        self.block(Some(start), depth + 1)?
+                    };
                     out.push(Directive {
                         name: name.value,
                         args,
@@ -253,6 +268,63 @@ mod tests {
             p("{}").unwrap_err(),
             "/etc/nginx/x.conf:1:1: unexpected \"{\""
         );
+    }
+
+    #[test]
+    fn lua_blocks_are_opaque() {
+        // what lua-nginx-module reads as one Lua chunk: braces inside Lua strings, long strings
+        // and comments, and Lua's own table braces, do not end the block
+        let lua = r#"content_by_lua_block {
+            local t = { a = "}", b = '{' }  -- a } in a comment
+            local s = [==[ } ]] { ]==]
+            --[[ } ]] ngx.say("x\"}")
+            if t then ngx.say(s) end
+        }"#;
+        let text = format!("location / {{\n    {lua}\n    proxy_pass http://a;\n}}\n");
+        let tree = p(&text).unwrap();
+        let location = &tree[0];
+        let [block, pass] = location.children() else {
+            panic!("{:#?}", location.children())
+        };
+        assert_eq!(block.name, "content_by_lua_block");
+        assert_eq!(block.block, Some(vec![]), "no nginx directives inside");
+        assert_eq!(&text[block.span.start..block.span.end], lua);
+        assert_eq!(
+            (pass.name.as_str(), pass.arg(0)),
+            ("proxy_pass", Some("http://a"))
+        );
+        // an argument before the block, as `set_by_lua_block $v { … }`
+        let tree = p("set_by_lua_block $v { return ngx.var.a .. \"}\" }\nx y;").unwrap();
+        assert_eq!(tree[0].arg(0), Some("$v"));
+        assert_eq!(tree[1].name, "x");
+        // an unclosed Lua block or string is an error with a place, not a panic
+        assert_eq!(
+            p("content_by_lua_block { ngx.say('x') ").unwrap_err(),
+            "/etc/nginx/x.conf:1:37: unexpected end of file, expecting \"}\" (lua block opened at 1:1)"
+        );
+        assert!(p("content_by_lua_block { ngx.say('x) }")
+            .unwrap_err()
+            .contains("unterminated"));
+    }
+
+    #[test]
+    fn quoting_follows_nginx() {
+        let tree = p(concat!(
+            "return 200 \"a;b#c\";\n",
+            "add_header X 'it\\'s' always;\n",
+            "set $v \"${host}x\";\n",
+            "return 200 a\\;b;\n",
+        ))
+        .unwrap();
+        assert_eq!(tree[0].arg(1), Some("a;b#c"), "`;` and `#` inside quotes");
+        assert_eq!(tree[1].arg(1), Some("it's"));
+        assert_eq!(tree[2].arg(1), Some("${host}x"));
+        assert_eq!(
+            tree[3].arg(1),
+            Some("a\\;b"),
+            "an escaped `;` does not end the word"
+        );
+        assert_eq!(tree.len(), 4);
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub struct TargetContext {
     pub route: RouteContext,
     /// The error-log lines recent enough to be a symptom rather than history.
     pub recent: RecentContext,
+    // ----- backends systemd does not run (engine/backend_context.rs) -----
+    /// The PM2 app behind the endpoint.
+    pub pm2: Option<Pm2Context>,
+    /// The process no supervisor runs behind the endpoint, with a ready unit file.
+    pub unsupervised: Option<UnsupervisedContext>,
 }
 
 /// `site.*`
@@ -36,6 +41,10 @@ pub struct SiteContext {
     pub listen: Vec<String>,
     /// The URL a probe through nginx uses for this site.
     pub url: String,
+    /// The `Host` a probe sends to reach this block (`facts::aim`).
+    pub host: Option<String>,
+    /// Why a probe would reach another block, or could not be made at all.
+    pub not_aimed: Option<String>,
     pub location: String,
 }
 
@@ -104,6 +113,10 @@ pub struct UnitContext {
     pub listeners: Vec<String>,
     pub hosts_on_endpoint_port: Vec<String>,
     pub other_ports: Vec<u16>,
+    /// The ports no site dials, each requested directly (wrong-port, `facts::direct`).
+    pub candidates: Vec<CandidateContext>,
+    /// The candidates that answered as an application.
+    pub viable_ports: Vec<u16>,
     pub bind: Option<BindContext>,
     // how the main process last ran (crash-loop)
     pub restart: String,
@@ -116,13 +129,25 @@ pub struct UnitContext {
     pub output_from: Option<String>,
 }
 
-/// `unit.bind.*`: where the unit's bind host is set.
+/// `unit.candidates[]`: a port a typo'd pass target may have meant, requested directly.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidateContext {
+    pub port: u16,
+    pub address: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub viable: bool,
+    /// Why it may (`answers 200 at /`) or may not be dialled.
+    pub why: String,
+}
+
+/// `unit.bind.*` and `pm2.bind.*`: where the backend's bind host is set.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BindContext {
     pub file: String,
     pub key: String,
     pub value: Option<String>,
-    /// `hint`, `environment_file` or `exec_start`.
+    /// `hint`, `environment_file`, `exec_start` or `ecosystem`.
     pub from: &'static str,
     #[serde(rename = "where")]
     pub place: String,
@@ -163,6 +188,21 @@ pub struct LocationContext {
     pub read_timeout: String,
     pub read_timeout_set: bool,
     pub raise: Option<RaiseContext>,
+    /// How many earlier raises of this file were rolled back (`facts::attempts`).
+    pub rolled_back: Option<u32>,
+    /// The backend's header block, requested directly at the site's probe path.
+    pub measured: Option<MeasuredContext>,
+}
+
+/// `location.measured.*`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeasuredContext {
+    pub address: String,
+    pub path: String,
+    pub status: Option<u16>,
+    pub header_bytes: u64,
+    /// The block needs more than the cap: reported, never raised.
+    pub above_cap: bool,
 }
 
 /// `location.raise.*`
@@ -171,6 +211,55 @@ pub struct RaiseContext {
     pub buffer_size: String,
     pub buffers: String,
     pub cap: String,
+    /// `measurement` or `doubling` (`, stepped up after a rollback`), when direct evidence
+    /// sized the raise; null for the plain doubling of the nginx-side facts.
+    pub from: Option<&'static str>,
+}
+
+/// `pm2.*`: the PM2 app behind the endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Pm2Context {
+    pub name: String,
+    pub pm_id: u32,
+    pub status: String,
+    pub pid: u32,
+    pub restarts: u32,
+    pub unstable_restarts: u32,
+    pub max_restarts: u32,
+    pub autorestart: bool,
+    pub exit_code: Option<i64>,
+    pub crash_loop: bool,
+    pub cwd: Option<String>,
+    /// `PM2_HOME`.
+    pub home: String,
+    /// The `pm2` executable.
+    pub binary: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub daemon_unit: Option<String>,
+    pub listeners: Vec<String>,
+    pub hosts_on_endpoint_port: Vec<String>,
+    /// The literal host of the app's ecosystem entry (`from: ecosystem`).
+    pub bind: Option<BindContext>,
+    /// Why no bind is known.
+    pub bind_problem: Option<String>,
+    pub output: Vec<String>,
+    pub output_from: Option<String>,
+}
+
+/// `unsupervised.*`: the process no supervisor runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnsupervisedContext {
+    pub pid: i32,
+    pub listening: bool,
+    /// Its command line as a person would type it.
+    pub command: String,
+    pub cwd: Option<String>,
+    pub user: String,
+    pub env_names: Vec<String>,
+    pub seen_at: u64,
+    pub unit_name: String,
+    pub unit_file: String,
 }
 
 /// `route.*`: the route's sibling endpoints.
@@ -268,6 +357,8 @@ impl TargetContext {
                 name: s("api.lab"),
                 listen: vec![s("127.0.0.1:18000")],
                 url: s("http://127.0.0.1:18000/"),
+                host: Some(s("api.lab:18000")),
+                not_aimed: Some(s("`server_name _` gives no literal name to send as `Host`, and the server is not the default_server of 127.0.0.1:18000")),
                 location: s("/"),
             },
             pass: PassContext {
@@ -316,6 +407,15 @@ impl TargetContext {
                 listeners: vec![s("127.0.0.2:18010")],
                 hosts_on_endpoint_port: vec![s("127.0.0.2")],
                 other_ports: vec![18011],
+                candidates: vec![CandidateContext {
+                    port: 18011,
+                    address: s("127.0.0.1:18011"),
+                    path: s("/"),
+                    status: Some(200),
+                    viable: true,
+                    why: s("answers 200 at /"),
+                }],
+                viable_ports: vec![18011],
                 bind: Some(BindContext {
                     file: s("/etc/default/api"),
                     key: s("HOST"),
@@ -352,6 +452,15 @@ impl TargetContext {
                     buffer_size: s("16k"),
                     buffers: s("4 16k"),
                     cap: s("64k"),
+                    from: Some("measurement"),
+                }),
+                rolled_back: Some(1),
+                measured: Some(MeasuredContext {
+                    address: s("127.0.0.1:18010"),
+                    path: s("/"),
+                    status: Some(200),
+                    header_bytes: 9000,
+                    above_cap: false,
                 }),
             }),
             route: RouteContext {
@@ -371,6 +480,48 @@ impl TargetContext {
                 ),
                 last,
             },
+            pm2: Some(Pm2Context {
+                name: s("api"),
+                pm_id: 0,
+                status: s("stopped"),
+                pid: 0,
+                restarts: 2,
+                unstable_restarts: 0,
+                max_restarts: 16,
+                autorestart: true,
+                exit_code: Some(1),
+                crash_loop: false,
+                cwd: Some(s("/srv/api")),
+                home: s("/root/.pm2"),
+                binary: s("/usr/lib/node_modules/pm2/bin/pm2"),
+                uid: 0,
+                gid: 0,
+                daemon_unit: Some(s("pm2-root.service")),
+                listeners: vec![s("127.0.0.2:3000")],
+                hosts_on_endpoint_port: vec![s("127.0.0.2")],
+                bind: Some(BindContext {
+                    file: s("/srv/api/ecosystem.config.js"),
+                    key: s("HOST"),
+                    value: Some(s("127.0.0.2")),
+                    from: "ecosystem",
+                    place: s("HOST of app `api` in /srv/api/ecosystem.config.js"),
+                    exec_start: None,
+                }),
+                bind_problem: Some(s("/srv/api/ecosystem.config.js: its `HOST` is computed, not a literal string: edit it by hand")),
+                output: vec![s("Error: listen EADDRINUSE")],
+                output_from: Some(s("file:/root/.pm2/logs/api-error.log")),
+            }),
+            unsupervised: Some(UnsupervisedContext {
+                pid: 4242,
+                listening: false,
+                command: s("/srv/venv/bin/python3 /srv/venv/bin/uvicorn main:app --port 8000"),
+                cwd: Some(s("/srv/app")),
+                user: s("deploy"),
+                env_names: vec![s("DATABASE_URL")],
+                seen_at: 1_764_590_000,
+                unit_name: s("uvicorn-8000.service"),
+                unit_file: s("[Service]\nExecStart=/srv/venv/bin/uvicorn main:app\n"),
+            }),
         }
     }
 }

@@ -216,6 +216,40 @@ impl fmt::Display for SystemdOp {
     }
 }
 
+/// What `pm2` does to one app (never to the PM2 daemon).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pm2Op {
+    /// `pm2 restart NAME`.
+    Restart,
+    /// `pm2 startOrRestart ECOSYSTEM --only NAME --update-env`, then `pm2 save`: the app
+    /// reads its edited ecosystem entry, and the next boot brings back the new one.
+    ApplyEcosystem,
+}
+
+impl Pm2Op {
+    /// All operations, in their playbook spelling.
+    pub const NAMES: [&'static str; 2] = ["restart", "apply_ecosystem"];
+
+    /// Parses the playbook spelling.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "restart" => Some(Pm2Op::Restart),
+            "apply_ecosystem" => Some(Pm2Op::ApplyEcosystem),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Pm2Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pm2Op::Restart => "restart",
+            Pm2Op::ApplyEcosystem => "apply_ecosystem",
+        })
+    }
+}
+
 /// One step of a playbook. String fields are raw handlebars templates, rendered strictly against
 /// the target's context when the step is planned.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -279,6 +313,12 @@ pub enum Action {
         /// Octal mode, checked when loading: never one that lets other users connect.
         mode: String,
     },
+    /// Restart one PM2 app, or apply its edited ecosystem entry (`pm2`).
+    Pm2 {
+        /// App name template (`{{pm2.name}}`).
+        app: String,
+        op: Pm2Op,
+    },
 }
 
 impl Action {
@@ -294,6 +334,7 @@ impl Action {
             Action::NginxReload => "nginx_reload",
             Action::Probe { .. } => "probe",
             Action::SetPoolListen { .. } => "set_pool_listen",
+            Action::Pm2 { .. } => "pm2",
         }
     }
 }

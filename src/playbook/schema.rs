@@ -66,6 +66,7 @@ pub(crate) enum ActionSpec {
     NginxReload,
     Probe(ProbeSpec),
     SetPoolListen(SetPoolListenSpec),
+    Pm2(Pm2Spec),
 }
 
 /// The action kinds, as spelled in playbooks.
@@ -79,6 +80,7 @@ pub(crate) const ACTION_KINDS: &[&str] = &[
     "nginx_reload",
     "probe",
     "set_pool_listen",
+    "pm2",
 ];
 
 impl<'de> Deserialize<'de> for ActionSpec {
@@ -118,6 +120,7 @@ impl<'de> Visitor<'de> for ActionVisitor {
             }
             "probe" => ActionSpec::Probe(map.next_value()?),
             "set_pool_listen" => ActionSpec::SetPoolListen(map.next_value()?),
+            "pm2" => ActionSpec::Pm2(map.next_value()?),
             other => return Err(de::Error::unknown_variant(other, ACTION_KINDS)),
         };
         if let Some(extra) = map.next_key::<String>()? {
@@ -133,6 +136,14 @@ impl<'de> Visitor<'de> for ActionVisitor {
 #[serde(deny_unknown_fields)]
 pub(crate) struct SystemdSpec {
     pub unit: String,
+    pub op: String,
+}
+
+/// `pm2: {app, op}`: one PM2 app, never the daemon.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Pm2Spec {
+    pub app: String,
     pub op: String,
 }
 

@@ -46,6 +46,14 @@ fn running(listeners: &[&str], hosts: &[&str], other_ports: &[u16]) -> Value {
     ctx["unit"]["listeners"] = json!(listeners);
     ctx["unit"]["hosts_on_endpoint_port"] = json!(hosts);
     ctx["unit"]["other_ports"] = json!(other_ports);
+    // each other port answers a direct request as an application (facts::direct)
+    ctx["unit"]["viable_ports"] = json!(other_ports);
+    ctx["unit"]["candidates"] =
+        json!(other_ports
+        .iter()
+        .map(|p| json!({"port": p, "address": format!("127.0.0.1:{p}"), "path": "/", "status": 200,
+                        "viable": true, "why": "answers 200 at /"}))
+        .collect::<Vec<_>>());
     ctx
 }
 
@@ -82,12 +90,16 @@ fn seed_playbooks_load_in_priority_order() {
     assert_eq!(
         ids,
         [
+            ("pm2-crash-loop", 4),
             ("crash-loop", 5),
             ("start-failure", 6),
             ("socket-missing", 7),
             ("socket-permission", 8),
+            ("pm2-app-down", 9),
+            ("unsupervised-down", 9),
             ("backend-down", 10),
             ("localhost-family", 15),
+            ("pm2-bind-mismatch", 19),
             ("bind-mismatch", 20),
             ("wrong-port", 30),
             ("too-big-header", 40),
@@ -224,6 +236,7 @@ fn wrong_port_rewrites_the_pass_target() {
         [
             "nothing listens on 127.0.0.1:18010",
             "api.service listens on port 18011, not 18010",
+            "requested directly: 127.0.0.1:18011 (answers 200 at /)",
             "proxy_pass 127.0.0.1:18010 at /etc/nginx/sites-enabled/api.conf:4",
         ]
     );
@@ -278,6 +291,35 @@ fn wrong_port_with_several_candidates_is_inconclusive() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].0, "wrong-port");
     assert_eq!(found[0].1.len(), 1);
+}
+
+#[test]
+fn wrong_port_refuses_a_metrics_endpoint_and_one_that_does_not_answer() {
+    let set = seeds();
+    let mut ctx = running(&["127.0.0.1:18011", "127.0.0.1:9100"], &[], &[9100, 18011]);
+    ctx["unit"]["candidates"] = json!([
+        {"port": 9100, "address": "127.0.0.1:9100", "path": "/", "status": 200, "viable": false,
+         "why": "its answer is a metrics endpoint (`# HELP` / `# TYPE`)"},
+        {"port": 18011, "address": "127.0.0.1:18011", "path": "/", "status": 200, "viable": true,
+         "why": "answers 200 at /"}
+    ]);
+    ctx["unit"]["viable_ports"] = json!([18011]);
+    assert_eq!(matches(&set, &ctx), conclusive("wrong-port"));
+    let Some(Action::RenderSite { source, .. }) = set.get("wrong-port").unwrap().actions.first()
+    else {
+        panic!("no render_site");
+    };
+    assert_eq!(
+        render(source, &ctx).unwrap().trim(),
+        "proxy_pass http://127.0.0.1:18011;"
+    );
+    ctx["unit"]["viable_ports"] = json!([]);
+    let found = matches(&set, &ctx);
+    assert_eq!(
+        (found[0].0.as_str(), found[0].1.len()),
+        ("wrong-port", 1),
+        "refused: {found:?}"
+    );
 }
 
 #[test]
@@ -602,6 +644,8 @@ fn too_big_header_raises_the_buffers_of_that_location() {
         [
             "3 × \"upstream sent too big header\" from 127.0.0.1:18010 in the last 15m (last at 2026/11/26 09:07:37: GET / HTTP/1.1)",
             "proxy_buffer_size is 4k (nginx's default) and proxy_buffers 8 4k in location / at /etc/nginx/sites-enabled/api.conf:3",
+            "127.0.0.1:18010/ requested directly: a header block of 9000 bytes",
+            "1 earlier raise(s) of this file rolled back: stepping up",
             "raise to proxy_buffer_size 16k, proxy_buffers 4 16k (cap 64k)",
         ]
     );

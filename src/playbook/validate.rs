@@ -353,6 +353,31 @@ impl Builder<'_> {
                     op: op?,
                 })
             }
+            ActionSpec::Pm2(p) => {
+                let path = path.key("pm2");
+                let app = self.template(&p.app, &path.key("app"));
+                if let Some(app) = app.filter(|a| a.is_empty() || a.contains(char::is_whitespace)) {
+                    self.issue(
+                        Stage::Templates,
+                        path.key("app"),
+                        format!("renders to `{app}`, which is not a PM2 app name"),
+                        None,
+                    );
+                }
+                let op = crate::playbook::Pm2Op::parse(&p.op);
+                if op.is_none() {
+                    self.issue(
+                        Stage::Semantic,
+                        path.key("op"),
+                        format!("unknown operation `{}`", p.op),
+                        suggest::help(&p.op, &crate::playbook::Pm2Op::NAMES),
+                    );
+                }
+                Some(Action::Pm2 {
+                    app: p.app.clone(),
+                    op: op?,
+                })
+            }
             ActionSpec::SetBindHost(p) => {
                 let path = path.key("set_bind_host").key("host");
                 if let Some(host) = self.template(&p.host, &path) {

@@ -37,6 +37,8 @@ pub struct Lab {
     pub manager_pid: u32,
     /// How long `lab.sh up` took.
     pub up_took: Duration,
+    /// nginx-medic runs inside the lab's mount namespace (where the lab's own `/etc/hosts` is).
+    in_namespace: bool,
     down: bool,
 }
 
@@ -75,6 +77,7 @@ impl Lab {
             dir,
             base,
             up_took,
+            in_namespace: false,
             down: false,
         };
         // from here on, a panic drops `lab` and so tears it down
@@ -207,13 +210,52 @@ impl Lab {
         http_get(port, path).map_or(0, |(status, _)| status)
     }
 
+    /// Gives the lab's mount namespace (its manager, nginx, the backends) its own `/etc/hosts`
+    /// with TEXT, bind-mounted over the machine's file there only; from then on nginx-medic runs
+    /// inside that namespace too, so it resolves names as the lab's nginx does. The machine's
+    /// `/etc/hosts` is never touched, and the mount ends with the lab's manager.
+    pub fn use_hosts_file(&mut self, text: &str) {
+        let path = self.dir.join("hosts");
+        fs::write(&path, text).expect("write the lab's hosts file");
+        let out = Command::new("nsenter")
+            .arg("--target")
+            .arg(self.manager_pid.to_string())
+            .args(["--mount", "--", "mount", "--bind"])
+            .arg(&path)
+            .arg("/etc/hosts")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run nsenter: {e}"));
+        assert!(
+            out.status.success(),
+            "cannot bind-mount {} over /etc/hosts in the lab's namespace: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.in_namespace = true;
+    }
+
+    /// The nginx-medic binary with the lab env and `--config DIR/medic.yaml` first, inside the
+    /// lab's mount namespace once it has its own `/etc/hosts` (`nsenter` execs it: the child's
+    /// PID is nginx-medic's).
+    pub fn medic_command(&self) -> Command {
+        let mut command = if self.in_namespace {
+            let mut c = Command::new("nsenter");
+            c.arg("--target")
+                .arg(self.manager_pid.to_string())
+                .args(["--mount", "--"])
+                .arg(env!("CARGO_BIN_EXE_nginx-medic"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_nginx-medic"))
+        };
+        command.arg("--config").arg(self.config()).envs(self.env());
+        command
+    }
+
     /// Runs the nginx-medic binary with the lab env and `--config DIR/medic.yaml` first.
     pub fn medic(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_nginx-medic"))
-            .arg("--config")
-            .arg(self.config())
+        self.medic_command()
             .args(args)
-            .envs(self.env())
             .output()
             .unwrap_or_else(|e| panic!("cannot run nginx-medic: {e}"))
     }
@@ -251,9 +293,10 @@ impl Lab {
         (code, value)
     }
 
-    /// `apply` heals: outcome `healed`, exit 0, and the site on `site_port` answers 200.
+    /// `apply` heals: outcome `healed`, exit 0, and the site on `site_port` answers 200, as
+    /// does every other site of the lab.
     pub fn apply_heals(&self, site_port: u16) -> serde_json::Value {
-        let (code, applied) = self.medic_json(&["apply"]);
+        let (code, applied) = self.apply(&[], &[]);
         assert_eq!(
             (code, applied["outcome"].as_str()),
             (0, Some("healed")),
@@ -262,6 +305,65 @@ impl Lab {
         );
         assert_eq!(self.http_status(site_port, "/"), 200);
         applied
+    }
+
+    /// Runs `apply ARGS --json`, then checks that every site of the lab answers as the test
+    /// expects: the status given in `expect` for that site port, 200 for every other site
+    /// (no fix may silently break a neighbour). Returns the exit code and the JSON.
+    pub fn apply(&self, args: &[&str], expect: &[(u16, u16)]) -> (i32, serde_json::Value) {
+        let mut all = vec!["apply"];
+        all.extend_from_slice(args);
+        let (code, applied) = self.medic_json(&all);
+        self.assert_sites(expect, &applied);
+        (code, applied)
+    }
+
+    /// Every site of the lab (each `listen` port in `nginx/sites-enabled`, the test's own sites
+    /// included) answers `GET /` with the status `expect` gives for its port, else 200.
+    pub fn assert_sites(&self, expect: &[(u16, u16)], context: &serde_json::Value) {
+        let mut wrong = Vec::new();
+        for port in self.site_ports() {
+            let want = expect
+                .iter()
+                .find(|(p, _)| *p == port)
+                .map_or(200, |(_, s)| *s);
+            let got = self.http_status(port, "/");
+            if got != want {
+                wrong.push(format!(
+                    "site on port {port} answers {got}, expected {want}"
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "after apply: {}\n{context:#}\n{}",
+            wrong.join("; "),
+            self.nginx_error_log()
+        );
+    }
+
+    /// The ports nginx listens on for the lab's sites, from `listen 127.0.0.1:PORT` lines.
+    pub fn site_ports(&self) -> Vec<u16> {
+        let mut ports = Vec::new();
+        let dir = self.dir.join("nginx/sites-enabled");
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension() != Some(std::ffi::OsStr::new("conf")) {
+                continue;
+            }
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            for line in text.lines() {
+                let Some(rest) = line.trim().strip_prefix("listen ") else {
+                    continue;
+                };
+                let addr = rest.split([' ', ';']).next().unwrap_or_default();
+                let port = addr.rsplit_once(':').map_or(addr, |(_, p)| p);
+                ports.extend(port.parse::<u16>().ok());
+            }
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        ports
     }
 
     /// Every configuration file of the lab with its bytes (nginx, unit and env files, the php-fpm

@@ -4,4 +4,6 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod nginx;
+pub mod pm2;
 pub mod system_box;
