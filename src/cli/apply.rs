@@ -1,7 +1,7 @@
 //! `nginx-medic apply`: heals what `plan` shows — or exactly the reviewed plan given with
 //! `--plan FILE` — in transactions that roll back whatever does not verify.
 
-use super::pipeline::{diagnose, plan_of};
+use super::diagnose::diagnose;
 use super::Exit;
 use crate::adapters::systemd::Systemd;
 use crate::apply::execute::{apply, ApplyReport, Effects, NoProgress, Outcome, StepStatus};
@@ -56,7 +56,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
             .get(&f.cause)
             .is_some_and(|p| p.actions.is_empty())
     });
-    let fresh = plan_of(d);
+    let fresh = d.plan();
     let mut plan = match (&args.plan, reviewed) {
         (Some(path), Some(reviewed)) => verified(path, &reviewed, fresh)?,
         _ => fresh,
@@ -207,9 +207,9 @@ fn verified(path: &Path, reviewed: &Plan, fresh: Plan) -> anyhow::Result<Plan> {
                     .iter()
                     .find_map(|s| refusal(s, &fresh_steps).map(|r| (s, r)));
                 let (what, reason) = match (why, steps.first()) {
-                    (Some((s, r)), _) => (super::plan::describe(&s.action), r),
+                    (Some((s, r)), _) => (crate::pipeline::describe_action(&s.action), r),
                     (None, first) => (
-                        first.map(|s| super::plan::describe(&s.action)).unwrap_or_default(),
+                        first.map(|s| crate::pipeline::describe_action(&s.action)).unwrap_or_default(),
                         "its finding's steps are not the ones a fresh plan takes now (added, dropped or reordered)".into(),
                     ),
                 };
@@ -308,7 +308,7 @@ fn render(report: &ApplyReport) -> String {
             "{:>3}. [{}] {} — {mark}: {}\n",
             i + 1,
             r.step.playbook,
-            super::plan::describe(&r.step.action),
+            crate::pipeline::describe_action(&r.step.action),
             r.detail
         ));
     }

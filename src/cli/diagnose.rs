@@ -1,9 +1,15 @@
 //! `nginx-medic diagnose`: the causes found, with their evidence. Changes nothing.
 
-use super::pipeline::diagnose;
 use super::Exit;
+use crate::adapters::procfs::Procfs;
 use crate::config::Settings;
+use crate::engine::context::Target;
 use crate::engine::evaluate::Finding;
+use crate::engine::plan::Plan;
+use crate::facts::Facts;
+use crate::pipeline;
+use crate::playbook::PlaybookSet;
+use anyhow::Context;
 use serde::Serialize;
 
 #[derive(Debug, clap::Args)]
@@ -32,6 +38,46 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
         print!("{}", render(&d.findings, d.targets.len()));
     }
     Ok(if healthy { Exit::Ok } else { Exit::Findings })
+}
+
+/// One snapshot of this host, diagnosed: what `diagnose`, `plan`, `apply` and `explain` share.
+pub struct Diagnosed {
+    pub facts: Facts,
+    pub playbooks: PlaybookSet,
+    pub targets: Vec<Target>,
+    pub findings: Vec<Finding>,
+}
+
+impl Diagnosed {
+    /// The plan that heals the findings.
+    pub fn plan(&self) -> Plan {
+        pipeline::plan(
+            &self.facts,
+            &self.playbooks,
+            &self.targets,
+            self.findings.clone(),
+        )
+    }
+}
+
+/// The playbooks of the configured dirs, or every error in them (exit 3).
+pub fn playbooks(settings: &Settings) -> anyhow::Result<PlaybookSet> {
+    pipeline::load_playbooks(settings)
+        .context("the playbooks do not load; `nginx-medic playbooks check` lists every error")
+}
+
+/// Loads the playbooks, gathers the facts and diagnoses them.
+pub async fn diagnose(settings: &Settings) -> anyhow::Result<Diagnosed> {
+    let playbooks = playbooks(settings)?;
+    let facts = pipeline::gather(settings, &Procfs::system()).await;
+    let pipeline::Diagnosis { targets, findings } =
+        pipeline::diagnose(&facts, &playbooks, settings);
+    Ok(Diagnosed {
+        facts,
+        playbooks,
+        targets,
+        findings,
+    })
 }
 
 /// The findings for a person: one block per finding.

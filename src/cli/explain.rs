@@ -6,7 +6,7 @@
 //! The report is plain data ([`Explain`]) built from a diagnosis and its plan, and rendered by a
 //! pure function, so its text is pinned with snapshots over captured `explain --json` fixtures.
 
-use super::pipeline::{diagnose, plan_of};
+use super::diagnose::diagnose;
 use super::Exit;
 use crate::config::{Bus, Settings};
 use crate::engine::plan::Plan;
@@ -99,9 +99,8 @@ pub struct Cause {
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     let d = diagnose(settings).await?;
-    let facts = d.facts.clone();
-    let targets = d.targets.clone();
-    let plan = plan_of(d);
+    let plan = d.plan();
+    let (facts, targets) = (d.facts, d.targets);
     let pauses = crate::daemon::pause::load_for_hold(&settings.state_dir);
     let intent = Intent {
         pauses: &pauses,
@@ -194,8 +193,8 @@ pub fn build(
                     unit_file: targets
                         .iter()
                         .find(|t| t.endpoint.address == e.address)
-                        .and_then(|t| t.context["unsupervised"]["unit_file"].as_str())
-                        .map(str::to_string),
+                        .and_then(|t| t.context.unsupervised.as_ref())
+                        .map(|u| u.unit_file.clone()),
                 }
             })
             .collect();
@@ -234,7 +233,7 @@ pub fn build(
                 plan.actions
                     .iter()
                     .filter(|s| s.finding == i)
-                    .map(|s| super::plan::describe(&s.action))
+                    .map(|s| crate::pipeline::describe_action(&s.action))
                     .collect()
             }),
             held: finding.and_then(|(i, f)| {
@@ -265,32 +264,27 @@ fn supervisor_line(targets: &[crate::engine::context::Target], address: &str) ->
         .iter()
         .find(|t| t.endpoint.address == address)?
         .context;
-    let pm2 = &context["pm2"];
-    if let Some(name) = pm2["name"].as_str() {
+    if let Some(pm2) = &context.pm2 {
         return Some(format!(
-            "PM2 app {name} (id {}): {}, {} restart(s){}",
-            pm2["pm_id"],
-            pm2["status"].as_str().unwrap_or("?"),
-            pm2["restarts"],
-            pm2["pid"]
-                .as_u64()
+            "PM2 app {} (id {}): {}, {} restart(s){}",
+            pm2.name,
+            pm2.pm_id,
+            pm2.status,
+            pm2.restarts,
+            Some(pm2.pid)
                 .filter(|p| *p > 0)
                 .map(|p| format!(", PID {p}"))
                 .unwrap_or_default()
         ));
     }
-    let u = &context["unsupervised"];
-    let command = u["command"].as_str()?;
-    let now = if u["listening"] == true {
-        "runs"
-    } else {
-        "was last seen"
-    };
+    let u = context.unsupervised.as_ref()?;
+    let now = if u.listening { "runs" } else { "was last seen" };
     Some(format!(
-        "not supervised: PID {} {now} as {} in {}: {command} (no systemd unit, no PM2 app: nothing restarts it)",
-        u["pid"],
-        u["user"].as_str().unwrap_or("?"),
-        u["cwd"].as_str().unwrap_or("?"),
+        "not supervised: PID {} {now} as {} in {}: {} (no systemd unit, no PM2 app: nothing restarts it)",
+        u.pid,
+        u.user,
+        u.cwd.as_deref().unwrap_or("?"),
+        u.command,
     ))
 }
 

@@ -7,7 +7,6 @@ mod explain;
 mod facts;
 mod logging;
 mod pause;
-mod pipeline;
 mod plan;
 mod playbooks;
 mod run;
@@ -15,7 +14,6 @@ mod table;
 mod unit_for;
 
 pub use logging::Logs;
-pub use plan::describe as describe_action;
 
 use crate::config::{ConfigError, Settings};
 use clap::{Parser, Subcommand};
@@ -111,7 +109,9 @@ impl Exit {
     /// Invalid input when the chain holds a configuration error, failure otherwise.
     pub fn from_error(e: &anyhow::Error) -> Self {
         if e.chain().any(|c| {
-            c.is::<ConfigError>() || c.is::<InvalidInput>() || c.is::<pipeline::InvalidPlaybooks>()
+            c.is::<ConfigError>()
+                || c.is::<InvalidInput>()
+                || c.is::<crate::pipeline::InvalidPlaybooks>()
         }) {
             Self::InvalidInput
         } else {

@@ -1,7 +1,7 @@
 //! `nginx-medic run`: the unattended daemon (see `crate::daemon`). It loads the playbooks up
 //! front, so an invalid set stops it before it starts (exit 3), then runs until SIGTERM.
 
-use super::pipeline::playbooks;
+use super::diagnose::playbooks;
 use super::Exit;
 use crate::config::Settings;
 use std::path::PathBuf;

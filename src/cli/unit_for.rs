@@ -1,7 +1,7 @@
 //! `nginx-medic unit-for UPSTREAM`: the ready systemd unit for a backend that no supervisor
 //! runs (started by hand), on stdout, to install as is.
 
-use super::pipeline::diagnose;
+use super::diagnose::diagnose;
 use super::Exit;
 use crate::config::Settings;
 
@@ -29,10 +29,12 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
             args.upstream
         );
     }
-    let Some(unit) = matching
-        .iter()
-        .find_map(|t| t.context["unsupervised"]["unit_file"].as_str())
-    else {
+    let Some(unit) = matching.iter().find_map(|t| {
+        t.context
+            .unsupervised
+            .as_ref()
+            .map(|u| u.unit_file.as_str())
+    }) else {
         anyhow::bail!(
             "no process that no supervisor runs is known for `{}`: it is a systemd unit's or a PM2 app's, or nothing was seen listening there\n  help: a backend started by hand is remembered once `nginx-medic run` has seen it listen",
             args.upstream

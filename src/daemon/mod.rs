@@ -21,12 +21,13 @@ use crate::adapters::systemd::{Systemd, UnitSignal};
 use crate::apply::execute::{apply, ApplyReport, Effects, Outcome, StepStatus};
 use crate::apply::journal::{EntryStatus, Journal, JournalEntry};
 use crate::config::{DaemonMode, Settings};
-use crate::engine::context::{site_url, targets, Target};
-use crate::engine::evaluate::{evaluate, Finding};
-use crate::engine::plan::{plan, Plan, Step};
-use crate::facts::gather::{error_log_path, gather_remembering, nginx_binary};
+use crate::engine::context::{site_url, Target};
+use crate::engine::evaluate::Finding;
+use crate::engine::plan::{Plan, Step};
+use crate::facts::gather::{error_log_path, nginx_binary};
 use crate::facts::last_good::{LastGood, LocationKey};
-use crate::playbook::{load_dirs, PlaybookSet};
+use crate::pipeline::{self, gather_remembering, InvalidPlaybooks};
+use crate::playbook::PlaybookSet;
 use budget::{Budget, Decision, Escalation};
 use holds::{Announced, Change, Hold};
 use hooks::HookEvent;
@@ -453,9 +454,9 @@ impl Daemon {
                 return;
             }
         };
-        let playbooks = match load_dirs(&settings.playbooks, &settings.templates) {
+        let playbooks = match pipeline::load_playbooks(&settings) {
             Ok(p) => p,
-            Err(errors) => {
+            Err(InvalidPlaybooks(errors)) => {
                 for e in &errors.0 {
                     tracing::error!(error = %one_line(&e.to_string()), "invalid playbook");
                 }
@@ -510,20 +511,14 @@ impl Daemon {
         self.refresh_pauses();
         let facts = gather_remembering(&self.settings, &Procfs::system(), &self.last_owners).await;
         self.heartbeat.beat();
-        let targets = targets(
-            &facts,
-            &self.settings.backends,
-            self.settings.daemon.start_failure_window,
-        );
+        let pipeline::Diagnosis { targets, findings } =
+            pipeline::diagnose(&facts, &self.playbooks, &self.settings);
         self.remember_owners(&targets);
         if let Err(e) =
             crate::facts::gather_backends::remember_processes(&self.settings.state_dir, &facts)
         {
             tracing::warn!(error = %crate::error_text::chain(&e), "cannot remember the hand-started backends");
         }
-        let mut findings = evaluate(&self.playbooks, &targets);
-        // nginx -t failing already blocks every action on nginx, as in `diagnose`
-        crate::engine::preflight::check(&facts, &self.playbooks, &mut findings);
         self.watch(&targets);
         self.follow(error_log_path(&self.settings, facts.nginx.ok()));
         let now = Instant::now();
@@ -561,8 +556,7 @@ impl Daemon {
             {
                 continue; // a deploy under a pause restarts units on purpose
             }
-            if let Some(n) = t.context["unit"]["n_restarts"].as_u64() {
-                let n = u32::try_from(n).unwrap_or(u32::MAX);
+            if let Some(n) = t.context.unit.as_ref().and_then(|u| u.n_restarts) {
                 if let Some(e) = self.budget.unit_restarts(&t.endpoint.address, now, n) {
                     self.escalate(&t.endpoint.address, target_finding(&findings, t), e)
                         .await;
@@ -597,13 +591,7 @@ impl Daemon {
             }
         }
 
-        let read = |path: &Path| crate::adapters::fs::read_settings_file(path);
-        let mut plan = plan(facts.taken_at, &self.playbooks, &targets, findings, &read);
-        crate::engine::sandbox::refuse_blocked(
-            &mut plan,
-            &facts,
-            &crate::adapters::sandbox::blocked,
-        );
+        let plan = pipeline::plan(&facts, &self.playbooks, &targets, findings);
         let mut retry = false;
         let mut acted: BTreeSet<String> = BTreeSet::new();
         for (index, finding) in plan.findings.iter().enumerate() {
@@ -687,7 +675,8 @@ impl Daemon {
             .is_some_and(|n| *n > 0);
         let state = targets
             .get(finding.target)
-            .and_then(|t| t.context["unit"]["active_state"].as_str())
+            .and_then(|t| t.context.unit.as_ref())
+            .map(|u| u.active_state.as_str())
             .unwrap_or("");
         (pending || IN_TRANSITION.contains(&state)).then(|| unit.clone())
     }
@@ -696,7 +685,7 @@ impl Daemon {
     fn observe(&mut self, finding: &Finding, steps: &[Step]) {
         let lines: Vec<String> = steps
             .iter()
-            .map(|s| crate::cli::describe_action(&s.action))
+            .map(|s| crate::pipeline::describe_action(&s.action))
             .collect();
         if !self.report_once(&finding.upstream, &lines.join("\n")) {
             return;

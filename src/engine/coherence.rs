@@ -280,17 +280,60 @@ fn group_resets(
         let endpoints = &target.route.endpoints;
         let all_down = endpoints.len() >= 2 && endpoints.iter().all(|e| !e.listening);
         if restarts && all_down {
-            let group = match &target.route.pass.target {
-                PassTarget::Upstream { name } => name.clone(),
-                _ => target.route.target.clone(),
-            };
-            groups.entry(group).or_default().push(i);
+            groups.entry(group_of(target)).or_default().push(i);
+        }
+        for (unit, port) in changes
+            .get(i)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| match c {
+                Change::Bind { unit, port, .. } => Some((unit.as_str(), *port)),
+                _ => None,
+            })
+        {
+            for t in targets
+                .iter()
+                .filter(|t| moves_between_peers(t, unit, port))
+            {
+                let findings = groups.entry(group_of(t)).or_default();
+                if !findings.contains(&i) {
+                    findings.push(i);
+                }
+            }
         }
     }
     groups
         .into_iter()
         .map(|(upstream, findings)| GroupReset { upstream, findings })
         .collect()
+}
+
+/// The group name nginx keeps failure state under: the `upstream` block, or the pass target.
+fn group_of(target: &Target) -> String {
+    match &target.route.pass.target {
+        PassTarget::Upstream { name } => name.clone(),
+        _ => target.route.target.clone(),
+    }
+}
+
+/// Whether rebinding `unit` on `port` moves it between the peers of `target`'s group (several
+/// peers on that port, one of which does not listen now): nginx has likely marked that peer
+/// failed, and keeps it so for `fail_timeout` unless a reload resets the group.
+fn moves_between_peers(target: &Target, unit: &str, port: u16) -> bool {
+    let on_port = |address: &str| {
+        address
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a.port() == port)
+    };
+    let peers: Vec<_> = target
+        .route
+        .endpoints
+        .iter()
+        .filter(|e| on_port(&e.address))
+        .collect();
+    peers.len() >= 2
+        && peers.iter().any(|e| !e.listening)
+        && peers.iter().any(|e| e.unit.as_deref() == Some(unit))
 }
 
 #[cfg(test)]
@@ -499,6 +542,7 @@ mod tests {
             },
             routes,
             worker: None,
+            disk: Default::default(),
             pm2: Vec::new(),
             supervision: Vec::new(),
             backend_probes: Vec::new(),
@@ -686,22 +730,25 @@ mod tests {
 
     /// Failure 1 of issue 11, with either hosts file: one site dials `localhost`, the other
     /// lists 127.0.0.1 in a group, the backend listens on ::1. One fix: the rebind to
-    /// 127.0.0.1; the pin of the `localhost` site is covered by it; the neighbour is probed.
+    /// 127.0.0.1; the pin of the `localhost` site is covered by it; the group is reset (the
+    /// backend moves between its peers); the neighbour is probed.
     #[test]
     fn a_pin_and_a_rebind_of_one_backend_become_the_rebind_every_site_dials() {
         for localhost in [Dial::LocalhostV4, Dial::LocalhostBoth] {
             let (_, plan) = planned([localhost, Dial::Group], Bind::V6);
-            assert_eq!(
-                kinds(&plan),
-                [
-                    "set_bind_host",
-                    "systemd",
-                    "wait_listen",
-                    "probe",
-                    "probe_site"
-                ],
-                "{localhost:?}: {plan:#?}"
-            );
+            // with `localhost` → both families the rebind moves the backend between that
+            // name's peers: nginx marked the 127.0.0.1 one failed, and a reload resets it
+            let reset: &[&str] = match localhost {
+                Dial::LocalhostBoth => &["nginx_test", "nginx_reload"],
+                _ => &[],
+            };
+            let want: Vec<&str> = ["set_bind_host", "systemd", "wait_listen"]
+                .iter()
+                .chain(reset)
+                .chain(&["probe", "probe_site"])
+                .copied()
+                .collect();
+            assert_eq!(kinds(&plan), want, "{localhost:?}: {plan:#?}");
             let PlannedAction::SetBindHost { host, .. } = &plan.actions[0].action else {
                 unreachable!()
             };
@@ -717,7 +764,7 @@ mod tests {
                     .is_some_and(|c| c.contains("rebinds web.service to 127.0.0.1:8011")),
                 "{pin:#?}"
             );
-            let PlannedAction::ProbeSite { url, .. } = &plan.actions[4].action else {
+            let PlannedAction::ProbeSite { url, .. } = &plan.actions[want.len() - 1].action else {
                 unreachable!()
             };
             assert_eq!(url, "http://127.0.0.1:8001/", "the localhost site (a.test)");

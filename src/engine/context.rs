@@ -1,5 +1,6 @@
-//! Binds facts to targets: one JSON context per (route, endpoint), the data a playbook's `when`,
-//! `evidence` and `actions` are written against. The paths are documented in `playbooks/README.md`.
+//! Binds facts to targets: one [`TargetContext`] per (route, endpoint), the data a playbook's
+//! `when`, `evidence` and `actions` are written against. The paths are documented in
+//! `playbooks/README.md`; the types are in `playbook::context`.
 
 use crate::config::{BackendHint, UpstreamAddr};
 use crate::facts::error_log::{LogClass, LogEntry};
@@ -7,8 +8,12 @@ use crate::facts::mapping::{Endpoint, Route};
 use crate::facts::nginx::Target as PassTarget;
 use crate::facts::units::UnitFacts;
 use crate::facts::Facts;
+use crate::playbook::context::{
+    recent_classes, BindContext, EndpointContext, ExecStartBind, LastLine, LocationContext,
+    PassContext, PoolContext, RaiseContext, RecentContext, RouteContext, SiteContext,
+    SocketContext, TargetContext, UnitContext, WorkerContext,
+};
 use serde::Serialize;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 /// One target: a site's location, the endpoint its pass target dials, and everything known of it.
@@ -19,7 +24,7 @@ pub struct Target {
     pub route: Route,
     pub endpoint: Endpoint,
     /// The context playbooks see.
-    pub context: Value,
+    pub context: TargetContext,
 }
 
 /// Every target of the snapshot, in the order of the routes. A unit whose main process exited by
@@ -40,22 +45,21 @@ pub fn targets(
                 .unit
                 .as_deref()
                 .and_then(|n| index.units.get(n).copied());
-            let mut context = json!({
-                "site": site_context(route),
-                "pass": pass_context(route),
-                "endpoint": endpoint_context(endpoint),
-                "unit": unit.map_or(Value::Null, |u| unit_context(u, endpoint, hints)),
-                "log": log_counts(index.log_of(&endpoint.address)),
-            });
-            add_socket_and_run_facts(
-                &mut context,
-                facts,
-                &index,
-                endpoint,
-                unit,
-                start_failure_window,
-            );
-            add_nginx_side(&mut context, facts, &index, route, i, &clock);
+            let (location, route_ctx, recent) = nginx_side(facts, &index, route, i, &clock);
+            let mut context = TargetContext {
+                site: site_context(route),
+                pass: pass_context(route),
+                endpoint: endpoint_context(endpoint, &index),
+                unit: unit
+                    .map(|u| unit_context(u, endpoint, hints, &facts.disk, start_failure_window)),
+                nginx: worker_context(facts),
+                log: log_counts(index.log_of(&endpoint.address)),
+                location,
+                route: route_ctx,
+                recent,
+                pm2: None,
+                unsupervised: None,
+            };
             super::backend_context::add_backend(&mut context, facts, endpoint);
             super::evidence::add_direct_evidence(&mut context, facts, &dialled, route, endpoint);
             out.push(Target {
@@ -77,8 +81,6 @@ struct Index<'a> {
     fpm_pools: BTreeMap<&'a str, &'a crate::facts::php_fpm::FpmPool>,
     /// Each location with a pass directive, by the directive's file and byte span.
     locations: BTreeMap<(&'a std::path::Path, usize, usize), &'a crate::facts::nginx::Location>,
-    /// The mtime of every configuration file, to the nanosecond.
-    mtimes: BTreeMap<&'a std::path::Path, Option<std::time::SystemTime>>,
     /// The error-log lines naming each upstream address, in log order.
     log_by_address: BTreeMap<&'a str, Vec<&'a LogEntry>>,
     /// The `no live upstreams` lines by the upstream group they name, in log order.
@@ -132,9 +134,6 @@ impl<'a> Index<'a> {
                     })
                     .collect()
             }),
-            mtimes: nginx.map_or_else(BTreeMap::new, |n| {
-                n.files.iter().map(|f| (f.as_path(), mtime(f))).collect()
-            }),
             log_by_address,
             no_live_by_group,
         }
@@ -151,13 +150,6 @@ impl<'a> Index<'a> {
             .as_ref()
             .is_some_and(|p| p.at == *at)
             .then_some(*found)
-    }
-
-    fn mtime(&self, file: &std::path::Path) -> Option<std::time::SystemTime> {
-        match self.mtimes.get(file) {
-            Some(known) => *known,
-            None => mtime(file),
-        }
     }
 }
 
@@ -181,18 +173,18 @@ pub fn site_url(route: &Route) -> String {
     format!("{}{path}", route.aim.base)
 }
 
-fn site_context(route: &Route) -> Value {
-    json!({
-        "name": route.site,
-        "listen": route.listen,
-        "url": site_url(route),
-        "host": route.aim.host,
-        "not_aimed": route.aim.not_aimed,
-        "location": route.location,
-    })
+fn site_context(route: &Route) -> SiteContext {
+    SiteContext {
+        name: route.site.clone(),
+        listen: route.listen.clone(),
+        url: site_url(route),
+        host: route.aim.host.clone(),
+        not_aimed: route.aim.not_aimed.clone(),
+        location: route.location.clone(),
+    }
 }
 
-fn pass_context(route: &Route) -> Value {
+fn pass_context(route: &Route) -> PassContext {
     let (scheme, uri) = scheme_and_uri(&route.pass.raw);
     let kind = match route.pass.target {
         PassTarget::Unix { .. } => "unix",
@@ -200,15 +192,15 @@ fn pass_context(route: &Route) -> Value {
         PassTarget::Upstream { .. } => "upstream",
         PassTarget::Tcp { .. } => "tcp",
     };
-    json!({
-        "directive": route.directive,
-        "target": route.target,
-        "kind": kind,
-        "scheme": scheme,
-        "uri": uri,
-        "file": route.pass.at.file.display().to_string(),
-        "line": route.pass.at.line,
-    })
+    PassContext {
+        directive: route.directive.clone(),
+        target: route.target.clone(),
+        kind,
+        scheme,
+        uri,
+        file: route.pass.at.file.display().to_string(),
+        line: route.pass.at.line,
+    }
 }
 
 /// `http://127.0.0.1:8000/api` → (`http`, `/api`); `127.0.0.1:9000` → (none, ``).
@@ -224,25 +216,56 @@ fn scheme_and_uri(raw: &str) -> (Option<String>, String) {
     (Some(scheme.to_string()), uri.to_string())
 }
 
-fn endpoint_context(e: &Endpoint) -> Value {
+/// `endpoint.*`, with what the socket playbooks test for unix endpoints:
+/// `endpoint.{exists,socket,worker_can_connect,pool}`.
+fn endpoint_context(e: &Endpoint, index: &Index<'_>) -> EndpointContext {
     let (kind, host, port, path) = match UpstreamAddr::parse(&e.address) {
         Some(UpstreamAddr::Tcp { host, port }) => ("tcp", Some(host), Some(port), None),
         Some(UpstreamAddr::Unix { path }) => ("unix", None, None, Some(path.display().to_string())),
         None => ("unknown", None, None, None),
     };
-    json!({
-        "address": e.address,
-        "kind": kind,
-        "host": host,
-        "port": port,
-        "path": path,
-        "listening": e.listening,
-        "listener": e.listener,
-        "host_name": e.host_name,
-    })
+    let seen = path
+        .as_deref()
+        .and_then(|p| index.unix_paths.get(p).copied());
+    EndpointContext {
+        address: e.address.clone(),
+        kind,
+        host,
+        port,
+        path,
+        listening: e.listening,
+        listener: e.listener.clone(),
+        host_name: e.host_name.clone(),
+        exists: seen.map(|p| p.exists),
+        socket: seen.and_then(|p| p.file.as_ref()).map(|f| SocketContext {
+            owner: f.user.clone().unwrap_or_else(|| f.uid.to_string()),
+            group: f.group.clone().unwrap_or_else(|| f.gid.to_string()),
+            uid: f.uid,
+            gid: f.gid,
+            mode: f.mode.clone(),
+        }),
+        worker_can_connect: seen.and_then(|p| p.worker_can_connect),
+        pool: index
+            .fpm_pools
+            .get(e.address.as_str())
+            .map(|p| PoolContext {
+                name: p.name.clone(),
+                file: p.file.display().to_string(),
+                unit: p.unit.clone(),
+                listen_owner: p.listen_owner.clone(),
+                listen_group: p.listen_group.clone(),
+                listen_mode: p.listen_mode.clone(),
+            }),
+    }
 }
 
-fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) -> Value {
+fn unit_context(
+    unit: &UnitFacts,
+    endpoint: &Endpoint,
+    hints: &[BackendHint],
+    disk: &crate::facts::DiskFacts,
+    start_failure_window: std::time::Duration,
+) -> UnitContext {
     let port = UpstreamAddr::parse(&endpoint.address).and_then(|a| match a {
         UpstreamAddr::Tcp { port, .. } => Some(port),
         UpstreamAddr::Unix { .. } => None,
@@ -255,10 +278,10 @@ fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) ->
             UpstreamAddr::Unix { .. } => None,
         })
         .collect();
-    let hosts_on_port: Vec<&String> = tcp
+    let hosts_on_port: Vec<String> = tcp
         .iter()
         .filter(|(_, p)| Some(*p) == port)
-        .map(|(h, _)| h)
+        .map(|(h, _)| h.clone())
         .collect();
     let mut other_ports: Vec<u16> = tcp
         .iter()
@@ -267,18 +290,37 @@ fn unit_context(unit: &UnitFacts, endpoint: &Endpoint, hints: &[BackendHint]) ->
         .collect();
     other_ports.sort_unstable();
     other_ports.dedup();
-    json!({
-        "name": unit.name,
-        "active_state": unit.active_state,
-        "sub_state": unit.sub_state,
-        "result": unit.result,
-        "main_pid": unit.main_pid,
-        "n_restarts": unit.n_restarts,
-        "listeners": endpoint.unit_listeners,
-        "hosts_on_endpoint_port": hosts_on_port,
-        "other_ports": other_ports,
-        "bind": bind_context(unit, endpoint, hints, &hosts_on_port, port),
-    })
+    let run = &unit.run;
+    let ended = run.exec_main_code != 0;
+    UnitContext {
+        name: unit.name.clone(),
+        active_state: unit.active_state.clone(),
+        sub_state: unit.sub_state.clone(),
+        result: unit.result.clone(),
+        main_pid: unit.main_pid,
+        n_restarts: unit.n_restarts,
+        listeners: endpoint.unit_listeners.clone(),
+        bind: bind_context(unit, endpoint, hints, disk, &hosts_on_port, port),
+        hosts_on_endpoint_port: hosts_on_port,
+        other_ports,
+        candidates: Vec::new(),
+        viable_ports: Vec::new(),
+        restart: run.restart.clone(),
+        exec_main_status: ended.then_some(run.exec_main_status),
+        last_run_ms: run.last_run_ms(),
+        exec_main_code: match run.exec_main_code {
+            1 => Some("exited"),
+            2 => Some("killed"),
+            3 => Some("dumped"),
+            _ => None,
+        },
+        start_failed: start_failed(run, start_failure_window),
+        output: run
+            .output
+            .as_ref()
+            .map_or_else(Vec::new, |o| o.lines.clone()),
+        output_from: run.output.as_ref().map(|o| o.source.clone()),
+    }
 }
 
 /// Environment keys that conventionally hold a backend's bind host (Node's `HOST`, …).
@@ -300,25 +342,24 @@ fn bind_context(
     unit: &UnitFacts,
     endpoint: &Endpoint,
     hints: &[BackendHint],
-    hosts: &[&String],
+    disk: &crate::facts::DiskFacts,
+    hosts: &[String],
     port: Option<u16>,
-) -> Value {
+) -> Option<BindContext> {
     let hinted = hints.iter().find_map(|h| {
         let same =
             h.upstream.to_string() == endpoint.address || h.unit.as_deref() == Some(&unit.name);
         same.then_some(h.bind.as_ref()).flatten()
     });
     if let Some(bind) = hinted {
-        let value = crate::adapters::fs::read_settings_file(&bind.file)
-            .ok()
-            .and_then(|text| {
-                crate::facts::mapping::parse_env_file(&text)
-                    .into_iter()
-                    .find(|(k, _)| *k == bind.key)
-                    .map(|(_, v)| v)
-            });
-        let place = format!("{} in {}", bind.key, bind.file.display());
-        return json!({"file": bind.file, "key": bind.key, "value": value, "from": "hint", "where": place});
+        return Some(BindContext {
+            file: bind.file.display().to_string(),
+            key: bind.key.clone(),
+            value: disk.hinted_bind(&bind.file, &bind.key).map(String::from),
+            from: "hint",
+            place: format!("{} in {}", bind.key, bind.file.display()),
+            exec_start: None,
+        });
     }
     let argv: Vec<&String> = unit.exec_start.iter().flat_map(|c| c.argv.iter()).collect();
     let used = |key: &str| {
@@ -334,19 +375,22 @@ fn bind_context(
             used(k)
                 && hosts
                     .iter()
-                    .any(|h| *h == *v || h.trim_matches(['[', ']']) == v.as_str())
+                    .any(|h| h == *v || h.trim_matches(['[', ']']) == v.as_str())
         })
-        .map(|(f, k, v)| {
-            let place = format!("{k} in {}", f.path);
-            json!({"file": f.path, "key": k, "value": v, "from": "environment_file", "where": place})
+        .map(|(f, k, v)| BindContext {
+            file: f.path.clone(),
+            key: k.clone(),
+            value: Some(v.clone()),
+            from: "environment_file",
+            place: format!("{k} in {}", f.path),
+            exec_start: None,
         })
         .or_else(|| exec_start_bind(unit, hosts, port?))
-        .unwrap_or(Value::Null)
 }
 
 /// A bind host written in the unit's only `ExecStart` (`--host`, `--bind`, `ADDR:PORT`): fixed
 /// with a drop-in that repeats the command line with just that host changed.
-fn exec_start_bind(unit: &UnitFacts, hosts: &[&String], port: u16) -> Option<Value> {
+fn exec_start_bind(unit: &UnitFacts, hosts: &[String], port: u16) -> Option<BindContext> {
     let [command] = unit.exec_start.as_slice() else {
         return None; // several commands (or none): which one binds is not evidence
     };
@@ -359,114 +403,42 @@ fn exec_start_bind(unit: &UnitFacts, hosts: &[&String], port: u16) -> Option<Val
         crate::engine::dropin::find_host_word(&command.argv, host, port).map(|i| (i, host))
     })?;
     let dropin = crate::engine::dropin::dropin_path(fragment, &unit.name)?;
-    Some(json!({
-        "file": dropin,
-        "key": "ExecStart",
-        "value": host,
-        "from": "exec_start",
-        "where": format!("the ExecStart of {} (word {index}: `{}`)", unit.name, command.argv.get(index)?),
-        "argv": command.argv,
-        "index": index,
-        "ignore_failure": command.ignore_failure,
-        "port": port,
-    }))
+    Some(BindContext {
+        file: dropin.display().to_string(),
+        key: "ExecStart".into(),
+        value: Some(host.to_string()),
+        from: "exec_start",
+        place: format!(
+            "the ExecStart of {} (word {index}: `{}`)",
+            unit.name,
+            command.argv.get(index)?
+        ),
+        exec_start: Some(ExecStartBind {
+            argv: command.argv.clone(),
+            index,
+            ignore_failure: command.ignore_failure,
+            port,
+        }),
+    })
 }
 
 // --- unix sockets and backend processes (socket-missing, socket-permission, crash-loop) -------
 
-/// Adds what the socket and crash-loop playbooks test: `nginx.{user,group}` (the worker
-/// identity), `endpoint.{exists,socket,worker_can_connect,pool}` for unix endpoints, and
-/// `unit.{restart,exec_main_code,exec_main_status,last_run_ms,start_failed,output,output_from}`.
-fn add_socket_and_run_facts(
-    context: &mut Value,
-    facts: &Facts,
-    index: &Index<'_>,
-    endpoint: &Endpoint,
-    unit: Option<&UnitFacts>,
-    start_failure_window: std::time::Duration,
-) {
+/// `nginx.{user,group}`: the worker identity (socket-permission).
+fn worker_context(facts: &Facts) -> WorkerContext {
     let user = facts
         .nginx
         .ok()
         .and_then(|n| n.user.as_deref())
         .and_then(|u| u.split_whitespace().next())
         .unwrap_or("nobody");
-    context["nginx"] = json!({
-        "user": facts.worker.as_ref().map_or(user, |w| w.user.as_str()),
-        "group": facts.worker.as_ref().map(|w| w.group.clone()),
-    });
-    let path = match UpstreamAddr::parse(&endpoint.address) {
-        Some(UpstreamAddr::Unix { path }) => Some(path.display().to_string()),
-        _ => None,
-    };
-    let seen = path
-        .as_deref()
-        .and_then(|p| index.unix_paths.get(p).copied());
-    if let Some(e) = context.get_mut("endpoint").and_then(Value::as_object_mut) {
-        e.insert("exists".into(), json!(seen.map(|p| p.exists)));
-        e.insert(
-            "socket".into(),
-            seen.and_then(|p| p.file.as_ref()).map_or(Value::Null, |f| {
-                json!({
-                    "owner": f.user.clone().unwrap_or_else(|| f.uid.to_string()),
-                    "group": f.group.clone().unwrap_or_else(|| f.gid.to_string()),
-                    "uid": f.uid,
-                    "gid": f.gid,
-                    "mode": f.mode,
-                })
-            }),
-        );
-        e.insert(
-            "worker_can_connect".into(),
-            json!(seen.and_then(|p| p.worker_can_connect)),
-        );
-        e.insert(
-            "pool".into(),
-            index
-                .fpm_pools
-                .get(endpoint.address.as_str())
-                .map_or(Value::Null, |p| {
-                    json!({
-                        "name": p.name,
-                        "file": p.file.display().to_string(),
-                        "unit": p.unit,
-                        "listen_owner": p.listen_owner,
-                        "listen_group": p.listen_group,
-                        "listen_mode": p.listen_mode,
-                    })
-                }),
-        );
-    }
-    if let (Some(u), Some(ctx)) = (unit, context.get_mut("unit").and_then(Value::as_object_mut)) {
-        let run = &u.run;
-        let ended = run.exec_main_code != 0;
-        ctx.insert("restart".into(), json!(run.restart));
-        ctx.insert(
-            "exec_main_status".into(),
-            json!(ended.then_some(run.exec_main_status)),
-        );
-        ctx.insert("last_run_ms".into(), json!(run.last_run_ms()));
-        ctx.insert(
-            "exec_main_code".into(),
-            json!(match run.exec_main_code {
-                1 => Some("exited"),
-                2 => Some("killed"),
-                3 => Some("dumped"),
-                _ => None,
-            }),
-        );
-        ctx.insert(
-            "start_failed".into(),
-            json!(start_failed(run, start_failure_window)),
-        );
-        ctx.insert(
-            "output".into(),
-            json!(run.output.as_ref().map_or(&[][..], |o| o.lines.as_slice())),
-        );
-        ctx.insert(
-            "output_from".into(),
-            json!(run.output.as_ref().map(|o| o.source.clone())),
-        );
+    WorkerContext {
+        user: facts
+            .worker
+            .as_ref()
+            .map_or(user, |w| w.user.as_str())
+            .to_string(),
+        group: facts.worker.as_ref().map(|w| w.group.clone()),
     }
 }
 
@@ -481,27 +453,19 @@ pub fn start_failed(run: &crate::facts::units::RunFacts, window: std::time::Dura
 }
 
 /// How many classified error-log lines name this endpoint, by class.
-fn log_counts(entries: &[&LogEntry]) -> Value {
-    let mut counts: BTreeMap<String, usize> =
-        LogClass::ALL.iter().map(|c| (class_name(c), 0)).collect();
+fn log_counts(entries: &[&LogEntry]) -> BTreeMap<LogClass, usize> {
+    let mut counts: BTreeMap<LogClass, usize> = LogClass::ALL.iter().map(|c| (*c, 0)).collect();
     for e in entries {
-        *counts.entry(class_name(&e.class)).or_default() += 1;
+        *counts.entry(e.class).or_default() += 1;
     }
-    json!(counts)
-}
-
-fn class_name(class: &LogClass) -> String {
-    serde_json::to_value(class)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_else(|| "other".into())
+    counts
 }
 
 // ---------------------------------------------------------------------------------------------
 // nginx-side causes: the location's effective buffer and timeout settings with a capped raise,
 // the route's sibling endpoints (for `localhost` and upstream groups), and the error-log lines
 // that are recent enough to be a symptom rather than history. Paths: `location.*`, `route.*`,
-// `recent.*` (documented in `playbooks/README.md`; kept in step with `playbook/sample.rs`).
+// `recent.*` (documented in `playbooks/README.md`; typed in `playbook::context`).
 // ---------------------------------------------------------------------------------------------
 
 /// A buffer is never raised above this many bytes (64k), whatever the headers need.
@@ -526,7 +490,7 @@ impl LogClock {
         let log = facts.error_log.ok()?;
         let last = log.entries.last().and_then(|e| naive_seconds(&e.time))?;
         Some(LogClock {
-            log_written: mtime(&log.path)?,
+            log_written: facts.disk.mtime(&log.path)?,
             last_naive: last,
         })
     }
@@ -554,10 +518,6 @@ impl LogClock {
                 })
         })
     }
-}
-
-fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
-    std::fs::metadata(path).ok()?.modified().ok()
 }
 
 /// `YYYY/MM/DD HH:MM:SS` read as UTC, in seconds since the epoch.
@@ -593,14 +553,14 @@ struct Cutoff {
     changed: Option<super::recency::FileChange>,
 }
 
-fn add_nginx_side(
-    context: &mut Value,
+/// `location.*`, `route.*` and `recent.*` of the route's endpoint `index`.
+fn nginx_side(
     facts: &Facts,
     facts_index: &Index<'_>,
     route: &Route,
     index: usize,
     clock: &Option<LogClock>,
-) {
+) -> (Option<LocationContext>, RouteContext, RecentContext) {
     let location = facts_index.location(&route.pass.at);
     // a line counts when it is inside the window and not provably older than the location's
     // file: equal seconds are decided by `engine::recency`, never by `>` on whole seconds
@@ -609,7 +569,7 @@ fn add_nginx_side(
         changed: location.and_then(|l| {
             let file = l.at.file.display().to_string();
             Some(super::recency::FileChange {
-                at: facts_index.mtime(&l.at.file)?,
+                at: facts.disk.mtime(&l.at.file)?,
                 own_verified: facts.verified_edits.contains(&file),
             })
         }),
@@ -628,9 +588,10 @@ fn add_nginx_side(
             })
             .collect()
     }
-    let Some(endpoint) = route.endpoints.get(index) else {
-        return;
-    };
+    let address = route
+        .endpoints
+        .get(index)
+        .map_or("", |e| e.address.as_str());
     // the lines `route_context` counts: `no live upstreams` of the route's group
     let no_live = match &route.pass.target {
         PassTarget::Upstream { name } => facts_index
@@ -639,29 +600,15 @@ fn add_nginx_side(
             .map_or(&[][..], Vec::as_slice),
         _ => &[],
     };
-    let extra = [
-        (
-            "location",
-            location.map_or(Value::Null, |l| location_context(l, &route.directive)),
+    (
+        location.map(|l| location_context(l, &route.directive)),
+        route_context(facts, route, index, &recent(no_live, clock, cutoff)),
+        recent_context(
+            &recent(facts_index.log_of(address), clock, cutoff),
+            address,
+            url_base(&site_url(route)),
         ),
-        (
-            "route",
-            route_context(facts, route, index, &recent(no_live, clock, cutoff)),
-        ),
-        (
-            "recent",
-            recent_context(
-                &recent(facts_index.log_of(&endpoint.address), clock, cutoff),
-                &endpoint.address,
-                url_base(&site_url(route)),
-            ),
-        ),
-    ];
-    if let Value::Object(map) = context {
-        for (key, value) in extra {
-            map.insert(key.to_string(), value);
-        }
-    }
+    )
 }
 
 /// `proxy` for `proxy_pass`, `fastcgi` for `fastcgi_pass`, ….
@@ -669,7 +616,7 @@ fn directive_prefix(directive: &str) -> &str {
     directive.strip_suffix("_pass").unwrap_or(directive)
 }
 
-fn location_context(l: &crate::facts::nginx::Location, directive: &str) -> Value {
+fn location_context(l: &crate::facts::nginx::Location, directive: &str) -> LocationContext {
     let prefix = directive_prefix(directive);
     let get = |name: &str| l.settings.get(&format!("{prefix}_{name}")).cloned();
     let buffer_size = get("buffer_size").unwrap_or_else(|| "4k".into());
@@ -678,23 +625,26 @@ fn location_context(l: &crate::facts::nginx::Location, directive: &str) -> Value
     let raise = matches!(prefix, "proxy" | "fastcgi")
         .then(|| buffer_raise(&buffer_size, &buffers, busy.as_deref()))
         .flatten();
-    json!({
-        "path": l.path,
-        "file": l.at.file.display().to_string(),
-        "line": l.at.line,
-        "prefix": prefix,
-        "buffer_size": buffer_size,
-        "buffer_size_set": get("buffer_size").is_some(),
-        "buffers": buffers,
-        "busy_buffers_size": busy,
-        "read_timeout": get("read_timeout").unwrap_or_else(|| "60s".into()),
-        "read_timeout_set": get("read_timeout").is_some(),
-        "raise": raise.map_or(Value::Null, |(size, buffers)| json!({
-            "buffer_size": size,
-            "buffers": buffers,
-            "cap": format_size(BUFFER_CAP),
-        })),
-    })
+    LocationContext {
+        path: l.path.clone(),
+        file: l.at.file.display().to_string(),
+        line: l.at.line,
+        prefix: prefix.to_string(),
+        buffer_size,
+        buffer_size_set: get("buffer_size").is_some(),
+        buffers,
+        busy_buffers_size: busy,
+        read_timeout: get("read_timeout").unwrap_or_else(|| "60s".into()),
+        read_timeout_set: get("read_timeout").is_some(),
+        raise: raise.map(|(buffer_size, buffers)| RaiseContext {
+            buffer_size,
+            buffers,
+            cap: format_size(BUFFER_CAP),
+            from: None,
+        }),
+        rolled_back: None,
+        measured: None,
+    }
 }
 
 /// nginx's size syntax: `4096`, `4k`, `8K`, `1m`.
@@ -764,16 +714,16 @@ fn route_context(
     route: &Route,
     index: usize,
     entries: &[&crate::facts::error_log::LogEntry],
-) -> Value {
+) -> RouteContext {
     let group = match &route.pass.target {
         PassTarget::Upstream { name } => Some(name.clone()),
         _ => None,
     };
-    let listening: Vec<&str> = route
+    let listening: Vec<String> = route
         .endpoints
         .iter()
         .filter(|e| e.listening)
-        .map(|e| e.address.as_str())
+        .map(|e| e.address.clone())
         .collect();
     let no_live = group.as_ref().map_or(0, |name| {
         entries
@@ -787,15 +737,18 @@ fn route_context(
             })
             .count()
     });
-    json!({
-        "endpoint_index": index,
-        "addresses": route.endpoints.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(),
-        "listening_addresses": listening,
-        "all_listening": !route.endpoints.is_empty() && route.endpoints.iter().all(|e| e.listening),
-        "upstream": group,
-        "no_live_upstreams": no_live,
-        "pinnable": route.endpoints.get(index).map_or_else(Vec::new, |e| pinnable(facts, route, e)),
-    })
+    RouteContext {
+        endpoint_index: index,
+        addresses: route.endpoints.iter().map(|e| e.address.clone()).collect(),
+        listening_addresses: listening,
+        all_listening: !route.endpoints.is_empty() && route.endpoints.iter().all(|e| e.listening),
+        upstream: group,
+        no_live_upstreams: no_live,
+        pinnable: route
+            .endpoints
+            .get(index)
+            .map_or_else(Vec::new, |e| pinnable(facts, route, e)),
+    }
 }
 
 /// For an endpoint that a host *name* resolved to a loopback address and where nothing listens:
@@ -858,38 +811,36 @@ fn recent_context(
     entries: &[&crate::facts::error_log::LogEntry],
     address: &str,
     base: &str,
-) -> Value {
+) -> RecentContext {
     let mine: Vec<&&crate::facts::error_log::LogEntry> = entries
         .iter()
         .filter(|e| e.upstream_addr.as_deref() == Some(address))
         .collect();
-    let mut counts = serde_json::Map::new();
-    let mut last = serde_json::Map::new();
+    let mut counts = BTreeMap::new();
+    let mut last = BTreeMap::new();
     // every class but `other`: the ones `recent.last` describes
-    for class in LogClass::ALL.into_iter().filter(|c| *c != LogClass::Other) {
+    for class in recent_classes() {
         let of_class: Vec<_> = mine.iter().filter(|e| e.class == class).collect();
-        counts.insert(class_name(&class), json!(of_class.len()));
+        counts.insert(class, of_class.len());
         last.insert(
-            class_name(&class),
-            of_class.last().map_or(Value::Null, |e| {
-                json!({
-                    "time": e.time,
-                    "level": e.level,
-                    "message": e.message,
-                    "phase": e.phase,
-                    "request": e.request,
-                    "client": e.client,
-                    "upstream": e.upstream,
-                    "url": e.request.as_deref().and_then(|r| request_url(base, r)),
-                })
+            class,
+            of_class.last().map(|e| LastLine {
+                time: e.time.clone(),
+                level: e.level.clone(),
+                message: e.message.clone(),
+                phase: e.phase.clone(),
+                request: e.request.clone(),
+                client: e.client.clone(),
+                upstream: e.upstream.clone(),
+                url: e.request.as_deref().and_then(|r| request_url(base, r)),
             }),
         );
     }
-    json!({
-        "window": format!("{}m", RECENT_WINDOW_SECS / 60),
-        "counts": counts,
-        "last": last,
-    })
+    RecentContext {
+        window: format!("{}m", RECENT_WINDOW_SECS / 60),
+        counts,
+        last,
+    }
 }
 // ----- end of the nginx-side block -----
 

@@ -4,7 +4,7 @@
 
 use super::conditions::{evaluate as holds, unmet};
 use super::context::Target;
-use super::render::render_evidence;
+use super::render::{render_evidence, without_nulls, RenderContext};
 use crate::playbook::{PlaybookSet, Severity};
 use serde::Serialize;
 
@@ -46,11 +46,13 @@ pub fn evaluate(playbooks: &PlaybookSet, targets: &[Target]) -> Vec<Finding> {
 }
 
 fn finding_for(playbooks: &PlaybookSet, index: usize, target: &Target) -> Option<Finding> {
-    let ctx = &target.context;
-    let mut matched = playbooks.iter().filter(|p| holds(&p.when, ctx));
+    // once per target: conditions see no difference without the nulls, templates need it
+    let ctx = without_nulls(target.context.json());
+    let mut matched = playbooks.iter().filter(|p| holds(&p.when, &ctx));
     let first = matched.next()?;
-    let missing = unmet(&first.conclusive, ctx);
-    let evidence = render_evidence(&first.evidence, ctx);
+    let missing = unmet(&first.conclusive, &ctx);
+    let also_matched = matched.map(|p| p.id.clone()).collect();
+    let evidence = render_evidence(&first.evidence, &RenderContext::of(ctx));
     Some(Finding {
         cause: first.id.clone(),
         description: first.description.clone(),
@@ -62,7 +64,7 @@ fn finding_for(playbooks: &PlaybookSet, index: usize, target: &Target) -> Option
         evidence,
         conclusive: missing.is_empty(),
         missing,
-        also_matched: matched.map(|p| p.id.clone()).collect(),
+        also_matched,
         covered_by: None,
         target: index,
     })

@@ -8,13 +8,13 @@ use crate::config::UpstreamAddr;
 use crate::facts::direct::{self, DirectAnswer};
 use crate::facts::mapping::{Endpoint, Route};
 use crate::facts::Facts;
-use serde_json::{json, Value};
+use crate::playbook::context::{CandidateContext, MeasuredContext, RaiseContext, TargetContext};
 use std::collections::BTreeSet;
 
 /// Adds the candidates of an endpoint nothing listens on and the measured header block of a
 /// backend nginx logs `too big header` for. `dialled`: every port a pass target dials.
 pub fn add_direct_evidence(
-    context: &mut Value,
+    context: &mut TargetContext,
     facts: &Facts,
     dialled: &BTreeSet<u16>,
     route: &Route,
@@ -28,7 +28,7 @@ pub fn add_direct_evidence(
             .find(|p| p.address == address && p.path == path)
             .map(|p| &p.answer)
     };
-    if let Some(unit) = context.get_mut("unit").and_then(Value::as_object_mut) {
+    if let Some(unit) = context.unit.as_mut() {
         let host = match UpstreamAddr::parse(&endpoint.address) {
             Some(UpstreamAddr::Tcp { host, .. }) => Some(host),
             _ => None,
@@ -57,53 +57,44 @@ pub fn add_direct_evidence(
                     .collect()
             })
             .unwrap_or_default();
-        let viable: Vec<u16> = candidates
+        unit.viable_ports = candidates
             .iter()
             .filter(|c| c.verdict.is_ok())
             .map(|c| c.port)
             .collect();
-        unit.insert(
-            "candidates".into(),
-            json!(candidates
-                .iter()
-                .map(|c| json!({
-                    "port": c.port,
-                    "address": c.address,
-                    "path": path,
-                    "status": c.status,
-                    "viable": c.verdict.is_ok(),
-                    "named_by": c.named_by,
-                    "why": match &c.verdict {
-                        Ok(()) => format!("answers {} at {path}", c.status.unwrap_or(0)),
-                        Err(why) => why.clone(),
-                    },
-                }))
-                .collect::<Vec<_>>()),
-        );
-        unit.insert("viable_ports".into(), json!(viable));
+        unit.candidates = candidates
+            .into_iter()
+            .map(|c| CandidateContext {
+                why: match &c.verdict {
+                    Ok(()) => format!("answers {} at {path}", c.status.unwrap_or(0)),
+                    Err(why) => why.clone(),
+                },
+                viable: c.verdict.is_ok(),
+                port: c.port,
+                address: c.address,
+                path: path.clone(),
+                status: c.status,
+                named_by: c.named_by,
+            })
+            .collect();
     }
     let measured = (endpoint.listening && direct::plain_http(route))
         .then(|| answer_of(&endpoint.address))
         .flatten()
         .and_then(|a| Some((a.header_bytes?, a.status)));
-    let Some(location) = context.get_mut("location").and_then(Value::as_object_mut) else {
+    let Some(location) = context.location.as_mut() else {
         return;
     };
-    let text = |key: &str| location.get(key).and_then(Value::as_str).map(String::from);
-    let (Some(size), Some(buffers)) = (text("buffer_size"), text("buffers")) else {
-        return;
-    };
-    let busy = text("busy_buffers_size");
-    let rolled_back = text("file").and_then(|file| {
-        facts
-            .rolled_back_edits
-            .iter()
-            .find(|r| r.file == file)
-            .map(|r| r.count)
-    });
-    location.insert("rolled_back".into(), json!(rolled_back));
+    let (size, buffers) = (location.buffer_size.clone(), location.buffers.clone());
+    let busy = location.busy_buffers_size.clone();
+    let rolled_back = facts
+        .rolled_back_edits
+        .iter()
+        .find(|r| r.file == location.file)
+        .map(|r| r.count);
+    location.rolled_back = rolled_back;
     let Some((header_bytes, status)) = measured else {
-        location.insert("measured".into(), Value::Null);
+        location.measured = None;
         if let Some(times) = rolled_back {
             let doubled = match buffer_raise(&size, &buffers, busy.as_deref()) {
                 Some((size, buffers)) => Raise::To {
@@ -113,26 +104,20 @@ pub fn add_direct_evidence(
                 },
                 None => Raise::None,
             };
-            location.insert(
-                "raise".into(),
-                raise_value(step_up(doubled, times, &buffers)),
-            );
+            location.raise = raise_context(step_up(doubled, times, &buffers));
         }
         return;
     };
     let raise = measured_raise(&size, &buffers, busy.as_deref(), header_bytes);
     let raise = step_up(raise, rolled_back.unwrap_or(0), &buffers);
-    location.insert(
-        "measured".into(),
-        json!({
-            "address": endpoint.address,
-            "path": path,
-            "status": status,
-            "header_bytes": header_bytes,
-            "above_cap": matches!(raise, Raise::AboveCap),
-        }),
-    );
-    location.insert("raise".into(), raise_value(raise));
+    location.measured = Some(MeasuredContext {
+        address: endpoint.address.clone(),
+        path,
+        status,
+        header_bytes,
+        above_cap: matches!(raise, Raise::AboveCap),
+    });
+    location.raise = raise_context(raise);
 }
 
 /// Which evidence names `port` as the one a typo'd pass target meant, in rank order: `the
@@ -158,20 +143,20 @@ fn named_by(endpoint: &Endpoint, port: u16) -> String {
     }
 }
 
-/// `location.raise`: null when nothing is raised.
-fn raise_value(raise: Raise) -> Value {
+/// `location.raise`: none when nothing is raised.
+fn raise_context(raise: Raise) -> Option<RaiseContext> {
     match raise {
         Raise::To {
             size,
             buffers,
             from,
-        } => json!({
-            "buffer_size": size,
-            "buffers": buffers,
-            "cap": format_size(BUFFER_CAP),
-            "from": from,
+        } => Some(RaiseContext {
+            buffer_size: size,
+            buffers,
+            cap: format_size(BUFFER_CAP),
+            from: Some(from),
         }),
-        Raise::AboveCap | Raise::None => Value::Null,
+        Raise::AboveCap | Raise::None => None,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod backend_context;
 pub mod coherence;
 pub mod conditions;
 pub mod context;
+pub mod describe;
 pub mod dropin;
 pub mod evaluate;
 pub mod evidence;

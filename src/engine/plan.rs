@@ -13,9 +13,9 @@ use super::render::{
 use crate::adapters::fs::bytes_hash;
 use crate::facts::php_fpm::set_ini_value;
 use crate::nginx_conf::{replace_span, Span};
+use crate::playbook::context::BindContext;
 use crate::playbook::{Action, PlaybookSet, SystemdOp};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// What `plan` prints and `apply --plan` runs.
@@ -397,9 +397,7 @@ fn neighbour_probes(
             .unit
             .as_deref()
             .is_some_and(|u| units.contains(&u));
-        let Some(url) = t.context["site"]["url"].as_str() else {
-            continue;
-        };
+        let url = t.context.site.url.as_str();
         if !reaches || broken.contains(&t.route.at.as_str()) || probed.iter().any(|p| p == url) {
             continue;
         }
@@ -470,7 +468,7 @@ fn plan_finding(
 }
 
 fn text(template: &str, target: &Target) -> Result<String, String> {
-    render(template, &target.context).map_err(|e| e.to_string())
+    render(template, &target.context.json()).map_err(|e| e.to_string())
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -532,14 +530,13 @@ fn plan_action(
 
 fn plan_bind(host: &str, target: &Target, read: ReadFile<'_>) -> Result<PlannedAction, String> {
     validate_bind_host(host).map_err(|e| format!("bind host `{host}`: {e}"))?;
-    let bind = &target.context["unit"]["bind"];
-    let unit = target.context["unit"]["name"]
-        .as_str()
-        .ok_or("no unit is known")?;
-    let (Some(file), Some(key)) = (bind["file"].as_str(), bind["key"].as_str()) else {
+    let unit_context = target.context.unit.as_ref().ok_or("no unit is known")?;
+    let unit = unit_context.name.as_str();
+    let Some(bind) = &unit_context.bind else {
         return Err("the backend's bind setting is not known".into());
     };
-    if bind["from"] == "exec_start" {
+    let (file, key) = (bind.file.as_str(), bind.key.as_str());
+    if bind.from == "exec_start" {
         return plan_exec_start_bind(host, unit, bind, read);
     }
     let path = PathBuf::from(file);
@@ -565,26 +562,19 @@ fn plan_bind(host: &str, target: &Target, read: ReadFile<'_>) -> Result<PlannedA
 fn plan_exec_start_bind(
     host: &str,
     unit: &str,
-    bind: &Value,
+    bind: &BindContext,
     read: ReadFile<'_>,
 ) -> Result<PlannedAction, String> {
     let missing = || "the ExecStart bind facts are incomplete".to_string();
-    let file = bind["file"].as_str().ok_or_else(missing)?;
-    let previous = bind["value"].as_str().ok_or_else(missing)?;
-    let index = bind["index"]
-        .as_u64()
-        .and_then(|i| usize::try_from(i).ok())
-        .ok_or_else(missing)?;
-    let port = bind["port"]
-        .as_u64()
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(missing)?;
-    let mut argv: Vec<String> =
-        serde_json::from_value(bind["argv"].clone()).map_err(|_| missing())?;
+    let file = bind.file.as_str();
+    let previous = bind.value.as_deref().ok_or_else(missing)?;
+    let exec = bind.exec_start.as_ref().ok_or_else(missing)?;
+    let (index, port) = (exec.index, exec.port);
+    let mut argv = exec.argv.clone();
     let word = argv.get_mut(index).ok_or_else(missing)?;
     *word = dropin::replace_host(word, previous, host, port);
     let note = format!("{unit} binds {host}, the address nginx dials (was {previous})");
-    let after = dropin::render_dropin(&argv, bind["ignore_failure"] == true, &note);
+    let after = dropin::render_dropin(&argv, exec.ignore_failure, &note);
     let path = PathBuf::from(file);
     let before_hash = match read(&path) {
         Ok(text) => Some(bytes_hash(text.as_bytes())),
@@ -617,14 +607,11 @@ fn plan_pool_listen(
     validate_account_name(owner).map_err(|e| format!("listen.owner: {e}"))?;
     validate_account_name(group).map_err(|e| format!("listen.group: {e}"))?;
     validate_socket_mode(mode).map_err(|e| format!("listen.mode: {e}"))?;
-    let pool = &target.context["endpoint"]["pool"];
-    let (Some(file), Some(name)) = (pool["file"].as_str(), pool["name"].as_str()) else {
+    let Some(pool) = &target.context.endpoint.pool else {
         return Err("no PHP-FPM pool is known to listen on this socket".into());
     };
-    let unit = pool["unit"]
-        .as_str()
-        .or_else(|| target.context["unit"]["name"].as_str())
-        .ok_or("no unit is known")?;
+    let (file, name) = (pool.file.as_str(), pool.name.as_str());
+    let unit = pool.unit.as_str();
     let path = PathBuf::from(file);
     let before = read(&path).map_err(|e| format!("cannot read `{file}`: {e}"))?;
     let mut after = before.clone();
@@ -660,8 +647,8 @@ fn plan_site(
     target: &Target,
     read: ReadFile<'_>,
 ) -> Result<PlannedAction, String> {
-    let rendered =
-        render(source, &target.context).map_err(|e| format!("template `{template}`: {e}"))?;
+    let rendered = render(source, &target.context.json())
+        .map_err(|e| format!("template `{template}`: {e}"))?;
     let pass = &target.route.pass;
     let directive = validate_nginx_directive(&rendered, &pass.directive)
         .map_err(|e| format!("template `{template}` rendered `{}`: {e}", rendered.trim()))?;
@@ -702,20 +689,20 @@ fn plan_set_directive(
     read: ReadFile<'_>,
 ) -> Result<PlannedAction, String> {
     let directive = validate_setting(name, value).map_err(|e| e.to_string())?;
-    let location = &target.context["location"];
-    let (Some(file), Some(line), Some(path_text)) = (
-        location["file"].as_str(),
-        location["line"].as_u64(),
-        location["path"].as_str(),
-    ) else {
+    let Some(location) = &target.context.location else {
         return Err("the location block of this target is not known".into());
     };
+    let (file, line, path_text) = (
+        location.file.as_str(),
+        location.line,
+        location.path.as_str(),
+    );
     let path = PathBuf::from(file);
     let before = read(&path).map_err(|e| format!("cannot read `{file}`: {e}"))?;
     let (after, previous) = set_in_location(
         &before,
         &path,
-        usize::try_from(line).unwrap_or(0),
+        line,
         &target.route.directive,
         name,
         &directive,

@@ -7,33 +7,35 @@ use super::plan::{FileEdit, PlannedAction, ReadFile};
 use super::render::validate_bind_host;
 use crate::adapters::fs::bytes_hash;
 use crate::facts::pm2::find_host_literal;
+use crate::playbook::context::Pm2Context;
 use crate::playbook::Pm2Op;
-use serde_json::Value;
 use std::path::PathBuf;
 
 /// Whether the target's backend is a PM2 app whose bind host is known (then `set_bind_host`
 /// edits its ecosystem file, not a unit's setting).
 pub fn binds_pm2_app(target: &Target) -> bool {
-    target.context["pm2"]["bind"].is_object()
+    target
+        .context
+        .pm2
+        .as_ref()
+        .is_some_and(|p| p.bind.is_some())
 }
 
-fn daemon(target: &Target) -> Result<(&Value, PathBuf, PathBuf, u32, u32), String> {
-    let pm2 = &target.context["pm2"];
-    let missing = || "no PM2 app is known for this upstream".to_string();
-    let home = pm2["home"].as_str().ok_or_else(missing)?;
-    let binary = pm2["binary"].as_str().ok_or_else(missing)?;
-    let id = |k: &str| pm2[k].as_u64().and_then(|v| u32::try_from(v).ok());
-    let (uid, gid) = id("uid").zip(id("gid")).ok_or_else(missing)?;
-    Ok((pm2, PathBuf::from(home), PathBuf::from(binary), uid, gid))
+fn daemon(target: &Target) -> Result<&Pm2Context, String> {
+    target
+        .context
+        .pm2
+        .as_ref()
+        .ok_or_else(|| "no PM2 app is known for this upstream".to_string())
 }
 
 /// `pm2: {app, op}`.
 pub fn plan_pm2(app: &str, op: Pm2Op, target: &Target) -> Result<PlannedAction, String> {
-    let (pm2, home, binary, uid, gid) = daemon(target)?;
+    let pm2 = daemon(target)?;
     if app.is_empty() || app.starts_with('-') || app.contains(char::is_whitespace) {
         return Err(format!("`{app}` is not a PM2 app name"));
     }
-    if pm2["name"].as_str() != Some(app) {
+    if pm2.name != app {
         return Err(format!(
             "`{app}` is not the PM2 app behind this upstream; only that one app is touched"
         ));
@@ -41,18 +43,19 @@ pub fn plan_pm2(app: &str, op: Pm2Op, target: &Target) -> Result<PlannedAction, 
     let ecosystem = match op {
         Pm2Op::Restart => None,
         Pm2Op::ApplyEcosystem => Some(PathBuf::from(
-            pm2["bind"]["file"]
-                .as_str()
-                .ok_or("the app's ecosystem file is not known")?,
+            &pm2.bind
+                .as_ref()
+                .ok_or("the app's ecosystem file is not known")?
+                .file,
         )),
     };
     Ok(PlannedAction::Pm2 {
         app: app.to_string(),
         op,
-        home,
-        binary,
-        uid,
-        gid,
+        home: PathBuf::from(&pm2.home),
+        binary: PathBuf::from(&pm2.binary),
+        uid: pm2.uid,
+        gid: pm2.gid,
         ecosystem,
     })
 }
@@ -61,10 +64,12 @@ pub fn plan_pm2(app: &str, op: Pm2Op, target: &Target) -> Result<PlannedAction, 
 /// nothing else of the file.
 pub fn plan_bind(host: &str, target: &Target, read: ReadFile<'_>) -> Result<PlannedAction, String> {
     validate_bind_host(host).map_err(|e| format!("bind host `{host}`: {e}"))?;
-    let (pm2, ..) = daemon(target)?;
-    let app = pm2["name"].as_str().ok_or("no PM2 app is known")?;
-    let file = pm2["bind"]["file"]
-        .as_str()
+    let pm2 = daemon(target)?;
+    let app = pm2.name.as_str();
+    let file = pm2
+        .bind
+        .as_ref()
+        .map(|b| b.file.as_str())
         .ok_or("the app's ecosystem file is not known")?;
     let path = PathBuf::from(file);
     let before = read(&path).map_err(|e| format!("cannot read `{file}`: {e}"))?;

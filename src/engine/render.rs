@@ -4,10 +4,11 @@
 //! Rendering is strict (a variable missing from the facts is an error, never an empty string) and
 //! does no HTML escaping: the output goes into configuration files and unit names, not web pages.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use handlebars::{Handlebars, RenderErrorReason, TemplateErrorReason};
+use handlebars::{Handlebars, RenderErrorReason, Renderable, TemplateErrorReason};
 use serde_json::Value;
 
 /// Why a template could not be rendered.
@@ -102,38 +103,72 @@ fn registry() -> &'static Handlebars<'static> {
 /// A null fact counts as missing (handlebars alone would render it as an empty string, and
 /// `proxy_pass http://:8000;` is worse than an error); `{{#if fact}}` still tests it safely.
 pub fn render(template: &str, ctx: &Value) -> Result<String, RenderError> {
-    render_without_nulls(template, &without_nulls(ctx))
+    render_in(template, &RenderContext::of(without_nulls(ctx.clone())))
 }
 
-/// As [`render`], `ctx` already without nulls.
-fn render_without_nulls(template: &str, ctx: &Value) -> Result<String, RenderError> {
-    registry()
-        .render_template(template, ctx)
-        .map_err(|err| RenderError::from_handlebars(&err))
+/// A context made ready for rendering once, for several templates: without nulls, wrapped for
+/// handlebars (which would otherwise copy the whole context per render).
+pub struct RenderContext(handlebars::Context);
+
+impl RenderContext {
+    /// `ctx`, its nulls removed.
+    pub fn of(ctx_without_nulls: Value) -> Self {
+        Self(handlebars::Context::from(ctx_without_nulls))
+    }
+}
+
+/// As [`render`], in a context made ready once. Each template text is compiled once per
+/// process: a playbook set has few, rendered for thousands of targets.
+pub fn render_in(template: &str, ctx: &RenderContext) -> Result<String, RenderError> {
+    let compiled = compiled(template)?;
+    let mut out = handlebars::StringOutput::new();
+    let mut rc = handlebars::RenderContext::new(None);
+    compiled
+        .render(registry(), &ctx.0, &mut rc, &mut out)
+        .map_err(|err| RenderError::from_handlebars(&err))?;
+    out.into_string().map_err(|e| RenderError::Other {
+        reason: first_line(&e.to_string()),
+    })
+}
+
+/// The compiled template of `text`, from the process-wide cache.
+fn compiled(text: &str) -> Result<Arc<handlebars::Template>, RenderError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<handlebars::Template>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let lock = |c: &'static Mutex<_>| c.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(t) = lock(cache).get(text) {
+        return Ok(Arc::clone(t));
+    }
+    let template = Arc::new(
+        handlebars::Template::compile(text)
+            .map_err(|err| RenderError::from_handlebars(&err.into()))?,
+    );
+    lock(cache).insert(text.to_string(), Arc::clone(&template));
+    Ok(template)
 }
 
 /// Renders evidence lines, leaving out those that name a fact the context does not have (an
 /// inconclusive finding often lacks the very facts some of its lines describe). Lines are
 /// checked when playbooks load, so any other failure is left out too rather than aborting.
-pub fn render_evidence(lines: &[String], ctx: &Value) -> Vec<String> {
-    let ctx = without_nulls(ctx); // once, not per line: a context is large
+pub fn render_evidence(lines: &[String], ctx: &RenderContext) -> Vec<String> {
     lines
         .iter()
-        .filter_map(|line| render_without_nulls(line, &ctx).ok())
+        .filter_map(|line| render_in(line, ctx).ok())
         .collect()
 }
 
 /// `ctx` with every null member of every mapping removed (list items keep their positions).
-fn without_nulls(ctx: &Value) -> Value {
+/// Conditions see no difference: a null fact is an absent one.
+pub fn without_nulls(ctx: Value) -> Value {
     match ctx {
         Value::Object(map) => Value::Object(
-            map.iter()
+            map.into_iter()
                 .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .map(|(k, v)| (k, without_nulls(v)))
                 .collect(),
         ),
-        Value::Array(items) => Value::Array(items.iter().map(without_nulls).collect()),
-        other => other.clone(),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
+        other => other,
     }
 }
 
@@ -501,7 +536,7 @@ mod tests {
             "{{unit.nme}} is down".to_string(),
         ];
         assert_eq!(
-            render_evidence(&lines, &ctx()),
+            render_evidence(&lines, &RenderContext::of(without_nulls(ctx()))),
             ["nothing listens on 127.0.0.1"]
         );
     }

@@ -109,6 +109,7 @@ mod tests {
             routes: Vec::new(),
             worker: None,
             unix_paths: Vec::new(),
+            disk: Default::default(),
             pm2: Vec::new(),
             supervision: Vec::new(),
             fpm_pools: Vec::new(),

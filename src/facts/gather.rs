@@ -108,6 +108,7 @@ pub async fn gather_remembering(
             .map(|p| unix_path_facts(p, worker.as_ref()))
             .collect()
     });
+    let disk = disk_facts(settings, nginx.ok(), error_log.ok(), &pm2);
     let mut facts = Facts {
         taken_at,
         nginx,
@@ -119,6 +120,7 @@ pub async fn gather_remembering(
         worker,
         unix_paths,
         fpm_pools,
+        disk,
         pm2,
         supervision,
         backend_probes: Vec::new(),
@@ -165,6 +167,81 @@ async fn backend_probes(facts: &Facts) -> Vec<super::direct::BackendProbe> {
         });
     }
     out
+}
+
+/// The mtimes of the configuration files and the error log, and the hinted bind values.
+fn disk_facts(
+    settings: &Settings,
+    nginx: Option<&nginx::NginxFacts>,
+    error_log: Option<&error_log::ErrorLogFacts>,
+    pm2: &[super::pm2::Pm2Daemon],
+) -> super::DiskFacts {
+    let files = nginx.map_or(&[][..], |n| n.files.as_slice());
+    let mtimes = files
+        .iter()
+        .chain(error_log.map(|l| &l.path))
+        .filter_map(|f| Some((f.clone(), mtime(f)?)))
+        .collect();
+    let hinted_binds = settings
+        .backends
+        .iter()
+        .filter_map(|h| h.bind.as_ref())
+        .map(|bind| super::HintedBind {
+            file: bind.file.clone(),
+            key: bind.key.clone(),
+            value: crate::adapters::fs::read_settings_file(&bind.file)
+                .ok()
+                .and_then(|text| {
+                    mapping::parse_env_file(&text)
+                        .into_iter()
+                        .find(|(k, _)| *k == bind.key)
+                        .map(|(_, v)| v)
+                }),
+        })
+        .collect();
+    let apps = pm2
+        .iter()
+        .filter_map(|d| d.apps.ok())
+        .flat_map(|apps| apps.iter());
+    let mut ecosystem_files = BTreeMap::new();
+    let mut pm2_log_tails = BTreeMap::new();
+    for app in apps {
+        for file in super::pm2::ecosystem_candidates(app) {
+            if let Ok(text) = crate::adapters::fs::read_settings_file(&file) {
+                ecosystem_files.insert(file, text);
+            }
+        }
+        for log in [&app.err_log, &app.out_log].into_iter().flatten() {
+            if let Some(text) = log_tail(log) {
+                pm2_log_tails.insert(log.clone(), text);
+            }
+        }
+    }
+    super::DiskFacts {
+        mtimes,
+        hinted_binds,
+        ecosystem_files,
+        pm2_log_tails,
+    }
+}
+
+/// The most of a PM2 log file that is read.
+const PM2_LOG_TAIL: u64 = 64 * 1024;
+
+/// The last [`PM2_LOG_TAIL`] bytes of a log file, when it opens.
+fn log_tail(path: &str) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(PM2_LOG_TAIL)));
+    let mut bytes = Vec::new();
+    let _ = f.take(PM2_LOG_TAIL).read_to_end(&mut bytes);
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A file's mtime, to the nanosecond.
+fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).ok()?.modified().ok()
 }
 
 // --- unix sockets and backend processes -------------------------------------------------------
@@ -362,13 +439,14 @@ async fn gather_units(
     names.insert(settings.nginx.unit.clone());
     names.extend(settings.backends.iter().filter_map(|b| b.unit.clone()));
     let mut unowned: Vec<Dialled> = Vec::new();
+    let last_owners = LastOwners::of(remembered);
     if let (Some(n), Some(s)) = (nginx, sockets) {
         for d in all_dialled(n) {
             match owner_unit(s, &d) {
                 Some(unit) => {
                     names.insert(unit);
                 }
-                None => match last_owner(remembered, &d) {
+                None => match last_owners.of_dialled(&d) {
                     Some(unit) => {
                         names.insert(unit.to_string());
                     }
@@ -414,13 +492,37 @@ async fn gather_units(
     Gathered::Ok { data: units }
 }
 
-/// The unit that last owned a listener for the address (by port for TCP: the remembered
-/// address is resolved, the dialled one may be a name).
-fn last_owner<'r>(remembered: &'r BTreeMap<String, String>, dialled: &Dialled) -> Option<&'r str> {
-    remembered
-        .iter()
-        .find(|(address, _)| same_port_or_path(address, dialled))
-        .map(|(_, unit)| unit.as_str())
+/// The remembered owners by port and by socket path, keyed once: a lookup per dialled address
+/// does not scan the whole map.
+struct LastOwners<'r> {
+    by_port: BTreeMap<&'r str, &'r str>,
+    by_path: BTreeMap<&'r str, &'r str>,
+}
+
+impl<'r> LastOwners<'r> {
+    fn of(remembered: &'r BTreeMap<String, String>) -> Self {
+        let mut by_port = BTreeMap::new();
+        let mut by_path = BTreeMap::new();
+        // the first address in order wins, as a scan in order finds it
+        for (address, unit) in remembered {
+            if let Some((_, port)) = address.rsplit_once(':') {
+                by_port.entry(port).or_insert(unit.as_str());
+            }
+            if let Some(path) = address.strip_prefix("unix:") {
+                by_path.entry(path).or_insert(unit.as_str());
+            }
+        }
+        LastOwners { by_port, by_path }
+    }
+
+    /// The unit that last owned a listener for the address (by port for TCP: the remembered
+    /// address is resolved, the dialled one may be a name), as [`same_port_or_path`] matches.
+    fn of_dialled(&self, dialled: &Dialled) -> Option<&'r str> {
+        match dialled {
+            Dialled::Tcp { port, .. } => self.by_port.get(port.to_string().as_str()).copied(),
+            Dialled::Unix { path } => self.by_path.get(path.as_str()).copied(),
+        }
+    }
 }
 
 /// The loaded services not read yet.
@@ -516,4 +618,40 @@ fn owner_unit(sockets: &super::sockets::SocketFacts, dialled: &Dialled) -> Optio
 /// Each unit's environment, keyed by unit name.
 fn unit_environments(units: &[UnitFacts]) -> BTreeMap<String, BTreeMap<String, String>> {
     units.iter().map(|u| (u.name.clone(), u.env())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_owners_match_as_a_scan_by_port_or_path_does() {
+        let remembered: BTreeMap<String, String> = [
+            ("127.0.0.1:8000", "a.service"),
+            ("[::1]:8000", "b.service"),
+            ("unix:/run/app.sock", "c.service"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let owners = LastOwners::of(&remembered);
+        let tcp = |port| Dialled::Tcp {
+            host: "localhost".into(),
+            port,
+        };
+        let unix = |path: &str| Dialled::Unix { path: path.into() };
+        for d in [
+            tcp(8000),
+            tcp(9000),
+            unix("/run/app.sock"),
+            unix("/run/x.sock"),
+        ] {
+            let scan = remembered
+                .iter()
+                .find(|(address, _)| same_port_or_path(address, &d))
+                .map(|(_, unit)| unit.as_str());
+            assert_eq!(owners.of_dialled(&d), scan, "{d:?}");
+        }
+        assert_eq!(owners.of_dialled(&tcp(8000)), Some("a.service"));
+    }
 }

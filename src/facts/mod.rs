@@ -72,6 +72,9 @@ pub struct Facts {
     pub unix_paths: Vec<socket_access::UnixPathFacts>,
     /// The pools of every PHP-FPM master unit (started with `--fpm-config FILE`).
     pub fpm_pools: Vec<php_fpm::FpmPool>,
+    /// What diagnosis needs from the disk beyond the sources above, read here so that
+    /// `pipeline::diagnose` reads nothing.
+    pub disk: DiskFacts,
     // --- backends systemd does not run (PM2 apps, processes started by hand) ---
     /// The PM2 daemons found (their units, or a God daemon above a listener) and their apps.
     pub pm2: Vec<pm2::Pm2Daemon>,
@@ -88,6 +91,44 @@ pub struct Facts {
     /// The addresses each site location dialled the last time a probe through nginx answered
     /// (the daemon's memory, `facts::last_good`); a damaged file is `Unavailable`, never fatal.
     pub last_good: Gathered<last_good::LastGood>,
+}
+
+/// File metadata and settings values the target contexts use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DiskFacts {
+    /// The mtime (to the nanosecond) of every configuration file and of the error log; a file
+    /// that cannot be `stat`ed is absent.
+    pub mtimes: std::collections::BTreeMap<std::path::PathBuf, std::time::SystemTime>,
+    /// The value of each `backends:` hint's bind key as its file says now.
+    pub hinted_binds: Vec<HintedBind>,
+    /// The text of each PM2 app's ecosystem file candidate that reads (`pm2::ecosystem_candidates`).
+    pub ecosystem_files: std::collections::BTreeMap<std::path::PathBuf, String>,
+    /// The last bytes of each PM2 app's `out`/`err` log that opens, by the path PM2 reports.
+    pub pm2_log_tails: std::collections::BTreeMap<String, String>,
+}
+
+/// A `backends:` hint's `bind: {file, key}` and the key's value in the file, when the file
+/// reads and sets the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HintedBind {
+    pub file: std::path::PathBuf,
+    pub key: String,
+    pub value: Option<String>,
+}
+
+impl DiskFacts {
+    /// The mtime of `path`, when it was `stat`ed.
+    pub fn mtime(&self, path: &std::path::Path) -> Option<std::time::SystemTime> {
+        self.mtimes.get(path).copied()
+    }
+
+    /// The value of `key` in `file`, as gathered for a hint.
+    pub fn hinted_bind(&self, file: &std::path::Path, key: &str) -> Option<&str> {
+        self.hinted_binds
+            .iter()
+            .find(|b| b.file == file && b.key == key)
+            .and_then(|b| b.value.as_deref())
+    }
 }
 
 impl Facts {

@@ -43,6 +43,7 @@
 //! so that errors keep `file:line:col`; `validate.rs` turns the serde types of `schema.rs` into the
 //! built [`Playbook`], which is all the rest of the crate sees.
 
+pub mod context;
 mod error;
 mod load;
 mod sample;

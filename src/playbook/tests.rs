@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 use super::*;
 use crate::engine::conditions::{evaluate, unmet};
 use crate::engine::render::{
-    render, render_evidence, validate_bind_host, validate_nginx_directive,
+    render, render_evidence, validate_bind_host, validate_nginx_directive, without_nulls,
+    RenderContext,
 };
 
 fn root() -> PathBuf {
@@ -164,7 +165,10 @@ fn backend_down_without_a_unit_is_inconclusive() {
     );
     let playbook = set.get("backend-down").unwrap();
     assert_eq!(
-        render_evidence(&playbook.evidence, &ctx),
+        render_evidence(
+            &playbook.evidence,
+            &RenderContext::of(without_nulls(ctx.clone()))
+        ),
         ["nothing listens on 127.0.0.1:18010"]
     );
 }

@@ -342,7 +342,9 @@ impl Lab {
         );
     }
 
-    /// The ports nginx listens on for the lab's sites, from `listen 127.0.0.1:PORT` lines.
+    /// The ports nginx listens on for the lab's plain-HTTP sites, from `listen 127.0.0.1:PORT`
+    /// lines. An `ssl` port is left out: plain HTTP to it is a 400, and the TLS sites' own tests
+    /// verify them over TLS.
     pub fn site_ports(&self) -> Vec<u16> {
         let mut ports = Vec::new();
         let dir = self.dir.join("nginx/sites-enabled");
@@ -356,6 +358,9 @@ impl Lab {
                 let Some(rest) = line.trim().strip_prefix("listen ") else {
                     continue;
                 };
+                if rest.split([' ', ';']).any(|w| w == "ssl") {
+                    continue;
+                }
                 let addr = rest.split([' ', ';']).next().unwrap_or_default();
                 let port = addr.rsplit_once(':').map_or(addr, |(_, p)| p);
                 ports.extend(port.parse::<u16>().ok());
