@@ -568,6 +568,26 @@ async fn answers_until(
     host: Option<&str>,
     timeout: Duration,
 ) -> Result<StepDone, String> {
+    match poll_until(url, host, timeout, |status| !matches!(status, 502..=504)).await {
+        Ok((status, took)) => Ok(StepDone::Done(format!(
+            "`{site}` ({url}) answered {status} after {} ms",
+            took.as_millis()
+        ))),
+        Err(last) => Err(format!(
+            "`{site}` ({url}), which reaches what this change touched, does not answer within {} ms (last: {last})",
+            timeout.as_millis()
+        )),
+    }
+}
+
+/// Requests `url` every 250 ms until a status `accept`s, or `timeout` passes: the status and
+/// how long it took, or the last status or error seen.
+async fn poll_until(
+    url: &str,
+    host: Option<&str>,
+    timeout: Duration,
+    accept: impl Fn(u16) -> bool,
+) -> Result<(u16, Duration), String> {
     let start = Instant::now();
     loop {
         let left = timeout
@@ -575,20 +595,12 @@ async fn answers_until(
             .max(Duration::from_millis(200));
         let probe = probe_site(url, host, left.min(PROBE_REQUEST_MAX)).await;
         let last = match probe.status {
-            Some(status) if !matches!(status, 502..=504) => {
-                return Ok(StepDone::Done(format!(
-                    "`{site}` ({url}) answered {status} after {} ms",
-                    start.elapsed().as_millis()
-                )));
-            }
+            Some(status) if accept(status) => return Ok((status, start.elapsed())),
             Some(status) => format!("status {status}"),
             None => probe.error.unwrap_or_default(),
         };
         if start.elapsed() >= timeout {
-            return Err(format!(
-                "`{site}` ({url}), which reaches what this change touched, does not answer within {} ms (last: {last})",
-                timeout.as_millis()
-            ));
+            return Err(last);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -718,30 +730,15 @@ async fn probe_until(
     expect: u16,
     timeout: Duration,
 ) -> Result<StepDone, String> {
-    let start = Instant::now();
-    let mut last;
-    loop {
-        let left = timeout
-            .saturating_sub(start.elapsed())
-            .max(Duration::from_millis(200));
-        let probe = probe_site(url, host, left.min(Duration::from_secs(5))).await;
-        if let Some(status) = probe.status.filter(|s| answers(*s, expect)) {
-            return Ok(StepDone::Done(format!(
-                "{url} answered {status} after {} ms",
-                start.elapsed().as_millis()
-            )));
-        }
-        last = probe.status.map_or_else(
-            || probe.error.unwrap_or_default(),
-            |s| format!("status {s}"),
-        );
-        if start.elapsed() >= timeout {
-            return Err(format!(
-                "{url} did not answer {expect} within {} ms (last: {last})",
-                timeout.as_millis()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    match poll_until(url, host, timeout, |status| answers(status, expect)).await {
+        Ok((status, took)) => Ok(StepDone::Done(format!(
+            "{url} answered {status} after {} ms",
+            took.as_millis()
+        ))),
+        Err(last) => Err(format!(
+            "{url} did not answer {expect} within {} ms (last: {last})",
+            timeout.as_millis()
+        )),
     }
 }
 
