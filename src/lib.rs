@@ -17,3 +17,4 @@ pub mod nginx_conf;
 pub mod pipeline;
 pub mod playbook;
 pub mod redact;
+pub mod state_file;

@@ -6,14 +6,12 @@
 //! on a fake clock. A pause file that exists but cannot be understood holds every target: a
 //! pause someone asked for is never ignored because its file is damaged.
 
-use crate::adapters::fs::{atomic_write_private, FsError};
 use crate::config::BackendHint;
 use crate::engine::plan::PlannedAction;
+use crate::state_file::{StateFile, StateFileError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::DirBuilder;
-use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,27 +25,19 @@ pub const VERSION: u32 = 1;
 pub const HOST: &str = "*";
 
 /// Failures reading or writing the pause state.
-#[derive(Debug, thiserror::Error)]
-pub enum PauseError {
-    #[error("cannot read the pause state `{}`", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("`{}` is not a pause state file: {reason}\nhelp: `nginx-medic resume` replaces it with an empty one", path.display())]
-    Invalid { path: PathBuf, reason: String },
-    #[error("`{}` holds pause state version {found}; this nginx-medic reads version {VERSION} only\nhelp: use the nginx-medic that wrote it, or `nginx-medic resume` to replace it", path.display())]
-    Version { path: PathBuf, found: u64 },
-    #[error("cannot create the state directory `{}`", path.display())]
-    StateDir {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot save the pause state")]
-    Write(#[from] FsError),
-}
+pub type PauseError = StateFileError;
+
+/// A pause file larger than this is not read (thousands of paused units fit well within it).
+pub const MAX_BYTES: u64 = 1 << 20;
+
+/// How the pause state is kept in `state_dir`.
+const FILE: StateFile = StateFile {
+    name: PAUSE_FILE,
+    what: "pause state",
+    version: VERSION,
+    max_bytes: MAX_BYTES,
+    help: "`nginx-medic resume` to replace it",
+};
 
 /// One pause: since when, and until when (`None`: until `nginx-medic resume`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,46 +79,20 @@ pub struct PauseState {
     pub units: BTreeMap<String, Pause>,
 }
 
-/// Only the version, read first so an unknown version is named as such.
-#[derive(Deserialize)]
-struct Versioned {
-    version: Option<u64>,
-}
-
 impl PauseState {
     /// The path of the file in `state_dir`.
     pub fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join(PAUSE_FILE)
+        FILE.path(state_dir)
     }
 
     /// Reads the state of `state_dir`; no file means nothing is paused.
     pub fn load(state_dir: &Path) -> Result<Self, PauseError> {
-        let path = Self::path(state_dir);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => Self::parse(&path, &text),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Self::empty()),
-            Err(source) => Err(PauseError::Read { path, source }),
-        }
+        Ok(FILE.load(state_dir)?.unwrap_or_else(Self::empty))
     }
 
     /// Parses the text of `path`.
     pub fn parse(path: &Path, text: &str) -> Result<Self, PauseError> {
-        let invalid = |e: serde_json::Error| PauseError::Invalid {
-            path: path.to_path_buf(),
-            reason: format!("{e}"),
-        };
-        let versioned: Versioned = serde_json::from_str(text).map_err(invalid)?;
-        match versioned.version {
-            Some(v) if v == u64::from(VERSION) => serde_json::from_str(text).map_err(invalid),
-            Some(found) => Err(PauseError::Version {
-                path: path.to_path_buf(),
-                found,
-            }),
-            None => Err(PauseError::Invalid {
-                path: path.to_path_buf(),
-                reason: "no `version`".into(),
-            }),
-        }
+        FILE.parse(path, text)
     }
 
     /// Nothing paused.
@@ -142,20 +106,7 @@ impl PauseState {
 
     /// Writes the state to `state_dir` (created mode 0700 if missing), atomically, mode 0600.
     pub fn save(&self, state_dir: &Path) -> Result<(), PauseError> {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|source| PauseError::StateDir {
-                path: state_dir.to_path_buf(),
-                source,
-            })?;
-        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
-        text.push('\n');
-        Ok(atomic_write_private(
-            &Self::path(state_dir),
-            text.as_bytes(),
-        )?)
+        FILE.save(state_dir, self)
     }
 
     /// Pauses `names` (none: the whole host) from `now`, for `span` or until resumed. A name

@@ -89,7 +89,7 @@ pub async fn gather_remembering(
         sockets.ok(),
         procfs,
         &crate::adapters::pm2::Pm2Cli,
-        &super::gather_backends::read_last_processes(&settings.state_dir),
+        &last_processes(&settings.state_dir),
         taken_at,
     );
     let worker = nginx.ok().and_then(|n| worker_identity(n.user.as_deref()));
@@ -229,6 +229,17 @@ fn disk_facts(
 const PM2_LOG_TAIL: u64 = 64 * 1024;
 
 /// The last [`PM2_LOG_TAIL`] bytes of a log file, when it opens.
+/// The daemon's memory of hand-started backends; a damaged file is warned about and read as
+/// empty (the daemon replaces it at its next look).
+fn last_processes(
+    state_dir: &std::path::Path,
+) -> BTreeMap<String, super::supervision::ProcessFacts> {
+    super::gather_backends::read_last_processes(state_dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %crate::error_text::chain(&e), "cannot read the hand-started backends seen before");
+        BTreeMap::new()
+    })
+}
+
 fn log_tail(path: &str) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;

@@ -12,6 +12,8 @@ use super::Gathered;
 use crate::adapters::pm2::{Pm2, Pm2Target};
 use crate::adapters::procfs::Procfs;
 use crate::config::UpstreamAddr;
+use crate::state_file::{StateFile, StateFileError};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,42 +21,52 @@ use std::path::{Path, PathBuf};
 /// The file in the state dir where the daemon keeps the last process seen on each address.
 pub const LAST_PROCESSES: &str = "last-processes.json";
 
-/// The remembered processes, address → process (empty when the file is missing or unreadable).
-pub fn read_last_processes(state_dir: &Path) -> BTreeMap<String, ProcessFacts> {
-    std::fs::read_to_string(state_dir.join(LAST_PROCESSES))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+/// How the memory is kept in `state_dir`: versioned, capped, written 0600.
+const FILE: StateFile = StateFile {
+    name: LAST_PROCESSES,
+    what: "last-processes",
+    version: 1,
+    max_bytes: 4 << 20,
+    help: "remove it; the daemon writes it again at its next look",
+};
+
+/// The file's contents.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LastProcesses {
+    version: u32,
+    /// Address → the last process seen listening there.
+    processes: BTreeMap<String, ProcessFacts>,
 }
 
-/// What went wrong keeping the memory.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write `{}`", path.display())]
-pub struct MemoryError {
-    path: PathBuf,
-    #[source]
-    source: std::io::Error,
+/// The remembered processes, address → process (empty when there is no file).
+pub fn read_last_processes(
+    state_dir: &Path,
+) -> Result<BTreeMap<String, ProcessFacts>, StateFileError> {
+    Ok(FILE
+        .load::<LastProcesses>(state_dir)?
+        .map(|f| f.processes)
+        .unwrap_or_default())
 }
 
-/// Writes the remembered processes (atomically: a reader never sees half a file).
+/// Writes the remembered processes (atomically, mode 0600: they hold command lines).
 pub fn write_last_processes(
     state_dir: &Path,
     processes: &BTreeMap<String, ProcessFacts>,
-) -> Result<(), MemoryError> {
-    let path = state_dir.join(LAST_PROCESSES);
-    let tmp = state_dir.join(format!(".{LAST_PROCESSES}.tmp"));
-    let text = serde_json::to_string_pretty(processes).unwrap_or_else(|_| "{}".into());
-    std::fs::create_dir_all(state_dir)
-        .and_then(|()| std::fs::write(&tmp, text))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|source| MemoryError { path, source })
+) -> Result<(), StateFileError> {
+    let file = LastProcesses {
+        version: FILE.version,
+        processes: processes.clone(),
+    };
+    FILE.save(state_dir, &file)
 }
 
 /// Remembers the process no supervisor runs on each address that listens now, and forgets
 /// addresses no longer dialled (the daemon calls it after each look; the file is written only
 /// when it changes).
-pub fn remember_processes(state_dir: &Path, facts: &super::Facts) -> Result<(), MemoryError> {
-    let old = read_last_processes(state_dir);
+/// A damaged file is replaced by what is seen now.
+pub fn remember_processes(state_dir: &Path, facts: &super::Facts) -> Result<(), StateFileError> {
+    let old = read_last_processes(state_dir).unwrap_or_default();
     let dialled: BTreeSet<&str> = facts
         .routes
         .iter()

@@ -5,9 +5,9 @@
 //! remembered address of a location whose pass target now names a port nothing listens on is
 //! a candidate for the typo'd port (`facts::mapping`).
 
+use crate::state_file::StateFile;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// File name of the memory inside `state_dir`.
@@ -26,29 +26,16 @@ pub const MAX_ADDRESSES: usize = 32;
 pub const MAX_BYTES: u64 = 4 << 20;
 
 /// Failures reading or writing the memory.
-#[derive(Debug, thiserror::Error)]
-pub enum LastGoodError {
-    #[error("cannot read the last good configurations `{}`", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("`{}` is larger than {MAX_BYTES} bytes: not read\nhelp: remove it; the daemon writes it again from the next probe that answers", path.display())]
-    TooLarge { path: PathBuf },
-    #[error("`{}` is not a last-good file: {reason}\nhelp: remove it; the daemon writes it again from the next probe that answers", path.display())]
-    Invalid { path: PathBuf, reason: String },
-    #[error("`{}` holds last-good version {found}; this nginx-medic reads version {VERSION} only\nhelp: use the nginx-medic that wrote it, or remove the file", path.display())]
-    Version { path: PathBuf, found: u64 },
-    #[error("cannot create the state directory `{}`", path.display())]
-    StateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot save the last good configurations")]
-    Write(#[from] crate::adapters::fs::FsError),
-}
+pub type LastGoodError = crate::state_file::StateFileError;
+
+/// How the memory is kept in `state_dir`.
+const FILE: StateFile = StateFile {
+    name: LAST_GOOD_FILE,
+    what: "last-good",
+    version: VERSION,
+    max_bytes: MAX_BYTES,
+    help: "remove it; the daemon writes it again from the next probe that answers",
+};
 
 /// Which location: its site (first `server_name`, or `_`, and its `listen` addresses: blocks of
 /// one name on two ports are two sites), its path, and the file of its pass directive.
@@ -82,12 +69,6 @@ pub struct LastGood {
     pub locations: Vec<Remembered>,
 }
 
-/// Only the version, read first so an unknown version is named as such.
-#[derive(Deserialize)]
-struct Versioned {
-    version: Option<u64>,
-}
-
 impl LastGood {
     /// Nothing remembered.
     pub fn empty() -> Self {
@@ -99,67 +80,17 @@ impl LastGood {
 
     /// The path of the file in `state_dir`.
     pub fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join(LAST_GOOD_FILE)
+        FILE.path(state_dir)
     }
 
     /// Reads the memory of `state_dir` (at most [`MAX_BYTES`]); no file: nothing remembered.
     pub fn load(state_dir: &Path) -> Result<Self, LastGoodError> {
-        let path = Self::path(state_dir);
-        let file = match std::fs::File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::empty()),
-            Err(source) => return Err(LastGoodError::Read { path, source }),
-        };
-        let mut text = String::new();
-        file.take(MAX_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(|source| LastGoodError::Read {
-                path: path.clone(),
-                source,
-            })?;
-        if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_BYTES {
-            return Err(LastGoodError::TooLarge { path });
-        }
-        Self::parse(&path, &text)
-    }
-
-    /// Parses the text of `path`.
-    pub fn parse(path: &Path, text: &str) -> Result<Self, LastGoodError> {
-        let invalid = |e: serde_json::Error| LastGoodError::Invalid {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
-        let versioned: Versioned = serde_json::from_str(text).map_err(invalid)?;
-        match versioned.version {
-            Some(v) if v == u64::from(VERSION) => serde_json::from_str(text).map_err(invalid),
-            Some(found) => Err(LastGoodError::Version {
-                path: path.to_path_buf(),
-                found,
-            }),
-            None => Err(LastGoodError::Invalid {
-                path: path.to_path_buf(),
-                reason: "no `version`".into(),
-            }),
-        }
+        Ok(FILE.load(state_dir)?.unwrap_or_else(Self::empty))
     }
 
     /// Writes the memory to `state_dir` (created mode 0700 if missing), atomically, mode 0600.
     pub fn save(&self, state_dir: &Path) -> Result<(), LastGoodError> {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(state_dir)
-            .map_err(|source| LastGoodError::StateDir {
-                path: state_dir.to_path_buf(),
-                source,
-            })?;
-        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
-        text.push('\n');
-        Ok(crate::adapters::fs::atomic_write_private(
-            &Self::path(state_dir),
-            text.as_bytes(),
-        )?)
+        FILE.save(state_dir, self)
     }
 
     /// The addresses `key` dialled when a probe last answered.
