@@ -48,7 +48,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     // A reviewed plan is read (and refused when it does not parse) before anything else.
     let reviewed = args.plan.as_deref().map(read_plan).transpose()?;
     // One actor per host: the daemon's lock, held until the apply is over.
-    let _lock = crate::daemon::lock::InstanceLock::acquire(&settings.daemon.lock_file)?;
+    let _lock = crate::daemon::lock::InstanceLock::acquire(&settings.daemon.lock_file, "apply")?;
     let d = diagnose(settings).await?;
     // A finding whose playbook has no actions (a crash loop) is reported, never acted on.
     let report_only = d.findings.iter().any(|f| {

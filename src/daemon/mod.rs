@@ -142,7 +142,7 @@ pub async fn run(
     settings: Settings,
     playbooks: PlaybookSet,
 ) -> Result<(), DaemonError> {
-    let _lock = lock::InstanceLock::acquire(&settings.daemon.lock_file)?;
+    let _lock = lock::InstanceLock::acquire(&settings.daemon.lock_file, "run")?;
     let notifier = Arc::new(Notifier::from_env());
     let metrics = SharedMetrics::default();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
