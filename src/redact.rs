@@ -57,6 +57,41 @@ pub fn env_text(text: &str, keep: Option<&str>) -> String {
 /// A unified diff of an environment file, its context and changed lines redacted as
 /// [`env_text`].
 pub fn env_diff(diff: &str, keep: Option<&str>) -> String {
+    diff_lines(diff, |text| env_text(text, keep))
+}
+
+/// One line of a PHP-FPM pool file with the value of an `env[NAME] = value` redacted: a pool
+/// passes secrets to PHP that way. Other settings (`listen.*`, `pm.*`) are shown.
+fn pool_line(line: &str) -> Cow<'_, str> {
+    let body = line.trim_start();
+    let Some(rest) = body.strip_prefix("env[") else {
+        return Cow::Borrowed(line);
+    };
+    let Some((_, value)) = rest.split_once('=') else {
+        return Cow::Borrowed(line);
+    };
+    if value.trim().is_empty() {
+        return Cow::Borrowed(line);
+    }
+    let head = line.len() - value.len();
+    Cow::Owned(format!(
+        "{} {REDACTED}",
+        line.get(..head).unwrap_or_default()
+    ))
+}
+
+/// A pool file's text with every `env[…]` value redacted; line endings unchanged.
+pub fn pool_text(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| match line.strip_suffix('\n') {
+            Some(body) => format!("{}\n", pool_line(body)),
+            None => pool_line(line).into_owned(),
+        })
+        .collect()
+}
+
+/// The lines of a unified diff, each context or changed line's text passed through `redact`.
+fn diff_lines(diff: &str, redact: impl Fn(&str) -> String) -> String {
     diff.split_inclusive('\n')
         .map(|line| {
             if line.starts_with("+++") || line.starts_with("---") || line.starts_with("@@") {
@@ -65,7 +100,7 @@ pub fn env_diff(diff: &str, keep: Option<&str>) -> String {
             match line.char_indices().nth(1) {
                 Some((at, _)) if line.starts_with([' ', '+', '-']) => {
                     let (mark, rest) = line.split_at(at);
-                    format!("{mark}{}", env_text(rest, keep))
+                    format!("{mark}{}", redact(rest))
                 }
                 _ => line.to_string(),
             }
@@ -73,20 +108,30 @@ pub fn env_diff(diff: &str, keep: Option<&str>) -> String {
         .collect()
 }
 
-/// A plan step as shown: the edit of an environment file keeps only the bind key's value, in
-/// the new content and in the diff. A unit drop-in or a configuration file is shown as is.
+/// A plan step as shown: the edit of an environment file keeps only the bind key's value, and
+/// the edit of a PHP-FPM pool hides its `env[…]` values, in the new content and in the diff. A
+/// unit drop-in (nginx-medic writes only the command line into it) or a configuration file is
+/// shown as is.
 pub fn step(step: &mut Step) {
-    if let PlannedAction::SetBindHost {
-        key,
-        edit,
-        daemon_reload: false,
-        ..
-    } = &mut step.action
-    {
-        edit.after = env_text(&edit.after, Some(key));
-        if let Some(diff) = &mut step.diff {
-            *diff = env_diff(diff, Some(key));
+    match &mut step.action {
+        PlannedAction::SetBindHost {
+            key,
+            edit,
+            daemon_reload: false,
+            ..
+        } => {
+            edit.after = env_text(&edit.after, Some(key));
+            if let Some(diff) = &mut step.diff {
+                *diff = env_diff(diff, Some(key));
+            }
         }
+        PlannedAction::SetPoolListen { edit, .. } => {
+            edit.after = pool_text(&edit.after);
+            if let Some(diff) = &mut step.diff {
+                *diff = diff_lines(diff, pool_text);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -135,6 +180,20 @@ pub fn control(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_env_values_are_redacted_and_its_listen_settings_shown() {
+        let text = "[www]\nlisten = /run/php/fpm.sock\nlisten.owner = www-data\nenv[DB_PASSWORD] = hunter2\n  env[EMPTY] =\n";
+        assert_eq!(
+            pool_text(text),
+            "[www]\nlisten = /run/php/fpm.sock\nlisten.owner = www-data\nenv[DB_PASSWORD] = <redacted>\n  env[EMPTY] =\n"
+        );
+        let diff = "--- a/www.conf\n+++ b/www.conf\n@@ -1,3 +1,3 @@\n-listen.owner = nobody\n+listen.owner = www-data\n env[TOKEN] = abc\n";
+        assert_eq!(
+            diff_lines(diff, pool_text),
+            "--- a/www.conf\n+++ b/www.conf\n@@ -1,3 +1,3 @@\n-listen.owner = nobody\n+listen.owner = www-data\n env[TOKEN] = <redacted>\n"
+        );
+    }
 
     #[test]
     fn env_values_but_the_bind_key_are_redacted() {
