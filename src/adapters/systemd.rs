@@ -353,15 +353,36 @@ fn is_already_subscribed(error_name: &str) -> bool {
     error_name == "org.freedesktop.systemd1.AlreadySubscribed"
 }
 
-/// Reads an environment file as systemd would; an unreadable file gives no variables.
-fn read_env_file(path: &str) -> std::collections::BTreeMap<String, String> {
-    crate::adapters::fs::read_settings_file(std::path::Path::new(path))
-        .map(|text| {
+/// Reads an environment file as systemd would, in bounded time and memory
+/// (`fs::read_settings_file`). An unreadable file gives no variables; one that exists but
+/// cannot be read (a FIFO, a device, a file too big, a redirected symlink) is named in a warning
+/// and its reason kept, and the rest of the unit is read as usual. A missing file is not an
+/// error: systemd itself skips an optional one, and a unit whose required one is missing does
+/// not start, which its state already says.
+fn read_env_file(unit: &str, path: &str) -> EnvironmentFile {
+    let read = crate::adapters::fs::read_settings_file(std::path::Path::new(path));
+    let (vars, error) = match read {
+        Ok(text) => (
             crate::facts::mapping::parse_env_file(&text)
                 .into_iter()
-                .collect()
-        })
-        .unwrap_or_default()
+                .collect(),
+            None,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Default::default(), None),
+        Err(e) => {
+            tracing::warn!(unit = %unit, file = %path, error = %e, "cannot read the unit's environment file; its variables are left out");
+            (
+                Default::default(),
+                Some(format!("cannot read `{path}`: {e}")),
+            )
+        }
+    };
+    EnvironmentFile {
+        path: path.to_string(),
+        optional: false,
+        vars,
+        error,
+    }
 }
 
 /// Builds a unit's facts from its `Unit` properties and, for a loaded service, its `Service`
@@ -414,9 +435,8 @@ fn add_service_facts(service: &Properties, facts: &mut UnitFacts) {
         .unwrap_or_default()
         .into_iter()
         .map(|(path, optional)| EnvironmentFile {
-            vars: read_env_file(&path),
-            path,
             optional,
+            ..read_env_file(&facts.name, &path)
         })
         .collect();
     facts.environment = service.get("Environment").unwrap_or_default();
@@ -956,6 +976,42 @@ mod tests {
         drop(systemd_conn);
         let end = tokio::time::timeout(std::time::Duration::from_secs(5), signals.next()).await;
         assert_eq!(end.unwrap(), None);
+    }
+
+    /// Issue 13, acceptance 6, for `EnvironmentFile=`: a `.env` that is a symlink to
+    /// `/dev/zero`, a device node, a FIFO or a 2 GB file is read in bounded time, gives no
+    /// variables and an error naming the file; a readable one beside it still reads.
+    #[test]
+    fn a_hostile_environment_file_is_refused_at_once_and_named() {
+        use crate::adapters::fs::hostile;
+        let dir = hostile::dir("env");
+        let good = dir.0.join("good.env");
+        std::fs::write(&good, "PORT=8000\n").unwrap();
+        for (i, kind) in hostile::KINDS.iter().enumerate() {
+            let path = dir.0.join(format!("{i}.env"));
+            hostile::make(kind, &path);
+            let shown = path.display().to_string();
+            let file = hostile::within(std::time::Duration::from_secs(5), kind, move || {
+                read_env_file("app.service", &shown)
+            });
+            assert!(file.vars.is_empty(), "{kind}");
+            let error = file.error.unwrap_or_else(|| panic!("{kind}: no error"));
+            assert!(
+                error.contains(&format!("`{}`", path.display())),
+                "{kind}: {error}"
+            );
+            let why = if *kind == "2 GB sparse" {
+                "more than a settings file holds"
+            } else {
+                "not a regular file"
+            };
+            assert!(error.contains(why), "{kind}: {error}");
+        }
+        let file = read_env_file("app.service", &good.display().to_string());
+        assert_eq!(file.vars.get("PORT").map(String::as_str), Some("8000"));
+        assert_eq!(file.error, None);
+        let missing = read_env_file("app.service", "/nonexistent/.env");
+        assert_eq!(missing.error, None, "a missing file is not an error");
     }
 
     #[test]

@@ -228,15 +228,16 @@ fn disk_facts(
 /// The most of a PM2 log file that is read.
 const PM2_LOG_TAIL: u64 = 64 * 1024;
 
-/// The last [`PM2_LOG_TAIL`] bytes of a log file, when it opens.
+/// The last [`PM2_LOG_TAIL`] bytes of a log file, when it opens (an app's: never a FIFO, a
+/// device or a redirected symlink; bounded whatever its size).
 fn log_tail(path: &str) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().map_or(0, |m| m.len());
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(PM2_LOG_TAIL)));
-    let mut bytes = Vec::new();
-    let _ = f.take(PM2_LOG_TAIL).read_to_end(&mut bytes);
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    match crate::adapters::fs::read_log_tail(std::path::Path::new(path), PM2_LOG_TAIL) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) => {
+            tracing::debug!(file = %path, error = %e, "cannot read the PM2 log");
+            None
+        }
+    }
 }
 
 /// A file's mtime, to the nanosecond.
