@@ -24,6 +24,23 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
     gather_remembering(settings, procfs, &BTreeMap::new()).await
 }
 
+/// [`gather_remembering`] for a blocking thread: the daemon runs a snapshot with
+/// `tokio::task::spawn_blocking(move || gather_blocking(handle, settings, procfs, remembered))`
+/// so that its file reads, /proc scans, config parsing and child processes never hold the
+/// runtime's only thread (the watchdog, the metrics endpoint and the signal stream keep
+/// running). `handle` is the runtime's (`tokio::runtime::Handle::current()`, taken before the
+/// spawn): the D-Bus calls are driven on it, which on a current-thread runtime works while its
+/// thread is in `block_on`, as the daemon's is. Everything is owned, so the closure is `'static`.
+/// Must not be called from inside an async task (it blocks on the runtime).
+pub fn gather_blocking(
+    handle: tokio::runtime::Handle,
+    settings: Settings,
+    procfs: Procfs,
+    remembered: BTreeMap<String, String>,
+) -> Facts {
+    handle.block_on(gather_remembering(&settings, &procfs, &remembered))
+}
+
 /// As [`gather`], knowing the unit that last owned each address's listening socket (the
 /// daemon remembers them): a backend that just stopped is mapped at once, without searching
 /// every service of the host.
@@ -725,6 +742,39 @@ mod tests {
     }
 
     use super::*;
+
+    /// The daemon's way to gather off its runtime: a blocking thread, the D-Bus calls driven by
+    /// the current-thread runtime meanwhile, which stays free (a timer on it keeps firing).
+    #[test]
+    fn gather_runs_on_a_blocking_thread_of_a_current_thread_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = crate::adapters::fs::hostile::dir("gather");
+        let mut settings =
+            crate::config::Settings::from_yaml(std::path::Path::new("medic.yaml"), "version: 1\n")
+                .unwrap();
+        settings.nginx.conf = dir.0.join("missing.conf");
+        settings.state_dir = dir.0.clone();
+        let (facts, ticks) = runtime.block_on(async move {
+            let handle = tokio::runtime::Handle::current();
+            let procfs = Procfs::system();
+            let gathered = tokio::task::spawn_blocking(move || {
+                gather_blocking(handle, settings, procfs, BTreeMap::new())
+            });
+            let mut ticks = 0u32;
+            let mut gathered = std::pin::pin!(gathered);
+            loop {
+                tokio::select! {
+                    facts = &mut gathered => break (facts.unwrap(), ticks),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(1)) => ticks += 1,
+                }
+            }
+        });
+        assert!(facts.nginx.ok().is_none(), "no configuration at that path");
+        assert!(ticks > 0, "the runtime's timers fired while gathering");
+    }
 
     #[test]
     fn last_owners_match_as_a_scan_by_port_or_path_does() {
