@@ -259,6 +259,38 @@ pub fn read_settings_file(path: &Path) -> io::Result<String> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text"))
 }
 
+/// The last `max` bytes of a log file that another user may control (a backend's
+/// `StandardOutput=append:` file, a PM2 log), read as [`read_settings_file`] reads: found as
+/// [`Pinned::locate`] finds it, opened without blocking (a FIFO does not hang the reader),
+/// refused unless it is a regular file (a symlink to `/dev/zero`, a device node). A file of
+/// any size costs at most `max` bytes (a 2 GB sparse file: its end only).
+pub fn read_log_tail(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let pinned = Pinned::locate(path).map_err(into_io)?;
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = rustix::fs::openat(
+        pinned.dir.fd.as_fd(),
+        pinned.name.as_os_str(),
+        flags,
+        Mode::empty(),
+    )
+    .map_err(io::Error::from)?;
+    let stat = rustix::fs::fstat(&fd).map_err(io::Error::from)?;
+    if FileType::from_raw_mode(stat.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "is not a regular file (a device, a FIFO or a socket); refused",
+        ));
+    }
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    let mut file = File::from(fd);
+    file.seek(SeekFrom::Start(size.saturating_sub(max)))?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// An [`FsError`] as the `io::Error` a reader expects: the OS error itself when there is one.
 fn into_io(e: FsError) -> io::Error {
     match e {
@@ -1203,6 +1235,79 @@ impl Drop for RemoveOnDrop {
         if let Some(path) = self.0.take() {
             let _ = fs::remove_file(path);
         }
+    }
+}
+
+/// Files no reader of an app's files may hang on or fill memory with, for tests (issue 13,
+/// acceptance 6): each kind made at a path in a fresh root-owned directory (so a symlink in
+/// it is followed, as one in an app's own directory to its own file would be).
+#[cfg(test)]
+pub mod hostile {
+    use std::path::{Path, PathBuf};
+
+    /// The kinds of hostile file.
+    pub const KINDS: [&str; 4] = ["symlink to /dev/zero", "char device", "fifo", "2 GB sparse"];
+
+    /// A directory removed on drop.
+    pub struct Dir(pub PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A fresh directory, mode 0755, owned by the test's user (root).
+    pub fn dir(tag: &str) -> Dir {
+        use std::os::unix::fs::PermissionsExt;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "nginx-medic-hostile-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Dir(dir)
+    }
+
+    /// Makes `path` a file of `kind` (one of [`KINDS`]).
+    pub fn make(kind: &str, path: &Path) {
+        use rustix::fs::{FileType, Mode, CWD};
+        match kind {
+            "symlink to /dev/zero" => std::os::unix::fs::symlink("/dev/zero", path).unwrap(),
+            // the device /dev/zero is, as a node of its own
+            "char device" => rustix::fs::mknodat(
+                CWD,
+                path,
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(0o644),
+                rustix::fs::makedev(1, 5),
+            )
+            .unwrap(),
+            "fifo" => rustix::fs::mknodat(CWD, path, FileType::Fifo, Mode::from_raw_mode(0o644), 0)
+                .unwrap(),
+            "2 GB sparse" => std::fs::File::create(path)
+                .unwrap()
+                .set_len(2 << 30)
+                .unwrap(),
+            other => panic!("no hostile kind `{other}`"),
+        }
+    }
+
+    /// Runs `read` on another thread and panics unless it returns within `limit`.
+    pub fn within<T: Send + 'static>(
+        limit: std::time::Duration,
+        what: &str,
+        read: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(read());
+        });
+        rx.recv_timeout(limit)
+            .unwrap_or_else(|_| panic!("{what}: not read within {limit:?}"))
     }
 }
 

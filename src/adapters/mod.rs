@@ -2,6 +2,7 @@
 //! probes, backend logs.
 
 pub mod backend_http;
+pub mod child;
 pub mod fs;
 pub mod nginx;
 pub mod pm2;

@@ -43,6 +43,7 @@ pub enum SystemdError {
 )]
 trait Manager {
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     #[allow(clippy::type_complexity)]
     fn list_units_by_patterns(
         &self,
@@ -352,15 +353,36 @@ fn is_already_subscribed(error_name: &str) -> bool {
     error_name == "org.freedesktop.systemd1.AlreadySubscribed"
 }
 
-/// Reads an environment file as systemd would; an unreadable file gives no variables.
-fn read_env_file(path: &str) -> std::collections::BTreeMap<String, String> {
-    crate::adapters::fs::read_settings_file(std::path::Path::new(path))
-        .map(|text| {
+/// Reads an environment file as systemd would, in bounded time and memory
+/// (`fs::read_settings_file`). An unreadable file gives no variables; one that exists but
+/// cannot be read (a FIFO, a device, a file too big, a redirected symlink) is named in a warning
+/// and its reason kept, and the rest of the unit is read as usual. A missing file is not an
+/// error: systemd itself skips an optional one, and a unit whose required one is missing does
+/// not start, which its state already says.
+fn read_env_file(unit: &str, path: &str) -> EnvironmentFile {
+    let read = crate::adapters::fs::read_settings_file(std::path::Path::new(path));
+    let (vars, error) = match read {
+        Ok(text) => (
             crate::facts::mapping::parse_env_file(&text)
                 .into_iter()
-                .collect()
-        })
-        .unwrap_or_default()
+                .collect(),
+            None,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Default::default(), None),
+        Err(e) => {
+            tracing::warn!(unit = %unit, file = %path, error = %e, "cannot read the unit's environment file; its variables are left out");
+            (
+                Default::default(),
+                Some(format!("cannot read `{path}`: {e}")),
+            )
+        }
+    };
+    EnvironmentFile {
+        path: path.to_string(),
+        optional: false,
+        vars,
+        error,
+    }
 }
 
 /// Builds a unit's facts from its `Unit` properties and, for a loaded service, its `Service`
@@ -413,9 +435,8 @@ fn add_service_facts(service: &Properties, facts: &mut UnitFacts) {
         .unwrap_or_default()
         .into_iter()
         .map(|(path, optional)| EnvironmentFile {
-            vars: read_env_file(&path),
-            path,
             optional,
+            ..read_env_file(&facts.name, &path)
         })
         .collect();
     facts.environment = service.get("Environment").unwrap_or_default();
@@ -443,14 +464,28 @@ pub enum UnitSignal {
     ActiveState { unit: String, state: String },
 }
 
+/// The bus daemon's own name: `NameOwnerChanged` is believed only from it.
+const BUS_DAEMON_NAME: &str = "org.freedesktop.DBus";
+
+/// What the signal stream reads off the connection: a unit signal of systemd's, or the news
+/// that systemd's bus name changed hands (a re-exec, a restart), which ends the stream.
+enum Heard {
+    Unit(UnitSignal),
+    OwnerChanged,
+    Other,
+}
+
 impl Systemd {
     /// Subscribes to the manager's signals and yields every unit job and `ActiveState` change,
-    /// for every unit: the caller picks the units it watches. The stream ends when the bus
-    /// connection does.
+    /// for every unit: the caller picks the units it watches. Only signals sent by the
+    /// connection that owns `org.freedesktop.systemd1` now are yielded (any local client may
+    /// send a `JobNew` or a `PropertiesChanged`, broadcast or addressed to this connection);
+    /// the stream ends when that name changes owner or the connection closes, so the caller
+    /// subscribes again to the new owner.
     pub async fn unit_signals(
         &self,
-    ) -> Result<impl futures_lite::Stream<Item = UnitSignal> + Unpin, SystemdError> {
-        use futures_lite::StreamExt;
+    ) -> Result<futures_util::stream::BoxStream<'static, UnitSignal>, SystemdError> {
+        use futures_util::StreamExt;
         let call = |call: &'static str| {
             move |source| SystemdError::Call {
                 call,
@@ -458,20 +493,111 @@ impl Systemd {
                 source,
             }
         };
+        // Watch the name first, so a change of owner after the owner is read is not missed.
+        let owner_rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .sender(BUS_DAEMON_NAME)
+            .and_then(|b| b.interface("org.freedesktop.DBus"))
+            .and_then(|b| b.member("NameOwnerChanged"))
+            .and_then(|b| b.add_arg(SYSTEMD_BUS_NAME))
+            .map_err(call("AddMatch"))?
+            .build();
+        let owner_changes = zbus::MessageStream::for_match_rule(owner_rule, &self.conn, Some(16))
+            .await
+            .map_err(call("AddMatch"))?;
+        let owner = zbus::fdo::DBusProxy::new(&self.conn)
+            .await
+            .map_err(call("DBus"))?
+            .get_name_owner(zbus::names::BusName::WellKnown(
+                zbus::names::WellKnownName::from_static_str_unchecked(SYSTEMD_BUS_NAME),
+            ))
+            .await
+            .map_err(|e| call("GetNameOwner")(e.into()))?;
         let rule = zbus::MatchRule::builder()
             .msg_type(zbus::message::Type::Signal)
-            .sender(SYSTEMD_BUS_NAME)
+            .sender(owner.as_str())
             .and_then(|b| b.path_namespace("/org/freedesktop/systemd1"))
-            .map_err(|e| call("AddMatch")(e))?
-            .build();
+            .map_err(call("AddMatch"))?
+            .build()
+            .into_owned();
         // Listen before subscribing, so nothing emitted in between is lost.
-        let stream = zbus::MessageStream::for_match_rule(rule, &self.conn, Some(256))
+        let signals = zbus::MessageStream::for_match_rule(rule, &self.conn, Some(256))
             .await
             .map_err(call("AddMatch"))?;
         let manager = self.manager().await.map_err(call("Manager"))?;
         subscribe(&manager).await.map_err(call("Subscribe"))?;
-        Ok(stream.filter_map(|message| message.ok().and_then(|m| unit_signal(&m))))
+        let owner = owner.to_string();
+        let heard_owner = owner_changes.map(|m| match m {
+            Ok(m) if sent_by(&m, BUS_DAEMON_NAME) => Heard::OwnerChanged,
+            _ => Heard::Other,
+        });
+        let heard_unit = signals.map(move |m| match m {
+            // The bus filters on the sender already; a signal addressed to this connection
+            // reaches it whatever the rule says, so the sender is checked here too.
+            Ok(m) if sent_by(&m, &owner) => unit_signal(&m).map_or(Heard::Other, Heard::Unit),
+            _ => Heard::Other,
+        });
+        Ok(futures_util::stream::select(heard_owner, heard_unit)
+            .take_while(|h| std::future::ready(!matches!(h, Heard::OwnerChanged)))
+            .filter_map(|h| {
+                std::future::ready(match h {
+                    Heard::Unit(signal) => Some(signal),
+                    Heard::OwnerChanged | Heard::Other => None,
+                })
+            })
+            .boxed())
     }
+
+    /// The job systemd has queued or is running for a unit (`Unit.Job`, `(uo)`, id 0 = none):
+    /// whether the unit is in transition, asked of systemd rather than counted from signals. A
+    /// unit the manager has not loaded has no job.
+    pub async fn unit_job(&self, name: &str) -> Result<Option<u32>, SystemdError> {
+        let call = |call: &'static str| {
+            let unit = name.to_string();
+            move |source| SystemdError::Call { call, unit, source }
+        };
+        let path = match self
+            .manager()
+            .await
+            .map_err(call("Manager"))?
+            .get_unit(name)
+            .await
+        {
+            Ok(path) => path,
+            Err(zbus::Error::MethodError(error, _, _))
+                if error.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(call("GetUnit")(e)),
+        };
+        let proxy = zbus::fdo::PropertiesProxy::builder(&self.conn)
+            .destination(SYSTEMD_BUS_NAME)
+            .and_then(|b| b.path(path))
+            .map_err(call("Properties"))?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("Properties"))?;
+        let value = proxy
+            .get(
+                InterfaceName::from_static_str_unchecked(UNIT_INTERFACE),
+                "Job",
+            )
+            .await
+            .map_err(|e| call("Get Job")(e.into()))?;
+        let (id, _job) = <(u32, OwnedObjectPath)>::try_from(value)
+            .map_err(|e| call("Get Job")(zbus::Error::Variant(e)))?;
+        Ok((id != 0).then_some(id))
+    }
+}
+
+/// Whether the message was sent by `name` (a unique name, or the bus daemon's own).
+fn sent_by(message: &zbus::Message, name: &str) -> bool {
+    message
+        .header()
+        .sender()
+        .is_some_and(|sender| sender.as_str() == name)
 }
 
 fn unit_signal(message: &zbus::Message) -> Option<UnitSignal> {
@@ -542,6 +668,26 @@ mod tests {
             #[zbus(error)]
             ZBus(zbus::Error),
             AlreadySubscribed(String),
+            NoSuchUnit(String),
+        }
+
+        /// One unit's object: its `Job` property, `(0, "/")` when it has none.
+        pub struct Unit {
+            pub job: Arc<Mutex<u32>>,
+        }
+
+        #[zbus::interface(name = "org.freedesktop.systemd1.Unit")]
+        impl Unit {
+            #[zbus(property)]
+            fn job(&self) -> (u32, OwnedObjectPath) {
+                let id = *self.job.lock().unwrap();
+                let path = if id == 0 {
+                    "/".to_string()
+                } else {
+                    format!("/org/freedesktop/systemd1/job/{id}")
+                };
+                (id, ObjectPath::try_from(path).unwrap().into())
+            }
         }
 
         #[derive(Default, Clone)]
@@ -552,6 +698,18 @@ mod tests {
 
         #[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
         impl Manager {
+            /// Only `a.service` is loaded.
+            async fn get_unit(&self, name: &str) -> Result<OwnedObjectPath, Error> {
+                if name != "a.service" {
+                    return Err(Error::NoSuchUnit(format!("Unit {name} not loaded.")));
+                }
+                Ok(
+                    ObjectPath::try_from("/org/freedesktop/systemd1/unit/a_2eservice")
+                        .unwrap()
+                        .into(),
+                )
+            }
+
             async fn subscribe(&self) -> Result<(), Error> {
                 let mut n = self.subscribes.lock().unwrap();
                 *n += 1;
@@ -601,8 +759,13 @@ mod tests {
     impl PrivateBus {
         fn start() -> PrivateBus {
             // a short path of address-safe bytes: a D-Bus address escapes the others
-            let dir =
-                std::path::PathBuf::from(format!("/tmp/nginx-medic-bus-{}", std::process::id()));
+            // and one per bus: the tests of one process run at once
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::path::PathBuf::from(format!(
+                "/tmp/nginx-medic-bus-{}-{n}",
+                std::process::id()
+            ));
             std::fs::create_dir_all(&dir).unwrap();
             let socket = dir.join("bus");
             let address = format!("unix:path={}", socket.display());
@@ -672,6 +835,183 @@ mod tests {
             2,
             "the second Subscribe was answered AlreadySubscribed and counted as success"
         );
+    }
+
+    /// A connection to the private bus, holding `name` when given.
+    async fn connect(bus: &PrivateBus, name: Option<&str>) -> zbus::Connection {
+        let mut builder = zbus::connection::Builder::address(bus.address.as_str()).unwrap();
+        if let Some(name) = name {
+            builder = builder.name(name.to_string()).unwrap();
+        }
+        builder.build().await.unwrap()
+    }
+
+    /// Sends a `JobNew` for `unit` from `conn`, to everyone or to `to`.
+    async fn job_new(conn: &zbus::Connection, to: Option<&str>, unit: &str) {
+        let job = ObjectPath::try_from("/org/freedesktop/systemd1/job/9").unwrap();
+        conn.emit_signal(
+            to,
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.systemd1.Manager",
+            "JobNew",
+            &(9u32, job, unit),
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Sends a `PropertiesChanged` saying `unit` is now `state`, from `conn`, to everyone or
+    /// to `to`.
+    async fn active_state(conn: &zbus::Connection, to: Option<&str>, unit_path: &str, state: &str) {
+        use zbus::zvariant::Value;
+        let changed: std::collections::HashMap<&str, Value<'_>> =
+            [("ActiveState", Value::from(state))].into_iter().collect();
+        conn.emit_signal(
+            to,
+            unit_path,
+            "org.freedesktop.DBus.Properties",
+            "PropertiesChanged",
+            &(UNIT_INTERFACE, changed, Vec::<String>::new()),
+        )
+        .await
+        .unwrap();
+    }
+
+    use zbus::zvariant::ObjectPath;
+
+    /// Issue 13, acceptance 4: a `JobNew` and a `PropertiesChanged` from another client of
+    /// the bus, broadcast or addressed to nginx-medic's connection, are not heard; systemd's
+    /// own are. (Before: the rule named the well-known name, which zbus matches against any
+    /// sender, and a signal addressed to the connection passes the bus's filter, so the fake
+    /// `JobNew` was heard and counted as a pending job.)
+    #[tokio::test]
+    async fn signals_from_another_sender_are_not_heard() {
+        use futures_lite::StreamExt;
+        let bus = PrivateBus::start();
+        let job = std::sync::Arc::new(std::sync::Mutex::new(0));
+        let systemd_conn = zbus::connection::Builder::address(bus.address.as_str())
+            .unwrap()
+            .name(SYSTEMD_BUS_NAME)
+            .unwrap()
+            .serve_at("/org/freedesktop/systemd1", fake::Manager::default())
+            .unwrap()
+            .serve_at(
+                "/org/freedesktop/systemd1/unit/a_2eservice",
+                fake::Unit { job: job.clone() },
+            )
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let systemd = Systemd {
+            conn: connect(&bus, None).await,
+        };
+        let mut signals = systemd.unit_signals().await.unwrap();
+        let ours = systemd.conn.unique_name().unwrap().to_string();
+        let intruder = connect(&bus, None).await;
+        let unit_path = "/org/freedesktop/systemd1/unit/a_2eservice";
+        for to in [None, Some(ours.as_str())] {
+            job_new(&intruder, to, "a.service").await;
+            active_state(&intruder, to, unit_path, "deactivating").await;
+        }
+        // A round trip through the bus: the intruder's signals are routed before what follows.
+        zbus::fdo::DBusProxy::new(&intruder)
+            .await
+            .unwrap()
+            .get_id()
+            .await
+            .unwrap();
+        job_new(&systemd_conn, None, "b.service").await;
+        active_state(&systemd_conn, None, unit_path, "active").await;
+        let wait = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(wait, signals.next()).await.unwrap();
+        assert_eq!(
+            first,
+            Some(UnitSignal::JobNew {
+                unit: "b.service".into()
+            }),
+            "the first signal heard is systemd's own"
+        );
+        let second = tokio::time::timeout(wait, signals.next()).await.unwrap();
+        assert_eq!(
+            second,
+            Some(UnitSignal::ActiveState {
+                unit: "a.service".into(),
+                state: "active".into()
+            })
+        );
+        let more =
+            tokio::time::timeout(std::time::Duration::from_millis(300), signals.next()).await;
+        assert!(more.is_err(), "nothing else was heard: {more:?}");
+        // Nor is a unit held pending by the fake `JobNew`: its job is read from `Unit.Job`.
+        assert_eq!(systemd.unit_job("a.service").await.unwrap(), None);
+        *job.lock().unwrap() = 7;
+        assert_eq!(systemd.unit_job("a.service").await.unwrap(), Some(7));
+        assert_eq!(
+            systemd.unit_job("unloaded.service").await.unwrap(),
+            None,
+            "a unit the manager has not loaded has no job"
+        );
+    }
+
+    /// systemd's name changing hands (a re-exec) ends the stream, so that the daemon subscribes
+    /// again to the new owner instead of hearing nothing.
+    #[tokio::test]
+    async fn the_stream_ends_when_systemd_changes_owner() {
+        use futures_lite::StreamExt;
+        let bus = PrivateBus::start();
+        let systemd_conn = zbus::connection::Builder::address(bus.address.as_str())
+            .unwrap()
+            .name(SYSTEMD_BUS_NAME)
+            .unwrap()
+            .serve_at("/org/freedesktop/systemd1", fake::Manager::default())
+            .unwrap()
+            .build()
+            .await
+            .unwrap();
+        let systemd = Systemd {
+            conn: connect(&bus, None).await,
+        };
+        let mut signals = systemd.unit_signals().await.unwrap();
+        drop(systemd_conn);
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), signals.next()).await;
+        assert_eq!(end.unwrap(), None);
+    }
+
+    /// Issue 13, acceptance 6, for `EnvironmentFile=`: a `.env` that is a symlink to
+    /// `/dev/zero`, a device node, a FIFO or a 2 GB file is read in bounded time, gives no
+    /// variables and an error naming the file; a readable one beside it still reads.
+    #[test]
+    fn a_hostile_environment_file_is_refused_at_once_and_named() {
+        use crate::adapters::fs::hostile;
+        let dir = hostile::dir("env");
+        let good = dir.0.join("good.env");
+        std::fs::write(&good, "PORT=8000\n").unwrap();
+        for (i, kind) in hostile::KINDS.iter().enumerate() {
+            let path = dir.0.join(format!("{i}.env"));
+            hostile::make(kind, &path);
+            let shown = path.display().to_string();
+            let file = hostile::within(std::time::Duration::from_secs(5), kind, move || {
+                read_env_file("app.service", &shown)
+            });
+            assert!(file.vars.is_empty(), "{kind}");
+            let error = file.error.unwrap_or_else(|| panic!("{kind}: no error"));
+            assert!(
+                error.contains(&format!("`{}`", path.display())),
+                "{kind}: {error}"
+            );
+            let why = if *kind == "2 GB sparse" {
+                "more than a settings file holds"
+            } else {
+                "not a regular file"
+            };
+            assert!(error.contains(why), "{kind}: {error}");
+        }
+        let file = read_env_file("app.service", &good.display().to_string());
+        assert_eq!(file.vars.get("PORT").map(String::as_str), Some("8000"));
+        assert_eq!(file.error, None);
+        let missing = read_env_file("app.service", "/nonexistent/.env");
+        assert_eq!(missing.error, None, "a missing file is not an error");
     }
 
     #[test]

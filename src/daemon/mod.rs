@@ -107,8 +107,6 @@ struct Site {
 struct Shared {
     sites: Mutex<Vec<Site>>,
     watched_units: Mutex<BTreeSet<String>>,
-    /// Units with a systemd job queued or running (in transition: never acted on).
-    pending_jobs: Mutex<BTreeMap<String, u32>>,
     probe_interval: Mutex<Duration>,
     /// Where the last good configurations are kept (`settings.state_dir`).
     state_dir: Mutex<PathBuf>,
@@ -615,7 +613,7 @@ impl Daemon {
             if self.report_held(finding, &steps) {
                 continue;
             }
-            if let Some(unit) = self.in_transition(finding, &targets) {
+            if let Some(unit) = self.in_transition(finding, &targets).await {
                 events::settling(finding, &unit);
                 retry = true;
                 continue;
@@ -667,18 +665,31 @@ impl Daemon {
         }
     }
 
-    /// The unit of the finding, when it has a job queued or is between states.
-    fn in_transition(&self, finding: &Finding, targets: &[Target]) -> Option<String> {
+    /// The unit of the finding, when it has a job queued or is between states. Whether it has
+    /// a job is asked of systemd (`Unit.Job`), not counted from signals: a signal any client
+    /// can send must not hold a unit pending. A manager that cannot be asked holds nothing
+    /// (the heal's own calls would fail and escalate).
+    async fn in_transition(&self, finding: &Finding, targets: &[Target]) -> Option<String> {
         let unit = finding.unit.as_ref()?;
-        let pending = locked(&self.shared.pending_jobs)
-            .get(unit)
-            .is_some_and(|n| *n > 0);
         let state = targets
             .get(finding.target)
             .and_then(|t| t.context.unit.as_ref())
             .map(|u| u.active_state.as_str())
             .unwrap_or("");
-        (pending || IN_TRANSITION.contains(&state)).then(|| unit.clone())
+        if IN_TRANSITION.contains(&state) {
+            return Some(unit.clone());
+        }
+        let job = match Systemd::connect(self.settings.bus).await {
+            Ok(systemd) => systemd.unit_job(unit).await,
+            Err(e) => Err(e),
+        };
+        match job {
+            Ok(job) => job.map(|_| unit.clone()),
+            Err(e) => {
+                tracing::debug!(unit = %unit, error = %crate::error_text::chain(&e), "cannot read the unit's job");
+                None
+            }
+        }
     }
 
     /// `observe`: the plan, once per incident (and again when it changes).
@@ -1132,23 +1143,10 @@ async fn watch_units(bus: crate::config::Bus, shared: Arc<Shared>, tx: Unbounded
             continue;
         };
         warned = false;
-        locked(&shared.pending_jobs).clear();
         while let Some(signal) = stream.next().await {
             let (unit, what) = match signal {
-                UnitSignal::JobNew { unit } => {
-                    *locked(&shared.pending_jobs)
-                        .entry(unit.clone())
-                        .or_default() += 1;
-                    (unit, "job queued".to_string())
-                }
-                UnitSignal::JobRemoved { unit, result } => {
-                    let mut jobs = locked(&shared.pending_jobs);
-                    if let Some(n) = jobs.get_mut(&unit) {
-                        *n = n.saturating_sub(1);
-                    }
-                    drop(jobs);
-                    (unit, format!("job {result}"))
-                }
+                UnitSignal::JobNew { unit } => (unit, "job queued".to_string()),
+                UnitSignal::JobRemoved { unit, result } => (unit, format!("job {result}")),
                 UnitSignal::ActiveState { unit, state } => (unit, state),
             };
             if locked(&shared.watched_units).contains(&unit) {

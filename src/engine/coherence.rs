@@ -465,6 +465,7 @@ mod tests {
                 path: ENV_FILE.into(),
                 optional: false,
                 vars,
+                error: None,
             }],
             environment: Vec::new(),
             control_group: Some("/system.slice/web.service".into()),

@@ -24,6 +24,23 @@ pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
     gather_remembering(settings, procfs, &BTreeMap::new()).await
 }
 
+/// [`gather_remembering`] for a blocking thread: the daemon runs a snapshot with
+/// `tokio::task::spawn_blocking(move || gather_blocking(handle, settings, procfs, remembered))`
+/// so that its file reads, /proc scans, config parsing and child processes never hold the
+/// runtime's only thread (the watchdog, the metrics endpoint and the signal stream keep
+/// running). `handle` is the runtime's (`tokio::runtime::Handle::current()`, taken before the
+/// spawn): the D-Bus calls are driven on it, which on a current-thread runtime works while its
+/// thread is in `block_on`, as the daemon's is. Everything is owned, so the closure is `'static`.
+/// Must not be called from inside an async task (it blocks on the runtime).
+pub fn gather_blocking(
+    handle: tokio::runtime::Handle,
+    settings: Settings,
+    procfs: Procfs,
+    remembered: BTreeMap<String, String>,
+) -> Facts {
+    handle.block_on(gather_remembering(&settings, &procfs, &remembered))
+}
+
 /// As [`gather`], knowing the unit that last owned each address's listening socket (the
 /// daemon remembers them): a backend that just stopped is mapped at once, without searching
 /// every service of the host.
@@ -38,8 +55,8 @@ pub async fn gather_remembering(
     let binary = nginx_binary(settings);
     let nginx = Gathered::from_result(read_nginx(&binary));
     let nginx_test = Gathered::from_result(
-        binary
-            .test()
+        nginx_test(&binary, nginx.ok())
+            .await
             .map(|t| super::nginx_test::NginxTest::from_output(t.ok, &t.output)),
     );
     let sockets = Gathered::from_result(procfs.socket_facts());
@@ -79,7 +96,18 @@ pub async fn gather_remembering(
                 remembered,
                 last_good: last_good.ok().unwrap_or(&no_memory),
             };
-            mapping::routes(n, &input, &resolve)
+            // each name once per snapshot: a name in many upstreams costs one lookup (and a
+            // dead resolver one timeout, not one per server)
+            let resolved = std::cell::RefCell::new(BTreeMap::<String, Vec<IpAddr>>::new());
+            let resolve_once = |host: &str| {
+                if let Some(ips) = resolved.borrow().get(host) {
+                    return ips.clone();
+                }
+                let ips = resolve(host);
+                resolved.borrow_mut().insert(host.to_string(), ips.clone());
+                ips
+            };
+            mapping::routes(n, &input, &resolve_once)
         }
         _ => Vec::new(),
     };
@@ -228,7 +256,6 @@ fn disk_facts(
 /// The most of a PM2 log file that is read.
 const PM2_LOG_TAIL: u64 = 64 * 1024;
 
-/// The last [`PM2_LOG_TAIL`] bytes of a log file, when it opens.
 /// The daemon's memory of hand-started backends; a damaged file is warned about and read as
 /// empty (the daemon replaces it at its next look).
 fn last_processes(
@@ -240,14 +267,16 @@ fn last_processes(
     })
 }
 
+/// The last [`PM2_LOG_TAIL`] bytes of a log file, when it opens (an app's: never a FIFO, a
+/// device or a redirected symlink; bounded whatever its size).
 fn log_tail(path: &str) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().map_or(0, |m| m.len());
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(PM2_LOG_TAIL)));
-    let mut bytes = Vec::new();
-    let _ = f.take(PM2_LOG_TAIL).read_to_end(&mut bytes);
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+    match crate::adapters::fs::read_log_tail(std::path::Path::new(path), PM2_LOG_TAIL) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) => {
+            tracing::debug!(file = %path, error = %e, "cannot read the PM2 log");
+            None
+        }
+    }
 }
 
 /// A file's mtime, to the nanosecond.
@@ -381,19 +410,22 @@ fn add_unit_output(unit: &mut UnitFacts, user_bus: bool) {
     } else {
         None
     };
-    unit.run.output =
-        match file {
-            Some(path) => unit_log::file_tail(&path).ok().map(|text| UnitOutput {
-                source: format!("file:{}", path.display()),
+    unit.run.output = match file {
+        Some(path) => unit_log::file_tail(&path).ok().map(|text| UnitOutput {
+            source: format!("file:{}", path.display()),
+            lines: unit_output::last_lines(&text, unit_output::OUTPUT_LINES),
+        }),
+        None => match unit_log::journal_tail(&unit.name, user_bus, unit_output::OUTPUT_LINES) {
+            Ok(text) => text.map(|text| UnitOutput {
+                source: "journal".into(),
                 lines: unit_output::last_lines(&text, unit_output::OUTPUT_LINES),
             }),
-            None => unit_log::journal_tail(&unit.name, user_bus, unit_output::OUTPUT_LINES).map(
-                |text| UnitOutput {
-                    source: "journal".into(),
-                    lines: unit_output::last_lines(&text, unit_output::OUTPUT_LINES),
-                },
-            ),
-        };
+            Err(e) => {
+                tracing::warn!(unit = %unit.name, error = %crate::error_text::chain(&e), "cannot read the unit's journal");
+                None
+            }
+        },
+    };
 }
 
 /// The nginx binary, configuration and prefix from the settings.
@@ -419,15 +451,85 @@ pub fn error_log_path(settings: &Settings, nginx: Option<&nginx::NginxFacts>) ->
         .or_else(|| nginx?.error_logs.first().cloned())
 }
 
-/// Resolves a host name as nginx would (getaddrinfo), without ports.
+/// The daemon's `nginx -t` results, kept for the life of the process (a CLI run tests once).
+static NGINX_TEST: crate::adapters::nginx::TestCache = crate::adapters::nginx::TestCache::new();
+
+/// `nginx -t` on the configuration as it is on disk, off the async runtime (a blocking thread,
+/// killed at [`crate::adapters::nginx::TEST_TIMEOUT`]), and only when a file the configuration
+/// loaded or the binary changed since the last result (`TestCache`). Without the list of files
+/// (the configuration does not parse) it always runs.
+async fn nginx_test(
+    binary: &NginxBinary,
+    nginx: Option<&nginx::NginxFacts>,
+) -> Result<crate::adapters::nginx::TestOutcome, String> {
+    let binary = binary.clone();
+    let files = nginx.map(|n| n.files.clone());
+    let test = tokio::task::spawn_blocking(move || match files {
+        Some(files) => NGINX_TEST.test(&binary, &files).map(|(outcome, cached)| {
+            tracing::debug!(cached, "nginx -t");
+            outcome
+        }),
+        None => binary.test(),
+    });
+    match test.await {
+        Ok(result) => result.map_err(|e| crate::error_text::chain(&e)),
+        Err(e) => Err(format!("`nginx -t` did not run to its end: {e}")),
+    }
+}
+
+/// How long one host name may take to resolve before it is left unresolved.
+pub const RESOLVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A name that could not be resolved in time.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("resolving `{host}` did not finish within {}s; it is left unresolved\nhelp: check the resolvers in /etc/resolv.conf", timeout.as_secs())]
+    TimedOut {
+        host: String,
+        timeout: std::time::Duration,
+    },
+}
+
+/// Resolves a host name as nginx would (getaddrinfo), without ports, on a thread of its own
+/// so that a dead resolver costs at most `timeout` (getaddrinfo cannot be cancelled: the thread
+/// ends when it returns, the caller does not wait for it). A name that does not resolve gives
+/// no addresses.
+pub fn resolve_within(
+    host: &str,
+    timeout: std::time::Duration,
+) -> Result<Vec<IpAddr>, ResolveError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("resolve".into())
+        .spawn(move || {
+            let mut ips: Vec<IpAddr> = (name.as_str(), 0)
+                .to_socket_addrs()
+                .map(|addrs| addrs.map(|a| a.ip()).collect())
+                .unwrap_or_default();
+            ips.sort();
+            ips.dedup();
+            let _ = tx.send(ips);
+        });
+    if spawned.is_err() {
+        return Ok(Vec::new());
+    }
+    rx.recv_timeout(timeout)
+        .map_err(|_| ResolveError::TimedOut {
+            host: host.to_string(),
+            timeout,
+        })
+}
+
+/// [`resolve_within`] at [`RESOLVE_TIMEOUT`], a timeout logged and taken as no addresses.
 fn resolve(host: &str) -> Vec<IpAddr> {
-    let mut ips: Vec<IpAddr> = (host, 0)
-        .to_socket_addrs()
-        .map(|addrs| addrs.map(|a| a.ip()).collect())
-        .unwrap_or_default();
-    ips.sort();
-    ips.dedup();
-    ips
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return vec![ip];
+    }
+    resolve_within(host, RESOLVE_TIMEOUT).unwrap_or_else(|e| {
+        tracing::warn!(host = %host, error = %crate::error_text::chain(&e), "name resolution timed out");
+        Vec::new()
+    })
 }
 
 /// The units worth reading: nginx's, the hinted ones, the owners of upstream sockets, and — only
@@ -633,7 +735,57 @@ fn unit_environments(units: &[UnitFacts]) -> BTreeMap<String, BTreeMap<String, S
 
 #[cfg(test)]
 mod tests {
+
+    /// Issue 13 item 6: resolution is bounded; a lookup past its deadline is named.
+    #[test]
+    fn name_resolution_has_a_deadline() {
+        let ips = resolve_within("localhost", std::time::Duration::from_secs(5)).unwrap();
+        assert!(ips.contains(&"127.0.0.1".parse().unwrap()), "{ips:?}");
+        let e = resolve_within("localhost", std::time::Duration::ZERO).unwrap_err();
+        assert_eq!(
+            e.to_string().lines().next().unwrap(),
+            "resolving `localhost` did not finish within 0s; it is left unresolved"
+        );
+        assert_eq!(
+            resolve("10.0.0.1"),
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+    }
+
     use super::*;
+
+    /// The daemon's way to gather off its runtime: a blocking thread, the D-Bus calls driven by
+    /// the current-thread runtime meanwhile, which stays free (a timer on it keeps firing).
+    #[test]
+    fn gather_runs_on_a_blocking_thread_of_a_current_thread_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = crate::adapters::fs::hostile::dir("gather");
+        let mut settings =
+            crate::config::Settings::from_yaml(std::path::Path::new("medic.yaml"), "version: 1\n")
+                .unwrap();
+        settings.nginx.conf = dir.0.join("missing.conf");
+        settings.state_dir = dir.0.clone();
+        let (facts, ticks) = runtime.block_on(async move {
+            let handle = tokio::runtime::Handle::current();
+            let procfs = Procfs::system();
+            let gathered = tokio::task::spawn_blocking(move || {
+                gather_blocking(handle, settings, procfs, BTreeMap::new())
+            });
+            let mut ticks = 0u32;
+            let mut gathered = std::pin::pin!(gathered);
+            loop {
+                tokio::select! {
+                    facts = &mut gathered => break (facts.unwrap(), ticks),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(1)) => ticks += 1,
+                }
+            }
+        });
+        assert!(facts.nginx.ok().is_none(), "no configuration at that path");
+        assert!(ticks > 0, "the runtime's timers fired while gathering");
+    }
 
     #[test]
     fn last_owners_match_as_a_scan_by_port_or_path_does() {

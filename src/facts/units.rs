@@ -88,6 +88,10 @@ pub struct EnvironmentFile {
     pub optional: bool,
     /// The `KEY=value` assignments read from the file (empty when unreadable).
     pub vars: BTreeMap<String, String>,
+    /// Why the file could not be read, when it exists but could not (refused: a FIFO, a
+    /// device, a file bigger than a settings file holds, a redirected symlink).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl UnitFacts {
