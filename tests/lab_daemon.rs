@@ -424,9 +424,55 @@ fn lab_daemon_escalates_a_crash_loop_once_and_leaves_it_alone() {
     );
     let samples = check_prometheus_text(&metrics(&lab));
     assert_eq!(samples.get("nginx_medic_escalations_total"), Some(&1.0));
+    // `status` shows the target left alone, its brakes, and the daemon running
+    let api = format!("127.0.0.1:{}", lab.port("api"));
+    let (code, status) = status_json(&lab);
+    assert_eq!(code, Some(2), "an incident is open: {status:#}");
+    assert_eq!(status["running"], true);
+    assert_eq!(status["current"], true, "{status:#}");
+    assert_eq!(status["pid"], daemon.pid());
+    let targets = status["daemon"]["targets"].as_array().unwrap();
+    let target = targets
+        .iter()
+        .find(|t| t["target"] == api.as_str())
+        .unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!(target["state"], "left_alone", "{target:#}");
+    assert_eq!(target["left_alone"], "escalated", "{target:#}");
+    assert_eq!(target["unit"], "api.service");
+    assert_eq!(target["incident"]["cause"], "backend-down", "{target:#}");
+    assert_eq!(target["brakes"]["escalated"], "crash_loop", "{target:#}");
+    assert_eq!(target["brakes"]["failures"], 2, "{target:#}");
+    let web = format!("127.0.0.1:{}", lab.port("web"));
+    let other = targets
+        .iter()
+        .find(|t| t["target"] == web.as_str())
+        .unwrap();
+    assert_eq!(other["state"], "healthy", "{other:#}");
     // the other site was never touched
     assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
     assert_eq!(daemon.stop().code(), Some(0));
+    let (code, status) = status_json(&lab);
+    assert_eq!(code, Some(4), "stopped: {status:#}");
+    assert_eq!(status["running"], false);
+}
+
+/// `nginx-medic status --json` on the lab: its exit code and document.
+fn status_json(lab: &Lab) -> (Option<i32>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nginx-medic"))
+        .arg("--config")
+        .arg(lab.config())
+        .args(["status", "--json"])
+        .envs(lab.env())
+        .output()
+        .expect("nginx-medic status");
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), doc)
 }
 
 #[test]
