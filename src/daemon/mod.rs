@@ -500,6 +500,8 @@ impl Daemon {
             tracing::debug!(?trigger, "trigger");
             self.triggered_at.get_or_insert_with(SystemTime::now);
         }
+        // the counts and pending flags changed: written by the loop within the second
+        self.status.dirty = true;
     }
 
     /// The state as `nginx-medic status` reads it: written when it changed, at most once a
