@@ -69,6 +69,9 @@ const MAX_LINE_BYTES: usize = 64 * 1024;
 pub struct Failure {
     pub class: LogClass,
     pub upstream_addr: Option<String>,
+    /// What the lines named when no address can be told (an upstream group's name for
+    /// `no live upstreams`, a host nginx could not resolve).
+    pub upstream: Option<String>,
     /// How many lines said it in this read.
     pub lines: usize,
 }
@@ -274,10 +277,15 @@ fn read_new(open: &mut Open, path: &Path) -> Vec<Failure> {
         }
     }
     let text = buf.get(from..).unwrap_or_default();
-    let mut heard: BTreeMap<(LogClass, Option<String>), usize> = BTreeMap::new();
+    let mut heard: BTreeMap<(LogClass, Option<String>, Option<String>), usize> = BTreeMap::new();
     let rest = crate::facts::log_scan::scan(text, |_, line| {
         if line.class != LogClass::Other {
-            *heard.entry((line.class, line.dialled())).or_default() += 1;
+            let address = line.dialled();
+            let named = address
+                .is_none()
+                .then(|| line.upstream.map(str::to_string))
+                .flatten();
+            *heard.entry((line.class, address, named)).or_default() += 1;
         }
     });
     let unfinished = text.get(rest..).unwrap_or_default();
@@ -288,9 +296,10 @@ fn read_new(open: &mut Open, path: &Path) -> Vec<Failure> {
     }
     heard
         .into_iter()
-        .map(|((class, upstream_addr), lines)| Failure {
+        .map(|((class, upstream_addr, upstream), lines)| Failure {
             class,
             upstream_addr,
+            upstream,
             lines,
         })
         .collect()

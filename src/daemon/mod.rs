@@ -67,6 +67,8 @@ enum Trigger {
     ErrorLog {
         upstream: Option<String>,
         class: crate::facts::error_log::LogClass,
+        /// What the line named when no address can be told (an upstream group's name).
+        named: Option<String>,
     },
     Unit {
         unit: String,
@@ -102,11 +104,18 @@ impl Trigger {
             Trigger::ErrorLog {
                 upstream: Some(address),
                 class,
+                ..
             } => Touch::Line {
                 address: address.clone(),
                 class: format!("{class:?}"),
             },
-            Trigger::ErrorLog { upstream: None, .. } => Touch::LineWithoutAddress,
+            Trigger::ErrorLog {
+                upstream: None,
+                class,
+                named,
+            } => Touch::LineWithoutAddress {
+                what: format!("{class:?} {}", named.as_deref().unwrap_or("")),
+            },
             Trigger::Unit { unit, .. } => Touch::Unit {
                 unit: unit.clone(),
                 settled: self.is_settled_unit(),
@@ -496,12 +505,16 @@ impl Daemon {
 
     /// A trigger: to the reconciler, which absorbs what changes nothing.
     fn hear(&mut self, trigger: &Trigger) {
-        if self.reconciler.trigger(&trigger.touch(), Instant::now()) == Heard::Pending {
+        let heard = self.reconciler.trigger(&trigger.touch(), Instant::now());
+        if heard == Heard::Pending {
             tracing::debug!(?trigger, "trigger");
             self.triggered_at.get_or_insert_with(SystemTime::now);
         }
-        // the counts and pending flags changed: written by the loop within the second
-        self.status.dirty = true;
+        // the counts and pending flags changed: written by the loop within the second (a probe
+        // that answers for a healthy site changes nothing)
+        if !matches!(trigger, Trigger::ProbeAnswered { .. }) || heard == Heard::Pending {
+            self.status.dirty = true;
+        }
     }
 
     /// The state as `nginx-medic status` reads it: written when it changed, at most once a
@@ -1254,6 +1267,7 @@ impl Daemon {
                     let _ = tx.send(Trigger::ErrorLog {
                         upstream: heard.upstream_addr.clone(),
                         class: heard.class,
+                        named: heard.upstream.clone(),
                     });
                 }));
                 self.follower = Some((path, task));

@@ -25,6 +25,10 @@ use std::time::{Duration, Instant};
 /// evaluation, also when nothing new is heard about it (retries of a failed heal).
 pub const LEFT_ALONE_REQUEUE: Duration = Duration::from_secs(30);
 
+/// At most this many distinct lines about no address are remembered (a bound on memory; one
+/// past it is always evaluated).
+const MAX_HOST_HEARD: usize = 256;
+
 /// Where a target stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -82,8 +86,9 @@ pub enum Verdict {
 pub enum Touch {
     /// An error-log line that dialled `address`, of class `class`.
     Line { address: String, class: String },
-    /// A line about no address that can be told (`no live upstreams`, a reload's `[emerg]`).
-    LineWithoutAddress,
+    /// A line about no address that can be told (`no live upstreams` names a group, not a
+    /// peer); `what` is its class and what it named.
+    LineWithoutAddress { what: String },
     /// A watched unit's signal; `settled` when it reached a lasting state.
     Unit { unit: String, settled: bool },
     /// A probe of `site` failed.
@@ -207,6 +212,8 @@ pub struct Reconciler {
     targets: BTreeMap<String, Entry>,
     /// Something no target accounts for asked for an evaluation.
     everything: Option<Pending>,
+    /// Lines about no address heard while an incident was open (at most `MAX_HOST_HEARD`).
+    host_heard: BTreeSet<String>,
     last_evaluation: Option<Instant>,
     evaluations: u64,
     absorbed: u64,
@@ -221,6 +228,7 @@ impl Reconciler {
             retry,
             targets: BTreeMap::new(),
             everything: None,
+            host_heard: BTreeSet::new(),
             last_evaluation: None,
             evaluations: 0,
             absorbed: 0,
@@ -260,7 +268,19 @@ impl Reconciler {
 
     fn hear(&mut self, touch: &Touch, now: Instant) -> Heard {
         match touch {
-            Touch::Everything | Touch::LineWithoutAddress => self.everything(now, false),
+            Touch::Everything => self.everything(now, false),
+            Touch::LineWithoutAddress { what } => {
+                // the same line again while an incident is open is no news; a new one asks
+                // for the whole host (it cannot be told which target it is about)
+                let open = self.targets.values().any(Entry::is_open);
+                if open && self.host_heard.contains(what) {
+                    return Heard::Absorbed;
+                }
+                if self.host_heard.len() < MAX_HOST_HEARD {
+                    self.host_heard.insert(what.clone());
+                }
+                self.everything(now, false)
+            }
             Touch::Line { address, class } => match self.targets.get_mut(address) {
                 Some(e) if e.is_open() && e.classes.contains(class) => {
                     e.absorbed += 1;
@@ -452,6 +472,9 @@ impl Reconciler {
             next.insert(s.address, e);
         }
         self.targets = next;
+        if !self.targets.values().any(Entry::is_open) {
+            self.host_heard.clear();
+        }
     }
 }
 
@@ -650,6 +673,27 @@ mod tests {
         assert_eq!(c.r.next_due(), None, "nothing is due until a trigger");
         c.r.healing(API, "api", Some("api.service"), "backend-down", t + ms(900));
         assert_eq!(c.r.targets()[API].state, State::Healing);
+    }
+
+    #[test]
+    fn a_line_about_no_address_is_evaluated_once_per_open_incident() {
+        let mut c = Clock::new();
+        let t = c.now + Duration::from_secs(1);
+        let group = Touch::LineWithoutAddress {
+            what: "NoLiveUpstreams api_backend".into(),
+        };
+        assert_eq!(c.r.trigger(&group, t), Heard::Pending);
+        let left = Verdict::LeftAlone(LeftAlone::Escalated);
+        c.run_until(t, &left);
+        for i in 0..10_000 {
+            assert_eq!(c.r.trigger(&group, t + ms(i)), Heard::Absorbed);
+        }
+        assert_eq!(c.run_until(t + ms(10_000), &left), 0);
+        // once nothing is open, the same line is news again
+        let healthy = Touch::ProbeAnswered { site: "api".into() };
+        c.r.trigger(&healthy, t + ms(10_000));
+        c.run_until(t + ms(10_300), &Verdict::Healthy);
+        assert_eq!(c.r.trigger(&group, t + ms(10_400)), Heard::Pending);
     }
 
     #[test]
