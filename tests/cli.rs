@@ -326,3 +326,138 @@ fn plan_out_writes_a_new_private_file_and_never_through_a_symlink() {
     assert_ne!(linked.status.code(), Some(0));
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
 }
+
+/// A status file as the daemon writes it: one target left alone after a crash loop.
+const STATUS: &str = r#"{
+  "version": 1,
+  "pid": 4242,
+  "mode": "apply",
+  "started": 1764590000.0,
+  "updated": 1764590100.0,
+  "evaluations": 12,
+  "absorbed": 340000,
+  "targets": [
+    {
+      "target": "127.0.0.1:8000",
+      "site": "api.lab",
+      "unit": "api.service",
+      "state": "left_alone",
+      "left_alone": "escalated",
+      "since": 1764590050.0,
+      "last_evaluated": 1764590090.0,
+      "requeue_at": 1764590120.0,
+      "pending": false,
+      "absorbed": 339990,
+      "incident": { "cause": "backend-down", "opened": 1764590040.0, "first_evidence": 1764590039.5 },
+      "brakes": { "actions": 2, "max_actions": 3, "rate_per_seconds": 600, "failures": 2, "max_failures": 2, "crash_within_seconds": 60, "rate_limited": false, "escalated": "crash_loop" }
+    },
+    {
+      "target": "127.0.0.1:8001",
+      "site": "web.lab",
+      "unit": "web.service",
+      "state": "healthy",
+      "left_alone": null,
+      "since": 1764590000.0,
+      "last_evaluated": 1764590090.0,
+      "requeue_at": null,
+      "pending": false,
+      "absorbed": 0,
+      "incident": null,
+      "brakes": { "actions": 0, "max_actions": 3, "rate_per_seconds": 600, "failures": 0, "max_failures": 2, "crash_within_seconds": 60, "rate_limited": false, "escalated": null }
+    }
+  ],
+  "breaker": { "open": false, "failures": 2, "max_failures": 5, "per_seconds": 600 },
+  "paused": [ { "unit": "db.service", "until": null } ],
+  "pause_error": null
+}
+"#;
+
+#[test]
+fn status_reads_the_daemon_file_and_says_when_the_daemon_is_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("medic.yaml");
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(&config, format!("state_dir: {}\n", state.display())).unwrap();
+    let config = config.to_str().unwrap();
+
+    // no daemon, no file
+    let out = medic(&["--config", config, "status"]);
+    assert_eq!(out.status.code(), Some(4), "not running exits 4");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "the daemon is not running (`nginx-medic run`), and no status was written\n"
+    );
+
+    // no daemon, a file left by the last one: shown, still exit 4
+    std::fs::write(state.join("status.json"), STATUS).unwrap();
+    let out = medic(&["--config", config, "status"]);
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("the daemon is not running; its last status ("),
+        "{text}"
+    );
+    assert!(text.contains("PID 4242) follows\n"), "{text}");
+    assert!(
+        text.contains("circuit breaker: closed (2 of 5 failed heals within 600 s)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("paused: db.service until resumed\n"),
+        "{text}"
+    );
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("127.0.0.1:8000"))
+        .unwrap_or_else(|| panic!("{text}"));
+    for cell in [
+        "api.lab",
+        "api.service",
+        "left alone (escalated)",
+        "backend-down, opened ",
+        "2/3 heals per 600 s, 2/2 failures per 60 s, escalated: crash_loop",
+    ] {
+        assert!(row.contains(cell), "{cell:?} in {row:?}");
+    }
+    let web = text
+        .lines()
+        .find(|l| l.starts_with("127.0.0.1:8001"))
+        .unwrap();
+    assert!(web.contains(" healthy "), "{web}");
+
+    let out = medic(&["--config", config, "status", "--json"]);
+    assert_eq!(out.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["running"], false);
+    assert_eq!(v["pid"], serde_json::Value::Null);
+    assert_eq!(v["current"], false);
+    assert_eq!(v["daemon"]["targets"][0]["state"], "left_alone");
+    assert_eq!(
+        v["daemon"]["targets"][0]["brakes"]["escalated"],
+        "crash_loop"
+    );
+    assert_eq!(v["daemon"]["absorbed"], 340000);
+
+    // another version, a file too large: exit 1 with what to do
+    std::fs::write(
+        state.join("status.json"),
+        STATUS.replace("\"version\": 1", "\"version\": 2"),
+    )
+    .unwrap();
+    let out = medic(&["--config", config, "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("has version 2, this nginx-medic reads version 1"),
+        "{err}"
+    );
+    std::fs::write(state.join("status.json"), " ".repeat(2 << 20)).unwrap();
+    let out = medic(&["--config", config, "status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is larger than 1048576 bytes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -424,9 +424,55 @@ fn lab_daemon_escalates_a_crash_loop_once_and_leaves_it_alone() {
     );
     let samples = check_prometheus_text(&metrics(&lab));
     assert_eq!(samples.get("nginx_medic_escalations_total"), Some(&1.0));
+    // `status` shows the target left alone, its brakes, and the daemon running
+    let api = format!("127.0.0.1:{}", lab.port("api"));
+    let (code, status) = status_json(&lab);
+    assert_eq!(code, Some(2), "an incident is open: {status:#}");
+    assert_eq!(status["running"], true);
+    assert_eq!(status["current"], true, "{status:#}");
+    assert_eq!(status["pid"], daemon.pid());
+    let targets = status["daemon"]["targets"].as_array().unwrap();
+    let target = targets
+        .iter()
+        .find(|t| t["target"] == api.as_str())
+        .unwrap_or_else(|| panic!("{status:#}"));
+    assert_eq!(target["state"], "left_alone", "{target:#}");
+    assert_eq!(target["left_alone"], "escalated", "{target:#}");
+    assert_eq!(target["unit"], "api.service");
+    assert_eq!(target["incident"]["cause"], "backend-down", "{target:#}");
+    assert_eq!(target["brakes"]["escalated"], "crash_loop", "{target:#}");
+    assert_eq!(target["brakes"]["failures"], 2, "{target:#}");
+    let web = format!("127.0.0.1:{}", lab.port("web"));
+    let other = targets
+        .iter()
+        .find(|t| t["target"] == web.as_str())
+        .unwrap();
+    assert_eq!(other["state"], "healthy", "{other:#}");
     // the other site was never touched
     assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
     assert_eq!(daemon.stop().code(), Some(0));
+    let (code, status) = status_json(&lab);
+    assert_eq!(code, Some(4), "stopped: {status:#}");
+    assert_eq!(status["running"], false);
+}
+
+/// `nginx-medic status --json` on the lab: its exit code and document.
+fn status_json(lab: &Lab) -> (Option<i32>, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nginx-medic"))
+        .arg("--config")
+        .arg(lab.config())
+        .args(["status", "--json"])
+        .envs(lab.env())
+        .output()
+        .expect("nginx-medic status");
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), doc)
 }
 
 #[test]
@@ -919,4 +965,108 @@ fn lab_daemon_ignores_unit_signals_from_anyone_but_systemd() {
         "api stopped after 20 forged JobNew: 200 after {} ms",
         took.as_millis()
     );
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the whole line, in clock ticks
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks
+        / nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .unwrap()
+            .unwrap_or(100) as f64
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn lab_daemon_a_storm_about_an_open_incident_costs_no_evaluation() {
+    let lab = Lab::start();
+    let config = "daemon:\n  probe_interval: 500ms\n  metrics: null\n".to_string();
+    let mut daemon = Daemon::start(&lab, &config);
+    assert!(lab.systemctl(&["stop", "api.service"]).status.success());
+    let api = format!("127.0.0.1:{}", lab.port("api"));
+    daemon.wait_log(
+        &format!("planned [{api} backend-down]"),
+        Duration::from_secs(15),
+    );
+    let evaluations = |s: &Value| s["daemon"]["evaluations"].as_u64().unwrap_or(0);
+    let absorbed = |s: &Value| s["daemon"]["absorbed"].as_u64().unwrap_or(0);
+    // the incident is open and left alone (observe mode), and the daemon has settled: no
+    // evaluation for 2 s (nginx's own lines about the probes' 502s have been heard)
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last: Option<Value> = None;
+    let before = loop {
+        let (_, status) = status_json(&lab);
+        let open = status["daemon"]["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|t| {
+                t["target"] == api.as_str() && t["state"] == "left_alone" && t["pending"] == false
+            });
+        if open
+            && last
+                .as_ref()
+                .is_some_and(|l| evaluations(l) == evaluations(&status))
+        {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status:#}\n{}", daemon.log());
+        last = open.then_some(status);
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let (cpu0, rss0) = (cpu_seconds(daemon.pid()), rss_kib(daemon.pid()));
+
+    // 5 s of 40,000 lines a second about it, in 50 ms batches, into nginx's own error log
+    let line = format!(
+        "2026/12/01 10:00:00 [error] 12#12: *7 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: api.lab, request: \"GET / HTTP/1.1\", upstream: \"http://{api}/\", host: \"api.lab\"\n"
+    );
+    let batch = line.repeat(2_000);
+    let log = lab.dir.join("nginx/logs/error.log");
+    let mut file = fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let started = Instant::now();
+    for i in 0..100u32 {
+        use std::io::Write;
+        file.write_all(batch.as_bytes()).unwrap();
+        let next = started + Duration::from_millis(50) * (i + 1);
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    let burst = started.elapsed();
+    std::thread::sleep(Duration::from_millis(1500)); // a status write is at most 1 s late
+    let (cpu1, rss1) = (cpu_seconds(daemon.pid()), rss_kib(daemon.pid()));
+    let (_, after) = status_json(&lab);
+    let cpu = cpu1 - cpu0;
+    eprintln!(
+        "storm: 200000 lines ({} MiB) in {:.1} s: {} evaluations, {} triggers absorbed, {:.2} s of CPU ({:.1} % of a core), RSS {} -> {} KiB",
+        (batch.len() * 100) >> 20,
+        burst.as_secs_f64(),
+        evaluations(&after) - evaluations(&before),
+        absorbed(&after) - absorbed(&before),
+        cpu,
+        100.0 * cpu / (burst.as_secs_f64() + 1.5),
+        rss0,
+        rss1
+    );
+    // a class of line not heard during the incident yet is news once; the rest is absorbed
+    assert!(
+        evaluations(&after) <= evaluations(&before) + 1,
+        "no evaluation per line or per debounce for a storm about an open incident:\n{before:#}\n{after:#}"
+    );
+    assert!(absorbed(&after) > absorbed(&before), "{after:#}");
+    assert!(
+        rss1 < rss0 + 4 * 1024,
+        "memory stays flat: {rss0} -> {rss1} KiB"
+    );
+    assert_eq!(daemon.stop().code(), Some(0));
 }

@@ -10,6 +10,7 @@ mod pause;
 mod plan;
 mod playbooks;
 mod run;
+mod status;
 mod table;
 mod unit_for;
 
@@ -23,8 +24,9 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  healthy / done
   1  failure (a source could not be read, an action failed)
-  2  findings or planned changes
-  3  invalid input (configuration, playbook, template)";
+  2  findings or planned changes (status: an incident is open)
+  3  invalid input (configuration, playbook, template)
+  4  status: the daemon is not running";
 
 /// `--version`: the package version, and the cargo features when a test build has any (the
 /// release package's check that it has no fail points reads this line).
@@ -83,6 +85,14 @@ pub enum Command {
     /// Stops on SIGTERM (after the transaction in flight), reloads on SIGHUP. Exit 0 when
     /// stopped, 1 when it cannot start, 3 on invalid configuration or playbooks.
     Run(run::Args),
+    /// Show what the running daemon thinks of each target: its state (healthy, incident,
+    /// healing, verified, left alone and why), the open incident, the brakes (heals and failures
+    /// in their windows, escalation, the circuit breaker) and the pauses in force. Read from
+    /// `STATE_DIR/status.json`, which the daemon rewrites within a second of a change; whether the
+    /// daemon runs is told by its lock. Exit 0 when it runs and no incident is open, 2 when one is
+    /// open, 4 when the daemon is not running (its last status is still shown), 1 when the status
+    /// cannot be read.
+    Status(status::Args),
     /// Print a ready systemd unit for the backend of UPSTREAM when no supervisor runs it (a
     /// process started by hand, seen listening now or remembered by `nginx-medic run`): its
     /// ExecStart, WorkingDirectory and User, bound to the address nginx dials; its environment
@@ -97,6 +107,8 @@ pub enum Exit {
     Failure = 1,
     Findings = 2,
     InvalidInput = 3,
+    /// `status`: the daemon is not running.
+    NotRunning = 4,
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -174,6 +186,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::UnitFor(args) => runtime.block_on(unit_for::run(&settings, &args)),
         Command::Pause(args) => pause::pause(&settings, &args),
         Command::Resume(args) => pause::resume(&settings, &args),
+        Command::Status(args) => status::run(&settings, &args),
         Command::Playbooks(command) => playbooks::run(&settings, &command),
         Command::GenerateAssets(args) => assets::run(&args),
         Command::Run(args) => runtime.block_on(run::run(settings, cli.config, &args)),

@@ -287,6 +287,66 @@ impl Budget {
     }
 }
 
+/// A read-only view of one target's brakes, for `nginx-medic status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Brakes {
+    /// Remediations within the rate limit's window, and the limit.
+    pub actions: u32,
+    pub max_actions: u32,
+    pub rate_per_seconds: u64,
+    /// Failed heals and relapses within the crash loop's window, and the limit.
+    pub failures: u32,
+    pub max_failures: u32,
+    pub crash_within_seconds: u64,
+    pub rate_limited: bool,
+    pub escalated: Option<EscalationReason>,
+}
+
+/// A read-only view of the global circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Breaker {
+    pub open: bool,
+    pub failures: u32,
+    pub max_failures: u32,
+    pub per_seconds: u64,
+}
+
+fn within(times: &VecDeque<Instant>, now: Instant, window: Duration) -> u32 {
+    count(
+        times
+            .iter()
+            .filter(|t| now.saturating_duration_since(**t) < window)
+            .count(),
+    )
+}
+
+impl Budget {
+    /// The brakes of `target` at `now` (nothing is counted or pruned).
+    pub fn brakes(&self, target: &str, now: Instant) -> Brakes {
+        let state = self.targets.get(target);
+        Brakes {
+            actions: state.map_or(0, |s| within(&s.actions, now, self.rate.per)),
+            max_actions: self.rate.max_actions,
+            rate_per_seconds: self.rate.per.as_secs(),
+            failures: state.map_or(0, |s| within(&s.failures, now, self.crash.within)),
+            max_failures: self.crash.max_failures,
+            crash_within_seconds: self.crash.within.as_secs(),
+            rate_limited: state.is_some_and(|s| s.throttled),
+            escalated: state.and_then(|s| s.escalated),
+        }
+    }
+
+    /// The global breaker at `now`.
+    pub fn breaker(&self, now: Instant) -> Breaker {
+        Breaker {
+            open: self.breaker_open,
+            failures: within(&self.failures, now, self.breaker.per),
+            max_failures: self.breaker.max_failures,
+            per_seconds: self.breaker.per.as_secs(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

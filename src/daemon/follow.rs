@@ -1,10 +1,16 @@
-//! Follows nginx's error log with inotify and reports every new line that names an upstream
-//! failure. Survives logrotate both ways: rename-and-create (the old file is read to its end,
-//! then the new one from its start) and copytruncate (a file shorter than the offset is read
-//! again from 0). Old lines present at startup are not reported: they are history, not news.
+//! Follows nginx's error log with inotify and reports what the new lines say about upstreams:
+//! each distinct (class, dialled address) once per wake-up, with how many lines said it. The
+//! lines are found with the classification prefilter (`facts::log_scan::scan`), so a line that
+//! names no upstream failure costs the search only, and at most `WINDOW` bytes are read per
+//! wake-up (the newest: a storm that wrote more is skipped to its end), so a flood of lines
+//! costs bounded memory and time. Survives logrotate both ways: rename-and-create (the old file
+//! is read to its end, then the new one from its start) and copytruncate (a file shorter than
+//! the offset is read again from 0). Old lines present at startup are not reported: they are
+//! history, not news.
 
-use crate::facts::error_log::{LogClass, LogEntry, LogReader};
+use crate::facts::error_log::LogClass;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -44,8 +50,30 @@ struct Open {
     /// The last bytes before `offset`, to notice a truncation that was written past the old
     /// size again before this follower looked (copytruncate racing nginx).
     tail: Vec<u8>,
-    reader: LogReader,
+    /// The bytes of an unfinished last line (at most `MAX_LINE_BYTES`).
+    partial: Vec<u8>,
+    /// The bytes up to the next newline are the rest of a line not read whole (skipped after
+    /// a storm, or longer than `MAX_LINE_BYTES`): dropped.
+    skip_to_newline: bool,
     watch: Option<WatchDescriptor>,
+}
+
+/// At most this much of the file is read per wake-up (1 MiB).
+pub const WINDOW: u64 = 1 << 20;
+
+/// A longer unfinished line is not nginx's (it cuts lines at 2048 bytes) and is dropped.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// What new lines said about one upstream: its class and the address nginx dialled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: LogClass,
+    pub upstream_addr: Option<String>,
+    /// What the lines named when no address can be told (an upstream group's name for
+    /// `no live upstreams`, a host nginx could not resolve).
+    pub upstream: Option<String>,
+    /// How many lines said it in this read.
+    pub lines: usize,
 }
 
 /// How many bytes before the offset are compared.
@@ -62,7 +90,7 @@ fn bytes_before(file: &File, end: u64, len: u64) -> Vec<u8> {
     }
 }
 
-/// An error-log follower; `run` calls back for each upstream failure line.
+/// An error-log follower; `run` calls back for each upstream failure heard.
 pub struct Follower {
     path: PathBuf,
     inotify: AsyncFd<Fd>,
@@ -104,8 +132,8 @@ impl Follower {
         Ok(follower)
     }
 
-    /// Follows forever, calling `on_failure` with every new upstream-failure line.
-    pub async fn run(mut self, mut on_failure: impl FnMut(&LogEntry)) {
+    /// Follows forever, calling `on_failure` with what each wake-up's new lines said.
+    pub async fn run(mut self, mut on_failure: impl FnMut(&Failure)) {
         loop {
             let woke = tokio::time::timeout(RESCAN, self.inotify.readable()).await;
             if let Ok(Ok(mut guard)) = woke {
@@ -119,16 +147,15 @@ impl Follower {
                     }
                 }
             }
-            for entry in self.poll() {
-                if entry.class != LogClass::Other {
-                    on_failure(&entry);
-                }
+            for failure in self.poll() {
+                on_failure(&failure);
             }
         }
     }
 
-    /// Reads whatever is new, switching files after a rotation. Returns the new entries.
-    pub fn poll(&mut self) -> Vec<LogEntry> {
+    /// Reads what is new (at most `WINDOW` bytes of each file), switching files after a
+    /// rotation. Returns the upstream failures heard.
+    pub fn poll(&mut self) -> Vec<Failure> {
         let mut entries = Vec::new();
         let current_ino = std::fs::metadata(&self.path).ok().map(|m| m.ino());
         if let Some(open) = &mut self.open {
@@ -171,14 +198,16 @@ impl Follower {
             ino: meta.ino(),
             offset,
             tail,
-            reader: LogReader::new(offset),
+            partial: Vec::new(),
+            skip_to_newline: false,
             watch,
         })
     }
 }
 
-/// Reads `open` from its offset to its end; a file now shorter was truncated and is read from 0.
-fn read_new(open: &mut Open, path: &Path) -> Vec<LogEntry> {
+/// Reads `open` from its offset to its end (at most the last `WINDOW` bytes of it); a file
+/// now shorter was truncated and is read from 0.
+fn read_new(open: &mut Open, path: &Path) -> Vec<Failure> {
     let Ok(meta) = open.file.metadata() else {
         return Vec::new();
     };
@@ -188,33 +217,36 @@ fn read_new(open: &mut Open, path: &Path) -> Vec<LogEntry> {
         tracing::info!(path = %path.display(), "error log truncated; reading it from the start");
         open.offset = 0;
         open.tail.clear();
-        open.reader = LogReader::new(0);
+        open.partial.clear();
+        open.skip_to_newline = false;
     }
     if meta.len() == open.offset {
         return Vec::new();
     }
+    let behind = meta.len() - open.offset;
+    if behind > WINDOW {
+        // a storm wrote more than a window since the last wake-up: its newest lines say what
+        // the skipped ones said
+        tracing::debug!(path = %path.display(), skipped_bytes = behind - WINDOW, "error log: reading only the newest window");
+        open.offset = meta.len() - WINDOW;
+        open.partial.clear();
+        open.skip_to_newline = true;
+    }
+    let want = usize::try_from(meta.len() - open.offset).unwrap_or(0);
+    let mut buf = std::mem::take(&mut open.partial);
+    let held = buf.len();
+    buf.resize(held + want, 0);
+    let mut got = 0;
     if open.file.seek(SeekFrom::Start(open.offset)).is_err() {
         return Vec::new();
     }
-    let mut entries = Vec::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match open.file.read(&mut buf) {
+    while got < want {
+        let Some(into) = buf.get_mut(held + got..) else {
+            break;
+        };
+        match open.file.read(into) {
             Ok(0) => break,
-            Ok(n) => {
-                open.offset += n as u64;
-                let chunk = buf.get(..n).unwrap_or(&[]);
-                entries.extend(open.reader.feed(chunk));
-                let keep = open
-                    .tail
-                    .len()
-                    .saturating_add(n)
-                    .saturating_sub(TAIL_BYTES as usize);
-                open.tail.drain(..keep.min(open.tail.len()));
-                let from = n.saturating_sub(TAIL_BYTES as usize);
-                open.tail
-                    .extend_from_slice(chunk.get(from..).unwrap_or(&[]));
-            }
+            Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot read the error log");
@@ -222,7 +254,55 @@ fn read_new(open: &mut Open, path: &Path) -> Vec<LogEntry> {
             }
         }
     }
-    entries
+    buf.truncate(held + got);
+    open.offset += got as u64;
+    let fresh = buf.get(held..).unwrap_or_default();
+    let mut tail = std::mem::take(&mut open.tail);
+    tail.extend_from_slice(
+        fresh
+            .get(fresh.len().saturating_sub(TAIL_BYTES as usize)..)
+            .unwrap_or_default(),
+    );
+    let drop = tail.len().saturating_sub(TAIL_BYTES as usize);
+    tail.drain(..drop);
+    open.tail = tail;
+    let mut from = 0;
+    if open.skip_to_newline {
+        match memchr::memchr(b'\n', &buf) {
+            Some(i) => {
+                from = i + 1;
+                open.skip_to_newline = false;
+            }
+            None => return Vec::new(),
+        }
+    }
+    let text = buf.get(from..).unwrap_or_default();
+    let mut heard: BTreeMap<(LogClass, Option<String>, Option<String>), usize> = BTreeMap::new();
+    let rest = crate::facts::log_scan::scan(text, |_, line| {
+        if line.class != LogClass::Other {
+            let address = line.dialled();
+            let named = address
+                .is_none()
+                .then(|| line.upstream.map(str::to_string))
+                .flatten();
+            *heard.entry((line.class, address, named)).or_default() += 1;
+        }
+    });
+    let unfinished = text.get(rest..).unwrap_or_default();
+    if unfinished.len() > MAX_LINE_BYTES {
+        open.skip_to_newline = true;
+    } else {
+        open.partial = unfinished.to_vec();
+    }
+    heard
+        .into_iter()
+        .map(|((class, upstream_addr, upstream), lines)| Failure {
+            class,
+            upstream_addr,
+            upstream,
+            lines,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -249,6 +329,35 @@ mod tests {
             .filter(|e| e.class != LogClass::Other)
             .filter_map(|e| e.upstream_addr)
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_storm_is_read_one_window_at_a_time_and_heard_once_per_upstream() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        append(&log, NOTICE);
+        let mut f = Follower::new(&log).unwrap();
+        // 8 MiB of one failure, interleaved with other lines
+        let lines = 8 * (1 << 20) / (REFUSED.len() + NOTICE.len());
+        let burst = format!("{REFUSED}{NOTICE}").repeat(lines);
+        append(&log, &burst);
+        let heard = f.poll();
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert_eq!(heard[0].class, LogClass::ConnectionRefused);
+        assert_eq!(heard[0].upstream_addr.as_deref(), Some("127.0.0.1:8000"));
+        let window_lines = WINDOW as usize / (REFUSED.len() + NOTICE.len());
+        assert!(
+            heard[0].lines <= window_lines + 1 && heard[0].lines + 2 >= window_lines,
+            "only the newest window is read: {} lines of {lines}",
+            heard[0].lines
+        );
+        let open = f.open.as_ref().unwrap();
+        assert!(open.partial.len() <= MAX_LINE_BYTES);
+        // and it continues exactly at the end
+        append(&log, REFUSED);
+        let heard = f.poll();
+        assert_eq!(heard.len(), 1);
+        assert_eq!(heard[0].lines, 1);
     }
 
     #[tokio::test]
@@ -312,7 +421,7 @@ mod tests {
         append(&log, NOTICE);
         let f = Follower::new(&log).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(f.run(move |e| {
+        let task = tokio::spawn(f.run(move |e: &Failure| {
             let _ = tx.send(e.upstream_addr.clone());
         }));
         tokio::time::sleep(Duration::from_millis(50)).await;

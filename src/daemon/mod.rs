@@ -1,8 +1,10 @@
 //! `nginx-medic run`: the unattended loop. Triggers (the error-log follower, systemd's signals
-//! for the watched units, a periodic probe of each site) are coalesced into one evaluation:
-//! facts → findings → plan, the same pure pipeline as `diagnose` and `plan`. Each conclusive
-//! finding then passes the brakes (`budget`) and is either only reported (`observe`) or applied
-//! with `apply::execute::apply` (`apply`).
+//! for the watched units, a periodic probe of each site) go to the per-target reconciler
+//! (`reconcile`), which coalesces them, absorbs what changes nothing (a storm about an open
+//! incident) and says when an evaluation is due: facts → findings → plan, the same pure pipeline
+//! as `diagnose` and `plan`. Each conclusive finding then passes the brakes (`budget`) and is
+//! either only reported (`observe`) or applied with `apply::execute::apply` (`apply`). The
+//! state is written for `nginx-medic status` (`status`).
 
 pub mod budget;
 pub mod events;
@@ -13,6 +15,8 @@ pub mod lock;
 pub mod metrics;
 pub mod notify;
 pub mod pause;
+pub mod reconcile;
+pub mod status;
 pub mod watchdog;
 
 use crate::adapters::probe::probe_site;
@@ -33,6 +37,7 @@ use holds::{Announced, Change, Hold};
 use hooks::HookEvent;
 use metrics::SharedMetrics;
 use notify::Notifier;
+use reconcile::{Heard, LeftAlone, Reconciler, Seen, Touch, Verdict};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +66,9 @@ pub enum DaemonError {
 enum Trigger {
     ErrorLog {
         upstream: Option<String>,
+        class: crate::facts::error_log::LogClass,
+        /// What the line named when no address can be told (an upstream group's name).
+        named: Option<String>,
     },
     Unit {
         unit: String,
@@ -69,6 +77,10 @@ enum Trigger {
     Probe {
         site: String,
         status: Option<u16>,
+    },
+    /// A probe answered: news only for a site with an open incident.
+    ProbeAnswered {
+        site: String,
     },
     /// A probe answered, but a file of the site changed since the last evaluation: what it
     /// dials is read again before it is remembered as good.
@@ -84,6 +96,34 @@ impl Trigger {
     /// watched units say this, so they cannot come faster than the units change.
     fn is_settled_unit(&self) -> bool {
         matches!(self, Trigger::Unit { what, .. } if matches!(what.as_str(), "inactive" | "failed" | "active"))
+    }
+
+    /// What the trigger touches, for the reconciler.
+    fn touch(&self) -> Touch {
+        match self {
+            Trigger::ErrorLog {
+                upstream: Some(address),
+                class,
+                ..
+            } => Touch::Line {
+                address: address.clone(),
+                class: format!("{class:?}"),
+            },
+            Trigger::ErrorLog {
+                upstream: None,
+                class,
+                named,
+            } => Touch::LineWithoutAddress {
+                what: format!("{class:?} {}", named.as_deref().unwrap_or("")),
+            },
+            Trigger::Unit { unit, .. } => Touch::Unit {
+                unit: unit.clone(),
+                settled: self.is_settled_unit(),
+            },
+            Trigger::Probe { site, .. } => Touch::ProbeFailed { site: site.clone() },
+            Trigger::ProbeAnswered { site } => Touch::ProbeAnswered { site: site.clone() },
+            Trigger::SiteChanged { .. } | Trigger::Pause => Touch::Everything,
+        }
     }
 }
 
@@ -188,10 +228,12 @@ pub async fn run(
         settings.daemon.crash_loop,
         settings.daemon.circuit_breaker,
     );
+    let (settings_debounce, settings_probe_interval) =
+        (settings.daemon.debounce, settings.daemon.probe_interval);
     let mut daemon = Daemon {
         config,
         settings,
-        playbooks,
+        playbooks: Arc::new(playbooks),
         budget,
         metrics,
         notifier: notifier.clone(),
@@ -204,6 +246,9 @@ pub async fn run(
         pauses: None,
         heartbeat: heartbeat.clone(),
         triggered_at: None,
+        reconciler: Reconciler::new(settings_debounce, settings_probe_interval),
+        status: StatusWriter::default(),
+        stuck_snapshot: None,
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -213,33 +258,33 @@ pub async fn run(
     );
     // The first evaluation fills in the sites to probe and the units to watch.
     let shared = daemon.shared.clone();
+    daemon.reconciler.retry_all(Instant::now());
+    let _ = daemon.reconciler.take_due(Instant::now());
     let first = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
     notifier.ready(&daemon.summary());
     tracing::info!(status = %daemon.summary(), "ready");
-    let mut pending: Option<Instant> = first.retry.then(Instant::now);
-    // A watched unit just settled (stopped, failed, came up): evaluated without the debounce.
-    let mut urgent = false;
-    let mut last_evaluation = Instant::now();
+    if first.retry {
+        daemon.reconciler.retry_all(Instant::now());
+    }
+    daemon.write_status();
     let mut stop = first.stop;
     let mut reload = first.reload;
     while !stop {
-        heartbeat.beat();
+        if !daemon.hung() {
+            heartbeat.beat();
+        }
         crate::failpoint::stall_point!("daemon.loop");
         if reload {
             reload = false;
             daemon.reload();
-            pending.get_or_insert_with(Instant::now);
+            daemon.reconciler.retry_all(Instant::now());
             continue;
         }
-        let debounce = daemon.settings.daemon.debounce;
-        let deadline = pending.map(|t| {
-            let at = if urgent {
-                t
-            } else {
-                next_evaluation(t, last_evaluation, debounce)
-            };
-            tokio::time::Instant::from_std(at)
-        });
+        let deadline = daemon
+            .reconciler
+            .next_due()
+            .map(tokio::time::Instant::from_std);
+        let flush = daemon.status.flush_at().map(tokio::time::Instant::from_std);
         tokio::select! {
             biased;
             stopping = signals.next() => {
@@ -250,24 +295,26 @@ pub async fn run(
                 }
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
-                pending = None;
-                urgent = false;
+                if daemon.reconciler.take_due(Instant::now()).is_none() {
+                    continue;
+                }
+                // what is queued now is seen by the snapshot about to be taken
                 while rx.try_recv().is_ok() {}
-                last_evaluation = Instant::now();
                 let done = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
                 (stop, reload) = (done.stop, done.reload);
                 if done.retry {
-                    pending = Some(Instant::now());
+                    daemon.reconciler.retry_all(Instant::now());
                 }
+                daemon.write_status();
                 daemon.notifier.status(&daemon.summary());
             }
             trigger = rx.recv() => {
                 if let Some(trigger) = trigger {
-                    tracing::debug!(?trigger, "trigger");
-                    pending.get_or_insert_with(Instant::now);
-                    daemon.triggered_at.get_or_insert_with(SystemTime::now);
-                    urgent |= trigger.is_settled_unit();
+                    daemon.hear(&trigger);
                 }
+            }
+            _ = sleep_until(flush), if flush.is_some() => {
+                daemon.write_status();
             }
             () = beats.tick() => {}
         }
@@ -304,13 +351,6 @@ fn first_evidence(
         Some(at) if at <= triggered_at && at + EVIDENCE_HORIZON >= triggered_at => at,
         _ => triggered_at,
     }
-}
-
-/// When to evaluate for a trigger that arrived at `triggered`: at once (the leading edge) when
-/// the last evaluation began at least `debounce` ago; else `debounce` after it, so that a burst
-/// of triggers is one more evaluation, not one each.
-fn next_evaluation(triggered: Instant, last_evaluation: Instant, debounce: Duration) -> Instant {
-    triggered.max(last_evaluation + debounce)
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -394,7 +434,7 @@ async fn guarded(
 struct Daemon {
     config: Option<PathBuf>,
     settings: Settings,
-    playbooks: PlaybookSet,
+    playbooks: Arc<PlaybookSet>,
     budget: Budget,
     metrics: SharedMetrics,
     notifier: Arc<Notifier>,
@@ -412,6 +452,42 @@ struct Daemon {
     heartbeat: Arc<watchdog::Heartbeat>,
     /// When the first trigger since the last evaluation arrived.
     triggered_at: Option<SystemTime>,
+    /// Each target's state, and when the next evaluation is due.
+    reconciler: Reconciler,
+    status: StatusWriter,
+    /// A snapshot abandoned after `SNAPSHOT_TIMEOUT`, and when.
+    stuck_snapshot: Option<(JoinHandle<SnapshotResult>, Instant)>,
+}
+
+/// What the snapshot thread hands back.
+type SnapshotResult = std::io::Result<(crate::facts::Facts, pipeline::Diagnosis)>;
+
+/// How long gathering the facts and diagnosing them may take before the evaluation is
+/// abandoned (`nginx -t` and the journal reads have bounds of their own, well below it).
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Writes `status.json` when the state changed, at most once a second.
+#[derive(Debug, Default)]
+struct StatusWriter {
+    last: Option<Instant>,
+    /// A change not written yet (the last write was less than a second ago).
+    dirty: bool,
+    /// The last document written, without its `updated` time.
+    written: Option<status::Status>,
+    /// An instant and its wall time, taken at the first write.
+    anchor: Option<(Instant, f64)>,
+    warned: bool,
+}
+
+/// The status file is written at most this often.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+impl StatusWriter {
+    /// When a change not written yet is due.
+    fn flush_at(&self) -> Option<Instant> {
+        self.dirty
+            .then(|| self.last.map_or_else(Instant::now, |t| t + STATUS_EVERY))
+    }
 }
 
 /// States of a unit in the middle of a change: nothing is done to it until it settles.
@@ -422,6 +498,121 @@ impl Daemon {
         match self.settings.daemon.mode {
             DaemonMode::Observe => "observe",
             DaemonMode::Apply => "apply",
+        }
+    }
+
+    /// A trigger: to the reconciler, which absorbs what changes nothing.
+    fn hear(&mut self, trigger: &Trigger) {
+        let heard = self.reconciler.trigger(&trigger.touch(), Instant::now());
+        if heard == Heard::Pending {
+            tracing::debug!(?trigger, "trigger");
+            self.triggered_at.get_or_insert_with(SystemTime::now);
+        }
+        // the counts and pending flags changed: written by the loop within the second (a probe
+        // that answers for a healthy site changes nothing)
+        if !matches!(trigger, Trigger::ProbeAnswered { .. }) || heard == Heard::Pending {
+            self.status.dirty = true;
+        }
+    }
+
+    /// The state as `nginx-medic status` reads it: written when it changed, at most once a
+    /// second (a change within the second is written by the loop when the second is over).
+    fn write_status(&mut self) {
+        let doc = self.status_document();
+        let changed = !self.status.written.as_ref().is_some_and(|w| {
+            let mut w = w.clone();
+            w.updated = doc.updated;
+            w == doc
+        });
+        if !changed {
+            self.status.dirty = false;
+            return;
+        }
+        if self.status.last.is_some_and(|t| t.elapsed() < STATUS_EVERY) {
+            self.status.dirty = true;
+            return;
+        }
+        self.status.last = Some(Instant::now());
+        self.status.dirty = false;
+        match status::write(&self.settings.state_dir, &doc) {
+            Ok(()) => self.status.warned = false,
+            Err(e) => {
+                if !self.status.warned {
+                    tracing::warn!(error = %one_line(&crate::error_text::chain(&e)), "cannot write the status file; `nginx-medic status` shows an old state");
+                }
+                self.status.warned = true;
+            }
+        }
+        self.status.written = Some(doc);
+    }
+
+    fn status_document(&mut self) -> status::Status {
+        let now = Instant::now();
+        let wall = unix_now();
+        // one anchor for the daemon's life, so that an unchanged state reads the same
+        let (anchor, anchor_wall) = *self.status.anchor.get_or_insert((now, wall));
+        let at = |t: Instant| {
+            if t >= anchor {
+                anchor_wall + t.duration_since(anchor).as_secs_f64()
+            } else {
+                anchor_wall - anchor.duration_since(t).as_secs_f64()
+            }
+        };
+        let since_epoch = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        let targets = self
+            .reconciler
+            .targets()
+            .iter()
+            .map(|(address, e)| status::TargetStatus {
+                target: address.clone(),
+                site: e.site.clone(),
+                unit: e.unit.clone(),
+                state: e.state.into(),
+                left_alone: e.left_alone.map(Into::into),
+                since: at(e.since),
+                last_evaluated: e.last_evaluated.map(at),
+                requeue_at: e.requeue_at.map(at),
+                pending: e.is_pending(),
+                absorbed: e.absorbed,
+                incident: self.incidents.get(address).map(|i| status::IncidentStatus {
+                    cause: i.cause.clone(),
+                    opened: at(i.opened),
+                    first_evidence: since_epoch(i.first_evidence),
+                }),
+                brakes: self.budget.brakes(address, now).into(),
+            })
+            .collect();
+        let (paused, pause_error) = match self.pauses.as_ref().map(|w| w.state()) {
+            Some(Err(reason)) => (Vec::new(), Some(reason.clone())),
+            _ => (
+                self.pauses
+                    .as_ref()
+                    .map(|w| w.active(pause::unix_now()))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(unit, p)| status::PausedStatus {
+                        unit,
+                        until: p.until,
+                    })
+                    .collect(),
+                None,
+            ),
+        };
+        status::Status {
+            version: status::VERSION,
+            pid: std::process::id(),
+            mode: self.mode().to_string(),
+            started: anchor_wall,
+            updated: wall,
+            evaluations: self.reconciler.evaluations(),
+            absorbed: self.reconciler.absorbed(),
+            targets,
+            breaker: self.budget.breaker(now).into(),
+            paused,
+            pause_error,
         }
     }
 
@@ -488,8 +679,10 @@ impl Daemon {
         );
         *locked(&self.shared.probe_interval) = settings.daemon.probe_interval;
         locked(&self.shared.state_dir).clone_from(&settings.state_dir);
+        self.reconciler
+            .set_intervals(settings.daemon.debounce, settings.daemon.probe_interval);
         self.settings = settings;
-        self.playbooks = playbooks;
+        self.playbooks = Arc::new(playbooks);
         // Plans may differ now: report them again.
         for incident in self.incidents.values_mut() {
             incident.reported = None;
@@ -507,10 +700,11 @@ impl Daemon {
     async fn evaluate(&mut self) -> bool {
         crate::failpoint::stall_point!("daemon.evaluate");
         self.refresh_pauses();
-        let facts = gather_remembering(&self.settings, &Procfs::system(), &self.last_owners).await;
+        let Some((facts, diagnosis)) = self.snapshot().await else {
+            return true; // evaluated again after the spacing
+        };
         self.heartbeat.beat();
-        let pipeline::Diagnosis { targets, findings } =
-            pipeline::diagnose(&facts, &self.playbooks, &self.settings);
+        let pipeline::Diagnosis { targets, findings } = diagnosis;
         self.remember_owners(&targets);
         if let Err(e) =
             crate::facts::gather_backends::remember_processes(&self.settings.state_dir, &facts)
@@ -589,9 +783,48 @@ impl Daemon {
             }
         }
 
+        // what the evaluation concludes per target: healthy unless a finding says otherwise
+        let mut verdicts: BTreeMap<String, (Seen, bool)> = BTreeMap::new();
+        for t in &targets {
+            verdicts
+                .entry(t.endpoint.address.clone())
+                .or_insert_with(|| {
+                    let seen = Seen {
+                        address: t.endpoint.address.clone(),
+                        site: t.route.site.clone(),
+                        unit: t.endpoint.unit.clone(),
+                        cause: None,
+                        verdict: Verdict::Healthy,
+                    };
+                    (seen, false)
+                });
+        }
+        for f in &findings {
+            let (seen, _) = verdicts.entry(f.upstream.clone()).or_insert_with(|| {
+                let seen = Seen {
+                    address: f.upstream.clone(),
+                    site: f.site.clone(),
+                    unit: f.unit.clone(),
+                    cause: None,
+                    verdict: Verdict::Healthy,
+                };
+                (seen, false)
+            });
+            seen.cause.get_or_insert_with(|| f.cause.clone());
+            seen.verdict = Verdict::LeftAlone(LeftAlone::NoPlan);
+        }
         let plan = pipeline::plan(&facts, &self.playbooks, &targets, findings);
         let mut retry = false;
         let mut acted: BTreeSet<String> = BTreeSet::new();
+        let mut conclude = |key: &str, verdict: Verdict| {
+            if let Some((seen, set)) = verdicts.get_mut(key) {
+                // the first conclusion about a target stands (a second finding is not acted on)
+                if !*set {
+                    seen.verdict = verdict;
+                    *set = true;
+                }
+            }
+        };
         for (index, finding) in plan.findings.iter().enumerate() {
             let key = finding.upstream.clone();
             let steps: Vec<Step> = plan
@@ -605,32 +838,107 @@ impl Daemon {
                 if self.report_once(&key, &format!("inconclusive: {why}")) {
                     events::inconclusive(finding, &why);
                 }
+                conclude(&key, Verdict::LeftAlone(LeftAlone::Inconclusive));
                 continue;
             }
             if steps.is_empty() || acted.contains(&key) {
                 continue;
             }
             if self.report_held(finding, &steps) {
+                conclude(&key, Verdict::LeftAlone(LeftAlone::Held));
                 continue;
             }
             if let Some(unit) = self.in_transition(finding, &targets).await {
                 events::settling(finding, &unit);
                 retry = true;
+                conclude(&key, Verdict::Settling);
                 continue;
             }
             match self.settings.daemon.mode {
-                DaemonMode::Observe => self.observe(finding, &steps),
+                DaemonMode::Observe => {
+                    self.observe(finding, &steps);
+                    conclude(&key, Verdict::LeftAlone(LeftAlone::Observe));
+                }
                 DaemonMode::Apply => {
                     if self.shared.stop_requested.load(Ordering::Relaxed) {
                         tracing::info!(target = %key, cause = %finding.cause, "stopping: not healed now, evaluated again at the next start");
+                        conclude(&key, Verdict::Unhealed);
                         continue;
                     }
                     acted.insert(key.clone());
-                    self.act(&plan, finding, steps).await;
+                    self.reconciler.healing(
+                        &key,
+                        &finding.site,
+                        finding.unit.as_deref(),
+                        &finding.cause,
+                        Instant::now(),
+                    );
+                    self.write_status();
+                    let verdict = self.act(&plan, finding, steps).await;
+                    conclude(&key, verdict);
                 }
             }
         }
+        let seen = verdicts.into_values().map(|(seen, _)| seen).collect();
+        self.reconciler.evaluated(seen, Instant::now());
         retry
+    }
+
+    /// Gathers and diagnoses on a thread of its own (with a runtime of its own for the bus),
+    /// so that the watchdog, the metrics and the signals are served meanwhile. `None` when it
+    /// took longer than `SNAPSHOT_TIMEOUT` (abandoned: the next evaluation waits for it to end
+    /// rather than start a second) or could not run.
+    async fn snapshot(&mut self) -> Option<(crate::facts::Facts, pipeline::Diagnosis)> {
+        if let Some((stuck, _)) = &self.stuck_snapshot {
+            if !stuck.is_finished() {
+                tracing::warn!("the last snapshot has not ended; not starting another");
+                return None;
+            }
+            self.stuck_snapshot = None;
+        }
+        let settings = self.settings.clone();
+        let playbooks = self.playbooks.clone();
+        let owners = self.last_owners.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let facts = runtime.block_on(gather_remembering(&settings, &Procfs::system(), &owners));
+            let diagnosis = pipeline::diagnose(&facts, &playbooks, &settings);
+            Ok::<_, std::io::Error>((facts, diagnosis))
+        });
+        // the watchdog is fed meanwhile, for as long as the snapshot may take
+        self.heartbeat.busy_for(SNAPSHOT_TIMEOUT);
+        let mut work = work;
+        let done = tokio::time::timeout(SNAPSHOT_TIMEOUT, &mut work).await;
+        self.heartbeat.beat();
+        match done {
+            Ok(Ok(Ok(snapshot))) => Some(snapshot),
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, "cannot start the snapshot's runtime; evaluated again later");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the snapshot ended abnormally; evaluated again later");
+                None
+            }
+            Err(_) => {
+                tracing::error!(
+                    timeout_s = SNAPSHOT_TIMEOUT.as_secs(),
+                    "the snapshot (facts and diagnosis) took too long; abandoned, evaluated again when it ends"
+                );
+                self.stuck_snapshot = Some((work, Instant::now()));
+                None
+            }
+        }
+    }
+
+    /// A snapshot abandoned this long ago and still running is a hang: the loop stops beating
+    /// so that the watchdog restarts the service.
+    fn hung(&self) -> bool {
+        self.stuck_snapshot
+            .as_ref()
+            .is_some_and(|(w, since)| !w.is_finished() && since.elapsed() >= SNAPSHOT_TIMEOUT)
     }
 
     /// Remembers the socket owner of every address dialled now, and forgets addresses no
@@ -710,8 +1018,9 @@ impl Daemon {
         }
     }
 
-    /// `apply`: through the brakes, then the finding's steps as one transaction.
-    async fn act(&mut self, full: &Plan, finding: &Finding, steps: Vec<Step>) {
+    /// `apply`: through the brakes, then the finding's steps as one transaction. Returns what
+    /// became of the target.
+    async fn act(&mut self, full: &Plan, finding: &Finding, steps: Vec<Step>) -> Verdict {
         let key = finding.upstream.clone();
         let now = Instant::now();
         let decision = self.budget.decide(&key, now);
@@ -722,19 +1031,19 @@ impl Daemon {
         }
         match decision {
             Decision::Act => {}
-            Decision::LeaveAlone => return,
+            Decision::LeaveAlone => return Verdict::LeftAlone(LeftAlone::Escalated),
             Decision::RateLimited { escalate } => {
                 self.metrics.lock().rate_limited();
                 if let Some(e) = escalate {
                     self.escalate(&key, Some(finding), e).await;
                 }
-                return;
+                return Verdict::LeftAlone(LeftAlone::RateLimited);
             }
             Decision::BreakerOpen { escalate } => {
                 if let Some(e) = escalate {
                     self.escalate("*", None, e).await;
                 }
-                return;
+                return Verdict::LeftAlone(LeftAlone::BreakerOpen);
             }
         }
         let plan = Plan {
@@ -785,6 +1094,7 @@ impl Daemon {
                     Some(seconds),
                 )
                 .await;
+                Verdict::Healed
             }
             Outcome::RolledBack | Outcome::Failed => {
                 let detail = report
@@ -816,6 +1126,11 @@ impl Daemon {
                 };
                 if let Some(e) = escalation {
                     self.escalate(&key, Some(finding), e).await;
+                }
+                if self.budget.is_escalated(&key) {
+                    Verdict::LeftAlone(LeftAlone::Escalated)
+                } else {
+                    Verdict::Unhealed
                 }
             }
         }
@@ -959,9 +1274,11 @@ impl Daemon {
             Ok(follower) => {
                 tracing::info!(path = %path.display(), "following the error log");
                 let tx = self.tx.clone();
-                let task = tokio::spawn(follower.run(move |entry| {
+                let task = tokio::spawn(follower.run(move |heard| {
                     let _ = tx.send(Trigger::ErrorLog {
-                        upstream: entry.upstream_addr.clone(),
+                        upstream: heard.upstream_addr.clone(),
+                        class: heard.class,
+                        named: heard.upstream.clone(),
                     });
                 }));
                 self.follower = Some((path, task));
@@ -1178,6 +1495,9 @@ async fn probe_sites(shared: Arc<Shared>, metrics: SharedMetrics, tx: UnboundedS
             match result.status {
                 Some(status) if status < 500 => {
                     metrics.lock().probe_ok(&site.name, unix_now());
+                    let _ = tx.send(Trigger::ProbeAnswered {
+                        site: site.name.clone(),
+                    });
                     if site.files.iter().all(|(f, at)| mtime(f) == *at) {
                         memory.answered(site);
                     } else {
@@ -1296,20 +1616,6 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn the_first_trigger_evaluates_at_once_and_a_burst_coalesces() {
-        let debounce = Duration::from_millis(300);
-        let t0 = Instant::now();
-        // quiet for a second: at once
-        let last = t0;
-        let first = t0 + Duration::from_secs(1);
-        assert_eq!(next_evaluation(first, last, debounce), first);
-        // 100 ms after an evaluation: 300 ms after that evaluation
-        let last = first;
-        let burst = first + Duration::from_millis(100);
-        assert_eq!(next_evaluation(burst, last, debounce), first + debounce);
-    }
 
     #[test]
     fn one_line_joins_help_lines() {

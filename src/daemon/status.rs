@@ -1,0 +1,370 @@
+//! The daemon's state as others read it: `STATE_DIR/status.json`, versioned, written atomically
+//! (mode 0600; it holds addresses, units and causes, nothing secret) when the state changes, at
+//! most once a second, and read by `nginx-medic status` with a size cap. Whether the daemon
+//! runs is told by its instance lock (`/proc/locks`), never by the file's age.
+
+use super::budget::{Brakes, Breaker};
+use super::reconcile::{LeftAlone, State};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The document's version: a reader refuses any other.
+pub const VERSION: u32 = 1;
+
+/// A status file larger than this (1 MiB) is not read.
+pub const MAX_BYTES: u64 = 1 << 20;
+
+/// The file in `state_dir`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("status.json")
+}
+
+/// The whole document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {
+    pub version: u32,
+    pub pid: u32,
+    /// `observe` or `apply`.
+    pub mode: String,
+    /// Seconds since the epoch.
+    pub started: f64,
+    pub updated: f64,
+    /// Evaluations run since the start, and triggers the storm rule absorbed.
+    pub evaluations: u64,
+    pub absorbed: u64,
+    pub targets: Vec<TargetStatus>,
+    pub breaker: BreakerStatus,
+    pub paused: Vec<PausedStatus>,
+    /// The pause file cannot be read: nothing is done to any target.
+    pub pause_error: Option<String>,
+}
+
+/// One target (a dialled address).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetStatus {
+    pub target: String,
+    pub site: String,
+    pub unit: Option<String>,
+    pub state: StateName,
+    pub left_alone: Option<LeftAloneName>,
+    pub since: f64,
+    pub last_evaluated: Option<f64>,
+    /// When an open incident is evaluated again without news.
+    pub requeue_at: Option<f64>,
+    pub pending: bool,
+    /// Triggers about it absorbed by the storm rule in this state.
+    pub absorbed: u64,
+    pub incident: Option<IncidentStatus>,
+    pub brakes: BrakesStatus,
+}
+
+/// The state names (as `reconcile::State`), for reading the file back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateName {
+    Healthy,
+    Incident,
+    Healing,
+    Verified,
+    LeftAlone,
+}
+
+impl From<State> for StateName {
+    fn from(s: State) -> Self {
+        match s {
+            State::Healthy => Self::Healthy,
+            State::Incident => Self::Incident,
+            State::Healing => Self::Healing,
+            State::Verified => Self::Verified,
+            State::LeftAlone => Self::LeftAlone,
+        }
+    }
+}
+
+impl StateName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Incident => "incident",
+            Self::Healing => "healing",
+            Self::Verified => "verified",
+            Self::LeftAlone => "left alone",
+        }
+    }
+
+    /// An incident is open in this state.
+    pub fn is_open(self) -> bool {
+        matches!(self, Self::Incident | Self::Healing | Self::LeftAlone)
+    }
+}
+
+/// Why an open incident is left alone (as `reconcile::LeftAlone`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftAloneName {
+    Observe,
+    Inconclusive,
+    Held,
+    Escalated,
+    RateLimited,
+    BreakerOpen,
+    NoPlan,
+}
+
+impl From<LeftAlone> for LeftAloneName {
+    fn from(l: LeftAlone) -> Self {
+        match l {
+            LeftAlone::Observe => Self::Observe,
+            LeftAlone::Inconclusive => Self::Inconclusive,
+            LeftAlone::Held => Self::Held,
+            LeftAlone::Escalated => Self::Escalated,
+            LeftAlone::RateLimited => Self::RateLimited,
+            LeftAlone::BreakerOpen => Self::BreakerOpen,
+            LeftAlone::NoPlan => Self::NoPlan,
+        }
+    }
+}
+
+impl LeftAloneName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Observe => "observe mode",
+            Self::Inconclusive => "inconclusive",
+            Self::Held => "paused or heal: false",
+            Self::Escalated => "escalated",
+            Self::RateLimited => "rate limited",
+            Self::BreakerOpen => "circuit breaker open",
+            Self::NoPlan => "report only",
+        }
+    }
+}
+
+/// The open incident of a target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentStatus {
+    pub cause: String,
+    pub opened: f64,
+    /// The fault's first evidence (`nginx_medic_heal_seconds` counts from here).
+    pub first_evidence: f64,
+}
+
+/// A target's brakes (`budget::Brakes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrakesStatus {
+    pub actions: u32,
+    pub max_actions: u32,
+    pub rate_per_seconds: u64,
+    pub failures: u32,
+    pub max_failures: u32,
+    pub crash_within_seconds: u64,
+    pub rate_limited: bool,
+    /// `crash_loop`, `unit_restarts`, `rate_limited`, `circuit_open`, `own_environment`.
+    pub escalated: Option<String>,
+}
+
+impl From<Brakes> for BrakesStatus {
+    fn from(b: Brakes) -> Self {
+        Self {
+            actions: b.actions,
+            max_actions: b.max_actions,
+            rate_per_seconds: b.rate_per_seconds,
+            failures: b.failures,
+            max_failures: b.max_failures,
+            crash_within_seconds: b.crash_within_seconds,
+            rate_limited: b.rate_limited,
+            escalated: b.escalated.map(|e| e.as_str().to_string()),
+        }
+    }
+}
+
+/// The global breaker (`budget::Breaker`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerStatus {
+    pub open: bool,
+    pub failures: u32,
+    pub max_failures: u32,
+    pub per_seconds: u64,
+}
+
+impl From<Breaker> for BreakerStatus {
+    fn from(b: Breaker) -> Self {
+        Self {
+            open: b.open,
+            failures: b.failures,
+            max_failures: b.max_failures,
+            per_seconds: b.per_seconds,
+        }
+    }
+}
+
+/// A pause in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PausedStatus {
+    /// A unit, an upstream address, or `*` for the whole host.
+    pub unit: String,
+    /// Seconds since the epoch; `null` until resumed.
+    pub until: Option<u64>,
+}
+
+/// The status file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("cannot write the status file `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        source: crate::adapters::fs::FsError,
+    },
+    #[error("cannot read the status file `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the status file `{}` is larger than {MAX_BYTES} bytes\nhelp: it is not nginx-medic's; remove it, the daemon writes it again", path.display())]
+    TooLarge { path: PathBuf },
+    #[error("the status file `{}` does not parse", path.display())]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("the status file `{}` has version {found}, this nginx-medic reads version {VERSION}\nhelp: run the `nginx-medic` of the daemon that wrote it", path.display())]
+    Version { path: PathBuf, found: u64 },
+}
+
+/// Writes `status` into `state_dir` atomically (the directory exists: the lock lives there).
+pub fn write(state_dir: &Path, status: &Status) -> Result<(), StatusError> {
+    let path = path(state_dir);
+    let mut text = serde_json::to_string_pretty(status).unwrap_or_default();
+    text.push('\n');
+    crate::adapters::fs::atomic_write_private(&path, text.as_bytes())
+        .map_err(|source| StatusError::Write { path, source })
+}
+
+/// Reads the status file of `state_dir`; `Ok(None)` when there is none.
+pub fn read(state_dir: &Path) -> Result<Option<Status>, StatusError> {
+    use std::io::Read;
+    let path = path(state_dir);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StatusError::Read { path, source }),
+    };
+    let mut text = String::new();
+    file.take(MAX_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|source| StatusError::Read {
+            path: path.clone(),
+            source,
+        })?;
+    if text.len() as u64 > MAX_BYTES {
+        return Err(StatusError::TooLarge { path });
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|source| StatusError::Parse {
+            path: path.clone(),
+            source,
+        })?;
+    let found = value.get("version").and_then(serde_json::Value::as_u64);
+    if found != Some(u64::from(VERSION)) {
+        return Err(StatusError::Version {
+            path,
+            found: found.unwrap_or(0),
+        });
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|source| StatusError::Parse { path, source })
+}
+
+/// The PID holding the instance lock at `lock_file`, read from `/proc/locks` (a check that
+/// takes no lock itself, so it never races a daemon starting). `None`: no one holds it.
+pub fn lock_holder(lock_file: &Path) -> std::io::Result<Option<u32>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::metadata(lock_file) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let locks = std::fs::read_to_string("/proc/locks")?;
+    Ok(holder_in(&locks, meta.dev(), meta.ino()))
+}
+
+/// The PID of the `FLOCK` on device `dev`, inode `ino` in the text of `/proc/locks`.
+fn holder_in(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    let id = format!(
+        "{:02x}:{:02x}:{ino}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF` (a blocked waiter has `->` first)
+        let fields = fields.get(1..)?;
+        let at = usize::from(fields.first() == Some(&"->"));
+        let kind = fields.get(at)?;
+        let pid = fields.get(at + 3)?;
+        let file = fields.get(at + 4)?;
+        (*kind == "FLOCK" && at == 0 && *file == id)
+            .then(|| pid.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_holder_is_found_in_proc_locks() {
+        let text = "1: POSIX  ADVISORY  WRITE 99 08:01:5678 0 EOF\n2: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF\n2: -> FLOCK  ADVISORY  WRITE 77 fd:01:5678 0 EOF\n";
+        let dev = nix::sys::stat::makedev(0xfd, 1);
+        assert_eq!(holder_in(text, dev, 5678), Some(1234));
+        assert_eq!(holder_in(text, dev, 5679), None);
+        assert_eq!(holder_in(text, nix::sys::stat::makedev(8, 1), 5678), None);
+    }
+
+    #[test]
+    fn a_held_lock_is_seen_and_a_released_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("daemon.lock");
+        assert_eq!(lock_holder(&lock).unwrap(), None, "no file");
+        let held = super::super::lock::InstanceLock::acquire(&lock).unwrap();
+        assert_eq!(lock_holder(&lock).unwrap(), Some(std::process::id()));
+        drop(held);
+        assert_eq!(lock_holder(&lock).unwrap(), None);
+    }
+
+    #[test]
+    fn a_written_status_reads_back_and_other_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path()).unwrap().is_none());
+        let status = Status {
+            version: VERSION,
+            pid: 7,
+            mode: "apply".into(),
+            started: 1.0,
+            updated: 2.0,
+            evaluations: 3,
+            absorbed: 4,
+            targets: Vec::new(),
+            breaker: BreakerStatus {
+                open: false,
+                failures: 0,
+                max_failures: 5,
+                per_seconds: 600,
+            },
+            paused: Vec::new(),
+            pause_error: None,
+        };
+        write(dir.path(), &status).unwrap();
+        assert_eq!(read(dir.path()).unwrap(), Some(status));
+        std::fs::write(path(dir.path()), "{\"version\": 9}").unwrap();
+        let e = read(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("has version 9"), "{e}");
+    }
+}
