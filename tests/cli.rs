@@ -449,7 +449,7 @@ fn status_reads_the_daemon_file_and_says_when_the_daemon_is_not_running() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("has version 2, this nginx-medic reads version 1"),
+        err.contains("status.json` holds status version 2; this nginx-medic reads version 1 only"),
         "{err}"
     );
     std::fs::write(state.join("status.json"), " ".repeat(2 << 20)).unwrap();

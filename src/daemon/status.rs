@@ -5,6 +5,7 @@
 
 use super::budget::{Brakes, Breaker};
 use super::reconcile::{LeftAlone, State};
+use crate::state_file::{StateFile, StateFileError};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -14,9 +15,18 @@ pub const VERSION: u32 = 1;
 /// A status file larger than this (1 MiB) is not read.
 pub const MAX_BYTES: u64 = 1 << 20;
 
+/// How the file is kept in `state_dir`.
+const FILE: StateFile = StateFile {
+    name: "status.json",
+    what: "status",
+    version: VERSION,
+    max_bytes: MAX_BYTES,
+    help: "remove it; the daemon writes it again",
+};
+
 /// The file in `state_dir`.
 pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("status.json")
+    FILE.path(state_dir)
 }
 
 /// The whole document.
@@ -213,72 +223,16 @@ pub struct PausedStatus {
 }
 
 /// The status file could not be written or read.
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    #[error("cannot write the status file `{}`", path.display())]
-    Write {
-        path: PathBuf,
-        source: crate::adapters::fs::FsError,
-    },
-    #[error("cannot read the status file `{}`", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the status file `{}` is larger than {MAX_BYTES} bytes\nhelp: it is not nginx-medic's; remove it, the daemon writes it again", path.display())]
-    TooLarge { path: PathBuf },
-    #[error("the status file `{}` does not parse", path.display())]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("the status file `{}` has version {found}, this nginx-medic reads version {VERSION}\nhelp: run the `nginx-medic` of the daemon that wrote it", path.display())]
-    Version { path: PathBuf, found: u64 },
-}
+pub type StatusError = StateFileError;
 
-/// Writes `status` into `state_dir` atomically (the directory exists: the lock lives there).
+/// Writes `status` into `state_dir` atomically, mode 0600.
 pub fn write(state_dir: &Path, status: &Status) -> Result<(), StatusError> {
-    let path = path(state_dir);
-    let mut text = serde_json::to_string_pretty(status).unwrap_or_default();
-    text.push('\n');
-    crate::adapters::fs::atomic_write_private(&path, text.as_bytes())
-        .map_err(|source| StatusError::Write { path, source })
+    FILE.save(state_dir, status)
 }
 
 /// Reads the status file of `state_dir`; `Ok(None)` when there is none.
 pub fn read(state_dir: &Path) -> Result<Option<Status>, StatusError> {
-    use std::io::Read;
-    let path = path(state_dir);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(StatusError::Read { path, source }),
-    };
-    let mut text = String::new();
-    file.take(MAX_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|source| StatusError::Read {
-            path: path.clone(),
-            source,
-        })?;
-    if text.len() as u64 > MAX_BYTES {
-        return Err(StatusError::TooLarge { path });
-    }
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|source| StatusError::Parse {
-            path: path.clone(),
-            source,
-        })?;
-    let found = value.get("version").and_then(serde_json::Value::as_u64);
-    if found != Some(u64::from(VERSION)) {
-        return Err(StatusError::Version {
-            path,
-            found: found.unwrap_or(0),
-        });
-    }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|source| StatusError::Parse { path, source })
+    FILE.load(state_dir)
 }
 
 /// The PID holding the instance lock at `lock_file`, read from `/proc/locks` (a check that
@@ -333,7 +287,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = dir.path().join("daemon.lock");
         assert_eq!(lock_holder(&lock).unwrap(), None, "no file");
-        let held = super::super::lock::InstanceLock::acquire(&lock).unwrap();
+        let held = super::super::lock::InstanceLock::acquire(&lock, "run").unwrap();
         assert_eq!(lock_holder(&lock).unwrap(), Some(std::process::id()));
         drop(held);
         assert_eq!(lock_holder(&lock).unwrap(), None);
@@ -365,6 +319,6 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap(), Some(status));
         std::fs::write(path(dir.path()), "{\"version\": 9}").unwrap();
         let e = read(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("has version 9"), "{e}");
+        assert!(e.contains("holds status version 9"), "{e}");
     }
 }
