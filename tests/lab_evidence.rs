@@ -538,6 +538,8 @@ fn lab_typod_port_is_healed_back_to_the_last_good_address() {
         "{text}\n{}",
         daemon.log()
     );
+    // every other site too, after the daemon's heal as after every CLI apply
+    lab.assert_sites(&[], &Value::String(daemon.log()));
     daemon.stop();
 
     // from a shell, with the daemon stopped: the same memory
