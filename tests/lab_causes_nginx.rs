@@ -180,7 +180,10 @@ fn lab_localhost_pass_target_is_pinned_to_the_family_the_backend_listens_on() {
     );
     fs::write(&site, &text).unwrap();
     reload_nginx(&lab);
-    std::thread::sleep(Duration::from_millis(800));
+    // uvicorn takes its time to bind under load: the fault is staged once it listens on [::1]
+    // (and no longer on 127.0.0.1), not after a fixed sleep
+    crate::support::pm2::wait_listening("[::1]", api);
+    crate::support::pm2::wait_closed("127.0.0.1", api);
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
 
     let (code, diagnosis) = lab.medic_json(&["diagnose"]);

@@ -241,6 +241,7 @@ fn lab_daemon_heals_stop_kill_and_bind_switch_unattended() {
     assert!(lab.systemctl(&["stop", "api.service"]).status.success());
     let stopped = time_to_200(&lab, "api_site", Instant::now(), Duration::from_secs(20));
     assert_ne!(lab.main_pid("api.service"), api_pid);
+    assert_sites_after_daemon(&lab, &daemon, &[]);
 
     let web_pid = lab.main_pid("web.service").expect("web runs");
     let fault = Instant::now();
@@ -257,6 +258,7 @@ fn lab_daemon_heals_stop_kill_and_bind_switch_unattended() {
     }
     let killed = time_to_200(&lab, "web_site", fault, Duration::from_secs(20));
     assert_ne!(lab.main_pid("web.service"), Some(web_pid));
+    assert_sites_after_daemon(&lab, &daemon, &[]);
 
     lab.set_env("api.env", "HOST", "127.0.0.2");
     let fault = Instant::now();
@@ -264,6 +266,7 @@ fn lab_daemon_heals_stop_kill_and_bind_switch_unattended() {
     let switched = time_to_200(&lab, "api_site", fault, Duration::from_secs(30));
     let env = fs::read_to_string(lab.dir.join("config/api.env")).unwrap();
     assert!(env.contains("HOST=127.0.0.1\n"), "{env}");
+    assert_sites_after_daemon(&lab, &daemon, &[]);
 
     println!(
         "time from fault to the first 200 through nginx: stopped unit {} ms, SIGKILL {} ms, bind host switched {} ms",
@@ -448,8 +451,8 @@ fn lab_daemon_escalates_a_crash_loop_once_and_leaves_it_alone() {
         .find(|t| t["target"] == web.as_str())
         .unwrap();
     assert_eq!(other["state"], "healthy", "{other:#}");
-    // the other site was never touched
-    assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
+    // the other sites were never touched
+    assert_sites_after_daemon(&lab, &daemon, &[(lab.port("api_site"), 502)]);
     assert_eq!(daemon.stop().code(), Some(0));
     let (code, status) = status_json(&lab);
     assert_eq!(code, Some(4), "stopped: {status:#}");
@@ -497,7 +500,7 @@ fn lab_daemon_names_a_start_failure_and_does_not_restart_it() {
     );
     assert_eq!(lab.unit_property("api.service", "ActiveState"), "failed");
     assert_eq!(lab.http_status(lab.port("api_site"), "/"), 502);
-    assert_eq!(lab.http_status(lab.port("web_site"), "/"), 200);
+    assert_sites_after_daemon(&lab, &daemon, &[(lab.port("api_site"), 502)]);
     assert_eq!(daemon.stop().code(), Some(0));
 }
 
@@ -587,6 +590,7 @@ fn lab_daemon_sighup_keeps_the_old_set_and_sigterm_finishes_the_transaction() {
     time_to_200(&lab, "api_site", Instant::now(), Duration::from_secs(20));
     let log = daemon.wait_log("healed [", Duration::from_secs(5));
     assert!(log.contains("cause=backend-down"), "{log}");
+    assert_sites_after_daemon(&lab, &daemon, &[]);
     fs::remove_file(extra.join("broken.yaml")).unwrap();
 
     // SIGTERM while a transaction edits web.env and restarts a slow-starting web.service
@@ -632,6 +636,7 @@ fn lab_daemon_sighup_keeps_the_old_set_and_sigterm_finishes_the_transaction() {
         format!("HOST=127.0.0.1\nPORT={}\n", lab.port("web")),
         "whole, never half-written"
     );
+    assert_sites_after_daemon(&lab, &daemon, &[]);
     let mut names: Vec<String> = fs::read_dir(lab.dir.join("config"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -883,6 +888,7 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
         &format!("healed [{api} backend-down]"),
         Duration::from_secs(5),
     );
+    assert_sites_after_daemon(&lab, &daemon, &[]);
     assert!(daemon
         .log()
         .contains("pause ended; acting on api.service again"));
@@ -909,6 +915,7 @@ fn lab_daemon_leaves_paused_and_heal_false_backends_alone() {
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lab.unit_property("api.service", "ActiveState"), "inactive");
+    assert_sites_after_daemon(&lab, &daemon, &[(api_site, 502)]);
     // `apply` (once the daemon is gone and its lock free) leaves it alone too
     let mut daemon = daemon;
     assert_eq!(daemon.stop().code(), Some(0));
@@ -965,6 +972,13 @@ fn lab_daemon_ignores_unit_signals_from_anyone_but_systemd() {
         "api stopped after 20 forged JobNew: 200 after {} ms",
         took.as_millis()
     );
+    assert_sites_after_daemon(&lab, &daemon, &[]);
+}
+
+/// Every site of the lab answers as `expect` says (else 200) after the daemon's own heals, as
+/// after every CLI `apply` (`Lab::apply`): no heal of the daemon silently breaks a neighbour.
+fn assert_sites_after_daemon(lab: &Lab, daemon: &Daemon, expect: &[(u16, u16)]) {
+    lab.assert_sites(expect, &Value::String(daemon.log()));
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/PID/stat`.

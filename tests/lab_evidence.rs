@@ -63,8 +63,20 @@ fn site(name: &str, site_port: u16, target: &str) -> String {
 
 /// Runs a python backend as a transient unit of the lab's manager and waits until it listens.
 fn transient_backend(lab: &Lab, unit: &str, app: &str, args: &[String]) {
+    transient_backend_with(lab, unit, &[], app, args);
+}
+
+/// As [`transient_backend`], with unit properties (`WorkingDirectory=/srv/x`).
+fn transient_backend_with(
+    lab: &Lab,
+    unit: &str,
+    properties: &[String],
+    app: &str,
+    args: &[String],
+) {
     let out = Command::new("timeout")
         .args(["30", "systemd-run", "--user", "--quiet", "--unit", unit])
+        .args(properties.iter().map(|p| format!("--property={p}")))
         .args(["/usr/bin/python3", "-c", app])
         .args(args)
         .envs(lab.env())
@@ -526,6 +538,8 @@ fn lab_typod_port_is_healed_back_to_the_last_good_address() {
         "{text}\n{}",
         daemon.log()
     );
+    // every other site too, after the daemon's heal as after every CLI apply
+    lab.assert_sites(&[], &Value::String(daemon.log()));
     daemon.stop();
 
     // from a shell, with the daemon stopped: the same memory
@@ -626,6 +640,141 @@ fn lab_typod_port_with_a_hint_and_another_last_good_address_is_inconclusive() {
     }
     let files = lab.config_files();
     let (_, applied) = lab.medic_json(&["apply"]);
+    assert_ne!(applied["outcome"], "healed", "{applied:#}");
+    assert!(lab.config_files() == files, "nothing changed");
+}
+
+/// A directory of the lab for an application's files, created with `public/` inside.
+fn app_dir(lab: &Lab, name: &str) -> PathBuf {
+    let dir = lab.dir.join("srv").join(name);
+    fs::create_dir_all(dir.join("public")).expect("the application's directory");
+    dir
+}
+
+/// A site as [`site`], serving its files from `root`.
+fn site_with_root(name: &str, site_port: u16, target: &str, root: &Path) -> String {
+    site(name, site_port, target).replacen(
+        "\n\n    location",
+        &format!("\n    root {};\n\n    location", root.display()),
+        1,
+    )
+}
+
+/// Issue 11, failure 4, from the site's identity by its files: the pass target names a port
+/// nothing listens on, no `backends:` hint names the backend, the daemon never ran and the
+/// unit is named unlike the site (`storefront` for `shop`). The site serves its files from
+/// `srv/shop/public`; the backend's `WorkingDirectory` is `srv/shop`, which holds that root:
+/// its ports no site dials are requested directly (the metrics one is refused) and the site
+/// is pointed at the application port.
+#[test]
+fn lab_typod_port_is_healed_to_the_unit_working_where_the_site_root_is() {
+    let lab = Lab::start();
+    let (site_port, app_port, metrics_port) = (lab.base + 7, lab.base + 16, lab.base + 17);
+    let typo = lab.base + 18;
+    let shop = app_dir(&lab, "shop");
+    transient_backend_with(
+        &lab,
+        "storefront.service",
+        &[format!("WorkingDirectory={}", shop.display())],
+        TWO_PORT_APP,
+        &[app_port.to_string(), metrics_port.to_string()],
+    );
+    let file = add_site(
+        &lab,
+        "shop.conf",
+        &site_with_root(
+            "shop",
+            site_port,
+            &format!("127.0.0.1:{typo}"),
+            &shop.join("public"),
+        ),
+    );
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+
+    let (code, diagnosis) = lab.medic_json(&["diagnose"]);
+    assert_eq!(code, 2, "{diagnosis:#}");
+    let f = finding(&diagnosis, "wrong-port");
+    assert_eq!(f["site"], "shop.lab");
+    assert_eq!(f["unit"], "storefront.service", "{f:#}");
+    assert_eq!(f["conclusive"], true, "{f:#}");
+    let evidence = f["evidence"].to_string();
+    assert!(
+        evidence.contains(&format!("127.0.0.1:{app_port} (answers 200 at /)")),
+        "{f:#}"
+    );
+    assert!(
+        evidence.contains(&format!(
+            "127.0.0.1:{metrics_port} (its answer is a metrics endpoint"
+        )),
+        "{f:#}"
+    );
+    assert!(
+        evidence.contains(&format!(
+            "127.0.0.1:{app_port} (storefront.service, whose WorkingDirectory {} holds the site's root {})",
+            shop.display(),
+            shop.join("public").display()
+        )),
+        "{f:#}"
+    );
+
+    lab.apply_heals(site_port);
+    let text = fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains(&format!("proxy_pass http://127.0.0.1:{app_port};")),
+        "{text}"
+    );
+}
+
+/// The refusal: two backends work in directories that hold the site's root (`srv` and
+/// `srv/shop`), both answer. Which one the site meant is not known: inconclusive, both listed,
+/// nothing changed.
+#[test]
+fn lab_typod_port_with_two_units_working_where_the_site_root_is_is_inconclusive() {
+    let lab = Lab::start();
+    let (site_port, first, second) = (lab.base + 7, lab.base + 16, lab.base + 17);
+    let typo = lab.base + 18;
+    let shop = app_dir(&lab, "shop");
+    let srv = lab.dir.join("srv");
+    transient_backend_with(
+        &lab,
+        "storefront.service",
+        &[format!("WorkingDirectory={}", shop.display())],
+        TWO_PORT_APP,
+        &[first.to_string()],
+    );
+    transient_backend_with(
+        &lab,
+        "cart.service",
+        &[format!("WorkingDirectory={}", srv.display())],
+        TWO_PORT_APP,
+        &[second.to_string()],
+    );
+    add_site(
+        &lab,
+        "shop.conf",
+        &site_with_root(
+            "shop",
+            site_port,
+            &format!("127.0.0.1:{typo}"),
+            &shop.join("public"),
+        ),
+    );
+    assert_eq!(lab.http_status(site_port, "/"), 502);
+
+    let (_, diagnosis) = lab.medic_json(&["diagnose"]);
+    let f = finding(&diagnosis, "wrong-port");
+    assert_eq!(f["conclusive"], false, "{f:#}");
+    let evidence = f["evidence"].to_string();
+    for port in [first, second] {
+        assert!(
+            evidence.contains(&format!(
+                "127.0.0.1:{port} (named only by the site's identity, which 2 services match (cart.service, storefront.service)"
+            )),
+            "{f:#}"
+        );
+    }
+    let files = lab.config_files();
+    let (_, applied) = lab.apply(&[], &[(site_port, 502)]);
     assert_ne!(applied["outcome"], "healed", "{applied:#}");
     assert!(lab.config_files() == files, "nothing changed");
 }

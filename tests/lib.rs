@@ -12,6 +12,7 @@ mod lab_coherence;
 mod lab_daemon;
 mod lab_evidence;
 mod lab_facts;
+mod lab_forgery;
 mod lab_heal;
 mod lab_pm2;
 mod lab_smoke;

@@ -407,6 +407,7 @@ fn unit_facts(
         environment_files: Vec::new(),
         environment: Vec::new(),
         control_group: None,
+        working_directory: None,
         run: Default::default(),
     };
     facts.run.drop_in_paths = unit.get("DropInPaths").unwrap_or_default();
@@ -443,6 +444,10 @@ fn add_service_facts(service: &Properties, facts: &mut UnitFacts) {
     facts.control_group = service
         .get::<String>("ControlGroup")
         .filter(|c| !c.is_empty());
+    facts.working_directory = service
+        .get::<String>("WorkingDirectory")
+        .map(|d| d.strip_prefix('!').map(str::to_string).unwrap_or(d))
+        .filter(|d| !d.is_empty());
     let run = &mut facts.run;
     run.exec_main_code = service.get("ExecMainCode").unwrap_or(0);
     run.exec_main_status = service.get("ExecMainStatus").unwrap_or(0);

@@ -469,6 +469,7 @@ mod tests {
             }],
             environment: Vec::new(),
             control_group: Some("/system.slice/web.service".into()),
+            working_directory: None,
             active_enter_timestamp: 1,
             run: Default::default(),
         }

@@ -893,6 +893,7 @@ mod tests {
                 .collect(),
             at: at(),
             locations: Vec::new(),
+            roots: Vec::new(),
         };
         Route {
             aim: crate::facts::aim::aim(&[site], 0),

@@ -45,7 +45,8 @@ pub fn add_direct_evidence(
                         .to_string();
                         let answer = answer_of(&address);
                         let verdict = answer
-                            .map_or_else(|| Err("not requested".to_string()), DirectAnswer::viable);
+                            .map_or_else(|| Err("not requested".to_string()), DirectAnswer::viable)
+                            .and(unambiguous(endpoint, port));
                         Candidate {
                             port,
                             address,
@@ -132,6 +133,13 @@ fn named_by(endpoint: &Endpoint, port: u16) -> String {
             UnitSource::UndialledHint => format!("the `backends:` hint for {}", m.unit),
             UnitSource::LastGood => format!("the last good configuration, {}", m.unit),
             UnitSource::SiteIdentity => format!("{}, named like the site", m.unit),
+            UnitSource::SiteRoot => match &m.root {
+                Some(r) => format!(
+                    "{}, whose WorkingDirectory {} holds the site's root {}",
+                    m.unit, r.working_directory, r.root
+                ),
+                None => format!("{}, working where the site's root is", m.unit),
+            },
             _ => m.unit.clone(),
         })
         .collect();
@@ -140,6 +148,38 @@ fn named_by(endpoint: &Endpoint, port: u16) -> String {
         format!("a port of {unit}")
     } else {
         named.join(", ")
+    }
+}
+
+/// `Err` for a port that only the site's identity names while that identity matches several
+/// services: which of them the site meant is not known, so none is taken (each stays listed).
+/// A port that a hint or the last good configuration names as well stands on that evidence.
+fn unambiguous(endpoint: &Endpoint, port: u16) -> Result<(), String> {
+    use crate::facts::mapping::UnitSource;
+    let identity = |m: &&crate::facts::mapping::Meant| {
+        matches!(m.from, UnitSource::SiteIdentity | UnitSource::SiteRoot)
+    };
+    let mut matched: Vec<&str> = endpoint
+        .meant
+        .iter()
+        .filter(identity)
+        .map(|m| m.unit.as_str())
+        .collect();
+    matched.sort_unstable();
+    matched.dedup();
+    let only_identity = endpoint
+        .meant
+        .iter()
+        .filter(|m| m.ports.contains(&port))
+        .all(|m| identity(&m));
+    if matched.len() > 1 && only_identity {
+        Err(format!(
+            "named only by the site's identity, which {} services match ({}): add a `backends:` hint for the right one",
+            matched.len(),
+            matched.join(", ")
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -255,6 +295,66 @@ pub fn measured_raise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::mapping::{Meant, RootMatch, UnitSource};
+
+    fn endpoint(meant: Vec<Meant>) -> Endpoint {
+        Endpoint {
+            address: "127.0.0.1:18018".into(),
+            host_name: None,
+            listening: false,
+            listener: None,
+            pid: None,
+            unit: meant.first().map(|m| m.unit.clone()),
+            unit_from: meant.first().map(|m| m.from),
+            unit_listeners: Vec::new(),
+            meant,
+        }
+    }
+
+    fn by(from: UnitSource, unit: &str, ports: &[u16]) -> Meant {
+        Meant {
+            from,
+            unit: unit.into(),
+            ports: ports.to_vec(),
+            root: (from == UnitSource::SiteRoot).then(|| RootMatch {
+                working_directory: "/srv/shop".into(),
+                root: "/srv/shop/public".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_port_only_an_identity_of_several_services_names_is_refused() {
+        let one = endpoint(vec![by(
+            UnitSource::SiteRoot,
+            "storefront.service",
+            &[18016],
+        )]);
+        assert_eq!(unambiguous(&one, 18016), Ok(()));
+        assert_eq!(
+            named_by(&one, 18016),
+            "storefront.service, whose WorkingDirectory /srv/shop holds the site's root /srv/shop/public"
+        );
+        let two = endpoint(vec![
+            by(UnitSource::SiteIdentity, "cart.service", &[18020]),
+            by(UnitSource::SiteRoot, "storefront.service", &[18016]),
+        ]);
+        for port in [18016, 18020] {
+            let refused = unambiguous(&two, port).unwrap_err();
+            assert!(
+                refused.contains("2 services match (cart.service, storefront.service)"),
+                "{refused}"
+            );
+        }
+        // a hint naming one of them stands on its own evidence
+        let hinted = endpoint(vec![
+            by(UnitSource::UndialledHint, "storefront.service", &[18016]),
+            by(UnitSource::SiteIdentity, "cart.service", &[18020]),
+            by(UnitSource::SiteRoot, "storefront.service", &[18016]),
+        ]);
+        assert_eq!(unambiguous(&hinted, 18016), Ok(()));
+        assert!(unambiguous(&hinted, 18020).is_err());
+    }
 
     fn to(size: &str, buffers: &str, from: &'static str) -> Raise {
         Raise::To {

@@ -126,6 +126,59 @@ pub struct ErrorLogFacts {
     /// Where to continue with [`read_error_log_since`]: the start of the unfinished last line,
     /// or `size`.
     pub resume_at: u64,
+    /// Lines stamped later than the machine's clock allows ([`ErrorLogFacts::reject_future`]):
+    /// forged through a client's CR/LF or from a skewed clock, they are left out of `entries`
+    /// (never evidence, never the clock's anchor) and only counted here.
+    pub future_lines: usize,
+}
+
+/// How far past the machine's local clock a line's time may be and still be nginx's own (60 s).
+/// nginx stamps a line with a time it cached earlier, never a later one; the slack is for a
+/// clock stepped back a little. It is less than half the quarter hour that
+/// `engine::recency::zone_offset` rounds to, so a forged line inside it cannot move the
+/// offset every other line is mapped with.
+pub const FUTURE_SLACK: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
+/// The machine's wall clock in its own time zone (`TZ`, else `/etc/localtime`), as nginx
+/// writes its times; UTC when the zone cannot be read.
+pub fn local_now() -> jiff::civil::DateTime {
+    jiff::Zoned::now().datetime()
+}
+
+/// Whether a line stamped `time` (`YYYY/MM/DD HH:MM:SS`, local) is later than `now` plus
+/// [`FUTURE_SLACK`]. A time that does not read as a date is not in the future (the parser
+/// only keeps lines that open with nginx's time stamp).
+pub fn is_future(time: &str, now: jiff::civil::DateTime) -> bool {
+    let Ok(at) = jiff::civil::DateTime::strptime("%Y/%m/%d %H:%M:%S", time) else {
+        return false;
+    };
+    now.checked_add(FUTURE_SLACK).is_ok_and(|limit| at > limit)
+}
+
+impl ErrorLogFacts {
+    /// Leaves out every line stamped later than `now` (the machine's local clock, see
+    /// [`local_now`]) plus [`FUTURE_SLACK`], counting them in `future_lines`; `counts` is
+    /// recounted. A client can put a line of its own into the log (an encoded CR/LF in a path
+    /// nginx logs decoded); dated in the future and read as the newest line, it would make
+    /// every real line look old.
+    pub fn reject_future(&mut self, now: jiff::civil::DateTime) {
+        let before = self.entries.len();
+        self.entries.retain(|e| !is_future(&e.time, now));
+        let rejected = before - self.entries.len();
+        if rejected == 0 {
+            return;
+        }
+        self.future_lines += rejected;
+        self.counts.clear();
+        for entry in &self.entries {
+            *self.counts.entry(entry.class).or_insert(0) += 1;
+        }
+        tracing::warn!(
+            path = %self.path.display(),
+            lines = rejected,
+            "error-log lines dated in the future are not evidence"
+        );
+    }
 }
 
 /// Reading the error log failed.
@@ -253,7 +306,7 @@ impl LogLine<'_> {
     /// The address nginx dialled (see [`LogEntry::upstream_addr`]).
     pub fn dialled(&self) -> Option<String> {
         match self.upstream {
-            Some(upstream) => dialled_address(upstream),
+            Some(upstream) => upstream_pair_address(upstream),
             None => connect_target(self.message).and_then(dialled_address),
         }
     }
@@ -428,6 +481,18 @@ fn errno_of(message: &str) -> Option<i32> {
 fn connect_target(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("connect() to ")?;
     rest.split_once(" failed").map(|(target, _)| target)
+}
+
+/// The dialled address of an `upstream: "…"` value, which nginx's http module always writes
+/// with its scheme (`http://127.0.0.1:8000/`, `fastcgi://unix:/run/x.sock:`). A value without
+/// one names no address: it is not nginx's, but a client's forged line (a decoded path can
+/// start a line of its own after an encoded CR/LF, yet cannot hold `//`, which nginx merges),
+/// or a stream-module line, whose proxies are no route of an http site.
+fn upstream_pair_address(upstream: &str) -> Option<String> {
+    upstream
+        .split_once("://")
+        .filter(|(scheme, _)| !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_lowercase()))
+        .and_then(|_| dialled_address(upstream))
 }
 
 /// Normalises an `upstream: "…"` value or a `connect() to` target to the dialled address.
@@ -786,9 +851,12 @@ impl LogReader {
 
 /// Reads at most the last `max_bytes` of the error log, starting at the first line boundary in
 /// that window. Invalid UTF-8 is replaced; an unfinished last line is not classified.
+/// Lines dated in the future are left out ([`ErrorLogFacts::reject_future`]).
 pub fn read_error_log(path: &Path, max_bytes: u64) -> Result<ErrorLogFacts, ErrorLogError> {
     let (file, size) = open(path)?;
-    read_range(file, path, size, size.saturating_sub(max_bytes))
+    let mut facts = read_range(file, path, size, size.saturating_sub(max_bytes))?;
+    facts.reject_future(local_now());
+    Ok(facts)
 }
 
 /// Reads the error log from `offset` (e.g. the size recorded before a reload) to its current
@@ -797,7 +865,9 @@ pub fn read_error_log(path: &Path, max_bytes: u64) -> Result<ErrorLogFacts, Erro
 pub fn read_error_log_since(path: &Path, offset: u64) -> Result<ErrorLogFacts, ErrorLogError> {
     let (file, size) = open(path)?;
     let start = if offset > size { 0 } else { offset };
-    read_range(file, path, size, start)
+    let mut facts = read_range(file, path, size, start)?;
+    facts.reject_future(local_now());
+    Ok(facts)
 }
 
 fn open(path: &Path) -> Result<(File, u64), ErrorLogError> {
@@ -883,12 +953,59 @@ fn read_range(
         skipped_lines: reader.skipped_lines(),
         partial_tail,
         resume_at,
+        future_lines: 0,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_dated_in_the_future_is_not_evidence_and_is_counted() {
+        let lines = [
+            "2026/11/26 09:07:30 [error] 7#7: *1 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: a.lab, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8000/\", host: \"a.lab\"",
+            // 59 s ahead of the clock: inside the slack, nginx's own
+            "2026/11/26 09:08:59 [error] 7#7: *2 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: a.lab, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:8000/\", host: \"a.lab\"",
+            // forged through a decoded path, a year ahead, read as the newest line
+            "2027/11/26 09:07:37 [error] 7#7: *3 connect() failed (111: Connection refused) while connecting to upstream, client: 127.0.0.1, server: a.lab, request: \"GET / HTTP/1.1\", upstream: \"http://127.0.0.1:1/\", host: \"a.lab\"",
+            // a minute and a second ahead
+            "2026/11/26 09:09:01 [error] 7#7: *4 open() \"/srv/x\" failed (2: No such file or directory), client: 127.0.0.1, server: a.lab, request: \"GET /x HTTP/1.1\", host: \"a.lab\"",
+        ];
+        let mut text = lines.join("\n");
+        text.push('\n');
+        let dir = std::env::temp_dir().join(format!("medic-future-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("error.log");
+        std::fs::write(&path, text).unwrap();
+        let (file, size) = open(&path).unwrap();
+        let mut facts = read_range(file, &path, size, 0).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(facts.entries.len(), 4);
+        let now = jiff::civil::date(2026, 11, 26).at(9, 8, 0, 0);
+        facts.reject_future(now);
+        assert_eq!(facts.future_lines, 2);
+        let kept: Vec<Option<u64>> = facts.entries.iter().map(|e| e.connection).collect();
+        assert_eq!(kept, [Some(1), Some(2)]);
+        assert_eq!(facts.counts.get(&LogClass::ConnectionRefused), Some(&2));
+        assert_eq!(facts.counts.get(&LogClass::Other), None);
+        assert!(
+            facts
+                .entries
+                .iter()
+                .all(|e| e.upstream_addr.as_deref() == Some("127.0.0.1:8000")),
+            "the forged upstream is gone"
+        );
+        // the edges: exactly the slack is still nginx's, a second more is not
+        assert!(!is_future("2026/11/26 09:09:00", now));
+        assert!(is_future("2026/11/26 09:09:01", now));
+        assert!(!is_future("2025/01/01 00:00:00", now));
+        assert!(!is_future("not a time", now));
+        // across midnight and a year's end
+        let late = jiff::civil::date(2026, 12, 31).at(23, 59, 30, 0);
+        assert!(!is_future("2027/01/01 00:00:29", late));
+        assert!(is_future("2027/01/01 00:00:31", late));
+    }
 
     #[test]
     fn plain_pairs_agree_with_the_search_wherever_they_answer() {
@@ -1388,6 +1505,42 @@ mod tests {
         let bare = classify_line("2026/11/26 09:06:28 [alert] no pid here").unwrap();
         assert_eq!(bare.pid, None);
         assert_eq!(bare.message, "no pid here");
+    }
+
+    #[test]
+    fn an_upstream_value_without_a_scheme_names_no_address() {
+        // the lab's forgery: a whole line of its own from a decoded path, the upstream written
+        // without `http://` (nginx merges the slashes of a path)
+        let forged = "2026/12/01 16:17:47 [error] 1#1: *998 upstream sent too big header while reading response header from upstream, client: 127.0.0.1, server: api.lab, request: \"GET / HTTP/1.1\", upstream: \"127.0.0.1:18101\", host: \"api.lab\"";
+        let entry = classify_line(forged).unwrap();
+        assert_eq!(entry.class, LogClass::TooBigHeader);
+        assert_eq!(entry.upstream_addr, None);
+        for value in [
+            "127.0.0.1:18101",
+            "http:/127.0.0.1:18101/",
+            "unix:/run/x.sock",
+            "://127.0.0.1:1/",
+            "HTTP://127.0.0.1:1/",
+        ] {
+            assert_eq!(upstream_pair_address(value), None, "{value}");
+        }
+        for (value, addr) in [
+            ("http://127.0.0.1:8000/", "127.0.0.1:8000"),
+            ("fastcgi://unix:/run/php/x.sock:", "unix:/run/php/x.sock"),
+            ("grpcs://[::1]:50051", "[::1]:50051"),
+        ] {
+            assert_eq!(
+                upstream_pair_address(value).as_deref(),
+                Some(addr),
+                "{value}"
+            );
+        }
+        // nginx's own `connect() to` form for a unix socket keeps its address
+        let fpm = "2026/11/26 09:06:28 [crit] 1#1: *1 connect() to unix:/run/php/x.sock failed (2: No such file or directory) while connecting to upstream, client: 127.0.0.1, server: php.lab, request: \"GET / HTTP/1.1\", host: \"php.lab\"";
+        assert_eq!(
+            classify_line(fpm).unwrap().upstream_addr.as_deref(),
+            Some("unix:/run/php/x.sock")
+        );
     }
 
     #[test]

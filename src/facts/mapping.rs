@@ -63,6 +63,17 @@ pub struct Meant {
     pub unit: String,
     /// The TCP ports it names, none of them dialled by a site.
     pub ports: Vec<u16>,
+    /// For [`UnitSource::SiteRoot`]: the unit's working directory and the site's root inside
+    /// it, as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<RootMatch>,
+}
+
+/// A site's `root` lying inside a unit's `WorkingDirectory` (see [`root_in_working_directory`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RootMatch {
+    pub working_directory: String,
+    pub root: String,
 }
 
 /// How the unit of an endpoint was found.
@@ -84,6 +95,10 @@ pub enum UnitSource {
     /// The service named like the site (its file, its `server_name`) that listens on a port no
     /// site dials: the backend of a typo'd port.
     SiteIdentity,
+    /// The service whose `WorkingDirectory` holds one of the site's `root`s (the root is that
+    /// directory or lies inside it) and that listens on a port no site dials: the backend of a
+    /// typo'd port, by the files the site serves.
+    SiteRoot,
     /// The unit of a `backends:` hint for the endpoint's host whose port no site dials while
     /// the unit listens there: the backend a typo'd port was meant to reach.
     UndialledHint,
@@ -190,8 +205,11 @@ pub fn routes(
                 .iter_mut()
                 .filter(|e| e.unit.is_none() && !e.listening)
             {
-                let names = site_names(site, &pass.at.file);
-                let meant = meant(input, &dialled_ports, &e.address, remembered, &names);
+                let identity = Identity {
+                    names: site_names(site, &pass.at.file),
+                    roots: &site.roots,
+                };
+                let meant = meant(input, &dialled_ports, &e.address, remembered, &identity);
                 if let Some(first) = meant.first() {
                     set_unit(e, first.unit.clone(), first.from, input);
                 }
@@ -258,18 +276,60 @@ fn site_names(site: &crate::facts::nginx::Site, file: &std::path::Path) -> Vec<S
     names
 }
 
+/// What a site is known by, to find the service it was meant to reach: its names
+/// ([`site_names`]) and the `root`s it serves files from.
+struct Identity<'s> {
+    names: Vec<String>,
+    roots: &'s [String],
+}
+
+/// A path as identity evidence: absolute and compared by components (`//`, `/./` and a
+/// trailing `/` do not count), never `/` or empty. A relative path (nginx joins it to its
+/// prefix), one with `..` (a symlink decides where it leads), a variable (`$document_root`)
+/// or `~` (a user's home) is no evidence: `None`.
+fn identity_path(raw: &str) -> Option<std::path::PathBuf> {
+    use std::path::{Component, Path, PathBuf};
+    if raw.contains('$') || !raw.starts_with('/') {
+        return None;
+    }
+    let mut out = PathBuf::from("/");
+    for c in Path::new(raw).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir | Component::Prefix(_) => return None,
+        }
+    }
+    (out != Path::new("/")).then_some(out)
+}
+
+/// The rule of [`UnitSource::SiteRoot`]: a site's `root` names the application of a unit
+/// whose `WorkingDirectory` is that root or an ancestor of it (`/srv/shop` holds
+/// `/srv/shop/public`), both absolute and compared by whole components (`/srv/shop` does not
+/// hold `/srv/shopping`); neither may be `/` or empty ([`identity_path`]). Only this way
+/// round: a working directory inside a root (`/var/www` → `/var/www/api`) would let a broad
+/// document root claim every application below it.
+pub fn root_in_working_directory(root: &str, working_directory: &str) -> bool {
+    match (identity_path(root), identity_path(working_directory)) {
+        (Some(root), Some(dir)) => root.starts_with(dir),
+        _ => false,
+    }
+}
+
 /// The evidence of the backend a typo'd port at `address` was meant to reach, in rank order:
 /// a `backends:` hint whose port no site dials while its unit listens there, the address the
 /// location dialled the last time a probe answered (`remembered`: same host, a unit listens on
-/// its port now, no site dials it), the service named like the site. Each source names a unit
-/// and the ports it stands for: a hint's and the identity's unit all of its undialled ports,
-/// the last good configuration its one port.
+/// its port now, no site dials it), the services matching the site's identity (named like it,
+/// or working in a directory that holds its root). Each source names a unit and the ports it
+/// stands for: a hint's and an identity's unit all of its undialled ports, the last good
+/// configuration its one port. Several services matching the identity are each listed
+/// (`engine::evidence` refuses a port only they name).
 fn meant(
     input: &MappingInput<'_>,
     dialled_ports: &std::collections::BTreeSet<u16>,
     address: &str,
     remembered: &[String],
-    names: &[String],
+    identity: &Identity<'_>,
 ) -> Vec<Meant> {
     let undialled_ports = |unit: &str| -> Vec<u16> {
         let cgroup = input
@@ -296,6 +356,7 @@ fn meant(
             from: UnitSource::UndialledHint,
             unit,
             ports,
+            root: None,
         });
     }
     if let Some((unit, port)) =
@@ -305,14 +366,16 @@ fn meant(
             from: UnitSource::LastGood,
             unit,
             ports: vec![port],
+            root: None,
         });
     }
-    if let Some(unit) = identity_match(input.sockets, dialled_ports, names) {
+    for (unit, from, root) in identity_matches(input, dialled_ports, identity) {
         let ports = undialled_ports(&unit);
         out.push(Meant {
-            from: UnitSource::SiteIdentity,
+            from,
             unit,
             ports,
+            root,
         });
     }
     out
@@ -351,24 +414,52 @@ fn last_good_candidate(
     }
 }
 
-/// The one service whose name is one of the site's `names` and that listens on a TCP port no
-/// pass target dials: the backend a typo'd port in the site was meant to reach. None, or more
-/// than one: `None`, never a guess.
-fn identity_match(
-    sockets: &SocketFacts,
+/// The services that listen on a TCP port no pass target dials and match the site's identity:
+/// named like the site ([`UnitSource::SiteIdentity`]), else working in a directory that holds
+/// one of its roots ([`UnitSource::SiteRoot`], with the pair that matched). Each service once,
+/// by name; none: empty, never a guess.
+fn identity_matches(
+    input: &MappingInput<'_>,
     dialled_ports: &std::collections::BTreeSet<u16>,
-    names: &[String],
-) -> Option<String> {
-    the_one_unit(
-        sockets
-            .tcp
-            .iter()
-            .filter(|s| !dialled_ports.contains(&s.port)),
-        |u| {
-            u.strip_suffix(".service")
-                .is_some_and(|stem| names.iter().any(|n| n == &stem.to_lowercase()))
-        },
-    )
+    identity: &Identity<'_>,
+) -> Vec<(String, UnitSource, Option<RootMatch>)> {
+    let mut units: Vec<&str> = input
+        .sockets
+        .tcp
+        .iter()
+        .filter(|s| !dialled_ports.contains(&s.port))
+        .filter_map(|s| s.main_owner()?.unit.as_deref())
+        .filter(|u| u.ends_with(".service"))
+        .collect();
+    units.sort_unstable();
+    units.dedup();
+    units
+        .into_iter()
+        .filter_map(|unit| {
+            let stem = unit.strip_suffix(".service")?.to_lowercase();
+            if identity.names.contains(&stem) {
+                return Some((unit.to_string(), UnitSource::SiteIdentity, None));
+            }
+            let dir = input
+                .units
+                .iter()
+                .find(|u| u.name == unit)?
+                .working_directory
+                .as_deref()?;
+            let root = identity
+                .roots
+                .iter()
+                .find(|r| root_in_working_directory(r, dir))?;
+            Some((
+                unit.to_string(),
+                UnitSource::SiteRoot,
+                Some(RootMatch {
+                    working_directory: dir.to_string(),
+                    root: root.clone(),
+                }),
+            ))
+        })
+        .collect()
 }
 
 /// The one unit named by a `backends:` hint for `address`'s host whose port no pass target
@@ -740,6 +831,7 @@ mod tests {
             environment_files: Vec::new(),
             environment: Vec::new(),
             control_group: None,
+            working_directory: None,
             active_enter_timestamp: 0,
             run: Default::default(),
         }
@@ -935,7 +1027,14 @@ mod tests {
         };
         let dialled: std::collections::BTreeSet<u16> = [18010, 18018].into();
         let remembered = vec!["127.0.0.1:18016".to_string()];
-        let shop = vec!["shop".to_string()];
+        let shop = Identity {
+            names: vec!["shop".to_string()],
+            roots: &[],
+        };
+        let nobody = Identity {
+            names: Vec::new(),
+            roots: &[],
+        };
         let sources = |m: Vec<Meant>| {
             m.into_iter()
                 .map(|m| (m.from, m.unit, m.ports))
@@ -967,7 +1066,13 @@ mod tests {
         );
         // no hint and no unit named like the site: the last good configuration alone, its
         // one port (not the unit's other one)
-        let alone = meant(&input(&[]), &dialled, "127.0.0.1:18018", &remembered, &[]);
+        let alone = meant(
+            &input(&[]),
+            &dialled,
+            "127.0.0.1:18018",
+            &remembered,
+            &nobody,
+        );
         assert_eq!(
             sources(alone),
             vec![(
@@ -976,7 +1081,7 @@ mod tests {
                 vec![18016]
             )]
         );
-        assert!(meant(&input(&[]), &dialled, "127.0.0.1:18018", &[], &[]).is_empty());
+        assert!(meant(&input(&[]), &dialled, "127.0.0.1:18018", &[], &nobody).is_empty());
     }
 
     #[test]
@@ -1008,6 +1113,7 @@ mod tests {
                 listen: vec!["127.0.0.1:18007".into()],
                 listeners: Vec::new(),
                 at: at.clone(),
+                roots: Vec::new(),
                 locations: vec![crate::facts::nginx::Location {
                     path: "/".into(),
                     at: at.clone(),
@@ -1080,6 +1186,47 @@ mod tests {
         assert_eq!(only_unit_on_port(&scope, 8007), None, "services only");
     }
 
+    /// `identity_matches` over these sockets and units (`(name, WorkingDirectory)`), for a
+    /// site known by `names` and `roots`: each match as `(unit, source)`.
+    fn matched(
+        sockets: &SocketFacts,
+        units: &[(&str, &str)],
+        dialled: &[u16],
+        names: &[&str],
+        roots: &[&str],
+    ) -> Vec<(String, UnitSource)> {
+        let units: Vec<UnitFacts> = units
+            .iter()
+            .map(|(name, dir)| UnitFacts {
+                name: name.to_string(),
+                working_directory: Some(dir.to_string()),
+                ..UnitFacts::default()
+            })
+            .collect();
+        let (env, none) = (BTreeMap::new(), BTreeMap::new());
+        let memory = crate::facts::last_good::LastGood::empty();
+        let input = MappingInput {
+            sockets,
+            units: &units,
+            unit_env: &env,
+            hints: &[],
+            bindv6only: false,
+            declared: &none,
+            remembered: &none,
+            last_good: &memory,
+        };
+        let roots: Vec<String> = roots.iter().map(|r| r.to_string()).collect();
+        let identity = Identity {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            roots: &roots,
+        };
+        let dialled: std::collections::BTreeSet<u16> = dialled.iter().copied().collect();
+        identity_matches(&input, &dialled, &identity)
+            .into_iter()
+            .map(|(unit, from, _)| (unit, from))
+            .collect()
+    }
+
     #[test]
     fn a_typod_port_finds_the_service_named_like_the_site_on_an_undialled_port() {
         let sockets = listening(&[
@@ -1087,19 +1234,123 @@ mod tests {
             ("127.0.0.1", 8001, "web.service"),
             ("127.0.0.1", 9187, "nginx-medic.service"),
         ]);
-        let dialled: std::collections::BTreeSet<u16> = [8010, 8001].into();
-        let names = vec!["api".to_string()];
-        assert_eq!(
-            identity_match(&sockets, &dialled, &names).as_deref(),
-            Some("api.service")
-        );
+        let api = vec![("api.service".to_string(), UnitSource::SiteIdentity)];
+        assert_eq!(matched(&sockets, &[], &[8010, 8001], &["api"], &[]), api);
         // a port another site dials is never taken
-        let dialled: std::collections::BTreeSet<u16> = [8010, 8000, 8001].into();
-        assert_eq!(identity_match(&sockets, &dialled, &names), None);
+        assert!(matched(&sockets, &[], &[8010, 8000, 8001], &["api"], &[]).is_empty());
         // a unit that is not named like the site is never taken
-        let names = vec!["shop".to_string()];
-        let dialled: std::collections::BTreeSet<u16> = [8010].into();
-        assert_eq!(identity_match(&sockets, &dialled, &names), None);
+        assert!(matched(&sockets, &[], &[8010], &["shop"], &[]).is_empty());
+        // two services named like the site: both, for the evidence to refuse
+        let two = listening(&[
+            ("127.0.0.1", 8000, "api.service"),
+            ("127.0.0.1", 8002, "API.service"),
+        ]);
+        assert_eq!(matched(&two, &[], &[8010], &["api"], &[]).len(), 2);
+    }
+
+    #[test]
+    fn a_root_matches_a_working_directory_that_is_it_or_holds_it() {
+        let holds = root_in_working_directory;
+        assert!(holds("/srv/shop/public", "/srv/shop"));
+        assert!(holds("/srv/shop", "/srv/shop"));
+        assert!(
+            holds("/srv/shop/", "/srv//shop/."),
+            "compared by components"
+        );
+        assert!(holds("/srv/./shop/static/", "/srv/shop/"));
+        assert!(
+            !holds("/srv/shopping", "/srv/shop"),
+            "whole components only"
+        );
+        assert!(
+            !holds("/srv/shop", "/srv/shop/public"),
+            "only the root inside"
+        );
+        assert!(!holds("/srv/shop", "/"), "never `/`");
+        assert!(!holds("/", "/"));
+        assert!(!holds("", "/srv"), "never empty");
+        assert!(!holds("/srv/shop", ""));
+        assert!(
+            !holds("html", "/usr/share/nginx"),
+            "a relative root is nginx's prefix"
+        );
+        assert!(!holds("/srv/shop/public", "~"), "a home is not known here");
+        assert!(
+            !holds("/srv/other/../shop", "/srv/shop"),
+            "`..` is no evidence"
+        );
+        assert!(
+            !holds("/srv/$host/public", "/srv"),
+            "a variable is no evidence"
+        );
+    }
+
+    #[test]
+    fn a_typod_port_finds_the_service_working_where_the_site_serves_from() {
+        let sockets = listening(&[
+            ("127.0.0.1", 18016, "storefront.service"),
+            ("127.0.0.1", 18017, "storefront.service"),
+            ("127.0.0.1", 18020, "cart.service"),
+            ("127.0.0.1", 18010, "api.service"),
+        ]);
+        let units = [
+            ("storefront.service", "/srv/shop"),
+            ("cart.service", "/srv/cart"),
+            ("api.service", "/srv/shop"),
+        ];
+        let storefront = vec![("storefront.service".to_string(), UnitSource::SiteRoot)];
+        // api.service works there too, but on a port a site dials
+        assert_eq!(
+            matched(
+                &sockets,
+                &units,
+                &[18010, 18018],
+                &["shop"],
+                &["/srv/shop/public/"]
+            ),
+            storefront
+        );
+        // a location-level root counts as much as the server's
+        assert_eq!(
+            matched(
+                &sockets,
+                &units,
+                &[18010, 18018],
+                &[],
+                &["html", "/srv/shop/media"]
+            ),
+            storefront
+        );
+        assert!(matched(&sockets, &units, &[18010, 18018], &[], &["/srv/shopping"]).is_empty());
+        assert!(matched(&sockets, &units, &[18010, 18018], &[], &[]).is_empty());
+        // a unit named like the site and another working where it serves from: both
+        let both = matched(&sockets, &units, &[18010, 18018], &["cart"], &["/srv/shop"]);
+        assert_eq!(
+            both,
+            vec![
+                ("cart.service".to_string(), UnitSource::SiteIdentity),
+                ("storefront.service".to_string(), UnitSource::SiteRoot),
+            ]
+        );
+        // two services working in a directory that holds the root: both
+        let shared = [
+            ("storefront.service", "/srv"),
+            ("cart.service", "/srv/shop"),
+        ];
+        assert_eq!(
+            matched(
+                &sockets,
+                &shared,
+                &[18010, 18018],
+                &[],
+                &["/srv/shop/public"]
+            )
+            .len(),
+            2
+        );
+        // a working directory of `/` matches nothing
+        let everywhere = [("storefront.service", "/")];
+        assert!(matched(&sockets, &everywhere, &[18010], &[], &["/srv/shop"]).is_empty());
     }
 
     #[test]
@@ -1116,6 +1367,7 @@ mod tests {
                 end: 0,
             },
             locations: Vec::new(),
+            roots: Vec::new(),
         };
         assert_eq!(
             site_names(&site, std::path::Path::new("/etc/nginx/sites-enabled/shop")),

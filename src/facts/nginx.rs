@@ -56,6 +56,10 @@ pub struct Site {
     pub at: At,
     /// Every location, nested ones included, in document order.
     pub locations: Vec<Location>,
+    /// The argument of every `root` written in the `server` block or inside it (its
+    /// locations, nested ones and `if` blocks included), as written, in document order and
+    /// without duplicates; one inherited from `http` is not the site's own and is left out.
+    pub roots: Vec<String>,
 }
 
 /// One `location` block.
@@ -255,6 +259,25 @@ fn settings(parent: &BTreeMap<String, String>, children: &[Directive]) -> BTreeM
     out
 }
 
+/// Every `root` argument in `body` and the blocks inside it, in document order, once each.
+fn roots(body: &[Directive]) -> Vec<String> {
+    fn walk(body: &[Directive], out: &mut Vec<String>) {
+        for d in body {
+            if d.name == "root" {
+                if let Some(root) = d.arg(0) {
+                    if !out.iter().any(|r| r == root) {
+                        out.push(root.to_string());
+                    }
+                }
+            }
+            walk(d.children(), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(body, &mut out);
+    out
+}
+
 struct Cx<'a> {
     conf: &'a Config,
 }
@@ -335,6 +358,7 @@ impl Cx<'_> {
                 .collect(),
             at: self.at_directive(d),
             locations,
+            roots: roots(body),
         }
     }
 
@@ -757,6 +781,19 @@ mod tests {
     }
 
     #[test]
+    fn a_sites_roots_are_its_own_at_server_and_location_level() {
+        let mut fs = crate::nginx_conf::MemFs::new();
+        fs.insert(
+            "/etc/nginx/nginx.conf",
+            "http { root /srv/http-wide;\n server { root /srv/shop/public;\n location /media { root /srv/shop/media/; }\n location /x { if ($a) { root /srv/shop/public; } } }\n server { listen 81; } }\n",
+        );
+        let conf = load(Path::new("/etc/nginx/nginx.conf"), &fs).unwrap();
+        let f = extract(&conf, Path::new("/usr/share/nginx"));
+        assert_eq!(f.sites[0].roots, ["/srv/shop/public", "/srv/shop/media/"]);
+        assert!(f.sites[1].roots.is_empty(), "http's root is not the site's");
+    }
+
+    #[test]
     fn debian_stock() {
         let f = facts("debian", "nginx.conf");
         assert_eq!(
@@ -774,6 +811,8 @@ mod tests {
         let site = &f.sites[0];
         assert_eq!(site.server_names, ["_"]);
         assert_eq!(site.listen, ["80", "[::]:80"]);
+        // the commented-out `root` of the second server is no root
+        assert_eq!(site.roots, ["/var/www/html"]);
         assert_eq!(passes(site), [("/", None)]);
         assert_eq!((site.at.line, site.at.col), (21, 1));
     }

@@ -25,6 +25,9 @@ pub struct UnitFacts {
     pub environment: Vec<String>,
     /// The unit's cgroup (`/system.slice/api.service`) while it has processes.
     pub control_group: Option<String>,
+    /// The service's `WorkingDirectory=` as the manager reports it, without the `!` it adds
+    /// for a `-` (missing is ok) prefix: an absolute path, or `~` for the user's home.
+    pub working_directory: Option<String>,
     /// When the unit last entered `active`, in microseconds since the epoch (0: never).
     pub active_enter_timestamp: u64,
     /// How the main process last ran and ended, and where its output goes.
