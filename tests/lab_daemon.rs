@@ -1084,3 +1084,88 @@ fn lab_daemon_a_storm_about_an_open_incident_costs_no_evaluation() {
     );
     assert_eq!(daemon.stop().code(), Some(0));
 }
+
+/// As above, with the forged `JobNew` and `PropertiesChanged` addressed to the daemon's own
+/// connections (a signal with a destination reaches it whatever its match rules say, and zbus
+/// matches a rule's well-known sender against any sender): still nothing is heard, and the unit
+/// is healed at once when it really stops (issue 13, acceptance 4).
+#[test]
+fn lab_daemon_ignores_forged_signals_addressed_to_it() {
+    let lab = Lab::start();
+    let config = "daemon:\n  mode: apply\n  probe_interval: 60s\n  metrics: null\n";
+    let daemon = Daemon::start(&lab, config);
+    let list = Command::new("busctl")
+        .args(["--user", "list", "--unique", "--no-legend", "--no-pager"])
+        .envs(lab.env())
+        .output()
+        .expect("busctl list");
+    let pid = daemon.pid().to_string();
+    let connections: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let name = fields.next()?;
+            (fields.next()? == pid).then(|| name.to_string())
+        })
+        .collect();
+    assert!(
+        !connections.is_empty(),
+        "the daemon's connections are listed:\n{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+    let emit = |args: &[&str]| {
+        let out = Command::new("busctl")
+            .args(["--user", "emit"])
+            .args(args)
+            .envs(lab.env())
+            .output()
+            .expect("busctl");
+        assert!(
+            out.status.success(),
+            "busctl emit {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for to in &connections {
+        let destination = format!("--destination={to}");
+        for id in 0..10 {
+            emit(&[
+                &destination,
+                "/org/freedesktop/systemd1",
+                "org.freedesktop.systemd1.Manager",
+                "JobNew",
+                "uos",
+                &(9100 + id).to_string(),
+                &format!("/org/freedesktop/systemd1/job/{}", 9100 + id),
+                "api.service",
+            ]);
+        }
+        emit(&[
+            &destination,
+            "/org/freedesktop/systemd1/unit/api_2eservice",
+            "org.freedesktop.DBus.Properties",
+            "PropertiesChanged",
+            "sa{sv}as",
+            "org.freedesktop.systemd1.Unit",
+            "1",
+            "ActiveState",
+            "s",
+            "failed",
+            "0",
+        ]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        daemon.log().matches("incident [").count(),
+        0,
+        "forged signals opened nothing:\n{}",
+        daemon.log()
+    );
+    let stopped = Instant::now();
+    assert!(lab.systemctl(&["stop", "api.service"]).status.success());
+    let took = time_to_200(&lab, "api_site", stopped, Duration::from_secs(10));
+    println!(
+        "api stopped after forged JobNew addressed to the daemon: 200 after {} ms",
+        took.as_millis()
+    );
+}

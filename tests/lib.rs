@@ -14,6 +14,7 @@ mod lab_evidence;
 mod lab_facts;
 mod lab_forgery;
 mod lab_heal;
+mod lab_hostile;
 mod lab_pm2;
 mod lab_smoke;
 mod nginx_dump;
