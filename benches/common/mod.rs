@@ -260,10 +260,10 @@ pub enum Net {
 /// `None` when none came within the timeout.
 pub type Trial = Option<Duration>;
 
-/// Injects a fault with `fault` and times it: a poller thread (inside NET) waits, as soon as
-/// the fault is done, for the site on PORT to stop answering 200 (up to 2 s: a heal faster
-/// than that is still timed), then polls every `every` until it answers 200 again, up to
-/// `timeout` after the fault. The clock starts just before `fault` runs.
+/// Injects a fault with `fault` and times it: the clock starts just before `fault` runs, and a
+/// poller thread (inside NET), polling the site on PORT every `every` from then on while
+/// `fault` runs, waits for the first answer that is not 200 (the fault seen; up to 2 s, else
+/// `None`), then for the first 200 after it, up to `timeout` after the fault.
 pub fn time_fault(
     net: &Net,
     port: u16,
@@ -283,8 +283,13 @@ pub fn time_fault(
         }
         let _ = ready_tx.send(());
         let start = go_rx.recv().ok()?;
-        let down_by = Instant::now() + Duration::from_secs(2);
-        while status(port) == 200 && Instant::now() < down_by {
+        while status(port) == 200 {
+            if start.elapsed() > Duration::from_secs(2) {
+                eprintln!(
+                    "the site on port {port} answered 200 throughout the 2 s after the fault"
+                );
+                return None;
+            }
             std::thread::sleep(every);
         }
         loop {
@@ -299,8 +304,8 @@ pub fn time_fault(
     });
     let _ = ready_rx.recv();
     let start = Instant::now();
-    fault();
     let _ = go_tx.send(start);
+    fault();
     poller.join().unwrap_or(None)
 }
 
