@@ -3,7 +3,7 @@
 //! sample facts). No input may panic, and every error must carry a reason.
 //!
 //! The loader reads directories, so the input is written to one file of a private temporary
-//! directory (removed at exit is not needed: it is one small file, rewritten by every run).
+//! directory (`fuzz/run` points `TMPDIR` at a directory of `fuzz/target/` that it removes afterwards).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
