@@ -1094,25 +1094,33 @@ fn lab_daemon_ignores_forged_signals_addressed_to_it() {
     let lab = Lab::start();
     let config = "daemon:\n  mode: apply\n  probe_interval: 60s\n  metrics: null\n";
     let daemon = Daemon::start(&lab, config);
-    let list = Command::new("busctl")
-        .args(["--user", "list", "--unique", "--no-legend", "--no-pager"])
-        .envs(lab.env())
-        .output()
-        .expect("busctl list");
+    // the signal watcher connects beside the first evaluation: wait for it (a loaded machine)
     let pid = daemon.pid().to_string();
-    let connections: Vec<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            let name = fields.next()?;
-            (fields.next()? == pid).then(|| name.to_string())
-        })
-        .collect();
-    assert!(
-        !connections.is_empty(),
-        "the daemon's connections are listed:\n{}",
-        String::from_utf8_lossy(&list.stdout)
-    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let connections = loop {
+        let list = Command::new("busctl")
+            .args(["--user", "list", "--unique", "--no-legend", "--no-pager"])
+            .envs(lab.env())
+            .output()
+            .expect("busctl list");
+        let listed = String::from_utf8_lossy(&list.stdout).into_owned();
+        let connections: Vec<String> = listed
+            .lines()
+            .filter_map(|l| {
+                let mut fields = l.split_whitespace();
+                let name = fields.next()?;
+                (fields.next()? == pid).then(|| name.to_string())
+            })
+            .collect();
+        if !connections.is_empty() {
+            break connections;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon's connections are listed:\n{listed}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let emit = |args: &[&str]| {
         let out = Command::new("busctl")
             .args(["--user", "emit"])
