@@ -97,6 +97,9 @@ pub enum TxnState {
     RolledBack,
     /// Rollback ran but at least one file could not be put back (see the journal).
     RollbackIncomplete,
+    /// Found open at a start and not completely rolled back: left for a person, and the
+    /// daemon only reports plans that touch its files until its folder is moved away.
+    Escalated,
 }
 
 /// The format of `manifest.json`, raised when a field changes meaning.
@@ -163,6 +166,10 @@ pub struct RollbackReport {
     /// How it went.
     pub outcome: RollbackOutcome,
 }
+
+/// A transaction folder as [`FileTransaction::scan`] finds it: its id and its manifest, or why
+/// that cannot be read.
+pub type Found = (String, Result<TxnManifest, TxnError>);
 
 /// A set of file edits that are committed or rolled back together.
 #[derive(Debug)]
@@ -243,6 +250,38 @@ impl FileTransaction {
         }
         open.sort();
         Ok(open)
+    }
+
+    /// Every transaction folder in `state_dir` with its manifest (or why it cannot be read),
+    /// by id: what recovery at start goes through. A folder without a manifest (a crash
+    /// between creating it and writing the first manifest: nothing was touched) is left out.
+    pub fn scan(state_dir: &Path) -> Result<Vec<Found>, TxnError> {
+        let parent = state_dir.join(BACKUPS_DIR);
+        let entries = match fs::read_dir(&parent) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(TxnError::Fs(FsError::Read {
+                    path: parent,
+                    source,
+                }))
+            }
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| FsError::Read {
+                path: parent.clone(),
+                source,
+            })?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let manifest = entry.path().join(MANIFEST_FILE);
+            if check_id(&id).is_err() || !entry.path().is_dir() || !manifest.exists() {
+                continue;
+            }
+            found.push((id, read_manifest(&manifest)));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
     }
 
     /// Takes over open transaction `txn_id` from its manifest, to roll it back (or commit it).
@@ -391,6 +430,19 @@ impl FileTransaction {
     pub fn commit(mut self) -> Result<(), TxnError> {
         self.state = TxnState::Committed;
         self.write_manifest()
+    }
+
+    /// Recovery's rollback of a transaction found open at start: as [`Self::rollback`], but a
+    /// rollback that is not complete marks the transaction [`TxnState::Escalated`].
+    pub fn rollback_or_escalate(mut self) -> (Vec<RollbackReport>, TxnState) {
+        let reports = self.rollback_in_place();
+        if self.state == TxnState::RollbackIncomplete {
+            self.state = TxnState::Escalated;
+            if let Err(e) = self.write_manifest() {
+                tracing::error!(txn = %self.id, error = %crate::error_text::chain(&e), "cannot record the escalation in the manifest");
+            }
+        }
+        (reports, self.state)
     }
 
     /// Puts every touched file back byte for byte (with owner, mode and attributes), last

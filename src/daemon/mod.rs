@@ -143,6 +143,8 @@ pub async fn run(
     playbooks: PlaybookSet,
 ) -> Result<(), DaemonError> {
     let _lock = lock::InstanceLock::acquire(&settings.daemon.lock_file)?;
+    // What a killed process left open is finished, and the brakes rebuilt, before anything runs.
+    let recovered = crate::apply::recover::at_start(&settings).await;
     let notifier = Arc::new(Notifier::from_env());
     let metrics = SharedMetrics::default();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -185,11 +187,12 @@ pub async fn run(
         tasks.push(tokio::spawn(feed));
     }
     let mut beats = watchdog::Beats::new(every);
-    let budget = Budget::new(
+    let mut budget = Budget::new(
         settings.daemon.rate_limit,
         settings.daemon.crash_loop,
         settings.daemon.circuit_breaker,
     );
+    budget.restore(&settings.state_dir, &recovered.held);
     let mut daemon = Daemon {
         config,
         settings,
@@ -702,6 +705,11 @@ impl Daemon {
     /// `apply`: through the brakes, then the finding's steps as one transaction.
     async fn act(&mut self, full: &Plan, finding: &Finding, steps: Vec<Step>) {
         let key = finding.upstream.clone();
+        if let Some((path, txn)) = self.budget.held_path(steps.iter().map(|s| &s.action)) {
+            tracing::warn!(target = %key, path = %path.display(), txn, "not healed: the file belongs to a transaction a crash left that could not be rolled back; only reported");
+            self.observe(finding, &steps);
+            return;
+        }
         let now = Instant::now();
         let decision = self.budget.decide(&key, now);
         match self.announced.update(&key, Hold::of(&decision)) {
