@@ -397,7 +397,10 @@ impl FileTransaction {
         if found_id != expect || expect.as_ref().map(|(_, h)| h.as_str()) != expected_hash {
             return Err(mismatch(found.map(|c| c.hash)));
         }
-        let staged = pinned.stage_edit(new_bytes, Some(backup))?;
+        let staged = {
+            let _scope = crate::failpoint::EditScope::enter();
+            pinned.stage_edit(new_bytes, Some(backup))?
+        };
         let written = staged.written();
         if let Some(b) = self.backups.get_mut(index) {
             b.written.push(written.clone());
@@ -405,6 +408,7 @@ impl FileTransaction {
         self.write_manifest()?;
         let swapped = match self.pinned.get(index) {
             Some(Some(pinned)) => {
+                let _scope = crate::failpoint::EditScope::enter();
                 pinned.swap_in(staged, expect.as_ref().map(|(id, h)| (*id, h.as_str())))
             }
             _ => Ok(()),
