@@ -737,6 +737,10 @@ async fn systemd_step(
         SystemdOp::Restart => JobOp::Restart,
         SystemdOp::Reload => JobOp::Reload,
     };
+    // A crash during the job leaves the unit on the edited files: recovery restarts it.
+    if let Some(txn) = group.txn.as_mut() {
+        txn.note_unit(unit).map_err(|e| chain(&e))?;
+    }
     systemd
         .run_job(unit, job, JOB_TIMEOUT)
         .await

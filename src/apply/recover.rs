@@ -53,6 +53,8 @@ pub struct Recovered {
     pub outcome: Recovery,
     /// Each file's rollback (none when committed).
     pub files: Vec<RollbackReport>,
+    /// Units it had restarted, restarted again onto the restored files (none when committed).
+    pub units: Vec<String>,
 }
 
 /// What recovery at start did.
@@ -168,7 +170,22 @@ pub async fn recover(effects: &RecoveryEffects) -> RecoveryReport {
         .iter()
         .any(|p| nginx_files.iter().any(|n| p.starts_with(n)));
     let units_restored = restored.iter().any(|p| is_unit_file(p));
-    if nginx_restored || units_restored {
+    let mut restart: Vec<&str> = report
+        .transactions
+        .iter()
+        .filter(|t| {
+            t.files.iter().any(|f| {
+                matches!(
+                    f.outcome,
+                    RollbackOutcome::Restored | RollbackOutcome::Removed
+                )
+            })
+        })
+        .flat_map(|t| t.units.iter().map(String::as_str))
+        .collect();
+    restart.sort_unstable();
+    restart.dedup();
+    if nginx_restored || units_restored || !restart.is_empty() {
         let systemd = Systemd::connect(effects.bus).await;
         if units_restored {
             let reloaded = match &systemd {
@@ -190,6 +207,22 @@ pub async fn recover(effects: &RecoveryEffects) -> RecoveryReport {
                 tracing::error!(error = %e, "nginx files were restored after a crash, but nginx does not take them: left for a person");
             }
             report.nginx = Some(reloaded);
+        }
+        for unit in restart {
+            let restarted = match &systemd {
+                Ok(s) => s
+                    .run_job(unit, JobOp::Restart, JOB_TIMEOUT)
+                    .await
+                    .map_err(|e| chain(&e)),
+                Err(e) => Err(chain(e)),
+            };
+            match &restarted {
+                Ok(()) => tracing::info!(unit, "restarted onto the files restored after a crash"),
+                Err(e) => {
+                    tracing::error!(unit, error = %e, "cannot restart a unit onto the files restored after a crash")
+                }
+            }
+            log_step(journal.as_mut(), "restart_unit", unit, &restarted);
         }
     }
     report.held = held_paths(&found, &report.transactions);
@@ -230,6 +263,7 @@ fn recover_one(state_dir: &Path, id: &str, committed: bool) -> Recovered {
                 txn: id.to_string(),
                 outcome: Recovery::Escalated { reason },
                 files: Vec::new(),
+                units: Vec::new(),
             };
         }
     };
@@ -252,8 +286,10 @@ fn recover_one(state_dir: &Path, id: &str, committed: bool) -> Recovered {
             txn: id.to_string(),
             outcome,
             files: Vec::new(),
+            units: Vec::new(),
         };
     }
+    let units = txn.units().to_vec();
     let (files, state) = txn.rollback_or_escalate();
     remove_strays(&touched);
     let outcome = if state == TxnState::Escalated {
@@ -278,6 +314,7 @@ fn recover_one(state_dir: &Path, id: &str, committed: bool) -> Recovered {
         txn: id.to_string(),
         outcome,
         files,
+        units,
     }
 }
 
@@ -506,6 +543,33 @@ mod tests {
         assert!(last.detail.contains("before its commit"), "{}", last.detail);
         // a second start finds nothing to do
         assert!(recover(&effects(&state)).await.transactions.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_units_a_rolled_back_transaction_restarted_are_restarted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, etc) = (dir.path().join("state"), dir.path().join("etc"));
+        fs::create_dir(&etc).unwrap();
+        let conf = etc.join("a.conf");
+        fs::write(&conf, b"original\n").unwrap();
+        let mut txn = FileTransaction::begin(&state, "t5").unwrap();
+        txn.edit(&conf, Some(&afs::file_hash(&conf).unwrap()), b"edited\n")
+            .unwrap();
+        txn.note_unit("nginx-medic-test-absent.service").unwrap();
+        txn.note_unit("nginx-medic-test-absent.service").unwrap();
+        std::mem::forget(txn);
+        let report = recover(&effects(&state)).await;
+        assert_eq!(
+            report.transactions[0].units,
+            vec!["nginx-medic-test-absent.service"]
+        );
+        // a unit that does not exist (no bus here, or no such unit): tried, and journaled
+        let tried = Journal::read(&state)
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == "restart_unit")
+            .expect("a restart_unit line");
+        assert_eq!(tried.target, "nginx-medic-test-absent.service");
     }
 
     #[tokio::test]

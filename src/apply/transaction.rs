@@ -123,6 +123,10 @@ pub struct TxnManifest {
     pub state: TxnState,
     /// Backups of every touched file, in the order they were first touched.
     pub files: Vec<Backup>,
+    /// Units this transaction had restarted (recorded before each job): a recovery that puts
+    /// the files back restarts them onto the restored files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
 }
 
 /// A file edit that was made.
@@ -181,6 +185,7 @@ pub struct FileTransaction {
     /// transaction, found again and checked against the manifest when first needed).
     pinned: Vec<Option<Pinned>>,
     state: TxnState,
+    units: Vec<String>,
 }
 
 impl FileTransaction {
@@ -216,6 +221,7 @@ impl FileTransaction {
             backups: Vec::new(),
             pinned: Vec::new(),
             state: TxnState::Open,
+            units: Vec::new(),
         };
         txn.write_manifest()?;
         Ok(txn)
@@ -301,6 +307,7 @@ impl FileTransaction {
             pinned: manifest.files.iter().map(|_| None).collect(),
             backups: manifest.files,
             state: manifest.state,
+            units: manifest.units,
         })
     }
 
@@ -327,6 +334,20 @@ impl FileTransaction {
     /// The backups taken so far.
     pub fn backups(&self) -> &[Backup] {
         &self.backups
+    }
+
+    /// Records, before its job runs, that this transaction restarts `unit`.
+    pub fn note_unit(&mut self, unit: &str) -> Result<(), TxnError> {
+        if self.units.iter().any(|u| u == unit) {
+            return Ok(());
+        }
+        self.units.push(unit.to_string());
+        self.write_manifest()
+    }
+
+    /// The units this transaction restarted (or was restarting).
+    pub fn units(&self) -> &[String] {
+        &self.units
     }
 
     /// Replaces the file at `path` with `new_bytes`, if it still has `expected_hash` (`None`:
@@ -501,6 +522,7 @@ impl FileTransaction {
             txn: self.id.clone(),
             state: self.state,
             files: self.backups.clone(),
+            units: self.units.clone(),
         };
         let path = self.dir.join(MANIFEST_FILE);
         let mut bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| TxnError::Manifest {
