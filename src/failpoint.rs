@@ -24,6 +24,11 @@
 //! | `fs.before-dir-fsync` | every directory fsync (after a backup, a write, a removal) | an injected write error |
 //! | `systemd.job-queued` | a unit job (restart, start, reload) accepted by systemd, its end not yet seen: for a restart, the unit is being stopped and started | (not supported: `pause`, `sleep`, `panic`) |
 //!
+//! Inside a transaction's edit of a file (its new file staged, swapped in, the directory
+//! synced; not the manifest's or the backup's own writes), each `fs.*` point is also
+//! evaluated as `edit.NAME` (`edit.fs.after-write`, …): a test arms that name to stop exactly
+//! in the edit of the file, whatever else the process writes before it.
+//!
 //! A restart is one systemd job (`RestartUnit`): nginx-medic never stops a unit and starts it
 //! in two calls, so "between a unit's stop and its start" is `systemd.job-queued`, with the job
 //! running. `pause` and `sleep` block the thread, which is the whole runtime here: the
@@ -45,10 +50,54 @@ macro_rules! fail_point {
     }};
     ($name:literal, $on_return:expr) => {{
         #[cfg(feature = "failpoints")]
-        fail::fail_point!($name, $on_return);
+        {
+            fail::fail_point!($name, $on_return);
+            if $crate::failpoint::in_edit() {
+                fail::fail_point!(concat!("edit.", $name), $on_return);
+            }
+        }
     }};
 }
 pub(crate) use fail_point;
+
+#[cfg(feature = "failpoints")]
+thread_local! {
+    static IN_EDIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is in a transaction's edit of a file (see the module doc).
+#[cfg(feature = "failpoints")]
+pub fn in_edit() -> bool {
+    IN_EDIT.with(std::cell::Cell::get)
+}
+
+/// Marks this thread as in a transaction's edit of a file until the guard is dropped; the
+/// `edit.*` fail points fire only then. Nothing in a build without fail points.
+pub struct EditScope {
+    #[cfg(feature = "failpoints")]
+    was: bool,
+}
+
+impl EditScope {
+    /// Enters the scope.
+    pub fn enter() -> Self {
+        #[cfg(feature = "failpoints")]
+        {
+            Self {
+                was: IN_EDIT.with(|c| c.replace(true)),
+            }
+        }
+        #[cfg(not(feature = "failpoints"))]
+        Self {}
+    }
+}
+
+impl Drop for EditScope {
+    fn drop(&mut self) {
+        #[cfg(feature = "failpoints")]
+        IN_EDIT.with(|c| c.set(self.was));
+    }
+}
 
 /// A fail point in async code whose `return` action stalls the task (forever, or `return(MS)`
 /// milliseconds) without blocking the runtime.

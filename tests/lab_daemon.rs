@@ -623,12 +623,22 @@ fn lab_daemon_sighup_keeps_the_old_set_and_sigterm_finishes_the_transaction() {
         log.contains("finishing the transaction in flight before stopping"),
         "SIGTERM came mid-transaction:\n{log}"
     );
-    let last = journal(&lab);
-    let last = last.last().expect("journal");
+    let entries = journal(&lab);
+    let tail: Vec<(Option<&str>, Option<&str>)> = entries
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|e| (e["kind"].as_str(), e["status"].as_str()))
+        .collect();
     assert_eq!(
-        (last["kind"].as_str(), last["status"].as_str()),
-        (Some("probe"), Some("ok")),
-        "the transaction ran to its end: {last:#}"
+        tail,
+        vec![
+            (Some("probe"), Some("ok")),
+            (Some("commit"), Some("ok")),
+            (Some("heal_end"), Some("ok"))
+        ],
+        "the transaction ran to its end and committed: {entries:#?}"
     );
     let env = fs::read_to_string(lab.dir.join("config/web.env")).unwrap();
     assert_eq!(

@@ -209,9 +209,11 @@ fn lab_rolls_back_a_site_edit_that_nginx_rejects() {
     assert_eq!(
         kinds,
         [
+            ("heal_begin", "ok"),
             ("render_site", "ok"),
             ("nginx_test", "failed"),
-            ("restore_file", "rolled_back")
+            ("restore_file", "rolled_back"),
+            ("heal_end", "rolled_back")
         ]
         .map(|(k, s)| (k.to_string(), s.to_string())),
         "{journal}"

@@ -1,5 +1,6 @@
 //! nginx-medic's integration tests, one binary (`cargo test --test integration`).
 
+mod box_crash;
 mod box_heal;
 mod box_lifecycle;
 mod box_service;

@@ -298,8 +298,19 @@ pub async fn apply(
             .filter(|s| s.finding == finding)
             .collect();
         let txn_id = format!("{}-{finding}", unique_stamp());
-        let (results, group_outcome) =
-            run_group(&txn_id, &steps, plan.created_at, effects, &mut journal).await;
+        let upstream = plan
+            .findings
+            .get(finding)
+            .map_or_else(String::new, |f| f.upstream.clone());
+        let (results, group_outcome) = run_group(
+            &txn_id,
+            &upstream,
+            &steps,
+            plan.created_at,
+            effects,
+            &mut journal,
+        )
+        .await;
         report.transactions.push(txn_id);
         report.actions.extend(results);
         report.outcome = combine(report.outcome, group_outcome);
@@ -344,16 +355,42 @@ struct Group<'a, 'e> {
 
 impl Group<'_, '_> {
     fn log(&mut self, kind: &str, target: &str, status: EntryStatus, detail: &str) {
-        self.step_no += 1;
-        let entry = JournalEntry::now(self.txn_id, self.step_no, kind, target, status, detail);
-        if let Err(e) = self.journal.append(&entry) {
+        if let Err(e) = self.try_log(kind, target, status, detail) {
             tracing::error!(error = %e, "cannot write the audit journal");
         }
     }
+
+    fn try_log(
+        &mut self,
+        kind: &str,
+        target: &str,
+        status: EntryStatus,
+        detail: &str,
+    ) -> Result<(), super::journal::JournalError> {
+        self.step_no += 1;
+        let entry = JournalEntry::now(self.txn_id, self.step_no, kind, target, status, detail);
+        self.journal.append(&entry)
+    }
 }
+
+/// Journal kind of the line that opens a finding's heal (its target is the upstream): the
+/// brakes, rebuilt at start, count it as one remediation, and as a failure when no
+/// [`HEAL_END`] of the same transaction follows (the process died mid-heal).
+pub const HEAL_BEGIN: &str = "heal_begin";
+/// Journal kind of the line that closes a finding's heal: `ok` healed, `failed` or
+/// `rolled_back` not; a detail starting with [`ENVIRONMENT`] says nginx-medic's own
+/// environment refused it.
+pub const HEAL_END: &str = "heal_end";
+/// Journal kind of the commit point: a transaction whose `commit` line is `ok` in the journal
+/// is committed, even when the process died before its manifest said so; one without it is
+/// rolled back at the next start.
+pub const COMMIT: &str = "commit";
+/// Prefix of a [`HEAL_END`] detail when the environment refused the heal.
+pub const ENVIRONMENT: &str = "own environment: ";
 
 async fn run_group(
     txn_id: &str,
+    upstream: &str,
     steps: &[&Step],
     planned_at: u64,
     effects: &Effects<'_>,
@@ -370,8 +407,32 @@ async fn run_group(
         restarted_units: Vec::new(),
         pm2_applied: Vec::new(),
     };
+    group.log(HEAL_BEGIN, upstream, EntryStatus::Ok, "");
+    let (results, outcome, environment) = run_steps(&mut group, steps, planned_at).await;
+    let (status, detail) = match outcome {
+        Outcome::Healed | Outcome::NothingToDo => (EntryStatus::Ok, "healed".to_string()),
+        Outcome::RolledBack => (EntryStatus::RolledBack, "rolled back".to_string()),
+        Outcome::Failed => (EntryStatus::Failed, "failed".to_string()),
+    };
+    let detail = match environment {
+        Some(why) => format!("{ENVIRONMENT}{why}"),
+        None => detail,
+    };
+    group.log(HEAL_END, upstream, status, &detail);
+    (results, outcome)
+}
+
+/// The steps, then the commit or the rollback; with the environment's refusal, if that is why
+/// it failed.
+async fn run_steps(
+    group: &mut Group<'_, '_>,
+    steps: &[&Step],
+    planned_at: u64,
+) -> (Vec<StepResult>, Outcome, Option<String>) {
+    let (txn_id, effects) = (group.txn_id, group.effects);
     let mut results = Vec::with_capacity(steps.len());
     let mut failed = false;
+    let mut refused = None;
     for step in steps {
         if failed {
             results.push(result(step, StepStatus::NotRun, "an earlier step failed"));
@@ -379,7 +440,7 @@ async fn run_group(
         }
         let mut environment = false;
         effects.progress.step_started(step_bound(&step.action));
-        let ran = run_step(&mut group, &step.action, planned_at).await;
+        let ran = run_step(group, &step.action, planned_at).await;
         effects.progress.step_ended();
         let (status, detail) = match ran {
             Ok(StepDone::Done(detail)) => (StepStatus::Ok, detail),
@@ -387,6 +448,9 @@ async fn run_group(
             Err(e) => {
                 failed = true;
                 environment = e.environment;
+                if e.environment {
+                    refused = Some(e.detail.clone());
+                }
                 (StepStatus::Failed, e.detail)
             }
         };
@@ -413,16 +477,28 @@ async fn run_group(
         results.push(done);
     }
     if !failed {
-        let committed = match group.txn.take() {
-            Some(txn) => txn.commit().map_err(|e| chain(&e)),
-            None => Ok(()),
+        let Some(txn) = group.txn.take() else {
+            return (results, Outcome::Healed, None);
         };
-        if let Err(e) = committed {
-            group.log("commit", txn_id, EntryStatus::Failed, &e);
+        // The commit point is the journal's line: recorded (and synced) first, so a crash
+        // before it ends as before and one after it as committed.
+        match group.try_log(COMMIT, txn_id, EntryStatus::Ok, "verified") {
+            Ok(()) => {
+                if let Err(e) = txn.commit() {
+                    tracing::error!(txn = txn_id, error = %chain(&e), "the commit is in the journal but not in the manifest; the next start completes it");
+                }
+                return (results, Outcome::Healed, None);
+            }
+            Err(e) => {
+                // Not recorded, not committed: undone like any failed step.
+                let why = format!("cannot record the commit: {}", chain(&e));
+                tracing::error!(txn = txn_id, error = %why, "rolling back");
+                refused = Some(why);
+                group.txn = Some(txn);
+            }
         }
-        return (results, Outcome::Healed);
     }
-    let rolled_back = roll_back(&mut group).await;
+    let rolled_back = roll_back(group).await;
     if rolled_back {
         for r in results
             .iter_mut()
@@ -436,7 +512,7 @@ async fn run_group(
     } else {
         Outcome::Failed
     };
-    (results, outcome)
+    (results, outcome, refused)
 }
 
 fn result(step: &Step, status: StepStatus, detail: &str) -> StepResult {
@@ -661,6 +737,10 @@ async fn systemd_step(
         SystemdOp::Restart => JobOp::Restart,
         SystemdOp::Reload => JobOp::Reload,
     };
+    // A crash during the job leaves the unit on the edited files: recovery restarts it.
+    if let Some(txn) = group.txn.as_mut() {
+        txn.note_unit(unit).map_err(|e| chain(&e))?;
+    }
     systemd
         .run_job(unit, job, JOB_TIMEOUT)
         .await

@@ -2,7 +2,7 @@
 //! to `STATE/journal.jsonl` and synced before the step counts as recorded.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -199,6 +199,59 @@ impl Journal {
     }
 }
 
+/// The entries at the end of a journal, as [`Journal::read_recent`] finds them.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Recent {
+    /// The entries that parse, oldest first.
+    pub entries: Vec<JournalEntry>,
+    /// Lines in the window that are not entries (a torn last line, damage): left out.
+    pub malformed: usize,
+    /// Whether the journal is longer than the window (older entries were not read).
+    pub truncated: bool,
+}
+
+impl Journal {
+    /// The entries in the last `max_bytes` of the journal of `state_dir` (none if there is no
+    /// journal), oldest first: a bounded read for what must be rebuilt at every start. A line cut
+    /// by the window's start and lines that are not entries are left out and counted.
+    pub fn read_recent(state_dir: &Path, max_bytes: u64) -> Result<Recent, JournalError> {
+        let path = state_dir.join(JOURNAL_FILE);
+        let open_err = |source| JournalError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Recent::default()),
+            Err(source) => return Err(open_err(source)),
+        };
+        let len = file.metadata().map_err(open_err)?.len();
+        let start = len.saturating_sub(max_bytes);
+        file.seek(SeekFrom::Start(start)).map_err(open_err)?;
+        let mut bytes = Vec::new();
+        file.take(max_bytes)
+            .read_to_end(&mut bytes)
+            .map_err(open_err)?;
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if start > 0 {
+            // the window starts inside a line unless the byte before it ends one
+            let cut = text.find('\n').map_or(text.len(), |i| i + 1);
+            text.drain(..cut);
+        }
+        let mut recent = Recent {
+            truncated: start > 0,
+            ..Recent::default()
+        };
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str(line) {
+                Ok(entry) => recent.entries.push(entry),
+                Err(_) => recent.malformed += 1,
+            }
+        }
+        Ok(recent)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +315,44 @@ mod tests {
             keys.len(),
             8,
             "v ts txn step kind target status detail: {keys:?}"
+        );
+    }
+
+    #[test]
+    fn a_recent_read_keeps_to_its_window_and_skips_the_cut_and_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        // lines of one length, so the windows below fall where they say
+        let entries: Vec<JournalEntry> = (100..200)
+            .map(|i| JournalEntry {
+                ts: 1_700_000_000.5,
+                ..JournalEntry::now("t", i, "k", "x", EntryStatus::Ok, "d")
+            })
+            .collect();
+        for e in &entries {
+            j.append(e).unwrap();
+        }
+        let all = Journal::read_recent(dir.path(), u64::MAX).unwrap();
+        assert_eq!(all.entries, entries);
+        assert!(!all.truncated);
+        let line = fs::metadata(j.path()).unwrap().len() / 100;
+        // ten lines and a half: the half line is dropped, not counted as damage
+        let tail = Journal::read_recent(dir.path(), line * 10 + line / 2).unwrap();
+        assert_eq!(tail.entries, entries[90..]);
+        assert_eq!((tail.malformed, tail.truncated), (0, true));
+        // a torn last line (a crash inside a write) is counted, the rest still reads
+        fs::OpenOptions::new()
+            .append(true)
+            .open(j.path())
+            .unwrap()
+            .write_all(b"{\"ts\": 1")
+            .unwrap();
+        let torn = Journal::read_recent(dir.path(), line * 3).unwrap();
+        assert_eq!(torn.entries.len(), 2);
+        assert_eq!(torn.malformed, 1);
+        assert_eq!(
+            Journal::read_recent(&dir.path().join("none"), 10).unwrap(),
+            Recent::default()
         );
     }
 

@@ -97,6 +97,9 @@ pub enum TxnState {
     RolledBack,
     /// Rollback ran but at least one file could not be put back (see the journal).
     RollbackIncomplete,
+    /// Found open at a start and not completely rolled back: left for a person, and the
+    /// daemon only reports plans that touch its files until its folder is moved away.
+    Escalated,
 }
 
 /// The format of `manifest.json`, raised when a field changes meaning.
@@ -120,6 +123,10 @@ pub struct TxnManifest {
     pub state: TxnState,
     /// Backups of every touched file, in the order they were first touched.
     pub files: Vec<Backup>,
+    /// Units this transaction had restarted (recorded before each job): a recovery that puts
+    /// the files back restarts them onto the restored files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
 }
 
 /// A file edit that was made.
@@ -164,6 +171,10 @@ pub struct RollbackReport {
     pub outcome: RollbackOutcome,
 }
 
+/// A transaction folder as [`FileTransaction::scan`] finds it: its id and its manifest, or why
+/// that cannot be read.
+pub type Found = (String, Result<TxnManifest, TxnError>);
+
 /// A set of file edits that are committed or rolled back together.
 #[derive(Debug)]
 pub struct FileTransaction {
@@ -174,6 +185,7 @@ pub struct FileTransaction {
     /// transaction, found again and checked against the manifest when first needed).
     pinned: Vec<Option<Pinned>>,
     state: TxnState,
+    units: Vec<String>,
 }
 
 impl FileTransaction {
@@ -209,6 +221,7 @@ impl FileTransaction {
             backups: Vec::new(),
             pinned: Vec::new(),
             state: TxnState::Open,
+            units: Vec::new(),
         };
         txn.write_manifest()?;
         Ok(txn)
@@ -245,6 +258,38 @@ impl FileTransaction {
         Ok(open)
     }
 
+    /// Every transaction folder in `state_dir` with its manifest (or why it cannot be read),
+    /// by id: what recovery at start goes through. A folder without a manifest (a crash
+    /// between creating it and writing the first manifest: nothing was touched) is left out.
+    pub fn scan(state_dir: &Path) -> Result<Vec<Found>, TxnError> {
+        let parent = state_dir.join(BACKUPS_DIR);
+        let entries = match fs::read_dir(&parent) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(TxnError::Fs(FsError::Read {
+                    path: parent,
+                    source,
+                }))
+            }
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| FsError::Read {
+                path: parent.clone(),
+                source,
+            })?;
+            let id = entry.file_name().to_string_lossy().into_owned();
+            let manifest = entry.path().join(MANIFEST_FILE);
+            if check_id(&id).is_err() || !entry.path().is_dir() || !manifest.exists() {
+                continue;
+            }
+            found.push((id, read_manifest(&manifest)));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(found)
+    }
+
     /// Takes over open transaction `txn_id` from its manifest, to roll it back (or commit it).
     pub fn resume(state_dir: &Path, txn_id: &str) -> Result<Self, TxnError> {
         check_id(txn_id)?;
@@ -262,6 +307,7 @@ impl FileTransaction {
             pinned: manifest.files.iter().map(|_| None).collect(),
             backups: manifest.files,
             state: manifest.state,
+            units: manifest.units,
         })
     }
 
@@ -288,6 +334,20 @@ impl FileTransaction {
     /// The backups taken so far.
     pub fn backups(&self) -> &[Backup] {
         &self.backups
+    }
+
+    /// Records, before its job runs, that this transaction restarts `unit`.
+    pub fn note_unit(&mut self, unit: &str) -> Result<(), TxnError> {
+        if self.units.iter().any(|u| u == unit) {
+            return Ok(());
+        }
+        self.units.push(unit.to_string());
+        self.write_manifest()
+    }
+
+    /// The units this transaction restarted (or was restarting).
+    pub fn units(&self) -> &[String] {
+        &self.units
     }
 
     /// Replaces the file at `path` with `new_bytes`, if it still has `expected_hash` (`None`:
@@ -358,7 +418,10 @@ impl FileTransaction {
         if found_id != expect || expect.as_ref().map(|(_, h)| h.as_str()) != expected_hash {
             return Err(mismatch(found.map(|c| c.hash)));
         }
-        let staged = pinned.stage_edit(new_bytes, Some(backup))?;
+        let staged = {
+            let _scope = crate::failpoint::EditScope::enter();
+            pinned.stage_edit(new_bytes, Some(backup))?
+        };
         let written = staged.written();
         if let Some(b) = self.backups.get_mut(index) {
             b.written.push(written.clone());
@@ -366,6 +429,7 @@ impl FileTransaction {
         self.write_manifest()?;
         let swapped = match self.pinned.get(index) {
             Some(Some(pinned)) => {
+                let _scope = crate::failpoint::EditScope::enter();
                 pinned.swap_in(staged, expect.as_ref().map(|(id, h)| (*id, h.as_str())))
             }
             _ => Ok(()),
@@ -391,6 +455,19 @@ impl FileTransaction {
     pub fn commit(mut self) -> Result<(), TxnError> {
         self.state = TxnState::Committed;
         self.write_manifest()
+    }
+
+    /// Recovery's rollback of a transaction found open at start: as [`Self::rollback`], but a
+    /// rollback that is not complete marks the transaction [`TxnState::Escalated`].
+    pub fn rollback_or_escalate(mut self) -> (Vec<RollbackReport>, TxnState) {
+        let reports = self.rollback_in_place();
+        if self.state == TxnState::RollbackIncomplete {
+            self.state = TxnState::Escalated;
+            if let Err(e) = self.write_manifest() {
+                tracing::error!(txn = %self.id, error = %crate::error_text::chain(&e), "cannot record the escalation in the manifest");
+            }
+        }
+        (reports, self.state)
     }
 
     /// Puts every touched file back byte for byte (with owner, mode and attributes), last
@@ -445,6 +522,7 @@ impl FileTransaction {
             txn: self.id.clone(),
             state: self.state,
             files: self.backups.clone(),
+            units: self.units.clone(),
         };
         let path = self.dir.join(MANIFEST_FILE);
         let mut bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| TxnError::Manifest {

@@ -39,7 +39,8 @@ struct Output<'a> {
 struct Held {
     upstream: String,
     unit: Option<String>,
-    /// `paused`, `heal_false` or `pause_state_unreadable`.
+    /// `paused`, `heal_false`, `pause_state_unreadable` or `recovery_escalated` (a file of a
+    /// transaction a crash left that could not be rolled back).
     hold: &'static str,
     reason: String,
 }
@@ -49,6 +50,15 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     let reviewed = args.plan.as_deref().map(read_plan).transpose()?;
     // One actor per host: the daemon's lock, held until the apply is over.
     let _lock = crate::daemon::lock::InstanceLock::acquire(&settings.daemon.lock_file, "apply")?;
+    // What a killed apply left open is finished before the host is looked at.
+    let recovered = crate::apply::recover::at_start(settings).await;
+    for t in &recovered.transactions {
+        eprintln!(
+            "recovered transaction {} left open by a crash: {}",
+            t.txn,
+            describe(&t.outcome)
+        );
+    }
     let d = diagnose(settings).await?;
     // A finding whose playbook has no actions (a crash loop) is reported, never acted on.
     let report_only = d.findings.iter().any(|f| {
@@ -61,7 +71,8 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
         (Some(path), Some(reviewed)) => verified(path, &reviewed, fresh)?,
         _ => fresh,
     };
-    let held = drop_held(settings, &mut plan);
+    let mut held = drop_held(settings, &mut plan);
+    held.extend(drop_escalated(&recovered, &mut plan));
     let systemd = Systemd::connect(settings.bus).await?;
     let nginx = nginx_binary(settings);
     let facts_nginx = crate::nginx_conf::load(&nginx.conf, &crate::nginx_conf::RealFs)
@@ -159,6 +170,47 @@ fn drop_held(settings: &Settings, plan: &mut Plan) -> Vec<Held> {
         });
     }
     held
+}
+
+/// Takes out the actions of findings that would edit a file of an escalated transaction.
+fn drop_escalated(recovered: &crate::apply::recover::RecoveryReport, plan: &mut Plan) -> Vec<Held> {
+    let mut held = Vec::new();
+    let mut groups: Vec<usize> = plan.actions.iter().map(|s| s.finding).collect();
+    groups.dedup();
+    for index in groups {
+        let steps = plan.actions.iter().filter(|s| s.finding == index);
+        let Some((path, txn)) = recovered.holds(steps.map(|s| &s.action)) else {
+            continue;
+        };
+        let reason = format!(
+            "`{}` belongs to transaction {txn}, which a crash left and which could not be rolled back completely; move its folder in the state directory away once the file is right",
+            path.display()
+        );
+        let (upstream, unit) = plan
+            .findings
+            .get(index)
+            .map(|f| (f.upstream.clone(), f.unit.clone()))
+            .unwrap_or_default();
+        plan.actions.retain(|s| s.finding != index);
+        held.push(Held {
+            upstream,
+            unit,
+            hold: "recovery_escalated",
+            reason,
+        });
+    }
+    held
+}
+
+fn describe(outcome: &crate::apply::recover::Recovery) -> String {
+    use crate::apply::recover::Recovery;
+    match outcome {
+        Recovery::Committed => "its commit was recorded: the edits stay".into(),
+        Recovery::RolledBack => "rolled back".into(),
+        Recovery::Escalated { reason } => {
+            format!("not rolled back completely, left for a person: {reason}")
+        }
+    }
 }
 
 /// The fresh plan's findings whose steps the reviewed plan holds exactly (compared as shown:

@@ -1,11 +1,25 @@
 //! The daemon's brakes, pure and clocked by the caller: a per-target rate limit, a crash-loop
 //! detector (failed heals, relapses right after a heal, the unit's `NRestarts` climbing) that
 //! escalates once and then leaves the target alone, and a global circuit breaker.
+//!
+//! They survive a restart: at start they are rebuilt from the end of the audit journal
+//! ([`Budget::restore`]): each `heal_begin` is a remediation, a `heal_end` that is not `ok` (or a
+//! `heal_begin` without one: the process died mid-heal) a failure, an `ok` one the last heal,
+//! and an `escalate` line within its window an escalation still in force. Paths of
+//! transactions that recovery escalated are held too: plans that edit them are only reported.
 
+use crate::apply::execute::{ENVIRONMENT, HEAL_BEGIN, HEAL_END};
+use crate::apply::journal::{EntryStatus, Journal, JournalEntry};
 use crate::config::{CircuitBreaker, CrashLoop, RateLimit};
 use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How much of the journal's end is read at start to rebuild the brakes.
+pub const JOURNAL_WINDOW: u64 = 4 << 20;
+/// Journal kind of an escalation line (its detail starts with the reason's name and `: `).
+pub const ESCALATE: &str = "escalate";
 
 /// Why a target (or, for the breaker, every target) was handed to a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,6 +91,8 @@ pub struct Budget {
     targets: BTreeMap<String, TargetState>,
     failures: VecDeque<Instant>,
     breaker_open: bool,
+    /// Files of transactions recovery escalated, with the transaction.
+    held_paths: BTreeMap<PathBuf, String>,
 }
 
 fn prune(times: &mut VecDeque<Instant>, now: Instant, window: Duration) {
@@ -102,7 +118,158 @@ impl Budget {
             targets: BTreeMap::new(),
             failures: VecDeque::new(),
             breaker_open: false,
+            held_paths: BTreeMap::new(),
         }
+    }
+
+    /// At start: the brakes as the end of the journal in `state_dir` leaves them, and the paths
+    /// recovery holds. An escalation that was due but not recorded (the process died first) is
+    /// logged and recorded now.
+    pub fn restore(&mut self, state_dir: &Path, held: &BTreeMap<PathBuf, String>) {
+        self.held_paths.clone_from(held);
+        let recent = match Journal::read_recent(state_dir, JOURNAL_WINDOW) {
+            Ok(recent) => recent,
+            Err(e) => {
+                tracing::error!(error = %crate::error_text::chain(&e), "cannot read the audit journal: the brakes start empty");
+                return;
+            }
+        };
+        if recent.malformed > 0 {
+            tracing::warn!(
+                lines = recent.malformed,
+                "lines of the audit journal that are not entries were left out"
+            );
+        }
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let due = self.rebuild(&recent.entries, Instant::now(), wall);
+        let escalated: Vec<&str> = self.escalated().collect();
+        tracing::info!(
+            entries = recent.entries.len(),
+            escalated = %escalated.join(", "),
+            "brakes rebuilt from the audit journal"
+        );
+        for (target, e) in due {
+            tracing::error!(target = %target, reason = e.reason.as_str(), detail = %e.detail, "escalated (rebuilt from the audit journal)");
+            let entry = JournalEntry::now(
+                "brakes",
+                1,
+                ESCALATE,
+                &target,
+                EntryStatus::Skipped,
+                format!("{}: {}", e.reason.as_str(), e.detail),
+            );
+            if let Err(err) = Journal::open(state_dir).and_then(|mut j| j.append(&entry)) {
+                tracing::error!(error = %err, "cannot write the audit journal");
+            }
+        }
+    }
+
+    /// The brakes as `entries` (the journal's end, oldest first) leave them, with `now` and
+    /// `wall` (Unix seconds) the same moment; returns the escalations that were due but are not
+    /// in the journal.
+    pub fn rebuild(
+        &mut self,
+        entries: &[JournalEntry],
+        now: Instant,
+        wall: f64,
+    ) -> Vec<(String, Escalation)> {
+        let (rate, crash, breaker) = (self.rate, self.crash, self.breaker);
+        // A line from the future (the clock was set back) counts as now.
+        let at = |ts: f64| {
+            let age = Duration::from_secs_f64((wall - ts).clamp(0.0, 1e9));
+            now.checked_sub(age).map(|t| (t, age))
+        };
+        let mut open: BTreeMap<&str, (&str, Instant, Duration)> = BTreeMap::new();
+        let mut failed: Vec<(&str, Instant, Duration)> = Vec::new();
+        for e in entries {
+            let Some((t, age)) = at(e.ts) else { continue };
+            match e.kind.as_str() {
+                HEAL_BEGIN if !e.target.is_empty() => {
+                    if age < rate.per {
+                        self.target(&e.target).actions.push_back(t);
+                    }
+                    open.insert(&e.txn, (&e.target, t, age));
+                }
+                HEAL_END if !e.target.is_empty() => {
+                    open.remove(e.txn.as_str());
+                    match e.status {
+                        EntryStatus::Ok => self.target(&e.target).last_heal = Some(t),
+                        _ if e.detail.starts_with(ENVIRONMENT) => {
+                            if age < crash.within {
+                                let state = self.target(&e.target);
+                                state
+                                    .escalated
+                                    .get_or_insert(EscalationReason::OwnEnvironment);
+                            }
+                        }
+                        _ => failed.push((&e.target, t, age)),
+                    }
+                }
+                ESCALATE => {
+                    let reason = e.detail.split(':').next().unwrap_or_default();
+                    match reason {
+                        "crash_loop" | "unit_restarts" | "own_environment"
+                            if age < crash.within =>
+                        {
+                            let reason = match reason {
+                                "crash_loop" => EscalationReason::CrashLoop,
+                                "unit_restarts" => EscalationReason::UnitRestarts,
+                                _ => EscalationReason::OwnEnvironment,
+                            };
+                            self.target(&e.target).escalated.get_or_insert(reason);
+                        }
+                        "rate_limited" if age < rate.per => self.target(&e.target).throttled = true,
+                        "circuit_open" if age < breaker.per => self.breaker_open = true,
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        // a heal begun and never ended: the process died in it
+        failed.extend(open.into_values());
+        failed.sort_by_key(|(_, t, _)| *t);
+        let mut due = Vec::new();
+        for (target, t, age) in failed {
+            if age < breaker.per {
+                self.failures.push_back(t);
+            }
+            if age >= crash.within {
+                continue;
+            }
+            let state = self.target(target);
+            state.failures.push_back(t);
+            let n = count(state.failures.len());
+            if n >= crash.max_failures && state.escalated.is_none() {
+                state.escalated = Some(EscalationReason::CrashLoop);
+                due.push((
+                    target.to_string(),
+                    Escalation {
+                        reason: EscalationReason::CrashLoop,
+                        detail: format!(
+                            "{n} failed or interrupted heals within {} s before this start; the target is left alone",
+                            crash.within.as_secs()
+                        ),
+                    },
+                ));
+            }
+        }
+        due
+    }
+
+    /// The first file these actions would edit that recovery holds, with its transaction.
+    pub fn held_path<'a>(
+        &self,
+        mut actions: impl Iterator<Item = &'a crate::engine::plan::PlannedAction>,
+    ) -> Option<(&Path, &str)> {
+        actions.find_map(|a| {
+            let edit = a.edit()?;
+            self.held_paths
+                .get_key_value(&edit.path)
+                .map(|(p, t)| (p.as_path(), t.as_str()))
+        })
     }
 
     /// New limits (after a reload); what was counted so far is kept.
@@ -350,6 +517,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::apply::journal::{EntryStatus, Journal, JournalEntry};
 
     fn budget() -> Budget {
         Budget::new(
@@ -481,6 +649,218 @@ mod tests {
         assert_eq!(b.unit_restarts("b", t0, 1), None);
         assert_eq!(b.unit_restarts("b", t0 + S * 61, 3), None);
         assert_eq!(b.unit_restarts("b", t0 + S * 122, 5), None);
+    }
+
+    fn line(
+        ts: f64,
+        txn: &str,
+        kind: &str,
+        target: &str,
+        status: EntryStatus,
+        detail: &str,
+    ) -> JournalEntry {
+        JournalEntry {
+            ts,
+            ..JournalEntry::now(txn, 1, kind, target, status, detail)
+        }
+    }
+
+    const WALL: f64 = 1_800_000_000.0;
+
+    #[test]
+    fn the_rate_limit_survives_a_restart() {
+        // three heals of `a` in the last 10 minutes, one of `b` long ago
+        let journal = vec![
+            line(WALL - 3000.0, "t0", HEAL_BEGIN, "b", EntryStatus::Ok, ""),
+            line(
+                WALL - 3000.0,
+                "t0",
+                HEAL_END,
+                "b",
+                EntryStatus::Ok,
+                "healed",
+            ),
+            line(WALL - 500.0, "t1", HEAL_BEGIN, "a", EntryStatus::Ok, ""),
+            line(WALL - 499.0, "t1", HEAL_END, "a", EntryStatus::Ok, "healed"),
+            line(WALL - 300.0, "t2", HEAL_BEGIN, "a", EntryStatus::Ok, ""),
+            line(WALL - 299.0, "t2", HEAL_END, "a", EntryStatus::Ok, "healed"),
+            line(WALL - 100.0, "t3", HEAL_BEGIN, "a", EntryStatus::Ok, ""),
+            line(WALL - 99.0, "t3", HEAL_END, "a", EntryStatus::Ok, "healed"),
+        ];
+        let t0 = Instant::now() + S * 3600;
+        let mut b = budget();
+        assert!(b.rebuild(&journal, t0, WALL).is_empty());
+        assert!(
+            matches!(
+                b.decide("a", t0),
+                Decision::RateLimited { escalate: Some(_) }
+            ),
+            "a fresh process still sees three heals within 600 s"
+        );
+        assert_eq!(
+            b.decide("b", t0),
+            Decision::Act,
+            "b's heal is out of the window"
+        );
+        // the oldest of a's slides out 500 s after it: 100 s from now
+        assert_eq!(b.decide("a", t0 + S * 101), Decision::Act);
+        // and the empty brakes of the old code would have let `a` act at once
+        assert_eq!(budget().decide("a", t0), Decision::Act);
+    }
+
+    #[test]
+    fn heals_cut_short_by_a_crash_count_as_failures_and_escalate() {
+        // the daemon died in two heals of `a` (begun, never ended): a crash loop of its own
+        let journal = vec![
+            line(WALL - 20.0, "t1", HEAL_BEGIN, "a", EntryStatus::Ok, ""),
+            line(WALL - 10.0, "t2", HEAL_BEGIN, "a", EntryStatus::Ok, ""),
+        ];
+        let t0 = Instant::now() + S * 3600;
+        let mut b = budget();
+        let due = b.rebuild(&journal, t0, WALL);
+        assert_eq!(due.len(), 1, "{due:?}");
+        assert_eq!(due[0].0, "a");
+        assert_eq!(due[0].1.reason, EscalationReason::CrashLoop);
+        assert_eq!(b.decide("a", t0), Decision::LeaveAlone);
+        // released only after a whole window of health, as before a restart
+        assert!(!b.healthy("a", t0 + S));
+        assert!(b.healthy("a", t0 + S * 62));
+        assert_eq!(b.decide("a", t0 + S * 63), Decision::Act);
+    }
+
+    #[test]
+    fn escalations_and_the_breaker_are_rebuilt_within_their_windows() {
+        let journal = vec![
+            line(
+                WALL - 30.0,
+                "d",
+                ESCALATE,
+                "a",
+                EntryStatus::Skipped,
+                "crash_loop: 2 failed heals",
+            ),
+            line(
+                WALL - 300.0,
+                "d",
+                ESCALATE,
+                "old",
+                EntryStatus::Skipped,
+                "crash_loop: long ago",
+            ),
+            line(WALL - 5.0, "t1", HEAL_BEGIN, "c", EntryStatus::Ok, ""),
+            line(
+                WALL - 4.0,
+                "t1",
+                HEAL_END,
+                "c",
+                EntryStatus::Failed,
+                "own environment: no space left on device",
+            ),
+            line(WALL - 200.0, "t2", HEAL_BEGIN, "x", EntryStatus::Ok, ""),
+            line(
+                WALL - 199.0,
+                "t2",
+                HEAL_END,
+                "x",
+                EntryStatus::RolledBack,
+                "rolled back",
+            ),
+            line(WALL - 150.0, "t3", HEAL_BEGIN, "y", EntryStatus::Ok, ""),
+            line(
+                WALL - 149.0,
+                "t3",
+                HEAL_END,
+                "y",
+                EntryStatus::Failed,
+                "failed",
+            ),
+            line(WALL - 100.0, "t4", HEAL_BEGIN, "z", EntryStatus::Ok, ""),
+        ];
+        let t0 = Instant::now() + S * 3600;
+        let mut b = budget();
+        let due = b.rebuild(&journal, t0, WALL);
+        assert!(due.is_empty(), "x, y, z each failed once: {due:?}");
+        assert!(b.is_escalated("a"));
+        assert!(!b.is_escalated("old"), "out of the crash-loop window");
+        assert!(b.is_escalated("c"), "own environment");
+        // three failures over all targets within 600 s: the breaker is open
+        assert!(matches!(
+            b.decide("other", t0),
+            Decision::BreakerOpen { escalate: Some(_) }
+        ));
+        // own-environment failures never count towards the breaker
+        let mut b = budget();
+        b.rebuild(&journal[2..4], t0, WALL);
+        assert_eq!(b.decide("other", t0), Decision::Act);
+    }
+
+    #[test]
+    fn a_line_from_the_future_counts_as_now() {
+        let journal: Vec<JournalEntry> = ["t1", "t2", "t3"]
+            .iter()
+            .flat_map(|txn| {
+                [
+                    line(WALL + 5000.0, txn, HEAL_BEGIN, "a", EntryStatus::Ok, ""),
+                    line(WALL + 5000.0, txn, HEAL_END, "a", EntryStatus::Ok, "healed"),
+                ]
+            })
+            .collect();
+        let t0 = Instant::now() + S * 3600;
+        let mut b = budget();
+        b.rebuild(&journal, t0, WALL);
+        assert!(matches!(b.decide("a", t0), Decision::RateLimited { .. }));
+        assert_eq!(
+            b.decide("a", t0 + S * 601),
+            Decision::Act,
+            "and slides out like now"
+        );
+    }
+
+    #[test]
+    fn restore_reads_the_journal_of_the_state_dir_and_holds_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        for txn in ["t1", "t2", "t3"] {
+            j.append(&JournalEntry::now(
+                txn,
+                1,
+                HEAL_BEGIN,
+                "a",
+                EntryStatus::Ok,
+                "",
+            ))
+            .unwrap();
+            j.append(&JournalEntry::now(
+                txn,
+                2,
+                HEAL_END,
+                "a",
+                EntryStatus::Ok,
+                "healed",
+            ))
+            .unwrap();
+        }
+        let held = BTreeMap::from([(PathBuf::from("/etc/default/api"), "t9".to_string())]);
+        let mut b = budget();
+        b.restore(dir.path(), &held);
+        assert!(matches!(
+            b.decide("a", Instant::now()),
+            Decision::RateLimited { .. }
+        ));
+        let edit = crate::engine::plan::PlannedAction::SetDirective {
+            edit: crate::engine::plan::FileEdit {
+                path: PathBuf::from("/etc/default/api"),
+                before_hash: None,
+                after: String::new(),
+            },
+            directive: String::new(),
+            previous: None,
+            location: "/".into(),
+        };
+        assert_eq!(
+            b.held_path(std::iter::once(&edit)),
+            Some((Path::new("/etc/default/api"), "t9"))
+        );
     }
 
     #[test]

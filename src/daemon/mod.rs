@@ -181,6 +181,8 @@ pub async fn run(
     playbooks: PlaybookSet,
 ) -> Result<(), DaemonError> {
     let _lock = lock::InstanceLock::acquire(&settings.daemon.lock_file, "run")?;
+    // What a killed process left open is finished, and the brakes rebuilt, before anything runs.
+    let recovered = crate::apply::recover::at_start(&settings).await;
     let notifier = Arc::new(Notifier::from_env());
     let metrics = SharedMetrics::default();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
@@ -223,11 +225,12 @@ pub async fn run(
         tasks.push(tokio::spawn(feed));
     }
     let mut beats = watchdog::Beats::new(every);
-    let budget = Budget::new(
+    let mut budget = Budget::new(
         settings.daemon.rate_limit,
         settings.daemon.crash_loop,
         settings.daemon.circuit_breaker,
     );
+    budget.restore(&settings.state_dir, &recovered.held);
     let (settings_debounce, settings_probe_interval) =
         (settings.daemon.debounce, settings.daemon.probe_interval);
     let mut daemon = Daemon {
@@ -1022,6 +1025,11 @@ impl Daemon {
     /// became of the target.
     async fn act(&mut self, full: &Plan, finding: &Finding, steps: Vec<Step>) -> Verdict {
         let key = finding.upstream.clone();
+        if let Some((path, txn)) = self.budget.held_path(steps.iter().map(|s| &s.action)) {
+            tracing::warn!(target = %key, path = %path.display(), txn, "not healed: the file belongs to a transaction a crash left that could not be rolled back; only reported");
+            self.observe(finding, &steps);
+            return Verdict::LeftAlone(LeftAlone::Escalated);
+        }
         let now = Instant::now();
         let decision = self.budget.decide(&key, now);
         match self.announced.update(&key, Hold::of(&decision)) {
