@@ -177,22 +177,54 @@ fn effective(site: &Site) -> Vec<Listen> {
 /// The aim for `sites[index]`: its first `listen` a probe can use and that reaches it.
 pub fn aim(sites: &[Site], index: usize) -> Aim {
     let all: Vec<Vec<Listen>> = sites.iter().map(effective).collect();
-    aim_in(sites, &all, index)
+    aim_in(sites, &Binds::of(&all), index)
 }
 
 /// Every site's aim, in the order of `sites`.
 pub fn aims(sites: &[Site]) -> Vec<Aim> {
     let all: Vec<Vec<Listen>> = sites.iter().map(effective).collect();
-    (0..sites.len()).map(|i| aim_in(sites, &all, i)).collect()
+    let binds = Binds::of(&all);
+    (0..sites.len()).map(|i| aim_in(sites, &binds, i)).collect()
 }
 
-fn aim_in(sites: &[Site], all: &[Vec<Listen>], index: usize) -> Aim {
-    let (Some(site), Some(listens)) = (sites.get(index), all.get(index)) else {
+/// Every server's listens, and by each bound address the servers listening there, keyed once:
+/// with thousands of servers, parsing every listen for each one is quadratic.
+struct Binds<'a> {
+    all: &'a [Vec<Listen>],
+    /// For each (address, port): the servers in order, each with its first (non-QUIC) listen
+    /// there.
+    on: std::collections::HashMap<(IpAddr, u16), Vec<(usize, &'a Listen)>>,
+}
+
+impl<'a> Binds<'a> {
+    fn of(all: &'a [Vec<Listen>]) -> Self {
+        let mut on: std::collections::HashMap<(IpAddr, u16), Vec<(usize, &Listen)>> =
+            std::collections::HashMap::new();
+        for (i, listens) in all.iter().enumerate() {
+            for l in listens.iter().filter(|l| !l.quic) {
+                let Ok(bind) = l.bind() else { continue };
+                let servers = on.entry(bind).or_default();
+                if servers.last().map(|(last, _)| *last) != Some(i) {
+                    servers.push((i, l));
+                }
+            }
+        }
+        Binds { all, on }
+    }
+
+    /// The servers listening on (`ip`, `port`), each with its listen there.
+    fn on(&self, ip: IpAddr, port: u16) -> &[(usize, &'a Listen)] {
+        self.on.get(&(ip, port)).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn aim_in(sites: &[Site], binds: &Binds<'_>, index: usize) -> Aim {
+    let (Some(site), Some(listens)) = (sites.get(index), binds.all.get(index)) else {
         return Aim::not_aimed("http://127.0.0.1:80".into(), "no such server".into());
     };
     let mut first_miss: Option<Aim> = None;
     for listen in listens {
-        let aim = aim_at(sites, all, site, index, listen);
+        let aim = aim_at(sites, binds, site, index, listen);
         if aim.host.is_some() {
             return aim;
         }
@@ -201,7 +233,7 @@ fn aim_in(sites: &[Site], all: &[Vec<Listen>], index: usize) -> Aim {
     first_miss.unwrap_or_else(|| Aim::not_aimed("http://127.0.0.1:80".into(), "no `listen`".into()))
 }
 
-fn aim_at(sites: &[Site], all: &[Vec<Listen>], site: &Site, index: usize, listen: &Listen) -> Aim {
+fn aim_at(sites: &[Site], binds: &Binds<'_>, site: &Site, index: usize, listen: &Listen) -> Aim {
     let scheme = if listen.ssl { "https" } else { "http" };
     let (ip, port) = match listen.bind() {
         Ok(bind) => bind,
@@ -228,17 +260,7 @@ fn aim_at(sites: &[Site], all: &[Vec<Listen>], site: &Site, index: usize, listen
     }
     // the servers a connection to (dialled, port) can reach: those listening on that exact
     // address, else those on the wildcard of its family; each with its listen there
-    let on = |want: IpAddr| -> Vec<(usize, &Listen)> {
-        all.iter()
-            .enumerate()
-            .filter_map(|(i, ls)| {
-                let l = ls
-                    .iter()
-                    .find(|l| !l.quic && l.bind().is_ok_and(|b| b == (want, port)))?;
-                Some((i, l))
-            })
-            .collect()
-    };
+    let on = |want: IpAddr| binds.on(want, port);
     let wildcard = match dialled {
         IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),

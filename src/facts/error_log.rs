@@ -13,7 +13,9 @@
 //! escaping, so a value may hold `"` or even `", host: "`. The trailing pairs are therefore parsed
 //! with the order nginx writes them in and a small backtracking search, not by splitting on `", `.
 
+use memchr::memmem;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -302,9 +304,15 @@ pub struct LogLine<'a> {
     pub line: Option<u32>,
 }
 
-impl LogLine<'_> {
+impl<'a> LogLine<'a> {
     /// The address nginx dialled (see [`LogEntry::upstream_addr`]).
     pub fn dialled(&self) -> Option<String> {
+        self.dialled_str().map(Cow::into_owned)
+    }
+
+    /// [`LogLine::dialled`], borrowed from the line where the line writes it in its normal form
+    /// (an IPv4 address and port as nginx prints them: no copy per line).
+    pub fn dialled_str(&self) -> Option<Cow<'a, str>> {
         match self.upstream {
             Some(upstream) => upstream_pair_address(upstream),
             None => connect_target(self.message).and_then(dialled_address),
@@ -348,7 +356,7 @@ pub fn parse_line(line: &str) -> Option<LogLine<'_>> {
     let line = line.trim_end_matches(['\n', '\r']);
     let (time, rest) = split_time(line)?;
     let rest = rest.strip_prefix(" [")?;
-    let (level, rest) = rest.split_once("] ")?;
+    let (level, rest) = split_at_text(rest, "] ")?;
     if !LEVELS.contains(&level) {
         return None;
     }
@@ -356,8 +364,16 @@ pub fn parse_line(line: &str) -> Option<LogLine<'_>> {
     let (connection, body) = split_connection(rest);
 
     let (message, tail) = split_tail(body);
-    let phase = phase_of(message);
-    let errno = errno_of(message);
+    // the last ` while `: the phase follows it, the errno precedes it
+    let (head, after_while) = match finders().while_.rfind(message.as_bytes()) {
+        Some(i) => (
+            message.get(..i).unwrap_or(message),
+            message.get(i + WHILE.len()..),
+        ),
+        None => (message, None),
+    };
+    let phase = after_while.and_then(phase_of);
+    let errno = errno_of(head);
     let class = classify(message, phase, errno);
 
     let mut parsed = LogLine {
@@ -396,6 +412,44 @@ pub fn parse_line(line: &str) -> Option<LogLine<'_>> {
     Some(parsed)
 }
 
+const WHILE: &str = " while ";
+const CLIENT: &str = ", client: ";
+const UNRESOLVED: &str = " could not be resolved";
+
+/// The searchers for the texts every line is searched for, built once.
+struct Finders {
+    while_: memmem::FinderRev<'static>,
+    client: memmem::Finder<'static>,
+    unresolved: memmem::Finder<'static>,
+}
+
+fn finders() -> &'static Finders {
+    static FINDERS: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
+    FINDERS.get_or_init(|| Finders {
+        while_: memmem::FinderRev::new(WHILE),
+        client: memmem::Finder::new(CLIENT),
+        unresolved: memmem::Finder::new(UNRESOLVED),
+    })
+}
+
+/// `s` split around the first `text` (of two bytes, the first of them ASCII), as
+/// `str::split_once` without building a searcher per call.
+fn split_at_text<'s>(s: &'s str, text: &str) -> Option<(&'s str, &'s str)> {
+    let i = find_text(s, text)?;
+    Some((s.get(..i)?, s.get(i + text.len()..)?))
+}
+
+/// Where the first `text` (of two bytes or more, the first ASCII) starts in `s`.
+fn find_text(s: &str, text: &str) -> Option<usize> {
+    let (&first, rest) = text.as_bytes().split_first()?;
+    let bytes = s.as_bytes();
+    memchr::memchr_iter(first, bytes).find(|&i| {
+        bytes
+            .get(i + 1..)
+            .is_some_and(|after| after.starts_with(rest))
+    })
+}
+
 fn classify(message: &str, phase: Option<&str>, errno: Option<i32>) -> LogClass {
     let upstream_context = phase.is_some_and(|p| p.contains("upstream"))
         || message.starts_with("connect() failed")
@@ -404,6 +458,9 @@ fn classify(message: &str, phase: Option<&str>, errno: Option<i32>) -> LogClass 
         .iter()
         .find(|(pattern, _)| match pattern {
             Pattern::Prefix(text) => message.starts_with(text),
+            Pattern::Contains(text) if *text == UNRESOLVED => {
+                finders().unresolved.find(message.as_bytes()).is_some()
+            }
             Pattern::Contains(text) => message.contains(text),
             Pattern::UpstreamErrno(n) => upstream_context && errno == Some(*n),
         })
@@ -424,7 +481,7 @@ fn split_time(line: &str) -> Option<(&str, &str)> {
 
 /// `PID#TID: ` (both decimal).
 fn split_pid(rest: &str) -> (Option<u32>, &str) {
-    let Some((ids, after)) = rest.split_once(": ") else {
+    let Some((ids, after)) = split_at_text(rest, ": ") else {
         return (None, rest);
     };
     let Some((pid, tid)) = ids.split_once('#') else {
@@ -453,10 +510,10 @@ fn split_connection(rest: &str) -> (Option<u64>, &str) {
     }
 }
 
-/// The text after the last ` while `, up to any `, key: …` nginx appended (e.g. `, resolver:`).
-fn phase_of(message: &str) -> Option<&str> {
-    let (_, after) = message.rsplit_once(" while ")?;
-    let phase = after.split(", ").next().unwrap_or(after);
+/// The text after the last ` while ` (`after`), up to any `, key: …` nginx appended (e.g.
+/// `, resolver:`).
+fn phase_of(after: &str) -> Option<&str> {
+    let phase = take_until_comma(after).0;
     let plain = !phase.is_empty()
         && phase
             .bytes()
@@ -464,16 +521,19 @@ fn phase_of(message: &str) -> Option<&str> {
     plain.then_some(phase)
 }
 
-/// The last `(N: text)` in the message, before the phase.
-fn errno_of(message: &str) -> Option<i32> {
-    let head = message.rsplit_once(" while ").map_or(message, |(h, _)| h);
-    head.match_indices('(').rev().find_map(|(i, _)| {
-        let inner = head.get(i + 1..)?;
-        let (digits, after) = inner.split_once(": ")?;
-        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+/// The last `(N: text)` in the message before the phase (`head`: the message up to its last
+/// ` while `).
+fn errno_of(head: &str) -> Option<i32> {
+    let bytes = head.as_bytes();
+    memchr::memrchr_iter(b'(', bytes).find_map(|i| {
+        let inner = bytes.get(i + 1..)?;
+        let n = inner.iter().take_while(|b| b.is_ascii_digit()).count();
+        let after = inner.get(n..)?;
+        if n == 0 || !after.starts_with(b": ") {
             return None;
         }
-        after.contains(')').then(|| digits.parse().ok()).flatten()
+        let digits = head.get(i + 1..i + 1 + n)?;
+        memchr::memchr(b')', after.get(2..)?).and_then(|_| digits.parse().ok())
     })
 }
 
@@ -497,7 +557,7 @@ fn upstream_pair_address(upstream: &str) -> Option<String> {
 
 /// Normalises an `upstream: "…"` value or a `connect() to` target to the dialled address.
 /// `None` when it names no address (an upstream group's name in `no live upstreams`).
-fn dialled_address(upstream: &str) -> Option<String> {
+fn dialled_address(upstream: &str) -> Option<Cow<'_, str>> {
     let (scheme, rest) = match upstream.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, upstream),
@@ -511,13 +571,28 @@ fn dialled_address(upstream: &str) -> Option<String> {
             Some(_) => path.strip_suffix(':').unwrap_or(path),
             None => path,
         };
-        return (!path.is_empty()).then(|| format!("unix:{path}"));
+        if path.is_empty() {
+            return None;
+        }
+        // `unix:PATH` as written when nothing was cut from its end
+        return Some(match rest.get(..5 + path.len()) {
+            Some(written) => Cow::Borrowed(written),
+            None => Cow::Owned(format!("unix:{path}")),
+        });
     }
-    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-    authority
-        .parse::<SocketAddr>()
-        .ok()
-        .map(|addr| addr.to_string())
+    let end = memchr::memchr2(b'/', b'?', rest.as_bytes()).unwrap_or(rest.len());
+    let authority = rest.get(..end).unwrap_or(rest);
+    let addr = authority.parse::<SocketAddr>().ok()?;
+    // IPv4 parses only without leading zeros: the text is the normal form unless the port has one
+    let normal = addr.is_ipv4()
+        && authority.rsplit_once(':').is_some_and(|(_, port)| {
+            port.bytes().all(|b| b.is_ascii_digit()) && (port == "0" || !port.starts_with('0'))
+        });
+    Some(if normal {
+        Cow::Borrowed(authority)
+    } else {
+        Cow::Owned(addr.to_string())
+    })
 }
 
 /// For `host_not_found` messages: the unresolved name and, at load time, `FILE:LINE`.
@@ -570,9 +645,8 @@ struct Tail<'a> {
 /// remainder parses completely wins (a message can quote a path holding `, client: `). If none
 /// does, the line was cut by nginx's line-length limit: the first one is parsed leniently.
 fn split_tail(body: &str) -> (&str, Option<Tail<'_>>) {
-    const CLIENT: &str = ", client: ";
     for lenient in [false, true] {
-        for (i, _) in body.match_indices(CLIENT) {
+        for i in finders().client.find_iter(body.as_bytes()) {
             let (message, rest) = body.split_at(i);
             if let Some(tail) = parse_tail(rest.get(CLIENT.len()..).unwrap_or(""), lenient) {
                 return (message, Some(tail));
@@ -644,7 +718,7 @@ fn plain_pairs(rest: &str) -> Option<[Option<&str>; 5]> {
 
 /// Splits at the first `, ` (or the end).
 fn take_until_comma(s: &str) -> (&str, &str) {
-    match s.find(", ") {
+    match find_text(s, ", ") {
         Some(i) => s.split_at(i),
         None => (s, ""),
     }
@@ -718,15 +792,17 @@ impl QuotedSearch {
     }
 }
 
+/// Whether the request line ends in ` HTTP/x.y` (the last ` HTTP/` is then 9 bytes from the
+/// end: `HTTP/x.y` holds no space).
 fn ends_with_http_version(request: &str) -> bool {
-    let Some((_, version)) = request.rsplit_once(" HTTP/") else {
+    let b = request.as_bytes();
+    let Some(tail) = b.len().checked_sub(9).and_then(|start| b.get(start..)) else {
         return false;
     };
-    let b = version.as_bytes();
-    b.len() == 3
-        && b.first().is_some_and(u8::is_ascii_digit)
-        && b.get(1) == Some(&b'.')
-        && b.get(2).is_some_and(u8::is_ascii_digit)
+    tail.starts_with(b" HTTP/")
+        && tail.get(6).is_some_and(u8::is_ascii_digit)
+        && tail.get(7) == Some(&b'.')
+        && tail.get(8).is_some_and(u8::is_ascii_digit)
 }
 
 /// Longest line the reader buffers; nginx itself cuts lines at 2048 bytes, so anything longer
@@ -1558,8 +1634,18 @@ mod tests {
             ("unix:/run/php/x.sock", Some("unix:/run/php/x.sock")),
             ("http://backend/x", None),
             ("http://unix:", None),
+            // written in another form than the normal one: normalised (a copy)
+            ("http://127.0.0.1:08000/", Some("127.0.0.1:8000")),
+            ("http://[0:0::1]:80/", Some("[::1]:80")),
+            ("http://127.0.0.01:80/", None),
         ] {
             assert_eq!(dialled_address(upstream).as_deref(), addr, "{upstream}");
+            // borrowed where the line holds the normal form (IPv6 is always normalised)
+            if let (Some(got), Some(want)) = (dialled_address(upstream), addr) {
+                let borrowed = matches!(got, Cow::Borrowed(_));
+                let written = upstream.contains(want) && !want.starts_with('[');
+                assert_eq!(borrowed, written, "{upstream}");
+            }
         }
     }
 

@@ -5,8 +5,12 @@
 //!
 //! The patterns are the fixed texts of nginx's messages behind every class but `other`
 //! (`CLASS_TABLE` in `error_log`), the `(N: ` of the errnos it classifies, and the levels a
-//! reload check reads (`[emerg]`, `[alert]`, `[crit]`). A line none of them occurs in is `other`
-//! for [`parse_line`] as well; the unit tests hold the two to that.
+//! reload check reads (`emerg] `, `alert] `, `crit] `: without the ` [` every line has, which
+//! would make each line a candidate to verify). A line none of them occurs in is `other` for
+//! [`parse_line`] as well; the unit tests hold the two to that.
+//!
+//! A large buffer is cut in two at a line break and the halves are searched on two threads;
+//! the lines are still handed out in order, on the caller's thread.
 
 use crate::facts::error_log::{parse_line, LogClass, LogLine};
 use aho_corasick::{AhoCorasick, MatchKind};
@@ -26,18 +30,50 @@ const PATTERNS: &[&str] = &[
     "(13: ",
     "(110: ",
     "(104: ",
-    " [emerg] ",
-    " [alert] ",
-    " [crit] ",
+    "emerg] ",
+    "alert] ",
+    "crit] ",
 ];
 
-fn searcher() -> &'static AhoCorasick {
-    static SEARCHER: OnceLock<AhoCorasick> = OnceLock::new();
+/// A buffer at least this long (1 MiB) is searched on two threads: below it, starting a thread
+/// costs more than it saves.
+const SPLIT_BYTES: usize = 1 << 20;
+
+/// The search: the packed (SIMD) searcher where the CPU has it, whose matches need no second
+/// check, else the automaton.
+enum Searcher {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Searcher {
+    fn find(&self, text: &[u8], span: std::ops::Range<usize>) -> Option<(usize, usize)> {
+        match self {
+            Searcher::Packed(s) => s.find_in(text, span.into()).map(|m| (m.start(), m.end())),
+            Searcher::Automaton(a) => a
+                .find(aho_corasick::Input::new(text).span(span))
+                .map(|m| (m.start(), m.end())),
+        }
+    }
+}
+
+fn searcher() -> &'static Searcher {
+    static SEARCHER: OnceLock<Searcher> = OnceLock::new();
     SEARCHER.get_or_init(|| {
-        AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(PATTERNS)
-            .unwrap_or_else(|e| unreachable!("the fixed patterns build: {e}"))
+        let packed = aho_corasick::packed::Config::new()
+            .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+            .builder()
+            .extend(PATTERNS)
+            .build();
+        match packed {
+            Some(packed) => Searcher::Packed(packed),
+            None => Searcher::Automaton(
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(PATTERNS)
+                    .unwrap_or_else(|e| unreachable!("the fixed patterns build: {e}")),
+            ),
+        }
     })
 }
 
@@ -59,27 +95,60 @@ pub fn scan<'a>(bytes: &'a [u8], mut found: impl FnMut(usize, LogLine<'a>)) -> u
     let Some(text) = bytes.get(..complete) else {
         return 0;
     };
+    // the second half starts after the line break nearest the middle
+    let half = if complete >= SPLIT_BYTES {
+        memchr::memchr(b'\n', text.get(complete / 2..).unwrap_or_default())
+            .map(|i| complete / 2 + i + 1)
+            .filter(|&h| h < complete)
+    } else {
+        None
+    };
+    match half {
+        None => scan_lines(text, 0, &mut found),
+        Some(half) => {
+            let (first, second) = text.split_at(half);
+            let later = std::thread::scope(|s| {
+                let worker = s.spawn(|| {
+                    let mut lines = Vec::new();
+                    scan_lines(second, half, &mut |offset, line| lines.push((offset, line)));
+                    lines
+                });
+                scan_lines(first, 0, &mut found);
+                worker.join()
+            });
+            match later {
+                Ok(lines) => lines.into_iter().for_each(|(o, l)| found(o, l)),
+                // the worker cannot panic short of a bug: search the half here instead
+                Err(_) => scan_lines(second, half, &mut found),
+            }
+        }
+    }
+    complete
+}
+
+/// The lines of `text` (complete lines, the last one ending in a line break) that [`scan`]
+/// reports, with their offsets plus `base`.
+fn scan_lines<'a>(text: &'a [u8], base: usize, found: &mut impl FnMut(usize, LogLine<'a>)) {
+    let complete = text.len();
     let mut at = 0;
-    while let Some(hit) = searcher().find(aho_corasick::Input::new(text).span(at..complete)) {
-        let start = memchr::memrchr(b'\n', text.get(..hit.start()).unwrap_or_default())
-            .map_or(0, |i| i + 1)
-            .max(at);
-        let end = memchr::memchr(b'\n', text.get(hit.end()..).unwrap_or_default())
-            .map_or(complete, |i| hit.end() + i);
+    while let Some((hit_start, hit_end)) = searcher().find(text, at..complete) {
+        let start = memchr::memrchr(b'\n', text.get(at..hit_start).unwrap_or_default())
+            .map_or(at, |i| at + i + 1);
+        let end = memchr::memchr(b'\n', text.get(hit_end..).unwrap_or_default())
+            .map_or(complete, |i| hit_end + i);
         if let Some(line) = text
             .get(start..end)
             .and_then(|l| std::str::from_utf8(l).ok())
             .and_then(parse_line)
             .filter(is_reported)
         {
-            found(start, line);
+            found(base + start, line);
         }
         at = end + 1;
         if at >= complete {
             break;
         }
     }
-    complete
 }
 
 #[cfg(test)]
@@ -184,6 +253,27 @@ mod tests {
             n += 1;
         });
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_buffer_searched_on_two_threads_hands_out_what_one_thread_does() {
+        let mut text = String::new();
+        while text.len() < 3 * SPLIT_BYTES {
+            text.push_str(&joined(LINES));
+        }
+        text.push_str(&LINES[0][..30]);
+        let mut split = Vec::new();
+        let end = scan(text.as_bytes(), |offset, line| split.push((offset, line)));
+        let mut whole = Vec::new();
+        scan_lines(
+            text.as_bytes().get(..end).unwrap(),
+            0,
+            &mut |offset, line| whole.push((offset, line)),
+        );
+        assert_eq!(end, text.len() - 30);
+        assert_eq!(split.len(), whole.len());
+        assert!(split == whole, "the same lines, in the same order");
+        assert!(split.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     #[test]
