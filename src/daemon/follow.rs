@@ -8,7 +8,7 @@
 //! the offset is read again from 0). Old lines present at startup are not reported: they are
 //! history, not news.
 
-use crate::facts::error_log::LogClass;
+use crate::facts::error_log::{LogClass, MAX_LINE_BYTES};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -60,9 +60,6 @@ struct Open {
 
 /// At most this much of the file is read per wake-up (1 MiB).
 pub const WINDOW: u64 = 1 << 20;
-
-/// A longer unfinished line is not nginx's (it cuts lines at 2048 bytes) and is dropped.
-const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// What new lines said about one upstream: its class and the address nginx dialled.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -548,7 +548,7 @@ fn connect_target(message: &str) -> Option<&str> {
 /// one names no address: it is not nginx's, but a client's forged line (a decoded path can
 /// start a line of its own after an encoded CR/LF, yet cannot hold `//`, which nginx merges),
 /// or a stream-module line, whose proxies are no route of an http site.
-fn upstream_pair_address(upstream: &str) -> Option<String> {
+fn upstream_pair_address(upstream: &str) -> Option<Cow<'_, str>> {
     upstream
         .split_once("://")
         .filter(|(scheme, _)| !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_lowercase()))
@@ -805,9 +805,10 @@ fn ends_with_http_version(request: &str) -> bool {
         && tail.get(8).is_some_and(u8::is_ascii_digit)
 }
 
-/// Longest line the reader buffers; nginx itself cuts lines at 2048 bytes, so anything longer
-/// is not an nginx line and is skipped without being held in memory.
-const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Longest line read (8 KiB); nginx itself cuts lines at 2048 bytes (`NGX_MAX_ERROR_STR`), so
+/// anything longer is not an nginx line and is skipped without being held in memory or parsed
+/// (the quoted-field search is quadratic in a line built of `, key: "` repeats).
+pub const MAX_LINE_BYTES: usize = 8 * 1024;
 
 /// Streaming line reader: feed it bytes as they come, get classified entries back. A last line
 /// without its newline is held until the newline arrives.

@@ -12,7 +12,7 @@
 //! A large buffer is cut in two at a line break and the halves are searched on two threads;
 //! the lines are still handed out in order, on the caller's thread.
 
-use crate::facts::error_log::{parse_line, LogClass, LogLine};
+use crate::facts::error_log::{parse_line, LogClass, LogLine, MAX_LINE_BYTES};
 use aho_corasick::{AhoCorasick, MatchKind};
 use std::sync::OnceLock;
 
@@ -86,7 +86,8 @@ pub fn is_reported(line: &LogLine<'_>) -> bool {
 /// of level `error` or below, in order; `offset` is the line's first byte within `bytes`. A
 /// last line without its newline is left alone: the return value is where it starts (or
 /// `bytes.len()`), so that a caller reading a growing file continues from there. Bytes that are
-/// not UTF-8 make a line unparseable, as nginx never writes such a line itself.
+/// not UTF-8 make a line unparseable, as nginx never writes such a line itself, and so does a
+/// line longer than [`MAX_LINE_BYTES`].
 pub fn scan<'a>(bytes: &'a [u8], mut found: impl FnMut(usize, LogLine<'a>)) -> usize {
     let complete = match memchr::memrchr(b'\n', bytes) {
         Some(last) => last + 1,
@@ -138,6 +139,7 @@ fn scan_lines<'a>(text: &'a [u8], base: usize, found: &mut impl FnMut(usize, Log
             .map_or(complete, |i| hit_end + i);
         if let Some(line) = text
             .get(start..end)
+            .filter(|l| l.len() <= MAX_LINE_BYTES)
             .and_then(|l| std::str::from_utf8(l).ok())
             .and_then(parse_line)
             .filter(is_reported)
