@@ -220,7 +220,7 @@ pub enum StatusError {
         path: PathBuf,
         source: crate::adapters::fs::FsError,
     },
-    #[error("cannot read the status file `{}`", path.display())]
+    #[error("cannot read the status file `{}`\nhelp: run `nginx-medic status` as the daemon's user (root); the file is private to it", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
