@@ -27,7 +27,7 @@ pub struct StateFile {
 /// Failures reading or writing a state file.
 #[derive(Debug, thiserror::Error)]
 pub enum StateFileError {
-    #[error("cannot read the {what} file `{}`", path.display())]
+    #[error("cannot read the {what} file `{}`\nhelp: nginx-medic's state files are private to the daemon's user (root): run it as that user", path.display())]
     Read {
         what: &'static str,
         path: PathBuf,

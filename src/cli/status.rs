@@ -35,7 +35,12 @@ struct Output<'a> {
 pub fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     let lock = &settings.daemon.lock_file;
     let holder = status::lock_holder(lock)
-        .with_context(|| format!("cannot tell whether the daemon runs (`{}`)", lock.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot tell whether the daemon runs (`{}`)\nhelp: run `nginx-medic status` as the daemon's user (root), with the daemon's `--config`",
+                lock.display()
+            )
+        })?;
     let file = status::path(&settings.state_dir);
     let doc = status::read(&settings.state_dir)?;
     let current = doc
