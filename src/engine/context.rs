@@ -824,15 +824,17 @@ fn recent_context(
         counts.insert(class, of_class.len());
         last.insert(
             class,
-            of_class.last().map(|e| LastLine {
-                time: e.time.clone(),
-                level: e.level.clone(),
-                message: e.message.clone(),
-                phase: e.phase.clone(),
-                request: e.request.clone(),
-                client: e.client.clone(),
-                upstream: e.upstream.clone(),
-                url: e.request.as_deref().and_then(|r| request_url(base, r)),
+            of_class.last().map(|e| {
+                Box::new(LastLine {
+                    time: e.time.clone(),
+                    level: e.level.clone(),
+                    message: e.message.clone(),
+                    phase: e.phase.clone(),
+                    request: e.request.clone(),
+                    client: e.client.clone(),
+                    upstream: e.upstream.clone(),
+                    url: e.request.as_deref().and_then(|r| request_url(base, r)),
+                })
             }),
         );
     }
