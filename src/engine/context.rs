@@ -21,7 +21,8 @@ use std::collections::BTreeMap;
 pub struct Target {
     /// `site location -> endpoint`, for people and logs.
     pub label: String,
-    pub route: Route,
+    /// Shared by the targets of one route (an upstream group's peers).
+    pub route: std::sync::Arc<Route>,
     pub endpoint: Endpoint,
     /// The context playbooks see.
     pub context: TargetContext,
@@ -40,6 +41,7 @@ pub fn targets(
     let index = Index::of(facts);
     let dialled = crate::facts::direct::dialled_ports(facts);
     for route in &facts.routes {
+        let shared = std::sync::Arc::new(route.clone());
         for (i, endpoint) in route.endpoints.iter().enumerate() {
             let unit = endpoint
                 .unit
@@ -64,7 +66,7 @@ pub fn targets(
             super::evidence::add_direct_evidence(&mut context, facts, &dialled, route, endpoint);
             out.push(Target {
                 label: format!("{} {} -> {}", route.site, route.location, endpoint.address),
-                route: route.clone(),
+                route: shared.clone(),
                 endpoint: endpoint.clone(),
                 context,
             });
