@@ -469,6 +469,8 @@ trait ServiceLog {
 
 impl ServiceLog for SystemBox {
     fn service_log_has(&self, text: &str) -> bool {
-        self.journal(UNIT, &["-n", "200"]).contains(text)
+        // verbose: the OS reason is a field of the entry (`ERROR=`), not part of its message
+        self.journal(UNIT, &["-n", "200", "-o", "verbose"])
+            .contains(text)
     }
 }
