@@ -227,34 +227,15 @@ impl FileTransaction {
         Ok(txn)
     }
 
-    /// Ids of transactions left open in `state_dir` (cut short by a crash), oldest id first.
+    /// Ids of transactions left open in `state_dir` (cut short by a crash), oldest id first: the
+    /// open ones of [`FileTransaction::scan`]; an unreadable manifest is an error.
     pub fn pending(state_dir: &Path) -> Result<Vec<String>, TxnError> {
-        let parent = state_dir.join(BACKUPS_DIR);
-        let entries = match fs::read_dir(&parent) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(TxnError::Fs(FsError::Read {
-                    path: parent,
-                    source,
-                }))
-            }
-        };
         let mut open = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|source| FsError::Read {
-                path: parent.clone(),
-                source,
-            })?;
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if check_id(&id).is_err() {
-                continue;
-            }
-            if read_manifest(&entry.path().join(MANIFEST_FILE))?.state == TxnState::Open {
+        for (id, manifest) in Self::scan(state_dir)? {
+            if manifest?.state == TxnState::Open {
                 open.push(id);
             }
         }
-        open.sort();
         Ok(open)
     }
 
