@@ -11,7 +11,7 @@
 use crate::apply::execute::{ENVIRONMENT, HEAL_BEGIN, HEAL_END};
 use crate::apply::journal::{EntryStatus, Journal, JournalEntry};
 use crate::config::{CircuitBreaker, CrashLoop, RateLimit};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -469,8 +469,9 @@ pub struct Brakes {
     pub escalated: Option<EscalationReason>,
 }
 
-/// A read-only view of the global circuit breaker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A read-only view of the global circuit breaker (also as the status file holds it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Breaker {
     pub open: bool,
     pub failures: u32,

@@ -574,7 +574,7 @@ impl Daemon {
                 site: e.site.clone(),
                 unit: e.unit.clone(),
                 state: e.state.into(),
-                left_alone: e.left_alone.map(Into::into),
+                left_alone: e.left_alone,
                 since: at(e.since),
                 last_evaluated: e.last_evaluated.map(at),
                 requeue_at: e.requeue_at.map(at),
@@ -613,7 +613,7 @@ impl Daemon {
             evaluations: self.reconciler.evaluations(),
             absorbed: self.reconciler.absorbed(),
             targets,
-            breaker: self.budget.breaker(now).into(),
+            breaker: self.budget.breaker(now),
             paused,
             pause_error,
         }

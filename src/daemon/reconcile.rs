@@ -17,7 +17,7 @@
 //! An evaluation still gathers the whole host (`take_due` hands out which targets asked for
 //! it); the states are then set from what it concluded per target (`evaluated`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,7 @@ pub enum State {
 }
 
 /// Why an open incident is left alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeftAlone {
     /// `daemon.mode: observe`: the plan was reported.
@@ -63,6 +63,21 @@ pub enum LeftAlone {
     BreakerOpen,
     /// The finding has no step to take (report-only).
     NoPlan,
+}
+
+impl LeftAlone {
+    /// As `nginx-medic status` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Observe => "observe mode",
+            Self::Inconclusive => "inconclusive",
+            Self::Held => "paused or heal: false",
+            Self::Escalated => "escalated",
+            Self::RateLimited => "rate limited",
+            Self::BreakerOpen => "circuit breaker open",
+            Self::NoPlan => "report only",
+        }
+    }
 }
 
 /// What one evaluation concluded about one target.

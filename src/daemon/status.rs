@@ -44,7 +44,7 @@ pub struct Status {
     pub evaluations: u64,
     pub absorbed: u64,
     pub targets: Vec<TargetStatus>,
-    pub breaker: BreakerStatus,
+    pub breaker: Breaker,
     pub paused: Vec<PausedStatus>,
     /// The pause file cannot be read: nothing is done to any target.
     pub pause_error: Option<String>,
@@ -58,7 +58,7 @@ pub struct TargetStatus {
     pub site: String,
     pub unit: Option<String>,
     pub state: StateName,
-    pub left_alone: Option<LeftAloneName>,
+    pub left_alone: Option<LeftAlone>,
     pub since: f64,
     pub last_evaluated: Option<f64>,
     /// When an open incident is evaluated again without news.
@@ -110,47 +110,6 @@ impl StateName {
     }
 }
 
-/// Why an open incident is left alone (as `reconcile::LeftAlone`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LeftAloneName {
-    Observe,
-    Inconclusive,
-    Held,
-    Escalated,
-    RateLimited,
-    BreakerOpen,
-    NoPlan,
-}
-
-impl From<LeftAlone> for LeftAloneName {
-    fn from(l: LeftAlone) -> Self {
-        match l {
-            LeftAlone::Observe => Self::Observe,
-            LeftAlone::Inconclusive => Self::Inconclusive,
-            LeftAlone::Held => Self::Held,
-            LeftAlone::Escalated => Self::Escalated,
-            LeftAlone::RateLimited => Self::RateLimited,
-            LeftAlone::BreakerOpen => Self::BreakerOpen,
-            LeftAlone::NoPlan => Self::NoPlan,
-        }
-    }
-}
-
-impl LeftAloneName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Observe => "observe mode",
-            Self::Inconclusive => "inconclusive",
-            Self::Held => "paused or heal: false",
-            Self::Escalated => "escalated",
-            Self::RateLimited => "rate limited",
-            Self::BreakerOpen => "circuit breaker open",
-            Self::NoPlan => "report only",
-        }
-    }
-}
-
 /// The open incident of a target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,27 +146,6 @@ impl From<Brakes> for BrakesStatus {
             crash_within_seconds: b.crash_within_seconds,
             rate_limited: b.rate_limited,
             escalated: b.escalated.map(|e| e.as_str().to_string()),
-        }
-    }
-}
-
-/// The global breaker (`budget::Breaker`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakerStatus {
-    pub open: bool,
-    pub failures: u32,
-    pub max_failures: u32,
-    pub per_seconds: u64,
-}
-
-impl From<Breaker> for BreakerStatus {
-    fn from(b: Breaker) -> Self {
-        Self {
-            open: b.open,
-            failures: b.failures,
-            max_failures: b.max_failures,
-            per_seconds: b.per_seconds,
         }
     }
 }
@@ -306,7 +244,7 @@ mod tests {
             evaluations: 3,
             absorbed: 4,
             targets: Vec::new(),
-            breaker: BreakerStatus {
+            breaker: Breaker {
                 open: false,
                 failures: 0,
                 max_failures: 5,
