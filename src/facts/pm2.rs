@@ -51,10 +51,13 @@ pub struct Pm2App {
 
 impl Pm2App {
     /// PM2 gave up on it, or it fails again right after every start: another restart would
-    /// only add a turn to the loop (PM2's own `max_restarts` decides, not nginx-medic).
+    /// only add a turn to the loop (PM2's own `max_restarts` decides, not nginx-medic). A loop
+    /// needs a restart: PM2 counts an exit sooner than `min_uptime` as unstable even when it
+    /// does not restart the app (`autorestart: false`), and one quick death is not a loop.
     pub fn crash_looping(&self) -> bool {
         let down = !matches!(self.status.as_str(), "online" | "stopped" | "stopping");
-        self.unstable_restarts > 0 && self.status != "online" || down && self.restarts > 0
+        let failed_again = self.unstable_restarts > 0 && self.status != "online";
+        self.restarts > 0 && (failed_again || down)
     }
 
     /// Whether the app's environment or arguments name `port`: then it may serve it.
@@ -426,6 +429,16 @@ mod tests {
         assert!(crashy.crash_looping());
         assert!(!apps[0].crash_looping(), "stopped, never restarted");
         assert!(!apps[1].crash_looping(), "online");
+        let killed_once = Pm2App {
+            status: "stopped".into(),
+            restarts: 0,
+            unstable_restarts: 1,
+            ..apps[0].clone()
+        };
+        assert!(
+            !killed_once.crash_looping(),
+            "one exit sooner than min_uptime, never restarted"
+        );
         assert_eq!(apps[1].env.get("PORT").map(String::as_str), Some("18411"));
         assert!(apps[1].mentions_port(18411));
         assert!(!apps[1].mentions_port(18410));
