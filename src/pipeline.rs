@@ -60,3 +60,6 @@ pub fn plan(
     crate::engine::sandbox::refuse_blocked(&mut plan, facts, &crate::adapters::sandbox::blocked);
     plan
 }
+
+#[cfg(test)]
+mod captured;

@@ -7,6 +7,7 @@ mod box_service;
 mod box_watchdog;
 mod cli;
 mod lab_aim;
+mod lab_captured;
 mod lab_causes_nginx;
 mod lab_causes_socket;
 mod lab_coherence;

@@ -36,7 +36,7 @@ pub struct NginxBinary {
 }
 
 /// The result of `nginx -t`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TestOutcome {
     pub ok: bool,
     /// nginx's own words (stderr), e.g. `[emerg] host not found in upstream "x" in /etc/nginx/y:3`.

@@ -18,7 +18,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -62,7 +62,7 @@ pub enum ProbeError {
 }
 
 /// What a probe saw: a status code, or why there is none.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct ProbeResult {
     /// The HTTP status code, when a status line arrived.
@@ -74,7 +74,7 @@ pub struct ProbeResult {
 }
 
 /// A parsed `http://host[:port]/path` (or, for a probe, `https://…`) URL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct HttpUrl {
     /// `https://`: the exchange runs over TLS.
@@ -192,7 +192,7 @@ impl fmt::Display for HttpUrl {
 }
 
 /// Where `wait_listen` connects: a TCP `host:port` or a unix socket path.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ListenAddress {
     /// A TCP address; `host` is a name, IPv4 literal or IPv6 literal without brackets.

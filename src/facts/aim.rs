@@ -10,12 +10,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::nginx::Site;
 
 /// One `listen` directive of a server, with the parameters that decide how to probe it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Listen {
     /// The address argument as written (`80`, `[::]:443`, `127.0.0.1:8080`, `unix:/p`).
     pub address: String,
@@ -88,7 +88,7 @@ impl Listen {
 }
 
 /// How a probe reaches one server block.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Aim {
     /// `http://127.0.0.1:8080` or `https://[::1]:443`: the listen address made dialable, with
     /// the scheme the port speaks, without a path.

@@ -5,12 +5,12 @@
 
 use crate::apply::journal::{EntryStatus, Journal};
 use crate::apply::transaction::{TxnManifest, TxnState, BACKUPS_DIR, MANIFEST_FILE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// How many `set_directive` edits of one file were rolled back from its current bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolledBackEdits {
     /// The file, as the plan named it.
     pub file: String,

@@ -9,11 +9,11 @@ use super::mapping::{Endpoint, Route};
 use super::nginx::Target;
 use super::Facts;
 use crate::config::UpstreamAddr;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// What a backend answered to one direct `GET`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectAnswer {
     /// The status code, when a status line came back.
     pub status: Option<u16>,
@@ -82,7 +82,7 @@ impl DirectAnswer {
 }
 
 /// One direct request and its answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendProbe {
     /// `host:port` requested.
     pub address: String,

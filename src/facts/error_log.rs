@@ -14,7 +14,7 @@
 //! with the order nginx writes them in and a small backtracking search, not by splitting on `", `.
 
 use memchr::memmem;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// What an error-log line says went wrong between nginx and its upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum LogClass {
     /// `(111: Connection refused)` while talking to an upstream: nothing listens there.
@@ -68,7 +68,7 @@ impl LogClass {
 }
 
 /// One classified error-log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Byte offset of the line's first byte in the file.
     pub offset: u64,
@@ -109,7 +109,7 @@ pub struct LogEntry {
 }
 
 /// What the reader found in one error log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorLogFacts {
     /// The file that was read.
     pub path: PathBuf,

@@ -6,12 +6,12 @@ use crate::config::{BackendHint, UpstreamAddr};
 use crate::facts::nginx::{NginxFacts, Pass, Target};
 use crate::facts::sockets::{accepts, SocketFacts};
 use crate::facts::units::UnitFacts;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// One location's pass target and the backends behind it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
     /// The first `server_name`, or `_` when the server has none.
     pub site: String,
@@ -34,7 +34,7 @@ pub struct Route {
 }
 
 /// One address nginx dials for a route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// `127.0.0.1:8000`, `[::1]:8000` or `unix:/path`.
     pub address: String,
@@ -52,12 +52,12 @@ pub struct Endpoint {
     /// backend it was meant to reach, in rank order (a `backends:` hint, the last good
     /// configuration, the site's identity), each with the ports it names. The unit is the
     /// first one's; every port named is requested directly before planning.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub meant: Vec<Meant>,
 }
 
 /// One piece of evidence of the backend a typo'd port was meant to reach.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Meant {
     pub from: UnitSource,
     pub unit: String,
@@ -70,14 +70,14 @@ pub struct Meant {
 }
 
 /// A site's `root` lying inside a unit's `WorkingDirectory` (see [`root_in_working_directory`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RootMatch {
     pub working_directory: String,
     pub root: String,
 }
 
 /// How the unit of an endpoint was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnitSource {
     /// The unit (cgroup) of the process that owns the listening socket.

@@ -22,10 +22,10 @@ pub mod supervision;
 pub mod unit_output;
 pub mod units;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One source of facts: gathered, or the reason it could not be.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Gathered<T> {
     Ok { data: T },
@@ -53,7 +53,7 @@ impl<T> Gathered<T> {
 }
 
 /// Everything nginx-medic knows about the host at one moment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
     /// Seconds since the epoch when gathering started.
     pub taken_at: u64,
@@ -94,7 +94,7 @@ pub struct Facts {
 }
 
 /// File metadata and settings values the target contexts use.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DiskFacts {
     /// The mtime (to the nanosecond) of every configuration file and of the error log; a file
     /// that cannot be `stat`ed is absent.
@@ -109,7 +109,7 @@ pub struct DiskFacts {
 
 /// A `backends:` hint's `bind: {file, key}` and the key's value in the file, when the file
 /// reads and sets the key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HintedBind {
     pub file: std::path::PathBuf,
     pub key: String,

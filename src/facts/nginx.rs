@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::nginx_conf::{Arg, Config, Directive, Pos, Span};
 
 /// What the nginx configuration says about where requests go.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NginxFacts {
     /// The main configuration file.
     pub conf: PathBuf,
@@ -28,7 +28,7 @@ pub struct NginxFacts {
 }
 
 /// Where something is written: file, 1-based line:col and byte span.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct At {
     /// The file.
     pub file: PathBuf,
@@ -43,7 +43,7 @@ pub struct At {
 }
 
 /// One `server` block of `http`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Site {
     /// The arguments of every `server_name`; empty when there is none.
     pub server_names: Vec<String>,
@@ -63,7 +63,7 @@ pub struct Site {
 }
 
 /// One `location` block.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Location {
     /// The location's arguments joined by a space, e.g. `/` or `~ \.php$`.
     pub path: String,
@@ -78,7 +78,7 @@ pub struct Location {
 }
 
 /// A `proxy_pass`, `fastcgi_pass`, `uwsgi_pass` or `grpc_pass` directive.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pass {
     /// The directive name.
     pub directive: String,
@@ -93,7 +93,7 @@ pub struct Pass {
 }
 
 /// Where a pass directive or an upstream server points.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
     /// A host (name, IPv4 or IPv6 without brackets) and port.
@@ -135,7 +135,7 @@ impl fmt::Display for Target {
 }
 
 /// One `upstream` block.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Upstream {
     /// Its name.
     pub name: String,
@@ -146,7 +146,7 @@ pub struct Upstream {
 }
 
 /// One `server` line of an upstream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamServer {
     /// The address (`Tcp` with port 80 by default, or `Unix`).
     pub target: Target,

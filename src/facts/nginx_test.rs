@@ -1,10 +1,10 @@
 //! The `nginx -t` fact: whether the configuration on disk loads at all, before nginx-medic
 //! touches anything, and the problems nginx reports in its own words with their `file:line`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The outcome of `nginx -t`, as gathered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NginxTest {
     /// Whether the configuration test passed.
     pub ok: bool,
@@ -15,7 +15,7 @@ pub struct NginxTest {
 }
 
 /// One problem nginx reported while testing its configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigProblem {
     /// `emerg`, `alert` or `crit`.
     pub level: String,

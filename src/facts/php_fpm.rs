@@ -5,11 +5,11 @@
 //! its `include =` globs name hold `[pool]` sections with `listen = …`. A stopped pool has no
 //! socket to own, so this is how its socket is tied to its unit.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// One `[pool]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FpmPool {
     /// The section name (`www`).
     pub name: String,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// One PM2 daemon ("God daemon") and its apps.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pm2Daemon {
     /// The systemd unit that runs it (`pm2-root.service`), when one does.
     pub unit: Option<String>,
@@ -23,7 +23,7 @@ pub struct Pm2Daemon {
 }
 
 /// One app as `pm2 jlist` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pm2App {
     pub name: String,
     pub pm_id: u32,

@@ -4,10 +4,10 @@
 //!
 //! The permission arithmetic is pure; `gather` does the lookups and `stat`s.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Who nginx's workers run as.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerIdentity {
     /// The user name (`user` directive; nginx's default is `nobody`).
     pub user: String,
@@ -29,7 +29,7 @@ pub struct PathPerm {
 }
 
 /// A unix socket path nginx dials, as its workers see it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnixPathFacts {
     /// The path (without `unix:`).
     pub path: String,

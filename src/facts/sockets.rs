@@ -6,10 +6,10 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Every listening TCP and unix stream socket on the host, with the processes holding them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct SocketFacts {
     /// Listening TCP sockets from `/proc/net/tcp` and `/proc/net/tcp6`.
@@ -21,7 +21,7 @@ pub struct SocketFacts {
 }
 
 /// A TCP socket in the LISTEN state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct TcpSocket {
     /// The exact bound address; v4-mapped v6 addresses (`::ffff:127.0.0.1`) stay v6.
@@ -35,7 +35,7 @@ pub struct TcpSocket {
 }
 
 /// A named unix stream socket that accepts connections.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct UnixSocket {
     /// The bound path; abstract sockets keep the kernel's `@name` spelling.
@@ -49,7 +49,7 @@ pub struct UnixSocket {
 }
 
 /// Ownership and permissions of a unix socket's file, which decide who may connect.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct SocketFile {
     /// Numeric owner.
@@ -65,7 +65,7 @@ pub struct SocketFile {
 }
 
 /// A process that holds a socket open.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub struct Owner {
     /// Process id.

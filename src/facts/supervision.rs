@@ -28,14 +28,14 @@ pub struct ProcessFacts {
 }
 
 /// Who runs the backend of one dialled address, when it is not a systemd service.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Supervision {
     pub address: String,
     #[serde(flatten)]
     pub by: Supervisor,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "supervisor", rename_all = "snake_case")]
 pub enum Supervisor {
     /// A PM2 app of the daemon with this home.

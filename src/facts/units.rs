@@ -1,10 +1,10 @@
 //! systemd unit facts: the state of the units that serve nginx's upstreams, and nginx's own.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// One unit as the manager reports it over D-Bus.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitFacts {
     pub name: String,
     /// `loaded`, `not-found`, `masked`, …
@@ -36,7 +36,7 @@ pub struct UnitFacts {
 
 /// How a service's main process last ran and ended, and where its output goes: what tells a
 /// crash loop from a stopped backend, and where the backend said why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunFacts {
     /// `ExecMainCode`: 1 exited, 2 killed, 3 dumped core (0: no process has ended yet).
     pub exec_main_code: i32,
@@ -58,7 +58,7 @@ pub struct RunFacts {
 }
 
 /// The last lines of a backend's own output, and where they were read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitOutput {
     /// `file:/path` or `journal`.
     pub source: String,
@@ -76,7 +76,7 @@ impl RunFacts {
 }
 
 /// One `ExecStart=` command line, unexpanded (`${HOST}` stays as written).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecCommand {
     pub path: String,
     pub argv: Vec<String>,
@@ -85,7 +85,7 @@ pub struct ExecCommand {
 }
 
 /// One `EnvironmentFile=` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvironmentFile {
     pub path: String,
     pub optional: bool,

@@ -13,13 +13,13 @@ mod parse;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use include::{load, text_of_bytes, MemFs, RealFs, SourceFs};
 pub use parse::parse;
 
 /// A half-open byte range `start..end` in the text of one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Span {
     /// Offset of the first byte.
     pub start: usize,
@@ -28,7 +28,7 @@ pub struct Span {
 }
 
 /// A 1-based line and column (the column counts characters, not bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Pos {
     /// Line number, from 1.
     pub line: usize,
@@ -43,7 +43,7 @@ impl fmt::Display for Pos {
 }
 
 /// One word of a directive (the name or an argument).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Arg {
     /// The value as nginx sees it: quotes removed, `\"` `\'` `\\` `\t` `\r` `\n` unescaped.
     pub value: String,
@@ -56,7 +56,7 @@ pub struct Arg {
 }
 
 /// A simple directive (`name args;`) or a block directive (`name args { ... }`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directive {
     /// The directive name (the unescaped first word).
     pub name: String,
@@ -85,7 +85,7 @@ impl Directive {
 }
 
 /// One configuration file as it was read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceFile {
     /// The path as nginx names it (relative includes joined to the conf prefix, not canonicalised).
     pub path: PathBuf,
@@ -96,7 +96,7 @@ pub struct SourceFile {
 
 /// A loaded configuration: every file in the order nginx reads them (each once, as `nginx -T`
 /// lists them) and the logical directive tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// The main file first, then each included file the first time it is included.
     pub files: Vec<SourceFile>,
@@ -117,7 +117,7 @@ impl Config {
 }
 
 /// A position in a named file, shown as `file:line:col`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FilePos {
     /// The file.
     pub file: PathBuf,
