@@ -8,7 +8,8 @@
 //! temp file is left beside it, no transaction is open, the journal parses and records the
 //! recovery, the backend and nginx-medic run (killed during the unit's restart, the unit is
 //! restarted onto the restored file). Then `ENOSPC` (the app's directory on a full
-//! tmpfs) and `EMFILE` (`prlimit` on the running service) during a heal: a complete rollback.
+//! tmpfs) during a heal: a complete rollback; `EMFILE` (`prlimit` on the service while a heal is
+//! stopped after its swap): a complete rollback, or an escalated partial one the next start ends.
 //!
 //! `NGINX_MEDIC_FAILPOINTS_BIN`, when set, replaces the package's binary with that build (a
 //! debug build with `--features failpoints` is quicker to make than the package).
@@ -361,7 +362,7 @@ fn box_a_kill_at_each_fail_point_of_a_heal_ends_as_before() {
 }
 
 #[test]
-fn box_enospc_and_emfile_during_a_heal_end_in_a_complete_rollback() {
+fn box_enospc_and_emfile_during_a_heal_end_as_before() {
     let b = SystemBox::boot("nospace");
     install(&b);
     // ENOSPC: the app's directory (its .env) on a full tmpfs
@@ -413,53 +414,82 @@ fn box_enospc_and_emfile_during_a_heal_end_in_a_complete_rollback() {
     );
     b.systemctl_ok(&["restart", "web.service"]);
 
-    // EMFILE: the running service's file limit lowered to what it holds, plus a few
+    // EMFILE in the middle of the heal: stopped for 5 s right after nginx-medic's bytes are
+    // swapped in (the directory not yet synced), its file limit is lowered to what it holds then,
+    // so the sync, and whatever a rollback opens, fail with EMFILE. It ends in a complete
+    // rollback, or in a partial one that is reported and escalated and that the next start
+    // finishes: either way, once the limit is back and the service restarted, as before.
     reset(&b);
-    b.systemctl_ok(&["start", UNIT]);
-    std::thread::sleep(Duration::from_secs(1));
+    let cursor = b.journal(UNIT, &["-n", "1", "-o", "export"]);
+    let cursor = cursor
+        .lines()
+        .find_map(|l| l.strip_prefix("__CURSOR="))
+        .unwrap_or_default()
+        .to_string();
+    let since = |b: &SystemBox| b.journal(UNIT, &["--after-cursor", &cursor, "-o", "verbose"]);
+    let (before, _) = start_and_break(&b, Some("edit.fs.before-dir-fsync=1*sleep(5000)"));
+    wait_until(
+        Duration::from_secs(30),
+        "the heal swaps its file in",
+        || b.read_file(API_ENV) == GOOD,
+    );
     let pid = b.main_pid(UNIT).expect("runs").to_string();
     let held = sh(&b, &format!("ls /proc/{pid}/fd | wc -l"))
         .trim()
         .parse::<u32>()
         .unwrap_or(0);
-    let limit = held + 3;
-    b.exec_ok(&[
-        "prlimit",
-        "--pid",
-        &pid,
-        &format!("--nofile={limit}:{limit}"),
-    ]);
-    let before_entries = journal(&b).len();
-    b.set_env(API_ENV, "HOST", "127.0.0.2");
-    let before = b.read_file(API_ENV);
-    b.systemctl_ok(&["restart", "api.service"]);
-    wait_until(Duration::from_secs(30), "the heal ends", || {
-        journal(&b)
-            .iter()
-            .skip(before_entries)
-            .any(|e| e.kind == "heal_end" || e.kind == "escalate")
-            || b.service_log_has("Too many open files")
+    let soft = sh(
+        &b,
+        &format!("awk '/^Max open files/ {{print $4}}' /proc/{pid}/limits"),
+    );
+    let soft = soft.trim().to_string();
+    // the soft limit only: the hard one cannot be raised again
+    b.exec_ok(&["prlimit", "--pid", &pid, &format!("--nofile={held}:")]);
+    let ended = wait_until(Duration::from_secs(30), "the heal ends", || {
+        since(&b).contains("heal failed") || since(&b).contains("healed [")
     });
     std::thread::sleep(Duration::from_secs(1));
-    let entries = journal(&b);
-    let now = b.read_file(API_ENV);
-    let healed = entries
-        .iter()
-        .skip(before_entries)
-        .any(|e| e.kind == "heal_end" && e.status == EntryStatus::Ok);
+    let during = b.read_file(API_ENV);
+    let open_during = manifests(&b).iter().any(|m| m.state == TxnState::Open);
+    let log = since(&b);
+    let escalated = log.contains("escalated");
+    println!(
+        "--- EMFILE phase, the service's log:\n{}",
+        b.journal(UNIT, &["--after-cursor", &cursor])
+    );
     assert!(
-        now == before || (healed && now == GOOD),
-        "EMFILE: the env file is neither as before nor as committed:\n{now}"
+        log.contains("Too many open files"),
+        "EMFILE: the OS reason is not told:\n{log}"
+    );
+    assert!(
+        during == before && !open_during || escalated,
+        "EMFILE: neither rolled back nor escalated:\n{during}\n{log}"
+    );
+    b.exec_ok(&["prlimit", "--pid", &pid, &format!("--nofile={soft}:")]);
+    b.exec_ok(&["rm", "-f", DROP_IN]);
+    b.systemctl_ok(&["daemon-reload"]);
+    set_mode(&b, "observe");
+    b.systemctl_ok(&["restart", UNIT]);
+    wait_until(Duration::from_secs(20), "nginx-medic runs again", || {
+        b.unit_property(UNIT, "ActiveState") == "active"
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        b.read_file(API_ENV),
+        before,
+        "EMFILE: the env file is as before"
     );
     assert_eq!(temp_files(&b, "/etc/default", "api"), Vec::<String>::new());
     assert!(manifests(&b).iter().all(|m| m.state != TxnState::Open));
+    let _ = journal(&b);
     println!(
-        "EMFILE (limit {limit}, {held} held): {}",
-        if healed {
-            "healed within the limit"
+        "EMFILE (limit {held}, mid-heal): {} {} ms after the limit, as before after a restart",
+        if open_during || during != before {
+            "partial rollback, escalated;"
         } else {
-            "refused, as before"
-        }
+            "complete rollback"
+        },
+        ended.as_millis()
     );
 }
 

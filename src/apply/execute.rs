@@ -176,6 +176,10 @@ pub enum Outcome {
     NothingToDo,
     RolledBack,
     Failed,
+    /// A step failed and what nginx-medic changed could not all be put back (a file it wrote,
+    /// nginx's configuration, systemd's view of a unit file): the transaction is escalated, a
+    /// person is needed.
+    RollbackIncomplete,
 }
 
 /// How one step ended.
@@ -321,6 +325,7 @@ pub async fn apply(
 fn combine(so_far: Outcome, next: Outcome) -> Outcome {
     use Outcome::*;
     match (so_far, next) {
+        (RollbackIncomplete, _) | (_, RollbackIncomplete) => RollbackIncomplete,
         (Failed, _) | (_, Failed) => Failed,
         (RolledBack, _) | (_, RolledBack) => RolledBack,
         (Healed, _) | (_, Healed) => Healed,
@@ -413,6 +418,10 @@ async fn run_group(
         Outcome::Healed | Outcome::NothingToDo => (EntryStatus::Ok, "healed".to_string()),
         Outcome::RolledBack => (EntryStatus::RolledBack, "rolled back".to_string()),
         Outcome::Failed => (EntryStatus::Failed, "failed".to_string()),
+        Outcome::RollbackIncomplete => (
+            EntryStatus::Failed,
+            "failed; the rollback is incomplete".to_string(),
+        ),
     };
     let detail = match environment {
         Some(why) => format!("{ENVIRONMENT}{why}"),
@@ -498,8 +507,8 @@ async fn run_steps(
             }
         }
     }
-    let rolled_back = roll_back(group).await;
-    if rolled_back {
+    let undone = roll_back(group).await;
+    if undone == Undone::Complete {
         for r in results
             .iter_mut()
             .filter(|r| r.step.action.edit().is_some() && r.status == StepStatus::Ok)
@@ -507,10 +516,10 @@ async fn run_steps(
             r.status = StepStatus::RolledBack;
         }
     }
-    let outcome = if rolled_back {
-        Outcome::RolledBack
-    } else {
-        Outcome::Failed
+    let outcome = match undone {
+        Undone::Complete => Outcome::RolledBack,
+        Undone::NothingWritten => Outcome::Failed,
+        Undone::Incomplete => Outcome::RollbackIncomplete,
     };
     (results, outcome, refused)
 }
@@ -822,19 +831,31 @@ async fn probe_until(
     }
 }
 
+/// How much of a failed group's change was undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undone {
+    /// Nothing was written: the finding simply failed.
+    NothingWritten,
+    /// Every file, nginx and every restarted unit is back as before.
+    Complete,
+    /// Something could not be put back: the transaction is escalated.
+    Incomplete,
+}
+
 /// Restores every edited file, then brings nginx and the restarted backends back onto them.
-async fn roll_back(group: &mut Group<'_, '_>) -> bool {
+/// A file that cannot be put back escalates the transaction (its manifest says so, and the
+/// next start leaves its paths to a person).
+async fn roll_back(group: &mut Group<'_, '_>) -> Undone {
     let Some(txn) = group.txn.take() else {
-        return false;
+        return Undone::NothingWritten;
     };
     if txn.touched().is_empty() {
-        // Nothing was written: there is nothing to roll back, the finding simply failed.
         txn.rollback();
-        return false;
+        return Undone::NothingWritten;
     }
     let progress = group.effects.progress;
     progress.step_started(STEP_SLACK);
-    let reports = txn.rollback();
+    let (reports, _) = txn.rollback_or_escalate();
     progress.step_ended();
     let mut all_restored = true;
     for r in &reports {
@@ -926,11 +947,16 @@ async fn roll_back(group: &mut Group<'_, '_>) -> bool {
                 EntryStatus::RolledBack,
                 "restarted on the restored configuration".to_string(),
             ),
+            // the unit is logged; as before it may have failed too (a crash loop)
             Err(e) => (EntryStatus::Failed, chain(&e)),
         };
         group.log("restart_unit", &unit, status, &detail);
     }
-    all_restored
+    if all_restored {
+        Undone::Complete
+    } else {
+        Undone::Incomplete
+    }
 }
 
 fn kind_of(action: &PlannedAction) -> &'static str {

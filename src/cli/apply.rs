@@ -118,7 +118,7 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
     }
     let inconclusive = plan.findings.iter().any(|f| !f.conclusive);
     Ok(match report.outcome {
-        Outcome::RolledBack | Outcome::Failed => Exit::Failure,
+        Outcome::RolledBack | Outcome::Failed | Outcome::RollbackIncomplete => Exit::Failure,
         _ if inconclusive || report_only || !held.is_empty() => Exit::Findings,
         Outcome::Healed | Outcome::NothingToDo => Exit::Ok,
     })

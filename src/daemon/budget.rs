@@ -36,6 +36,9 @@ pub enum EscalationReason {
     /// nginx-medic's own environment (its sandbox, a full disk, its file limit) refused the
     /// heal: not the backend's fault, so neither a crash loop nor a failure for the breaker.
     OwnEnvironment,
+    /// A heal failed and its change could not all be put back: the host is in a state nothing
+    /// verified, which a person has to look at.
+    RollbackIncomplete,
 }
 
 impl EscalationReason {
@@ -47,6 +50,7 @@ impl EscalationReason {
             Self::RateLimited => "rate_limited",
             Self::CircuitOpen => "circuit_open",
             Self::OwnEnvironment => "own_environment",
+            Self::RollbackIncomplete => "rollback_incomplete",
         }
     }
 }
@@ -210,12 +214,16 @@ impl Budget {
                 ESCALATE => {
                     let reason = e.detail.split(':').next().unwrap_or_default();
                     match reason {
-                        "crash_loop" | "unit_restarts" | "own_environment"
+                        "crash_loop"
+                        | "unit_restarts"
+                        | "own_environment"
+                        | "rollback_incomplete"
                             if age < crash.within =>
                         {
                             let reason = match reason {
                                 "crash_loop" => EscalationReason::CrashLoop,
                                 "unit_restarts" => EscalationReason::UnitRestarts,
+                                "rollback_incomplete" => EscalationReason::RollbackIncomplete,
                                 _ => EscalationReason::OwnEnvironment,
                             };
                             self.target(&e.target).escalated.get_or_insert(reason);
@@ -352,14 +360,20 @@ impl Budget {
         None
     }
 
-    /// The target looks healthy; an escalated target is released after a whole `within` of it.
+    /// The target looks healthy; an escalated target is released after a whole `within` of it
+    /// (not one whose rollback was incomplete: that waits for a person, see
+    /// [`Budget::rollback_incomplete`]).
     pub fn healthy(&mut self, target: &str, now: Instant) -> bool {
         let within = self.crash.within;
         let Some(state) = self.targets.get_mut(target) else {
             return false;
         };
         let since = *state.healthy_since.get_or_insert(now);
-        if state.escalated.is_some() && now.saturating_duration_since(since) >= within {
+        let releasable = !matches!(
+            state.escalated,
+            None | Some(EscalationReason::RollbackIncomplete)
+        );
+        if releasable && now.saturating_duration_since(since) >= within {
             state.escalated = None;
             state.failures.clear();
             return true;
@@ -429,6 +443,24 @@ impl Budget {
             reason: EscalationReason::OwnEnvironment,
             detail: format!(
                 "nginx-medic's own environment refused the heal: {what}; the target is left alone"
+            ),
+        })
+    }
+
+    /// A failed heal's change could not all be put back (`what` says what was left): the
+    /// target is escalated at once and left alone, whatever the crash-loop count says, and
+    /// looking healthy does not release it: a restart of nginx-medic does, after a person has
+    /// looked (at start, the transaction is rolled back or left to the person).
+    pub fn rollback_incomplete(&mut self, target: &str, what: &str) -> Option<Escalation> {
+        let state = self.target(target);
+        if state.escalated == Some(EscalationReason::RollbackIncomplete) {
+            return None;
+        }
+        state.escalated = Some(EscalationReason::RollbackIncomplete);
+        Some(Escalation {
+            reason: EscalationReason::RollbackIncomplete,
+            detail: format!(
+                "the failed heal could not be undone in full ({what}); the target is left alone until nginx-medic is restarted"
             ),
         })
     }
@@ -558,6 +590,28 @@ mod tests {
         }
         // five refusals, breaker at three: still closed for a healthy neighbour
         assert_eq!(b.decide("other", t0 + S), Decision::Act);
+    }
+
+    #[test]
+    fn an_incomplete_rollback_escalates_at_once_and_stays_when_healthy() {
+        let mut b = budget();
+        let t0 = Instant::now();
+        assert_eq!(b.decide("a", t0), Decision::Act);
+        let e = b.rollback_incomplete("a", "cannot restore /etc/default/api");
+        assert_eq!(
+            e.map(|e| e.reason),
+            Some(EscalationReason::RollbackIncomplete)
+        );
+        assert_eq!(b.rollback_incomplete("a", "again"), None, "escalated once");
+        for i in 0..200 {
+            b.healthy("a", t0 + S * i);
+        }
+        assert_eq!(
+            b.decide("a", t0 + S * 200),
+            Decision::LeaveAlone,
+            "healthy for longer than `within`, still left to a person"
+        );
+        assert_eq!(b.decide("b", t0 + S * 200), Decision::Act);
     }
 
     #[test]

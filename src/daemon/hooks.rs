@@ -23,7 +23,8 @@ pub struct HookEvent {
     /// The playbook id.
     pub cause: Option<String>,
     pub unit: Option<String>,
-    /// For escalations: `crash_loop`, `unit_restarts`, `rate_limited`, `circuit_open`.
+    /// For escalations: `crash_loop`, `unit_restarts`, `rate_limited`, `circuit_open`,
+    /// `own_environment`, `rollback_incomplete`.
     pub reason: Option<&'static str>,
     pub detail: String,
     /// The audit journal's transaction ids of the heal.

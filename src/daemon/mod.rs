@@ -1104,18 +1104,19 @@ impl Daemon {
                 .await;
                 Verdict::Healed
             }
-            Outcome::RolledBack | Outcome::Failed => {
+            Outcome::RolledBack | Outcome::Failed | Outcome::RollbackIncomplete => {
                 let detail = report
                     .actions
                     .iter()
                     .find(|r| r.status == StepStatus::Failed)
                     .map_or_else(|| "the heal failed".to_string(), |r| r.detail.clone());
-                let outcome = if report.outcome == Outcome::RolledBack {
-                    "rolled_back"
-                } else {
-                    "failed"
+                let outcome = match report.outcome {
+                    Outcome::RolledBack => "rolled_back",
+                    Outcome::RollbackIncomplete => "rollback_incomplete",
+                    _ => "failed",
                 };
-                events::heal_failed(finding, outcome, &one_line(&detail), &report.transactions);
+                let what = one_line(&detail);
+                events::heal_failed(finding, outcome, &what, &report.transactions);
                 self.hook(
                     "heal_failed",
                     &key,
@@ -1127,6 +1128,9 @@ impl Daemon {
                 )
                 .await;
                 let escalation = match report.environment_failure() {
+                    _ if report.outcome == Outcome::RollbackIncomplete => {
+                        self.budget.rollback_incomplete(&key, &what)
+                    }
                     Some(step) => self
                         .budget
                         .environment_refused(&key, &one_line(&step.detail)),

@@ -131,7 +131,8 @@ pub struct BrakesStatus {
     pub max_failures: u32,
     pub crash_within_seconds: u64,
     pub rate_limited: bool,
-    /// `crash_loop`, `unit_restarts`, `rate_limited`, `circuit_open`, `own_environment`.
+    /// `crash_loop`, `unit_restarts`, `rate_limited`, `circuit_open`, `own_environment`,
+    /// `rollback_incomplete`.
     pub escalated: Option<String>,
 }
 
