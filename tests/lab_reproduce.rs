@@ -15,13 +15,14 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A backend whose answer carries an `X-Big` header of `argv[2]` bytes (0: none).
+/// A backend whose answer carries an `X-Big` header of `argv[2]` bytes (0: none), with
+/// `argv[3]` only at paths that start with it.
 const HEADER_APP: &str = r#"
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200)
-        if int(sys.argv[2]):
+        if int(sys.argv[2]) and self.path.startswith(sys.argv[3] if len(sys.argv) > 3 else "/"):
             self.send_header("X-Big", "a" * int(sys.argv[2]))
         self.send_header("Content-Length", "2")
         self.end_headers()
@@ -61,6 +62,11 @@ fn add_site(lab: &Lab, site_port: u16, app_port: u16) -> PathBuf {
 
 /// Runs [`HEADER_APP`] as a transient unit of the lab's manager and waits until it listens.
 fn backend(lab: &Lab, port: u16, header_bytes: u32) {
+    backend_at(lab, port, header_bytes, "/");
+}
+
+/// [`backend`], the big header only at paths starting with `at`.
+fn backend_at(lab: &Lab, port: u16, header_bytes: u32, at: &str) {
     let out = Command::new("timeout")
         .args([
             "30",
@@ -71,7 +77,7 @@ fn backend(lab: &Lab, port: u16, header_bytes: u32) {
             "bighdr.service",
         ])
         .args(["/usr/bin/python3", "-c", HEADER_APP])
-        .args([port.to_string(), header_bytes.to_string()])
+        .args([port.to_string(), header_bytes.to_string(), at.to_string()])
         .envs(lab.env())
         .output()
         .expect("systemd-run");
@@ -200,4 +206,37 @@ fn lab_too_big_header_lines_of_a_past_event_plan_no_edit() {
         "the site file is untouched"
     );
     assert_eq!(lab.http_status(site_port, "/"), 200);
+}
+
+/// A header that overflows only at a path the site's probe URL does not request (`/big`, the
+/// probe asks for `/`): a client's request shaped the log lines, nginx-medic's own request does
+/// not meet the fault, so nothing is planned, and the finding says why. (Before issue 13 the
+/// raise was doubled on the log lines alone and checked by replaying the client's `/big`.)
+#[test]
+fn lab_too_big_header_only_at_a_path_the_probe_does_not_request_plans_no_edit() {
+    let lab = Lab::start();
+    let (site_port, app_port) = (lab.base + 9, lab.base + 19);
+    backend_at(&lab, app_port, 40000, "/big");
+    let site = add_site(&lab, site_port, app_port);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(lab.http_status(site_port, "/big"), 502);
+    assert_eq!(lab.http_status(site_port, "/"), 200);
+    let before = fs::read(&site).unwrap();
+
+    let (_, diagnosis) = lab.medic_json(&["diagnose"]);
+    let f = finding(&diagnosis, "too-big-header");
+    assert_eq!(f["conclusive"], false, "{f:#}");
+    assert!(
+        f["evidence"].to_string().contains(
+            "it got 200, and nginx logged no failure for it: the logged failure did not reproduce"
+        ),
+        "{f:#}"
+    );
+    let (_, applied) = lab.apply(&[], &[(site_port, 200)]);
+    assert_ne!(applied["outcome"], "healed", "{applied:#}");
+    assert_eq!(
+        fs::read(&site).unwrap(),
+        before,
+        "the site file is untouched"
+    );
 }

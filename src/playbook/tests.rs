@@ -664,7 +664,9 @@ fn too_big_header_raises_the_buffers_of_that_location() {
     );
     let probe = playbook.actions.last().unwrap();
     assert!(
-        format!("{probe:?}").contains("{{site.url}}") && !format!("{probe:?}").contains("recent"),
+        format!("{probe:?}").contains("{{reproduction.url}}")
+            && format!("{probe:?}").contains("{{site.url}}")
+            && !format!("{probe:?}").contains("recent"),
         "the check after the raise is nginx-medic's own request, never a logged client URL: {probe:?}"
     );
     ctx["location"]["raise"] = Value::Null;
