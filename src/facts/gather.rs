@@ -200,7 +200,7 @@ async fn backend_probes(facts: &Facts) -> Vec<super::direct::BackendProbe> {
 }
 
 /// How long nginx may take to answer one reproduction.
-const REPRODUCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const REPRODUCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The most of the error log read after a reproduction, from its size before the request.
 const REPRODUCE_LOG_WINDOW: u64 = 1 << 20;

@@ -24,7 +24,7 @@ pub const TOKEN_PARAM: &str = "nginx-medic-probe";
 
 /// At most this many reproductions per snapshot (each is one request with a short timeout);
 /// the sites past it are reported as not tried.
-pub const MAX_REPRODUCTIONS: usize = 16;
+pub const MAX_REPRODUCTIONS: usize = 8;
 
 /// One reproduction to try: a site location's probe URL and the `Host` that reaches its block.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
