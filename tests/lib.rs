@@ -18,6 +18,7 @@ mod lab_forgery;
 mod lab_heal;
 mod lab_hostile;
 mod lab_pm2;
+mod lab_reproduce;
 mod lab_smoke;
 mod nginx_dump;
 mod support;

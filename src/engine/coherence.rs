@@ -548,6 +548,7 @@ mod tests {
             pm2: Vec::new(),
             supervision: Vec::new(),
             backend_probes: Vec::new(),
+            reproductions: Vec::new(),
             rolled_back_edits: Vec::new(),
             verified_edits: Vec::new(),
             last_good: crate::facts::Gathered::Ok {

@@ -59,6 +59,7 @@ pub fn targets(
                 location,
                 route: route_ctx,
                 recent,
+                reproduction: super::reproduction::of(facts, route, endpoint),
                 pm2: None,
                 unsupervised: None,
             };
@@ -167,12 +168,7 @@ fn upstream_group(upstream: &str) -> Option<&str> {
 /// `https` for an `ssl` port), then the location's path. The `Host` to send with it is
 /// `route.aim.host` (`src/facts/aim.rs`).
 pub fn site_url(route: &Route) -> String {
-    let path = if route.location.starts_with('/') {
-        route.location.as_str()
-    } else {
-        "/"
-    };
-    format!("{}{path}", route.aim.base)
+    crate::facts::aim::probe_url(&route.aim, &route.location)
 }
 
 fn site_context(route: &Route) -> SiteContext {

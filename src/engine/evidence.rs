@@ -117,8 +117,16 @@ pub fn add_direct_evidence(
         status,
         header_bytes,
         above_cap: matches!(raise, Raise::AboveCap),
+        overflows: overflows(&size, header_bytes),
     });
     location.raise = raise_context(raise);
+}
+
+/// Whether a header block of `header_bytes` is bigger than a `*_buffer_size` of `buffer_size`:
+/// the failure nginx logs, seen at the backend itself (a reproduction of its own). A size
+/// nginx-medic cannot read is not an overflow.
+pub fn overflows(buffer_size: &str, header_bytes: u64) -> bool {
+    parse_size(buffer_size).is_some_and(|size| header_bytes > size)
 }
 
 /// Which evidence names `port` as the one a typo'd pass target meant, in rank order: `the
@@ -394,6 +402,17 @@ mod tests {
             to("32k", "4 32k", "doubling")
         );
         assert_eq!(measured_raise("64k", "4 64k", None, 900), Raise::None);
+    }
+
+    #[test]
+    fn a_block_bigger_than_the_buffer_overflows_it() {
+        assert!(overflows("4k", 6_100));
+        assert!(
+            !overflows("4k", 4_096),
+            "a block that fills the buffer fits"
+        );
+        assert!(!overflows("16k", 900));
+        assert!(!overflows("lots", 90_000));
     }
 
     #[test]

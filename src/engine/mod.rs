@@ -14,5 +14,6 @@ pub mod pm2_plan;
 pub mod preflight;
 pub mod recency;
 pub mod render;
+pub mod reproduction;
 pub mod sandbox;
 pub mod unit_file;

@@ -114,6 +114,7 @@ mod tests {
             supervision: Vec::new(),
             fpm_pools: Vec::new(),
             backend_probes: Vec::new(),
+            reproductions: Vec::new(),
             rolled_back_edits: Vec::new(),
             verified_edits: Vec::new(),
             last_good: crate::facts::Gathered::Ok {

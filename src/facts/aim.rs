@@ -174,6 +174,18 @@ fn effective(site: &Site) -> Vec<Listen> {
     }
 }
 
+/// The URL a probe through nginx uses for a location of the block `aim` reaches: the listen
+/// address the aim dials, then the location's path (`/` for a regex or named location). Its
+/// `Host` is `aim.host`.
+pub fn probe_url(aim: &Aim, location: &str) -> String {
+    let path = if location.starts_with('/') {
+        location
+    } else {
+        "/"
+    };
+    format!("{}{path}", aim.base)
+}
+
 /// The aim for `sites[index]`: its first `listen` a probe can use and that reaches it.
 pub fn aim(sites: &[Site], index: usize) -> Aim {
     let all: Vec<Vec<Listen>> = sites.iter().map(effective).collect();

@@ -4,7 +4,7 @@ use super::mapping::{self, Dialled, MappingInput};
 use super::socket_access::{self, PathPerm, UnixPathFacts, WorkerIdentity};
 use super::sockets::SocketFile;
 use super::units::UnitOutput;
-use super::{error_log, nginx, php_fpm, unit_output, Facts, Gathered};
+use super::{error_log, nginx, php_fpm, reproduce, unit_output, Facts, Gathered};
 use crate::adapters::nginx::NginxBinary;
 use crate::adapters::procfs::Procfs;
 use crate::adapters::systemd::Systemd;
@@ -152,11 +152,13 @@ pub async fn gather_remembering(
         pm2,
         supervision,
         backend_probes: Vec::new(),
+        reproductions: Vec::new(),
         rolled_back_edits: Vec::new(),
         verified_edits: Vec::new(),
         last_good,
     };
     facts.backend_probes = backend_probes(&facts).await;
+    facts.reproductions = reproductions(&facts).await;
     let mut site_files: Vec<&std::path::Path> = facts
         .routes
         .iter()
@@ -195,6 +197,114 @@ async fn backend_probes(facts: &Facts) -> Vec<super::direct::BackendProbe> {
         });
     }
     out
+}
+
+/// How long nginx may take to answer one reproduction.
+const REPRODUCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The most of the error log read after a reproduction, from its size before the request.
+const REPRODUCE_LOG_WINDOW: u64 = 1 << 20;
+
+/// Tries each failure `facts::reproduce` names again: nginx-medic's own request, with a fresh
+/// token, through nginx to the site's probe URL; then the error-log lines written since the
+/// request whose request field is that request line. At most
+/// [`reproduce::MAX_REPRODUCTIONS`] requests, one per site location, each within
+/// [`REPRODUCE_TIMEOUT`].
+async fn reproductions(facts: &Facts) -> Vec<reproduce::Reproduction> {
+    use reproduce::Reproduction;
+    let log = facts.error_log.ok().map(|l| l.path.clone());
+    let mut out = Vec::new();
+    for (i, r) in reproduce::requests(facts).into_iter().enumerate() {
+        if i >= reproduce::MAX_REPRODUCTIONS {
+            out.push(Reproduction::not_tried(
+                &r,
+                format!(
+                    "not tried: at most {} sites are reproduced per look",
+                    reproduce::MAX_REPRODUCTIONS
+                ),
+            ));
+            continue;
+        }
+        if let Some(why) = &r.not_aimed {
+            out.push(Reproduction::not_tried(&r, format!("not sent: {why}")));
+            continue;
+        }
+        let Some(log) = &log else {
+            out.push(Reproduction::not_tried(
+                &r,
+                "not sent: the error log, where its line would be found, cannot be read".into(),
+            ));
+            continue;
+        };
+        let token = match reproduce::token() {
+            Ok(token) => token,
+            Err(why) => {
+                out.push(Reproduction::not_tried(&r, format!("not sent: {why}")));
+                continue;
+            }
+        };
+        let requested = reproduce::with_token(&r.url, &token);
+        let request_line = match reproduce::request_line(&requested) {
+            Ok(line) => line,
+            Err(why) => {
+                out.push(Reproduction::not_tried(&r, format!("not sent: {why}")));
+                continue;
+            }
+        };
+        // the log's size before the request: its line can only be written after it
+        let before = std::fs::metadata(log).map(|m| m.len());
+        let answer =
+            crate::adapters::probe::probe_site(&requested, r.host.as_deref(), REPRODUCE_TIMEOUT)
+                .await;
+        let (lines, log_error) = match before {
+            Ok(offset) => match own_log_lines(log, offset, &request_line) {
+                Ok(lines) => (lines, None),
+                Err(e) => (Vec::new(), Some(format!("`{}`: {e}", log.display()))),
+            },
+            Err(e) => (Vec::new(), Some(format!("`{}`: {e}", log.display()))),
+        };
+        tracing::debug!(url = %requested, status = ?answer.status, lines = lines.len(), "reproduction");
+        out.push(Reproduction {
+            url: r.url,
+            host: r.host,
+            requested,
+            request_line,
+            status: answer.status,
+            error: answer.error,
+            lines,
+            log_error,
+        });
+    }
+    out
+}
+
+/// The error-log lines from `offset` (at most [`REPRODUCE_LOG_WINDOW`] bytes of them) whose
+/// request field is exactly `request_line`. A log now shorter than `offset` was rotated: it is
+/// read from its start.
+fn own_log_lines(
+    log: &std::path::Path,
+    offset: u64,
+    request_line: &str,
+) -> std::io::Result<Vec<error_log::LogEntry>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log)?;
+    let size = file.metadata()?.len();
+    let start = if offset > size { 0 } else { offset };
+    file.seek(SeekFrom::Start(start))?;
+    let mut bytes = Vec::new();
+    file.take(REPRODUCE_LOG_WINDOW).read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let mut at = start;
+    let mut own = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if let Some(entry) = error_log::parse_line(line) {
+            if reproduce::is_own(entry.request, request_line) {
+                own.push(entry.to_entry(at));
+            }
+        }
+        at += line.len() as u64;
+    }
+    Ok(own)
 }
 
 /// The mtimes of the configuration files and the error log, and the hinted bind values.

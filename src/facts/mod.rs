@@ -16,6 +16,7 @@ pub mod nginx;
 pub mod nginx_test;
 pub mod php_fpm;
 pub mod pm2;
+pub mod reproduce;
 pub mod socket_access;
 pub mod sockets;
 pub mod supervision;
@@ -83,6 +84,10 @@ pub struct Facts {
     // --- backends requested directly (wrong-port candidates, too-big-header measurements) ---
     /// Each direct request made before planning and its answer (`facts::direct`).
     pub backend_probes: Vec<direct::BackendProbe>,
+    /// Each site whose error log shows a failure nginx-medic would edit nginx's files for,
+    /// requested again through nginx with a token, and the log lines that request caused
+    /// (`facts::reproduce`): a log line alone never justifies an edit.
+    pub reproductions: Vec<reproduce::Reproduction>,
     /// The `set_directive` edits of each site file that were rolled back from its current bytes
     /// (`facts::attempts`): a raise that did not heal is stepped over, never repeated.
     pub rolled_back_edits: Vec<attempts::RolledBackEdits>,

@@ -27,6 +27,9 @@ pub struct TargetContext {
     pub route: RouteContext,
     /// The error-log lines recent enough to be a symptom rather than history.
     pub recent: RecentContext,
+    /// nginx-medic's own request through nginx to the site, sent because the log shows a
+    /// failure only the log shows, and what nginx logged for it (`facts::reproduce`).
+    pub reproduction: Option<ReproductionContext>,
     // ----- backends systemd does not run (engine/backend_context.rs) -----
     /// The PM2 app behind the endpoint.
     pub pm2: Option<Pm2Context>,
@@ -205,6 +208,23 @@ pub struct MeasuredContext {
     pub header_bytes: u64,
     /// The block needs more than the cap: reported, never raised.
     pub above_cap: bool,
+    /// The block is bigger than `location.buffer_size`: the failure, measured at the backend.
+    pub overflows: bool,
+}
+
+/// `reproduction.*`: nginx-medic's own request through nginx to the site's probe URL, with a
+/// random token, and the error-log lines whose request field holds exactly that request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReproductionContext {
+    /// The URL requested, with its token (`?nginx-medic-probe=…`).
+    pub url: String,
+    /// nginx's answer, when one came.
+    pub status: Option<u16>,
+    /// For each class but `other`: whether a line the request caused names this endpoint with
+    /// that class.
+    pub reproduced: BTreeMap<LogClass, bool>,
+    /// What came of it, in words (for the evidence).
+    pub outcome: String,
 }
 
 /// `location.raise.*`
@@ -465,6 +485,7 @@ impl TargetContext {
                     status: Some(200),
                     header_bytes: 9000,
                     above_cap: false,
+                    overflows: true,
                 }),
             }),
             route: RouteContext {
@@ -484,6 +505,15 @@ impl TargetContext {
                 ),
                 last,
             },
+            reproduction: Some(ReproductionContext {
+                url: s("http://127.0.0.1:18000/?nginx-medic-probe=5f0c9d2e4b7a41e8a3c6f1d08e2b9c47"),
+                status: Some(502),
+                reproduced: recent
+                    .iter()
+                    .map(|c| (*c, *c == LogClass::TooBigHeader))
+                    .collect(),
+                outcome: s("it got 502, and nginx logged \"upstream sent too big header while reading response header from upstream\" from 127.0.0.1:18010 for it"),
+            }),
             pm2: Some(Pm2Context {
                 name: s("api"),
                 pm_id: 0,

@@ -645,6 +645,7 @@ fn too_big_header_raises_the_buffers_of_that_location() {
         [
             "3 × \"upstream sent too big header\" from 127.0.0.1:18010 in the last 15m (last at 2026/11/26 09:07:37: GET / HTTP/1.1)",
             "proxy_buffer_size is 4k (nginx's default) and proxy_buffers 8 4k in location / at /etc/nginx/sites-enabled/api.conf:3",
+            "nginx-medic's own request http://127.0.0.1:18000/?nginx-medic-probe=5f0c9d2e4b7a41e8a3c6f1d08e2b9c47: it got 502, and nginx logged \"upstream sent too big header while reading response header from upstream\" from 127.0.0.1:18010 for it",
             "127.0.0.1:18010/ requested directly: a header block of 9000 bytes",
             "1 earlier raise(s) of this file rolled back: stepping up",
             "raise to proxy_buffer_size 16k, proxy_buffers 4 16k (cap 64k)",
@@ -661,12 +662,68 @@ fn too_big_header_raises_the_buffers_of_that_location() {
             "probe"
         ]
     );
+    let probe = playbook.actions.last().unwrap();
+    assert!(
+        format!("{probe:?}").contains("{{reproduction.url}}")
+            && format!("{probe:?}").contains("{{site.url}}")
+            && !format!("{probe:?}").contains("recent"),
+        "the check after the raise is nginx-medic's own request, never a logged client URL: {probe:?}"
+    );
     ctx["location"]["raise"] = Value::Null;
     assert_eq!(
         matches(&set, &ctx)[0].1.len(),
         1,
         "at the cap: inconclusive"
     );
+}
+
+/// Issue 13: a too-big header in the log alone never plans the raise. It is conclusive only when
+/// nginx-medic's own request reproduced the same cause for the same upstream, or the backend's
+/// header block, measured directly, is bigger than the buffer.
+#[test]
+fn too_big_header_acts_only_on_a_reproduction() {
+    let set = seeds();
+    let mut logged = answering();
+    logged["recent"]["counts"]["too_big_header"] = json!(3);
+    let unmet_of = |ctx: &Value| {
+        let found = matches(&set, ctx);
+        assert_eq!(found[0].0, "too-big-header");
+        found[0].1.clone()
+    };
+    let not_reproduced = |unmet: Vec<String>| {
+        assert_eq!(unmet.len(), 1, "{unmet:?}");
+        assert!(
+            unmet[0]
+                .starts_with("the logged failure did not reproduce with nginx-medic's own request"),
+            "{unmet:?}"
+        );
+    };
+    // reproduced through nginx, the block at the backend fits (the doubling path): conclusive
+    let mut reproduced = logged.clone();
+    reproduced["location"]["measured"]["overflows"] = json!(false);
+    assert_eq!(unmet_of(&reproduced), Vec::<String>::new());
+    // measured bigger than the buffer at the backend, no request through nginx: conclusive
+    let mut measured = logged.clone();
+    measured["reproduction"] = Value::Null;
+    assert_eq!(unmet_of(&measured), Vec::<String>::new());
+    // not reproduced (nginx answered, no line of its own) and the block fits: inconclusive
+    let mut past = reproduced.clone();
+    past["reproduction"]["reproduced"]["too_big_header"] = json!(false);
+    past["reproduction"]["status"] = json!(200);
+    not_reproduced(unmet_of(&past));
+    // another cause for the request (a timeout), not the logged one: inconclusive
+    let mut other = past.clone();
+    other["reproduction"]["reproduced"]["timed_out"] = json!(true);
+    not_reproduced(unmet_of(&other));
+    // FastCGI (never measured), not tried at all: inconclusive
+    let mut fastcgi = logged.clone();
+    fastcgi["location"]["measured"] = Value::Null;
+    fastcgi["reproduction"] = Value::Null;
+    not_reproduced(unmet_of(&fastcgi));
+    // FastCGI reproduced through nginx: conclusive
+    let mut fastcgi_seen = logged;
+    fastcgi_seen["location"]["measured"] = Value::Null;
+    assert_eq!(unmet_of(&fastcgi_seen), Vec::<String>::new());
 }
 
 #[test]
