@@ -10,7 +10,7 @@
 
 use super::error_log::{LogClass, LogEntry};
 use super::Facts;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
 /// The classes whose only evidence is log lines while a shipped playbook edits nginx's files
@@ -37,7 +37,7 @@ pub struct Request {
 }
 
 /// One reproduction and what came of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reproduction {
     /// `site.url`: the site's probe URL, without the token.
     pub url: String,
