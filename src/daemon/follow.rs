@@ -10,6 +10,7 @@
 
 use crate::facts::error_log::{LogClass, MAX_LINE_BYTES};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -274,32 +275,36 @@ fn read_new(open: &mut Open, path: &Path) -> Vec<Failure> {
         }
     }
     let text = buf.get(from..).unwrap_or_default();
-    let mut heard: BTreeMap<(LogClass, Option<String>, Option<String>), usize> = BTreeMap::new();
+    // keyed by what the lines borrow from `buf`: a storm of one failure copies nothing per line
+    type Heard<'a> = BTreeMap<(LogClass, Option<Cow<'a, str>>, Option<&'a str>), usize>;
+    let mut heard: Heard<'_> = BTreeMap::new();
     let rest = crate::facts::log_scan::scan(text, |_, line| {
         if line.class != LogClass::Other {
-            let address = line.dialled();
-            let named = address
-                .is_none()
-                .then(|| line.upstream.map(str::to_string))
-                .flatten();
+            let address = line.dialled_str();
+            let named = if address.is_none() {
+                line.upstream
+            } else {
+                None
+            };
             *heard.entry((line.class, address, named)).or_default() += 1;
         }
     });
+    let failures = heard
+        .into_iter()
+        .map(|((class, upstream_addr, upstream), lines)| Failure {
+            class,
+            upstream_addr: upstream_addr.map(Cow::into_owned),
+            upstream: upstream.map(str::to_string),
+            lines,
+        })
+        .collect();
     let unfinished = text.get(rest..).unwrap_or_default();
     if unfinished.len() > MAX_LINE_BYTES {
         open.skip_to_newline = true;
     } else {
         open.partial = unfinished.to_vec();
     }
-    heard
-        .into_iter()
-        .map(|((class, upstream_addr, upstream), lines)| Failure {
-            class,
-            upstream_addr,
-            upstream,
-            lines,
-        })
-        .collect()
+    failures
 }
 
 #[cfg(test)]

@@ -275,10 +275,14 @@ const CLASS_TABLE: &[(Pattern, LogClass)] = &[
     (Pattern::UpstreamErrno(104), LogClass::ResetByPeer),
 ];
 
-/// The levels nginx writes, in its own order.
-const LEVELS: &[&str] = &[
-    "emerg", "alert", "crit", "error", "warn", "notice", "info", "debug",
-];
+/// Whether `level` is one nginx writes: `emerg`, `alert`, `crit`, `error`, `warn`, `notice`,
+/// `info` or `debug`, in its own order.
+fn is_level(level: &str) -> bool {
+    matches!(
+        level,
+        "emerg" | "alert" | "crit" | "error" | "warn" | "notice" | "info" | "debug"
+    )
+}
 
 /// One classified error-log line, its fields borrowed from the line: what [`scan`] hands out,
 /// so that classifying a large log allocates nothing per line.
@@ -353,11 +357,11 @@ pub fn classify_line(line: &str) -> Option<LogEntry> {
 
 /// [`classify_line`] without copying: the fields borrow from `line`.
 pub fn parse_line(line: &str) -> Option<LogLine<'_>> {
-    let line = line.trim_end_matches(['\n', '\r']);
+    let line = trim_line_break(line);
     let (time, rest) = split_time(line)?;
     let rest = rest.strip_prefix(" [")?;
     let (level, rest) = split_at_text(rest, "] ")?;
-    if !LEVELS.contains(&level) {
+    if !is_level(level) {
         return None;
     }
     let (pid, rest) = split_pid(rest);
@@ -365,7 +369,7 @@ pub fn parse_line(line: &str) -> Option<LogLine<'_>> {
 
     let (message, tail) = split_tail(body);
     // the last ` while `: the phase follows it, the errno precedes it
-    let (head, after_while) = match finders().while_.rfind(message.as_bytes()) {
+    let (head, after_while) = match rfind_while(message) {
         Some(i) => (
             message.get(..i).unwrap_or(message),
             message.get(i + WHILE.len()..),
@@ -418,17 +422,27 @@ const UNRESOLVED: &str = " could not be resolved";
 
 /// The searchers for the texts every line is searched for, built once.
 struct Finders {
-    while_: memmem::FinderRev<'static>,
     client: memmem::Finder<'static>,
     unresolved: memmem::Finder<'static>,
+    upstream: memmem::Finder<'static>,
 }
 
 fn finders() -> &'static Finders {
     static FINDERS: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
     FINDERS.get_or_init(|| Finders {
-        while_: memmem::FinderRev::new(WHILE),
         client: memmem::Finder::new(CLIENT),
         unresolved: memmem::Finder::new(UNRESOLVED),
+        upstream: memmem::Finder::new("upstream"),
+    })
+}
+
+/// Where the last ` while ` starts in `message`. The message is short and the text near its
+/// end: a backward loop over its bytes beats a general reverse search there.
+fn rfind_while(message: &str) -> Option<usize> {
+    let bytes = message.as_bytes();
+    let last = bytes.len().checked_sub(WHILE.len())?;
+    (0..=last).rev().find(|&i| {
+        bytes.get(i + 1) == Some(&b'w') && bytes.get(i..i + WHILE.len()) == Some(WHILE.as_bytes())
     })
 }
 
@@ -439,32 +453,60 @@ fn split_at_text<'s>(s: &'s str, text: &str) -> Option<(&'s str, &'s str)> {
     Some((s.get(..i)?, s.get(i + text.len()..)?))
 }
 
-/// Where the first `text` (of two bytes or more, the first ASCII) starts in `s`.
+/// Where the first `text` (of two bytes or more, the first ASCII) starts in `s`. The texts
+/// searched for this way are near (a field's end a few bytes on): a plain loop finds them
+/// sooner than a vectorised search gets going.
 fn find_text(s: &str, text: &str) -> Option<usize> {
     let (&first, rest) = text.as_bytes().split_first()?;
     let bytes = s.as_bytes();
-    memchr::memchr_iter(first, bytes).find(|&i| {
-        bytes
-            .get(i + 1..)
-            .is_some_and(|after| after.starts_with(rest))
+    (0..bytes.len()).find(|&i| {
+        bytes.get(i) == Some(&first)
+            && rest
+                .iter()
+                .enumerate()
+                .all(|(k, b)| bytes.get(i + 1 + k) == Some(b))
     })
 }
 
+/// `s` with the `\n` and `\r` at its end cut off, as `trim_end_matches(['\n', '\r'])`.
+fn trim_line_break(s: &str) -> &str {
+    let kept = s
+        .bytes()
+        .rposition(|b| b != b'\n' && b != b'\r')
+        .map_or(0, |i| i + 1);
+    s.get(..kept).unwrap_or(s)
+}
+
+/// Whether `message` starts with `text`, the first byte compared before the rest (most rows
+/// of the table differ there, and a call to compare costs more than the row).
+fn has_prefix(message: &[u8], text: &str) -> bool {
+    message.first() == text.as_bytes().first() && message.starts_with(text.as_bytes())
+}
+
 fn classify(message: &str, phase: Option<&str>, errno: Option<i32>) -> LogClass {
-    let upstream_context = phase.is_some_and(|p| p.contains("upstream"))
-        || message.starts_with("connect() failed")
-        || message.starts_with("connect() to ");
+    let bytes = message.as_bytes();
+    // what follows is only asked for a line with an errno the table knows
+    let upstream_context = || {
+        phase.is_some_and(|p| finders().upstream.find(p.as_bytes()).is_some())
+            || has_prefix(bytes, "connect() failed")
+            || has_prefix(bytes, "connect() to ")
+    };
     CLASS_TABLE
         .iter()
         .find(|(pattern, _)| match pattern {
-            Pattern::Prefix(text) => message.starts_with(text),
+            Pattern::Prefix(text) => has_prefix(bytes, text),
             Pattern::Contains(text) if *text == UNRESOLVED => {
-                finders().unresolved.find(message.as_bytes()).is_some()
+                finders().unresolved.find(bytes).is_some()
             }
             Pattern::Contains(text) => message.contains(text),
-            Pattern::UpstreamErrno(n) => upstream_context && errno == Some(*n),
+            Pattern::UpstreamErrno(n) => errno == Some(*n) && upstream_context(),
         })
         .map_or(LogClass::Other, |(_, class)| *class)
+}
+
+/// `s` without its byte at `i` (an ASCII byte), split around it.
+fn split_around(s: &str, i: usize) -> Option<(&str, &str)> {
+    Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
 /// `YYYY/MM/DD HH:MM:SS` at the start of the line.
@@ -484,7 +526,8 @@ fn split_pid(rest: &str) -> (Option<u32>, &str) {
     let Some((ids, after)) = split_at_text(rest, ": ") else {
         return (None, rest);
     };
-    let Some((pid, tid)) = ids.split_once('#') else {
+    let Some((pid, tid)) = memchr::memchr(b'#', ids.as_bytes()).and_then(|i| split_around(ids, i))
+    else {
         return (None, rest);
     };
     if tid.is_empty() || !tid.bytes().all(|b| b.is_ascii_digit()) {
@@ -501,7 +544,9 @@ fn split_connection(rest: &str) -> (Option<u64>, &str) {
     let Some(after_star) = rest.strip_prefix('*') else {
         return (None, rest);
     };
-    let Some((number, body)) = after_star.split_once(' ') else {
+    let Some((number, body)) =
+        memchr::memchr(b' ', after_star.as_bytes()).and_then(|i| split_around(after_star, i))
+    else {
         return (None, rest);
     };
     match number.parse() {
@@ -540,7 +585,7 @@ fn errno_of(head: &str) -> Option<i32> {
 /// The `X` of `connect() to X failed`.
 fn connect_target(message: &str) -> Option<&str> {
     let rest = message.strip_prefix("connect() to ")?;
-    rest.split_once(" failed").map(|(target, _)| target)
+    find_text(rest, " failed").and_then(|i| rest.get(..i))
 }
 
 /// The dialled address of an `upstream: "…"` value, which nginx's http module always writes
@@ -549,19 +594,28 @@ fn connect_target(message: &str) -> Option<&str> {
 /// start a line of its own after an encoded CR/LF, yet cannot hold `//`, which nginx merges),
 /// or a stream-module line, whose proxies are no route of an http site.
 fn upstream_pair_address(upstream: &str) -> Option<Cow<'_, str>> {
-    upstream
-        .split_once("://")
+    split_scheme(upstream)
         .filter(|(scheme, _)| !scheme.is_empty() && scheme.bytes().all(|b| b.is_ascii_lowercase()))
-        .and_then(|_| dialled_address(upstream))
+        .and_then(|(scheme, rest)| dialled_after_scheme(Some(scheme), rest))
+}
+
+/// `s` split around its first `://`, as `split_once("://")`.
+fn split_scheme(s: &str) -> Option<(&str, &str)> {
+    let i = find_text(s, "://")?;
+    Some((s.get(..i)?, s.get(i + 3..)?))
 }
 
 /// Normalises an `upstream: "…"` value or a `connect() to` target to the dialled address.
 /// `None` when it names no address (an upstream group's name in `no live upstreams`).
 fn dialled_address(upstream: &str) -> Option<Cow<'_, str>> {
-    let (scheme, rest) = match upstream.split_once("://") {
-        Some((scheme, rest)) => (Some(scheme), rest),
-        None => (None, upstream),
-    };
+    match split_scheme(upstream) {
+        Some((scheme, rest)) => dialled_after_scheme(Some(scheme), rest),
+        None => dialled_after_scheme(None, upstream),
+    }
+}
+
+/// [`dialled_address`] of the value split at its `://` (`scheme`), or of one without any.
+fn dialled_after_scheme<'u>(scheme: Option<&str>, rest: &'u str) -> Option<Cow<'u, str>> {
     if let Some(path) = rest.strip_prefix("unix:") {
         // nginx writes `unix:PATH` + `:` + URI. HTTP-like schemes always carry a URI (from
         // `/`), and proxy_pass cannot name a path with `:`; the others carry no URI, so only
@@ -580,8 +634,14 @@ fn dialled_address(upstream: &str) -> Option<Cow<'_, str>> {
             None => Cow::Owned(format!("unix:{path}")),
         });
     }
-    let end = memchr::memchr2(b'/', b'?', rest.as_bytes()).unwrap_or(rest.len());
+    let end = rest
+        .bytes()
+        .position(|b| b == b'/' || b == b'?')
+        .unwrap_or(rest.len());
     let authority = rest.get(..end).unwrap_or(rest);
+    if is_normal_ipv4_and_port(authority) {
+        return Some(Cow::Borrowed(authority));
+    }
     let addr = authority.parse::<SocketAddr>().ok()?;
     // IPv4 parses only without leading zeros: the text is the normal form unless the port has one
     let normal = addr.is_ipv4()
@@ -593,6 +653,47 @@ fn dialled_address(upstream: &str) -> Option<Cow<'_, str>> {
     } else {
         Cow::Owned(addr.to_string())
     })
+}
+
+/// Whether `text` is `A.B.C.D:PORT` exactly as an IPv4 socket address prints (decimal
+/// numbers without leading zeros, each octet at most 255, the port at most 65535): what nearly
+/// every upstream value holds, told without the general parser.
+fn is_normal_ipv4_and_port(text: &str) -> bool {
+    // the number just read ends a field: octets 0 to 3, then the port (4)
+    let fits = |field: usize, value: u32, digits: u32, zero_first: bool| {
+        let max = if field == 4 { 65535 } else { 255 };
+        digits > 0 && !(zero_first && digits > 1) && value <= max
+    };
+    let mut field = 0;
+    let (mut value, mut digits, mut zero_first) = (0u32, 0u32, false);
+    for &b in text.as_bytes() {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 0 {
+                    zero_first = b == b'0';
+                }
+                digits += 1;
+                if digits > 5 {
+                    return false;
+                }
+                value = value * 10 + u32::from(b - b'0');
+            }
+            b'.' if field < 3 => {
+                if !fits(field, value, digits, zero_first) {
+                    return false;
+                }
+                (field, value, digits) = (field + 1, 0, 0);
+            }
+            b':' if field == 3 => {
+                if !fits(field, value, digits, zero_first) {
+                    return false;
+                }
+                (field, value, digits) = (4, 0, 0);
+            }
+            _ => return false,
+        }
+    }
+    field == 4 && fits(field, value, digits, zero_first)
 }
 
 /// For `host_not_found` messages: the unresolved name and, at load time, `FILE:LINE`.
@@ -661,7 +762,7 @@ fn split_tail(body: &str) -> (&str, Option<Tail<'_>>) {
 
 fn parse_tail(rest: &str, lenient: bool) -> Option<Tail<'_>> {
     let (client, mut rest) = take_until_comma(rest);
-    if client.is_empty() || client.contains([' ', '"']) {
+    if client.is_empty() || memchr::memchr2(b' ', b'"', client.as_bytes()).is_some() {
         return None;
     }
     let mut tail = Tail {
@@ -670,7 +771,7 @@ fn parse_tail(rest: &str, lenient: bool) -> Option<Tail<'_>> {
     };
     if let Some(after) = rest.strip_prefix(", server: ") {
         let (server, after) = take_until_comma(after);
-        if server.contains('"') {
+        if memchr::memchr(b'"', server.as_bytes()).is_some() {
             return None;
         }
         tail.server = (!server.is_empty()).then_some(server);
@@ -703,7 +804,7 @@ fn plain_pairs(rest: &str) -> Option<[Option<&str>; 5]> {
             .iter()
             .enumerate()
             .skip(first_key)
-            .find_map(|(k, marker)| s.strip_prefix(marker).map(|v| (k, v)))?;
+            .find_map(|(k, marker)| strip_key(s, marker).map(|v| (k, v)))?;
         let end = memchr::memchr(b'"', value_and_more.as_bytes())?;
         let value = value_and_more.get(..end)?;
         if key == KEY_REQUEST && !ends_with_http_version(value) {
@@ -714,6 +815,15 @@ fn plain_pairs(rest: &str) -> Option<[Option<&str>; 5]> {
         first_key = key + 1;
     }
     Some(out)
+}
+
+/// `s` after `marker` (a key of [`QUOTED_KEYS`]) if it starts with it. The keys differ from
+/// their third byte on: it is compared first.
+fn strip_key<'s>(s: &'s str, marker: &str) -> Option<&'s str> {
+    if s.as_bytes().get(2) != marker.as_bytes().get(2) {
+        return None;
+    }
+    s.strip_prefix(marker)
 }
 
 /// Splits at the first `, ` (or the end).
@@ -847,7 +957,7 @@ impl LogReader {
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<LogEntry> {
         let mut entries = Vec::new();
         let mut rest = bytes;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
+        while let Some(newline) = memchr::memchr(b'\n', rest) {
             let (line, after) = rest.split_at(newline);
             rest = after.get(1..).unwrap_or(&[]);
             let consumed = line.len() as u64 + 1;
@@ -1743,6 +1853,89 @@ mod tests {
             serde_json::to_string(&counts).unwrap(),
             r#"{"no_live_upstreams":2}"#
         );
+    }
+
+    #[test]
+    fn the_fast_helpers_answer_as_the_general_ones() {
+        // every line of the fixtures and the fuzz seeds, and the pieces parse_line cuts them in
+        let mut texts: Vec<String> = Vec::new();
+        let mut add = |bytes: &[u8]| {
+            for line in bytes.split(|&b| b == b'\n') {
+                texts.push(String::from_utf8_lossy(line).into_owned());
+            }
+        };
+        for bytes in [LAB, NGINX_T, CRLF, GARBAGE, PARTIAL] {
+            add(bytes);
+        }
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/error_log");
+        for seed in std::fs::read_dir(seeds).unwrap() {
+            add(&std::fs::read(seed.unwrap().path()).unwrap());
+        }
+        for text in [
+            "a while ",
+            " while  while x",
+            "while ",
+            " whil",
+            "\r\n\r",
+            "x\r",
+            "é\n",
+            "::",
+            ":/",
+        ] {
+            texts.push(text.to_string());
+        }
+        let mut pieces: Vec<String> = Vec::new();
+        for text in &texts {
+            pieces.push(text.clone());
+            pieces.extend(text.split(['"', ' ']).map(str::to_string));
+            pieces.extend(text.split("://").skip(1).map(str::to_string));
+        }
+        for addr in [
+            "127.0.0.1:8000",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "256.0.0.1:80",
+            "1.2.3.4:65536",
+            "1.2.3.4:080",
+            "01.2.3.4:80",
+            "1.2.3:80",
+            "1.2.3.4.5:80",
+            "1.2.3.4:",
+            ":80",
+            "1.2.3.4",
+            "1..3.4:80",
+            "1.2.3.4:99999",
+            "1.2.3.4:000001",
+            "[::1]:80",
+            "1.2.3.4:8:0",
+            "1.2.3.4:+8",
+        ] {
+            pieces.push(addr.to_string());
+        }
+        for text in texts.iter().chain(&pieces) {
+            assert_eq!(
+                trim_line_break(text),
+                text.trim_end_matches(['\n', '\r']),
+                "{text:?}"
+            );
+            assert_eq!(rfind_while(text), text.rfind(WHILE), "{text:?}");
+            for needle in [", ", "] ", ": ", " failed", "://"] {
+                assert_eq!(
+                    find_text(text, needle),
+                    text.find(needle),
+                    "{text:?} {needle:?}"
+                );
+            }
+            assert_eq!(split_scheme(text), text.split_once("://"), "{text:?}");
+            let std_normal = text.parse::<SocketAddr>().is_ok_and(|a| {
+                a.is_ipv4()
+                    && text.rsplit_once(':').is_some_and(|(_, port)| {
+                        port.bytes().all(|b| b.is_ascii_digit())
+                            && (port == "0" || !port.starts_with('0'))
+                    })
+            });
+            assert_eq!(is_normal_ipv4_and_port(text), std_normal, "{text:?}");
+        }
     }
 
     #[test]

@@ -278,6 +278,39 @@ mod tests {
         assert!(split.windows(2).all(|w| w[0].0 < w[1].0));
     }
 
+    /// The fuzz target's property (`fuzz/fuzz_targets/error_log.rs`) over its seeds, each also
+    /// cut at every line break: `scan` hands out exactly the reported lines `parse_line` finds.
+    #[test]
+    fn the_fuzz_seeds_agree_with_the_plain_parser() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/error_log");
+        let mut checked = 0;
+        for seed in std::fs::read_dir(seeds).unwrap() {
+            let data = std::fs::read(seed.unwrap().path()).unwrap();
+            // the fuzz input's first byte chooses a cut; here the whole seed is the log too
+            let mut inputs = vec![data.as_slice()];
+            inputs.extend(data.get(1..));
+            for bytes in inputs {
+                let mut found = Vec::new();
+                let rest = scan(bytes, |offset, line| found.push((offset, line)));
+                let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                assert_eq!(rest, complete);
+                let mut expected = Vec::new();
+                let mut offset = 0;
+                for line in bytes[..complete].split_inclusive(|&b| b == b'\n') {
+                    if let Some(parsed) = std::str::from_utf8(line).ok().and_then(parse_line) {
+                        if is_reported(&parsed) {
+                            expected.push((offset, parsed));
+                        }
+                    }
+                    offset += line.len();
+                }
+                assert_eq!(found, expected);
+                checked += expected.len();
+            }
+        }
+        assert!(checked > 0, "the seeds hold reported lines");
+    }
+
     #[test]
     fn bytes_that_are_not_utf8_spoil_only_their_line() {
         let mut bytes = b"2026/11/26 09:00:01 [error] 1#1: *1 connect() failed (111: \xff) while connecting to upstream\n".to_vec();
