@@ -12,6 +12,7 @@ pub mod follow;
 pub mod holds;
 pub mod hooks;
 pub mod lock;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pause;
@@ -180,6 +181,7 @@ pub async fn run(
     settings: Settings,
     playbooks: PlaybookSet,
 ) -> Result<(), DaemonError> {
+    memory::one_arena();
     let _lock = lock::InstanceLock::acquire(&settings.daemon.lock_file, "run")?;
     // What a killed process left open is finished, and the brakes rebuilt, before anything runs.
     let recovered = crate::apply::recover::at_start(&settings).await;
@@ -463,7 +465,7 @@ struct Daemon {
 }
 
 /// What the snapshot thread hands back.
-type SnapshotResult = std::io::Result<(crate::facts::Facts, pipeline::Diagnosis)>;
+type SnapshotResult = (crate::facts::Facts, pipeline::Diagnosis);
 
 /// How long gathering the facts and diagnosing them may take before the evaluation is
 /// abandoned (`nginx -t` and the journal reads have bounds of their own, well below it).
@@ -701,6 +703,8 @@ impl Daemon {
     /// Facts → findings → plan, then each conclusive finding through the brakes. Returns
     /// whether to evaluate again soon (a unit was in transition).
     async fn evaluate(&mut self) -> bool {
+        // dropped last, after the snapshot: its peak is handed back
+        let _trim = memory::TrimOnDrop;
         crate::failpoint::stall_point!("daemon.evaluate");
         self.refresh_pauses();
         let Some((facts, diagnosis)) = self.snapshot().await else {
@@ -887,8 +891,8 @@ impl Daemon {
         retry
     }
 
-    /// Gathers and diagnoses on a thread of its own (with a runtime of its own for the bus),
-    /// so that the watchdog, the metrics and the signals are served meanwhile. `None` when it
+    /// Gathers and diagnoses on a blocking thread (the bus driven by the daemon's runtime), so
+    /// that the watchdog, the metrics and the signals are served meanwhile. `None` when it
     /// took longer than `SNAPSHOT_TIMEOUT` (abandoned: the next evaluation waits for it to end
     /// rather than start a second) or could not run.
     async fn snapshot(&mut self) -> Option<(crate::facts::Facts, pipeline::Diagnosis)> {
@@ -902,13 +906,13 @@ impl Daemon {
         let settings = self.settings.clone();
         let playbooks = self.playbooks.clone();
         let owners = self.last_owners.clone();
+        // the bus is driven by the daemon's own runtime meanwhile: a second runtime on the
+        // thread would cost its memory at every snapshot
+        let handle = tokio::runtime::Handle::current();
         let work = tokio::task::spawn_blocking(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let facts = runtime.block_on(gather_remembering(&settings, &Procfs::system(), &owners));
+            let facts = handle.block_on(gather_remembering(&settings, &Procfs::system(), &owners));
             let diagnosis = pipeline::diagnose(&facts, &playbooks, &settings);
-            Ok::<_, std::io::Error>((facts, diagnosis))
+            (facts, diagnosis)
         });
         // the watchdog is fed meanwhile, for as long as the snapshot may take
         self.heartbeat.busy_for(SNAPSHOT_TIMEOUT);
@@ -916,11 +920,7 @@ impl Daemon {
         let done = tokio::time::timeout(SNAPSHOT_TIMEOUT, &mut work).await;
         self.heartbeat.beat();
         match done {
-            Ok(Ok(Ok(snapshot))) => Some(snapshot),
-            Ok(Ok(Err(e))) => {
-                tracing::error!(error = %e, "cannot start the snapshot's runtime; evaluated again later");
-                None
-            }
+            Ok(Ok(snapshot)) => Some(snapshot),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "the snapshot ended abnormally; evaluated again later");
                 None
