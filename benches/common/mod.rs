@@ -91,7 +91,13 @@ impl Daemon {
     }
 
     /// SIGTERM, then up to 30 s for the exit (SIGKILL after that).
+    /// Stops the daemon; with `BENCH_KEEP_LOG=FILE` its log is appended to FILE first.
     pub fn stop(mut self) {
+        if let Some(keep) = std::env::var_os("BENCH_KEEP_LOG") {
+            if let Ok(mut f) = File::options().create(true).append(true).open(keep) {
+                let _ = std::io::Write::write_all(&mut f, self.log_text().as_bytes());
+            }
+        }
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -25,8 +25,18 @@ use tokio::net::{TcpStream, UnixStream};
 /// Longest status line read before the response is called malformed.
 const MAX_STATUS_LINE: usize = 1024;
 
-/// How often `wait_listen` tries to connect.
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How soon `wait_listen` tries to connect again after its first attempt; each wait after it
+/// is twice as long, up to [`POLL_INTERVAL`] (a backend that starts in 50 ms is seen within a
+/// few ms of it, one that takes seconds costs a connect every 100 ms).
+pub const FIRST_POLL: Duration = Duration::from_millis(5);
+
+/// How often `wait_listen` tries to connect, at most.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The wait after `wait`: twice as long, from [`FIRST_POLL`] up to `max`.
+pub fn backoff(wait: Duration, max: Duration) -> Duration {
+    (wait * 2).clamp(FIRST_POLL, max)
+}
 
 /// Invalid probe targets and listen waits that ran out of time.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -513,6 +523,7 @@ pub async fn wait_listen_on(
 ) -> Result<Duration, ProbeError> {
     let start = Instant::now();
     let deadline = start + timeout;
+    let mut wait = FIRST_POLL;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt_started = Instant::now();
@@ -529,7 +540,8 @@ pub async fn wait_listen_on(
             });
         }
         // The last attempt happens at the deadline itself.
-        let next = (attempt_started + POLL_INTERVAL).min(deadline);
+        let next = (attempt_started + wait).min(deadline);
+        wait = backoff(wait, POLL_INTERVAL);
         tokio::time::sleep_until(next.into()).await;
     }
 }

@@ -61,6 +61,21 @@ impl Procfs {
     /// sockets compiled out). Processes that vanish mid-walk or whose fds cannot be read (other
     /// users' processes when not root) are skipped, so their sockets show fewer or no owners.
     pub fn socket_facts(&self) -> Result<SocketFacts, ProcfsError> {
+        self.socket_facts_with(None)
+    }
+
+    /// [`Procfs::socket_facts`] after `previous` (a snapshot of this host a moment ago): a
+    /// socket with the inode of one seen then, whose holders are all still alive, keeps their
+    /// owners; the fds of every process are searched only when a socket is new (a listener
+    /// that just went away costs no search at all).
+    pub fn socket_facts_reusing(&self, previous: &SocketFacts) -> Result<SocketFacts, ProcfsError> {
+        self.socket_facts_with(Some(previous))
+    }
+
+    fn socket_facts_with(
+        &self,
+        previous: Option<&SocketFacts>,
+    ) -> Result<SocketFacts, ProcfsError> {
         let tcp4 = parse_tcp_listeners(&read_text(&self.root.join("net/tcp"))?);
         let tcp6 = parse_tcp_listeners(&read_optional(&self.root.join("net/tcp6"))?);
         let unix = parse_unix_listeners(&read_optional(&self.root.join("net/unix"))?);
@@ -69,16 +84,45 @@ impl Procfs {
         tcp.extend(tcp6.items);
         let mut unix = unix.items;
 
+        // the owners seen before, of sockets whose every holder is still there
+        let alive = |owners: &[Owner]| {
+            owners
+                .iter()
+                .all(|o| self.root.join(o.pid.to_string()).exists())
+        };
+        let known: HashMap<u64, &[Owner]> = previous
+            .into_iter()
+            .flat_map(|p| {
+                let tcp = p.tcp.iter().map(|s| (s.inode, s.owners.as_slice()));
+                tcp.chain(p.unix.iter().map(|s| (s.inode, s.owners.as_slice())))
+            })
+            .collect();
+        let mut kept: HashMap<u64, Vec<Owner>> = HashMap::new();
+        for inode in tcp
+            .iter()
+            .map(|s| s.inode)
+            .chain(unix.iter().map(|s| s.inode))
+        {
+            if let Some(owners) = known.get(&inode).filter(|o| alive(o)) {
+                kept.insert(inode, owners.to_vec());
+            }
+        }
         let mut holders: HashMap<u64, Vec<i32>> = tcp
             .iter()
             .map(|s| s.inode)
             .chain(unix.iter().map(|s| s.inode))
+            .filter(|inode| !kept.contains_key(inode))
             .map(|inode| (inode, Vec::new()))
             .collect();
-        self.find_holders(&mut holders)?;
+        if !holders.is_empty() {
+            self.find_holders(&mut holders)?;
+        }
 
         let mut processes: HashMap<i32, Option<Owner>> = HashMap::new();
         let mut owners_of = |inode: u64| -> Vec<Owner> {
+            if let Some(owners) = kept.get(&inode) {
+                return owners.clone();
+            }
             let pids = holders.get(&inode).map(Vec::as_slice).unwrap_or_default();
             pids.iter()
                 .filter_map(|&pid| {
@@ -382,6 +426,35 @@ mod tests {
             )
         );
         assert!(matches!(procfs.process(100), Err(ProcfsError::Read { .. })));
+    }
+
+    /// The daemon's targeted snapshot: the owners of a socket seen before are kept while its
+    /// holders live; the fds are searched again only for a socket whose holders are gone.
+    #[test]
+    fn reusing_keeps_the_owners_of_known_sockets_and_searches_only_for_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("net")).unwrap();
+        fs::copy(format!("{TREE}/net/tcp"), root.join("net/tcp")).unwrap();
+        fs::create_dir_all(root.join("103/fd")).unwrap();
+        symlink("socket:[14643]", root.join("103/fd/3")).unwrap();
+        fs::write(root.join("103/stat"), "103 (node) S 1 103 103 0").unwrap();
+        fs::write(root.join("103/cmdline"), b"node\0web.js\0").unwrap();
+        let procfs = Procfs::new(root);
+        let pids = |f: &SocketFacts| -> Vec<i32> {
+            let s = f.tcp.iter().find(|s| s.inode == 14643).unwrap();
+            s.owners.iter().map(|o| o.pid).collect()
+        };
+        let full = procfs.socket_facts().unwrap();
+        assert_eq!(pids(&full), [103]);
+        // the fd link gone, the process alive: kept without a search (a search finds none)
+        fs::remove_file(root.join("103/fd/3")).unwrap();
+        assert!(pids(&procfs.socket_facts().unwrap()).is_empty());
+        let reused = procfs.socket_facts_reusing(&full).unwrap();
+        assert_eq!(reused, full);
+        // the holder gone: searched again
+        fs::remove_dir_all(root.join("103")).unwrap();
+        assert!(pids(&procfs.socket_facts_reusing(&full).unwrap()).is_empty());
     }
 
     #[test]

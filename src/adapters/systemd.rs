@@ -129,7 +129,8 @@ impl JobOp {
     }
 }
 
-/// A connection to one systemd manager.
+/// A connection to one systemd manager (a clone shares it).
+#[derive(Clone)]
 pub struct Systemd {
     conn: zbus::Connection,
 }

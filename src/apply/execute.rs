@@ -27,6 +27,8 @@ const NGINX_TEST_ALLOWANCE: Duration = Duration::from_secs(10);
 /// The longest one probe request takes: `probe_until` may start its last one just before its
 /// deadline.
 const PROBE_REQUEST_MAX: Duration = Duration::from_secs(5);
+/// The longest wait between two requests of a verifying probe.
+const PROBE_POLL_MAX: Duration = Duration::from_millis(250);
 
 /// Told how long each step (and each rollback action) may legitimately take before it starts,
 /// and when it has ended: the daemon feeds systemd's watchdog only while steps keep inside
@@ -665,8 +667,9 @@ async fn answers_until(
     }
 }
 
-/// Requests `url` every 250 ms until a status `accept`s, or `timeout` passes: the status and
-/// how long it took, or the last status or error seen.
+/// Requests `url` until a status `accept`s, or `timeout` passes (5 ms after the first request,
+/// each wait twice the last, up to 250 ms): the status and how long it took, or the last
+/// status or error seen.
 async fn poll_until(
     url: &str,
     host: Option<&str>,
@@ -674,6 +677,7 @@ async fn poll_until(
     accept: impl Fn(u16) -> bool,
 ) -> Result<(u16, Duration), String> {
     let start = Instant::now();
+    let mut wait = crate::adapters::probe::FIRST_POLL;
     loop {
         let left = timeout
             .saturating_sub(start.elapsed())
@@ -687,7 +691,8 @@ async fn poll_until(
         if start.elapsed() >= timeout {
             return Err(last);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(wait).await;
+        wait = crate::adapters::probe::backoff(wait, PROBE_POLL_MAX);
     }
 }
 

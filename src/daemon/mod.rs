@@ -38,7 +38,7 @@ use holds::{Announced, Change, Hold};
 use hooks::HookEvent;
 use metrics::SharedMetrics;
 use notify::Notifier;
-use reconcile::{Heard, LeftAlone, Reconciler, Seen, Touch, Verdict};
+use reconcile::{Heard, LeftAlone, Reconciler, Scope, Seen, Touch, Verdict};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -254,6 +254,8 @@ pub async fn run(
         reconciler: Reconciler::new(settings_debounce, settings_probe_interval),
         status: StatusWriter::default(),
         stuck_snapshot: None,
+        basis: None,
+        bus: None,
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -265,7 +267,7 @@ pub async fn run(
     let shared = daemon.shared.clone();
     daemon.reconciler.retry_all(Instant::now());
     let _ = daemon.reconciler.take_due(Instant::now());
-    let first = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
+    let first = guarded(daemon.evaluate(None), &mut signals, &shared.stop_requested).await;
     notifier.ready(&daemon.summary());
     tracing::info!(status = %daemon.summary(), "ready");
     if first.retry {
@@ -300,12 +302,22 @@ pub async fn run(
                 }
             }
             _ = sleep_until(deadline), if deadline.is_some() => {
-                if daemon.reconciler.take_due(Instant::now()).is_none() {
-                    continue;
+                // what is queued now is seen by the snapshot about to be taken: heard first, so
+                // that the evaluation covers what it touches
+                while let Ok(trigger) = rx.try_recv() {
+                    daemon.hear(&trigger);
                 }
-                // what is queued now is seen by the snapshot about to be taken
-                while rx.try_recv().is_ok() {}
-                let done = guarded(daemon.evaluate(), &mut signals, &shared.stop_requested).await;
+                let Some(due) = daemon.reconciler.take_due_scoped(Instant::now()) else {
+                    continue;
+                };
+                let scope = match due.scope {
+                    Scope::Everything => None,
+                    Scope::Units(units) => Some(Targeted {
+                        units,
+                        addresses: due.targets.into_iter().collect(),
+                    }),
+                };
+                let done = guarded(daemon.evaluate(scope), &mut signals, &shared.stop_requested).await;
                 (stop, reload) = (done.stop, done.reload);
                 if done.retry {
                     daemon.reconciler.retry_all(Instant::now());
@@ -462,10 +474,43 @@ struct Daemon {
     status: StatusWriter,
     /// A snapshot abandoned after `SNAPSHOT_TIMEOUT`, and when.
     stuck_snapshot: Option<(JoinHandle<SnapshotResult>, Instant)>,
+    /// The last snapshot, which a targeted one is built on.
+    basis: Option<Arc<Basis>>,
+    /// The connection to systemd the heals use (`Daemon::systemd`).
+    bus: Option<Systemd>,
+}
+
+/// The last snapshot, and the identity of the configuration files the last full one parsed.
+#[derive(Debug)]
+struct Basis {
+    facts: crate::facts::Facts,
+    config: crate::facts::gather::ConfigIdentity,
+}
+
+/// An evaluation of the targets of some units only ([`Scope::Units`]).
+#[derive(Debug, Clone)]
+struct Targeted {
+    units: BTreeSet<String>,
+    /// The targets the reconciler had for those units.
+    addresses: BTreeSet<String>,
+}
+
+impl Targeted {
+    /// Whether the evaluation covers the target of `address` (served by `unit`).
+    fn covers(&self, address: &str, unit: Option<&str>) -> bool {
+        self.addresses.contains(address) || unit.is_some_and(|u| self.units.contains(u))
+    }
+}
+
+/// What a snapshot was read from: all sources, or the last snapshot with some read again.
+#[derive(Debug)]
+enum Read {
+    Full(crate::facts::gather::ConfigIdentity),
+    Targeted(crate::facts::gather::Fresh),
 }
 
 /// What the snapshot thread hands back.
-type SnapshotResult = (crate::facts::Facts, pipeline::Diagnosis);
+type SnapshotResult = (crate::facts::Facts, pipeline::Diagnosis, Read);
 
 /// How long gathering the facts and diagnosing them may take before the evaluation is
 /// abandoned (`nginx -t` and the journal reads have bounds of their own, well below it).
@@ -688,7 +733,9 @@ impl Daemon {
             .set_intervals(settings.daemon.debounce, settings.daemon.probe_interval);
         self.settings = settings;
         self.playbooks = Arc::new(playbooks);
-        // Plans may differ now: report them again.
+        self.bus = None;
+        self.basis = None; // the next evaluation reads everything
+                           // Plans may differ now: report them again.
         for incident in self.incidents.values_mut() {
             incident.reported = None;
         }
@@ -702,16 +749,39 @@ impl Daemon {
 
     /// Facts → findings → plan, then each conclusive finding through the brakes. Returns
     /// whether to evaluate again soon (a unit was in transition).
-    async fn evaluate(&mut self) -> bool {
+    async fn evaluate(&mut self, scope: Option<Targeted>) -> bool {
         // dropped last, after the snapshot: its peak is handed back
         let _trim = memory::TrimOnDrop;
         crate::failpoint::stall_point!("daemon.evaluate");
+        let started = Instant::now();
         self.refresh_pauses();
-        let Some((facts, diagnosis)) = self.snapshot().await else {
+        let Some((facts, diagnosis, read)) = self.snapshot(scope.as_ref()).await else {
             return true; // evaluated again after the spacing
         };
         self.heartbeat.beat();
-        let pipeline::Diagnosis { targets, findings } = diagnosis;
+        // a targeted snapshot that could not stand in was a full one: the whole host is seen
+        let scope = match &read {
+            Read::Full(_) => None,
+            Read::Targeted(fresh) => {
+                tracing::debug!(units = ?fresh.units, sockets = fresh.sockets, error_log = fresh.error_log, took_ms = started.elapsed().as_millis() as u64, "targeted snapshot");
+                scope
+            }
+        };
+        if scope.is_none() {
+            tracing::debug!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "full snapshot"
+            );
+        }
+        let covers = |address: &str, unit: Option<&str>| {
+            scope.as_ref().map_or(true, |s| s.covers(address, unit))
+        };
+        let pipeline::Diagnosis {
+            targets,
+            mut findings,
+        } = diagnosis;
+        // findings about targets a targeted snapshot did not read again are not evidence
+        findings.retain(|f| covers(&f.upstream, f.unit.as_deref()));
         self.remember_owners(&targets);
         if let Err(e) =
             crate::facts::gather_backends::remember_processes(&self.settings.state_dir, &facts)
@@ -719,16 +789,17 @@ impl Daemon {
             tracing::warn!(error = %crate::error_text::chain(&e), "cannot remember the hand-started backends");
         }
         self.watch(&targets);
-        self.follow(error_log_path(&self.settings, facts.nginx.ok()));
+        let error_log = error_log_path(&self.settings, facts.nginx.ok());
+        self.follow(error_log.clone());
         let now = Instant::now();
         let triggered_at = self.triggered_at.take().unwrap_or_else(SystemTime::now);
 
         let failing: BTreeSet<String> = findings.iter().map(|f| f.upstream.clone()).collect();
         let resolved: Vec<String> = self
             .incidents
-            .keys()
-            .filter(|k| !failing.contains(*k))
-            .cloned()
+            .iter()
+            .filter(|(k, i)| !failing.contains(*k) && covers(k, i.unit.as_deref()))
+            .map(|(k, _)| k.clone())
             .collect();
         for key in resolved {
             if let Some(incident) = self.incidents.remove(&key) {
@@ -741,14 +812,18 @@ impl Daemon {
             }
             self.announced.forget(&key);
         }
-        for t in &targets {
+        let covered: Vec<&Target> = targets
+            .iter()
+            .filter(|t| covers(&t.endpoint.address, t.endpoint.unit.as_deref()))
+            .collect();
+        for t in &covered {
             if !failing.contains(&t.endpoint.address)
                 && self.budget.healthy(&t.endpoint.address, now)
             {
                 events::released(&t.endpoint.address, t.endpoint.unit.as_deref());
             }
         }
-        for t in &targets {
+        for t in &covered {
             if self
                 .hold(t.endpoint.unit.as_deref(), &t.endpoint.address)
                 .is_some()
@@ -792,7 +867,7 @@ impl Daemon {
 
         // what the evaluation concludes per target: healthy unless a finding says otherwise
         let mut verdicts: BTreeMap<String, (Seen, bool)> = BTreeMap::new();
-        for t in &targets {
+        for t in &covered {
             verdicts
                 .entry(t.endpoint.address.clone())
                 .or_insert_with(|| {
@@ -881,13 +956,22 @@ impl Daemon {
                         Instant::now(),
                     );
                     self.write_status();
-                    let verdict = self.act(&plan, finding, steps).await;
+                    let verdict = self.act(&plan, finding, steps, error_log.clone()).await;
                     conclude(&key, verdict);
                 }
             }
         }
         let seen = verdicts.into_values().map(|(seen, _)| seen).collect();
-        self.reconciler.evaluated(seen, Instant::now());
+        if scope.is_some() {
+            self.reconciler.evaluated_some(seen, Instant::now());
+        } else {
+            self.reconciler.evaluated(seen, Instant::now());
+        }
+        let config = match read {
+            Read::Full(config) => Some(config),
+            Read::Targeted(_) => self.basis.as_ref().map(|b| b.config.clone()),
+        };
+        self.basis = config.map(|config| Arc::new(Basis { facts, config }));
         retry
     }
 
@@ -895,7 +979,10 @@ impl Daemon {
     /// that the watchdog, the metrics and the signals are served meanwhile. `None` when it
     /// took longer than `SNAPSHOT_TIMEOUT` (abandoned: the next evaluation waits for it to end
     /// rather than start a second) or could not run.
-    async fn snapshot(&mut self) -> Option<(crate::facts::Facts, pipeline::Diagnosis)> {
+    async fn snapshot(
+        &mut self,
+        scope: Option<&Targeted>,
+    ) -> Option<(crate::facts::Facts, pipeline::Diagnosis, Read)> {
         if let Some((stuck, _)) = &self.stuck_snapshot {
             if !stuck.is_finished() {
                 tracing::warn!("the last snapshot has not ended; not starting another");
@@ -906,13 +993,32 @@ impl Daemon {
         let settings = self.settings.clone();
         let playbooks = self.playbooks.clone();
         let owners = self.last_owners.clone();
+        let basis = scope.and(self.basis.clone());
+        let units = scope.map(|s| s.units.clone()).unwrap_or_default();
         // the bus is driven by the daemon's own runtime meanwhile: a second runtime on the
         // thread would cost its memory at every snapshot
         let handle = tokio::runtime::Handle::current();
         let work = tokio::task::spawn_blocking(move || {
-            let facts = handle.block_on(gather_remembering(&settings, &Procfs::system(), &owners));
+            let procfs = Procfs::system();
+            let targeted = basis.and_then(|b| {
+                handle.block_on(crate::facts::gather::gather_targeted(
+                    &settings, &procfs, &owners, &b.facts, &b.config, &units,
+                ))
+            });
+            let (facts, read) = match targeted {
+                Some((facts, fresh)) => (facts, Read::Targeted(fresh)),
+                None => {
+                    let facts = handle.block_on(gather_remembering(&settings, &procfs, &owners));
+                    let config = facts
+                        .nginx
+                        .ok()
+                        .map(|n| crate::facts::gather::config_identity(&n.files))
+                        .unwrap_or_default();
+                    (facts, Read::Full(config))
+                }
+            };
             let diagnosis = pipeline::diagnose(&facts, &playbooks, &settings);
-            (facts, diagnosis)
+            (facts, diagnosis, read)
         });
         // the watchdog is fed meanwhile, for as long as the snapshot may take
         self.heartbeat.busy_for(SNAPSHOT_TIMEOUT);
@@ -980,7 +1086,18 @@ impl Daemon {
     /// a job is asked of systemd (`Unit.Job`), not counted from signals: a signal any client
     /// can send must not hold a unit pending. A manager that cannot be asked holds nothing
     /// (the heal's own calls would fail and escalate).
-    async fn in_transition(&self, finding: &Finding, targets: &[Target]) -> Option<String> {
+    /// The daemon's connection to systemd for its heals, made at the first use and again
+    /// after one failed (the snapshots and the signal stream have their own).
+    async fn systemd(&mut self) -> Result<Systemd, crate::adapters::systemd::SystemdError> {
+        if let Some(bus) = &self.bus {
+            return Ok(bus.clone());
+        }
+        let bus = Systemd::connect(self.settings.bus).await?;
+        self.bus = Some(bus.clone());
+        Ok(bus)
+    }
+
+    async fn in_transition(&mut self, finding: &Finding, targets: &[Target]) -> Option<String> {
         let unit = finding.unit.as_ref()?;
         let state = targets
             .get(finding.target)
@@ -990,13 +1107,14 @@ impl Daemon {
         if IN_TRANSITION.contains(&state) {
             return Some(unit.clone());
         }
-        let job = match Systemd::connect(self.settings.bus).await {
+        let job = match self.systemd().await {
             Ok(systemd) => systemd.unit_job(unit).await,
             Err(e) => Err(e),
         };
         match job {
             Ok(job) => job.map(|_| unit.clone()),
             Err(e) => {
+                self.bus = None;
                 tracing::debug!(unit = %unit, error = %crate::error_text::chain(&e), "cannot read the unit's job");
                 None
             }
@@ -1023,7 +1141,13 @@ impl Daemon {
 
     /// `apply`: through the brakes, then the finding's steps as one transaction. Returns what
     /// became of the target.
-    async fn act(&mut self, full: &Plan, finding: &Finding, steps: Vec<Step>) -> Verdict {
+    async fn act(
+        &mut self,
+        full: &Plan,
+        finding: &Finding,
+        steps: Vec<Step>,
+        error_log: Option<PathBuf>,
+    ) -> Verdict {
         let key = finding.upstream.clone();
         if let Some((path, txn)) = self.budget.held_path(steps.iter().map(|s| &s.action)) {
             tracing::warn!(target = %key, path = %path.display(), txn, "not healed: the file belongs to a transaction a crash left that could not be rolled back; only reported");
@@ -1060,9 +1184,10 @@ impl Daemon {
             actions: steps,
         };
         events::healing(finding, plan.actions.len());
-        let report = match self.run_plan(&plan).await {
+        let report = match self.run_plan(&plan, error_log).await {
             Ok(report) => report,
             Err(reason) => {
+                self.bus = None; // connected again for the next heal
                 events::cannot_heal(finding, &reason);
                 ApplyReport {
                     outcome: Outcome::Failed,
@@ -1105,6 +1230,7 @@ impl Daemon {
                 Verdict::Healed
             }
             Outcome::RolledBack | Outcome::Failed | Outcome::RollbackIncomplete => {
+                self.bus = None; // a connection that failed the heal is not used again
                 let detail = report
                     .actions
                     .iter()
@@ -1148,17 +1274,21 @@ impl Daemon {
         }
     }
 
-    async fn run_plan(&self, plan: &Plan) -> Result<ApplyReport, String> {
-        let systemd = Systemd::connect(self.settings.bus)
+    /// The plan's steps, on the daemon's connection to systemd. `error_log` is the one the
+    /// snapshot's configuration names (read after a reload).
+    async fn run_plan(
+        &mut self,
+        plan: &Plan,
+        error_log: Option<PathBuf>,
+    ) -> Result<ApplyReport, String> {
+        let systemd = self
+            .systemd()
             .await
             .map_err(|e| crate::error_text::chain(&e))?;
         let nginx = nginx_binary(&self.settings);
-        let parsed = crate::nginx_conf::load(&nginx.conf, &crate::nginx_conf::RealFs)
-            .ok()
-            .map(|c| crate::facts::nginx::extract(&c, &nginx.effective_prefix()));
         let effects = Effects {
             systemd: &systemd,
-            error_log: error_log_path(&self.settings, parsed.as_ref()),
+            error_log,
             nginx,
             reload: self.settings.nginx.reload,
             nginx_unit: self.settings.nginx.unit.clone(),

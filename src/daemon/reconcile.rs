@@ -14,8 +14,15 @@
 //!   after a quiet spell is evaluated at once (the leading edge). A watched unit that settled
 //!   (stopped, failed, came up) is evaluated at once too.
 //!
-//! An evaluation still gathers the whole host (`take_due` hands out which targets asked for
-//! it); the states are then set from what it concluded per target (`evaluated`).
+//! - **Scope**: an evaluation asked for only by triggers about known targets that have a unit
+//!   (their unit's signals, lines that dialled them, probes of their sites) covers only those
+//!   units' targets (`take_due_scoped` → [`Scope::Units`]): the daemon builds its snapshot on
+//!   the last one, reading again only what can have changed. Anything else (a host-wide
+//!   trigger, a requeue time, a target with no unit, a unit that settles after a transition)
+//!   is the whole host, from a full snapshot.
+//!
+//! The states are then set from what the evaluation concluded per target (`evaluated`, or
+//! `evaluated_some` for a scoped one, which keeps the targets it did not cover).
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -124,22 +131,58 @@ pub enum Heard {
 }
 
 /// An evaluation asked for, and since when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Pending {
     since: Instant,
     /// Evaluated without the spacing.
     urgent: bool,
+    /// The units of the target, when a trigger about it (its unit's signal, a line, a probe)
+    /// asked for it.
+    units: BTreeSet<String>,
+    /// Something else asked for it too (a line, a probe, a retry): only a full snapshot
+    /// answers that.
+    other: bool,
 }
 
 impl Pending {
     fn merge(slot: &mut Option<Pending>, now: Instant, urgent: bool) {
-        match slot {
-            Some(p) => p.urgent |= urgent,
-            None => {
-                *slot = Some(Pending { since: now, urgent });
+        Self::merge_from(slot, now, urgent, None);
+    }
+
+    /// Merges a request; `unit` names the unit whose signal made it, if one did.
+    fn merge_from(slot: &mut Option<Pending>, now: Instant, urgent: bool, unit: Option<&str>) {
+        let p = slot.get_or_insert_with(|| Pending {
+            since: now,
+            urgent: false,
+            units: BTreeSet::new(),
+            other: false,
+        });
+        p.urgent |= urgent;
+        match unit {
+            Some(unit) => {
+                p.units.insert(unit.to_string());
             }
+            None => p.other = true,
         }
     }
+}
+
+/// What an evaluation that is due covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole host, from a full snapshot.
+    Everything,
+    /// Only the targets of these units, after their signals: a snapshot that reads again only
+    /// what those signals can have changed.
+    Units(BTreeSet<String>),
+}
+
+/// An evaluation that is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// The targets that asked for it (with [`Scope::Units`], exactly the ones evaluated).
+    pub targets: Vec<String>,
+    pub scope: Scope,
 }
 
 /// One target's state and bookkeeping.
@@ -301,14 +344,9 @@ impl Reconciler {
                     e.absorbed += 1;
                     Heard::Absorbed
                 }
-                Some(e) if e.is_open() => {
-                    e.classes.insert(class.clone());
-                    Pending::merge(&mut e.pending, now, false);
-                    Heard::Pending
-                }
                 Some(e) => {
                     e.classes.insert(class.clone());
-                    Pending::merge(&mut e.pending, now, false);
+                    Pending::merge_from(&mut e.pending, now, false, e.unit.as_deref());
                     Heard::Pending
                 }
                 None => self.everything(now, false),
@@ -320,7 +358,7 @@ impl Reconciler {
                     .values_mut()
                     .filter(|e| e.unit.as_deref() == Some(unit))
                 {
-                    Pending::merge(&mut e.pending, now, *settled);
+                    Pending::merge_from(&mut e.pending, now, *settled, Some(unit));
                     any = true;
                 }
                 if any {
@@ -345,7 +383,7 @@ impl Reconciler {
                     return Heard::Absorbed;
                 }
                 for e in of_site {
-                    Pending::merge(&mut e.pending, now, false);
+                    Pending::merge_from(&mut e.pending, now, false, e.unit.as_deref());
                 }
                 Heard::Pending
             }
@@ -356,7 +394,7 @@ impl Reconciler {
                     .values_mut()
                     .filter(|e| e.site == *site && e.is_open())
                 {
-                    Pending::merge(&mut e.pending, now, false);
+                    Pending::merge_from(&mut e.pending, now, false, e.unit.as_deref());
                     any = true;
                 }
                 if any {
@@ -402,6 +440,63 @@ impl Reconciler {
         if !self.next_due().is_some_and(|at| at <= now) {
             return None;
         }
+        Some(self.take_everything(now))
+    }
+
+    /// As [`Reconciler::take_due`], and what the evaluation covers: when only unit signals
+    /// made it due (nothing host-wide is pending, no requeue time has come, and each target
+    /// due was asked for by its unit's signals alone), only the targets of those units are
+    /// evaluated ([`Scope::Units`]): their flags are cleared and the others stay pending.
+    /// Anything else is the whole host.
+    pub fn take_due_scoped(&mut self, now: Instant) -> Option<Due> {
+        let at = self.next_due()?;
+        if at > now {
+            return None;
+        }
+        let due_now = |e: &Entry| {
+            let pending = e.pending.as_ref().is_some_and(|p| {
+                p.urgent
+                    || e.last_evaluated
+                        .map_or(true, |last| last + self.spacing <= now)
+            });
+            let requeued = e.requeue_at.is_some_and(|at| at <= now);
+            (pending, requeued)
+        };
+        let mut units: BTreeSet<String> = BTreeSet::new();
+        let mut targeted = self.everything.is_none();
+        for e in self.targets.values() {
+            let (pending, requeued) = due_now(e);
+            if requeued {
+                targeted = false;
+            }
+            if let (true, Some(p)) = (pending, &e.pending) {
+                targeted &= !p.other && !p.units.is_empty();
+                units.extend(p.units.iter().cloned());
+            }
+        }
+        if !targeted || units.is_empty() {
+            let targets = self.take_everything(now);
+            return Some(Due {
+                targets,
+                scope: Scope::Everything,
+            });
+        }
+        let mut targets = Vec::new();
+        for (address, e) in self.targets.iter_mut() {
+            if e.unit.as_ref().is_some_and(|u| units.contains(u)) {
+                e.pending = None;
+                e.last_evaluated = Some(now);
+                targets.push(address.clone());
+            }
+        }
+        self.evaluations += 1;
+        Some(Due {
+            targets,
+            scope: Scope::Units(units),
+        })
+    }
+
+    fn take_everything(&mut self, now: Instant) -> Vec<String> {
         let asked: Vec<String> = self
             .targets
             .iter()
@@ -415,7 +510,7 @@ impl Reconciler {
         }
         self.last_evaluation = Some(now);
         self.evaluations += 1;
-        Some(asked)
+        asked
     }
 
     /// Asks for an evaluation of the whole host after the spacing (a unit in transition, a
@@ -444,6 +539,16 @@ impl Reconciler {
     /// Sets each target's state from what the evaluation that ended at `now` concluded. Targets the evaluation did not see are forgotten (the configuration no
     /// longer dials them), so memory is bounded by the configuration.
     pub fn evaluated(&mut self, seen: Vec<Seen>, now: Instant) {
+        self.conclude(seen, now, false);
+    }
+
+    /// As [`Reconciler::evaluated`] after an evaluation of [`Scope::Units`]: the targets it
+    /// did not cover are kept as they are.
+    pub fn evaluated_some(&mut self, seen: Vec<Seen>, now: Instant) {
+        self.conclude(seen, now, true);
+    }
+
+    fn conclude(&mut self, seen: Vec<Seen>, now: Instant, partial: bool) {
         let mut next: BTreeMap<String, Entry> = BTreeMap::new();
         for s in seen {
             let mut e = self
@@ -485,6 +590,9 @@ impl Reconciler {
                 e.cause = s.cause.or(e.cause.take());
             }
             next.insert(s.address, e);
+        }
+        if partial {
+            next.append(&mut self.targets);
         }
         self.targets = next;
         if !self.targets.values().any(Entry::is_open) {
@@ -719,5 +827,108 @@ mod tests {
         c.r.take_due(t);
         c.r.evaluated(vec![seen(WEB, "web", "web.service", Verdict::Healthy)], t);
         assert_eq!(c.r.targets().keys().collect::<Vec<_>>(), [WEB]);
+    }
+
+    fn units(names: &[&str]) -> Scope {
+        Scope::Units(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn a_unit_signal_evaluates_only_its_targets_and_leaves_the_others_as_they_are() {
+        let mut c = Clock::new();
+        let t = c.now + Duration::from_secs(1);
+        // WEB has a line pending, not due yet (it was evaluated 100 ms ago)
+        c.r.trigger(&line(WEB, "refused"), t - ms(100));
+        c.r.take_due_scoped(t - ms(100)).unwrap();
+        c.r.trigger(&line(WEB, "timed out"), t - ms(50));
+        let unit = Touch::Unit {
+            unit: "api.service".into(),
+            settled: true,
+        };
+        assert_eq!(c.r.trigger(&unit, t), Heard::Pending);
+        let due = c.r.take_due_scoped(t).unwrap();
+        assert_eq!(due.scope, units(&["api.service"]));
+        assert_eq!(due.targets, [API]);
+        assert!(
+            c.r.targets()[WEB].is_pending(),
+            "the other target stays pending"
+        );
+        let web_before = c.r.targets()[WEB].clone();
+        c.r.evaluated_some(vec![seen(API, "api", "api.service", Verdict::Unhealed)], t);
+        assert_eq!(c.r.targets()[API].state, State::Incident);
+        assert_eq!(c.r.targets()[WEB].state, web_before.state, "not forgotten");
+        // WEB's line is due after its spacing: a targeted evaluation of its unit
+        let at = c.r.next_due().unwrap();
+        assert_eq!(at, t - ms(100) + ms(300));
+        let due = c.r.take_due_scoped(at).unwrap();
+        assert_eq!(due.scope, units(&["web.service"]));
+        assert_eq!(due.targets, [WEB]);
+    }
+
+    #[test]
+    fn the_whole_host_is_evaluated_when_anything_but_a_known_unit_asks() {
+        // something host-wide pending
+        let mut c = Clock::new();
+        let t = c.now + Duration::from_secs(1);
+        c.r.trigger(&Touch::Everything, t);
+        c.r.trigger(&line(API, "refused"), t);
+        assert_eq!(c.r.take_due_scoped(t).unwrap().scope, Scope::Everything);
+        assert!(
+            !c.r.targets().values().any(Entry::is_pending),
+            "all cleared"
+        );
+        // a signal of a unit no target has
+        let unit = Touch::Unit {
+            unit: "other.service".into(),
+            settled: true,
+        };
+        c.r.trigger(&unit, t + ms(1));
+        assert_eq!(
+            c.r.take_due_scoped(t + ms(1)).unwrap().scope,
+            Scope::Everything
+        );
+        // a requeue time that came: the retries of a heal read everything
+        let t = t + Duration::from_secs(1);
+        c.r.trigger(&line(API, "refused"), t);
+        c.r.take_due_scoped(t).unwrap();
+        c.r.evaluated_some(vec![seen(API, "api", "api.service", Verdict::Unhealed)], t);
+        let requeue = c.r.targets()[API].requeue_at.unwrap();
+        assert_eq!(
+            c.r.take_due_scoped(requeue).unwrap().scope,
+            Scope::Everything
+        );
+        // a target with no unit
+        let mut r = Reconciler::new(ms(300), ms(500));
+        r.retry_all(t);
+        r.take_due_scoped(t);
+        let mut s = seen(API, "api", "api.service", Verdict::Healthy);
+        s.unit = None;
+        r.evaluated(vec![s], t);
+        r.trigger(&line(API, "refused"), t + ms(400));
+        assert_eq!(
+            r.take_due_scoped(t + ms(400)).unwrap().scope,
+            Scope::Everything
+        );
+    }
+
+    #[test]
+    fn a_settling_target_is_evaluated_again_from_a_full_snapshot_and_the_spacing_holds() {
+        let mut c = Clock::new();
+        let t = c.now + Duration::from_secs(1);
+        c.r.trigger(&line(API, "refused"), t);
+        let due = c.r.take_due_scoped(t).unwrap();
+        assert_eq!(
+            due.scope,
+            units(&["api.service"]),
+            "a line about a known target"
+        );
+        c.r.evaluated_some(vec![seen(API, "api", "api.service", Verdict::Settling)], t);
+        // not before the spacing, and then the whole host
+        assert_eq!(c.r.next_due(), Some(t + ms(300)));
+        assert!(c.r.take_due_scoped(t + ms(299)).is_none());
+        assert_eq!(
+            c.r.take_due_scoped(t + ms(300)).unwrap().scope,
+            Scope::Everything
+        );
     }
 }

@@ -173,6 +173,204 @@ pub async fn gather_remembering(
     facts
 }
 
+// --- the daemon's targeted snapshot ------------------------------------------------------------
+
+/// What a file of the configuration was when it was parsed: device, inode, size and mtime (to
+/// the nanosecond), `None` when it could not be `stat`ed. The directories that hold the files
+/// are keyed too, so a file added to an `include` glob's directory is a change.
+pub type ConfigIdentity = BTreeMap<PathBuf, Option<(u64, u64, u64, i128)>>;
+
+/// The identity of every file of `files` (the ones nginx's configuration loaded) and of the
+/// directories they are in.
+pub fn config_identity(files: &[PathBuf]) -> ConfigIdentity {
+    use std::os::unix::fs::MetadataExt;
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+            (m.dev(), m.ino(), m.size(), mtime)
+        })
+    };
+    files
+        .iter()
+        .flat_map(|f| [Some(f.as_path()), f.parent()])
+        .flatten()
+        .map(|p| (p.to_path_buf(), stamp(p)))
+        .collect()
+}
+
+/// Which sources a targeted snapshot read again; the others are the last full snapshot's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fresh {
+    /// The units whose properties were read again.
+    pub units: Vec<String>,
+    /// The listening sockets (`/proc/net`), their owners looked up only for new sockets.
+    pub sockets: bool,
+    /// The error log since the last snapshot's end.
+    pub error_log: bool,
+}
+
+/// A snapshot after a watched unit changed, built on `previous` (the last full snapshot, whose
+/// configuration files had the identity `config`): re-read are only the properties of `units`,
+/// the listening sockets (`/proc/net`; the owners of a socket seen before are kept, the fds of
+/// every process are searched only for a new one), and the error log from where the last read
+/// ended. The configuration's parse, `nginx -t`, the PM2 apps and the remembered state are the
+/// last snapshot's. The routes are mapped again from what is fresh.
+///
+/// `None` when the last snapshot cannot stand in: a configuration file changed (or a file was
+/// added beside one), the configuration, sockets or units were unavailable then, or the error
+/// log was rotated or grew past the window. The caller takes a full snapshot then.
+pub async fn gather_targeted(
+    settings: &Settings,
+    procfs: &Procfs,
+    remembered: &BTreeMap<String, String>,
+    previous: &Facts,
+    config: &ConfigIdentity,
+    units: &BTreeSet<String>,
+) -> Option<(Facts, Fresh)> {
+    let n = previous.nginx.ok()?;
+    if !previous.pm2.is_empty() {
+        return None; // its apps are read with `pm2 jlist`, too slow to take here
+    }
+    if config_identity(&n.files) != *config {
+        tracing::debug!("a configuration file changed: a full snapshot");
+        return None;
+    }
+    let previous_units = previous.units.ok()?;
+    let sockets = procfs.socket_facts_reusing(previous.sockets.ok()?).ok()?;
+    let error_log = match (&previous.error_log, error_log_path(settings, Some(n))) {
+        (Gathered::Ok { data }, Some(path)) if data.path == path => Gathered::Ok {
+            data: extend_error_log(data, ERROR_LOG_WINDOW)?,
+        },
+        (_, Some(path)) => {
+            Gathered::from_result(error_log::read_error_log(&path, ERROR_LOG_WINDOW))
+        }
+        (log, None) => log.clone(),
+    };
+    let systemd = Systemd::connect(settings.bus).await.ok()?;
+    // nginx's own unit too: a failed probe may be about nginx itself
+    let mut units = units.clone();
+    units.insert(settings.nginx.unit.clone());
+    let units = &units;
+    let names: Vec<String> = units.iter().cloned().collect();
+    let mut read = systemd.units(&names).await;
+    let user_bus = settings.bus == crate::config::Bus::User;
+    // a process killed by a signal (`kill -9`, a stop) has no last words to read (a journal
+    // read costs tens of ms); one that exited by itself does
+    read.iter_mut()
+        .filter(|u| !matches!(u.run.exec_main_code, CLD_KILLED | CLD_DUMPED))
+        .for_each(|u| add_unit_output(u, user_bus));
+    let fresh = Fresh {
+        units: read.iter().map(|u| u.name.clone()).collect(),
+        sockets: true,
+        error_log: true,
+    };
+    // in the last snapshot's order, each unit read again in its place
+    let mut read: BTreeMap<String, UnitFacts> =
+        read.into_iter().map(|u| (u.name.clone(), u)).collect();
+    let mut unit_list: Vec<UnitFacts> = previous_units
+        .iter()
+        .filter_map(|u| match units.contains(&u.name) {
+            true => read.remove(&u.name),
+            false => Some(u.clone()),
+        })
+        .collect();
+    unit_list.extend(read.into_values());
+    unit_list.retain(|u| u.load_state == "loaded" || u.name == settings.nginx.unit);
+    let fpm_pools = fpm_pools(&unit_list);
+    let no_memory = super::last_good::LastGood::empty();
+    let unit_env = unit_environments(&unit_list);
+    let declared: BTreeMap<String, String> = fpm_pools
+        .iter()
+        .filter_map(|p| Some((p.address.clone()?, p.unit.clone())))
+        .collect();
+    let input = MappingInput {
+        sockets: &sockets,
+        units: &unit_list,
+        unit_env: &unit_env,
+        hints: &settings.backends,
+        bindv6only: procfs.bindv6only(),
+        declared: &declared,
+        remembered,
+        last_good: previous.last_good.ok().unwrap_or(&no_memory),
+    };
+    let resolved = std::cell::RefCell::new(BTreeMap::<String, Vec<IpAddr>>::new());
+    let resolve_once = |host: &str| {
+        if let Some(ips) = resolved.borrow().get(host) {
+            return ips.clone();
+        }
+        let ips = resolve(host);
+        resolved.borrow_mut().insert(host.to_string(), ips.clone());
+        ips
+    };
+    let routes = mapping::routes(n, &input, &resolve_once);
+    let taken_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // no backend outside systemd then: its processes are not read again (a backend started by
+    // hand since has a target with no unit, which only a full snapshot evaluates)
+    let (pm2, supervision) = if previous.supervision.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        super::gather_backends::backends(
+            &unit_list,
+            &routes,
+            Some(&sockets),
+            procfs,
+            &crate::adapters::pm2::Pm2Cli,
+            &last_processes(&settings.state_dir),
+            taken_at,
+        )
+    };
+    if !pm2.is_empty() {
+        return None; // a PM2 daemon appeared: the full snapshot reads its apps
+    }
+    let mut facts = Facts {
+        taken_at,
+        sockets: Gathered::Ok { data: sockets },
+        units: Gathered::Ok { data: unit_list },
+        error_log,
+        routes,
+        fpm_pools,
+        pm2,
+        supervision,
+        backend_probes: Vec::new(),
+        ..previous.clone()
+    };
+    facts.backend_probes = backend_probes(&facts).await;
+    Some((facts, fresh))
+}
+
+/// `si_code` of a child killed by a signal, and of one that dumped core (`ExecMainCode`).
+const CLD_KILLED: i32 = 2;
+const CLD_DUMPED: i32 = 3;
+
+/// `previous` with the lines appended since it was read: `None` when the file is not the one
+/// read then (it is shorter: rotated or truncated) or when what was read would pass `window`.
+fn extend_error_log(
+    previous: &error_log::ErrorLogFacts,
+    window: u64,
+) -> Option<error_log::ErrorLogFacts> {
+    let size = std::fs::metadata(&previous.path).ok()?.len();
+    if size < previous.resume_at || size.saturating_sub(previous.read_from) > window {
+        return None;
+    }
+    if size == previous.resume_at {
+        return Some(previous.clone());
+    }
+    let since = error_log::read_error_log_since(&previous.path, previous.resume_at).ok()?;
+    let mut out = previous.clone();
+    for (class, n) in &since.counts {
+        *out.counts.entry(*class).or_default() += n;
+    }
+    out.entries.extend(since.entries);
+    out.size = since.size;
+    out.skipped_lines += since.skipped_lines;
+    out.partial_tail = since.partial_tail;
+    out.resume_at = since.resume_at;
+    out.future_lines += since.future_lines;
+    Some(out)
+}
+
 /// How long one direct request to a backend may take.
 const DIRECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -895,6 +1093,56 @@ mod tests {
         });
         assert!(facts.nginx.ok().is_none(), "no configuration at that path");
         assert!(ticks > 0, "the runtime's timers fired while gathering");
+    }
+
+    /// The targeted snapshot's log: the lines since the last read are appended to it; a log
+    /// that was rotated, or would pass the window, is read whole (`None` here).
+    #[test]
+    fn the_error_log_is_extended_from_where_the_last_read_ended() {
+        let text = std::fs::read("tests/fixtures/error_log/lab-runtime.log").unwrap();
+        let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+        let (first, rest) = lines.split_at(lines.len() / 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("error.log");
+        std::fs::write(&path, first.concat()).unwrap();
+        let before = error_log::read_error_log(&path, ERROR_LOG_WINDOW).unwrap();
+        assert_eq!(
+            extend_error_log(&before, ERROR_LOG_WINDOW),
+            Some(before.clone())
+        );
+        std::fs::write(&path, lines.concat()).unwrap();
+        let whole = error_log::read_error_log(&path, ERROR_LOG_WINDOW).unwrap();
+        let extended = extend_error_log(&before, ERROR_LOG_WINDOW).unwrap();
+        assert_eq!(extended.entries, whole.entries);
+        assert_eq!(extended.counts, whole.counts);
+        assert_eq!(
+            (extended.size, extended.resume_at, extended.read_from),
+            (whole.size, whole.resume_at, 0)
+        );
+        assert!(!rest.is_empty());
+        // past the window: read whole
+        assert_eq!(extend_error_log(&before, before.size), None);
+        // rotated (shorter now): read whole
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(extend_error_log(&before, ERROR_LOG_WINDOW), None);
+    }
+
+    /// A configuration file edited, or a file added beside one, changes the identity that
+    /// lets a targeted snapshot reuse the last parse.
+    #[test]
+    fn the_config_identity_changes_with_a_file_or_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(&conf, "events {}\n").unwrap();
+        let files = [conf.clone()];
+        let first = config_identity(&files);
+        assert_eq!(first.len(), 2, "the file and its directory");
+        assert_eq!(config_identity(&files), first);
+        std::fs::write(&conf, "events {}\nhttp {}\n").unwrap();
+        let edited = config_identity(&files);
+        assert_ne!(edited, first);
+        std::fs::write(dir.path().join("new.conf"), "").unwrap();
+        assert_ne!(config_identity(&files), edited);
     }
 
     #[test]
