@@ -542,7 +542,7 @@ mod tests {
                     output: String::new(),
                 },
             },
-            routes,
+            routes: routes.into_iter().map(std::sync::Arc::new).collect(),
             worker: None,
             disk: Default::default(),
             pm2: Vec::new(),

@@ -41,7 +41,7 @@ pub fn targets(
     let index = Index::of(facts);
     let dialled = crate::facts::direct::dialled_ports(facts);
     for route in &facts.routes {
-        let shared = std::sync::Arc::new(route.clone());
+        let shared = std::sync::Arc::clone(route);
         for (i, endpoint) in route.endpoints.iter().enumerate() {
             let unit = endpoint
                 .unit

@@ -121,14 +121,24 @@ impl RenderContext {
 /// process: a playbook set has few, rendered for thousands of targets.
 pub fn render_in(template: &str, ctx: &RenderContext) -> Result<String, RenderError> {
     let compiled = compiled(template)?;
-    let mut out = handlebars::StringOutput::new();
+    let mut out = Rendered(String::new());
     let mut rc = handlebars::RenderContext::new(None);
     compiled
         .render(registry(), &ctx.0, &mut rc, &mut out)
         .map_err(|err| RenderError::from_handlebars(&err))?;
-    out.into_string().map_err(|e| RenderError::Other {
-        reason: first_line(&e.to_string()),
-    })
+    Ok(out.0)
+}
+
+/// A rendered text that grows as it is written. Handlebars' own `StringOutput` starts at 8 KB
+/// and keeps that capacity in the string it returns: one evidence line per finding held 8 KB,
+/// 280 MB at 35,000 findings.
+struct Rendered(String);
+
+impl handlebars::Output for Rendered {
+    fn write(&mut self, seg: &str) -> Result<(), std::io::Error> {
+        self.0.push_str(seg);
+        Ok(())
+    }
 }
 
 /// The compiled template of `text`, from the process-wide cache.
@@ -159,16 +169,21 @@ pub fn render_evidence(lines: &[String], ctx: &RenderContext) -> Vec<String> {
 
 /// `ctx` with every null member of every mapping removed (list items keep their positions).
 /// Conditions see no difference: a null fact is an absent one.
-pub fn without_nulls(ctx: Value) -> Value {
+pub fn without_nulls(mut ctx: Value) -> Value {
+    strip_nulls(&mut ctx);
+    ctx
+}
+
+/// [`without_nulls`] in place: the maps are kept, not rebuilt (a target's context has hundreds
+/// of members, and thousands of targets are evaluated per snapshot).
+fn strip_nulls(ctx: &mut Value) {
     match ctx {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k, without_nulls(v)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_nulls).collect()),
-        other => other,
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
     }
 }
 

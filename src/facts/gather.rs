@@ -144,7 +144,7 @@ pub async fn gather_remembering(
         units,
         error_log,
         nginx_test,
-        routes,
+        routes: routes.into_iter().map(std::sync::Arc::new).collect(),
         worker,
         unix_paths,
         fpm_pools,

@@ -64,8 +64,9 @@ pub struct Facts {
     pub error_log: Gathered<error_log::ErrorLogFacts>,
     /// `nginx -t` on the configuration as it is on disk, before anything is changed.
     pub nginx_test: Gathered<nginx_test::NginxTest>,
-    /// Each site's pass targets and the backends behind them.
-    pub routes: Vec<mapping::Route>,
+    /// Each site's pass targets and the backends behind them (shared with the targets built
+    /// on them, not copied: a route is about 1 KB, and a configuration has thousands).
+    pub routes: Vec<std::sync::Arc<mapping::Route>>,
     // --- unix sockets and backend processes (socket-missing, socket-permission, crash-loop) ---
     /// Who nginx's workers run as, when the user database knows the `user` directive's user.
     pub worker: Option<socket_access::WorkerIdentity>,
