@@ -324,12 +324,15 @@ pub async fn gather_targeted(
     if !pm2.is_empty() {
         return None; // a PM2 daemon appeared: the full snapshot reads its apps
     }
+    if !previous.reproductions.is_empty() {
+        return None; // a reproduction proves a fault only when it was made: never reused
+    }
     let mut facts = Facts {
         taken_at,
         sockets: Gathered::Ok { data: sockets },
         units: Gathered::Ok { data: unit_list },
         error_log,
-        routes,
+        routes: routes.into_iter().map(std::sync::Arc::new).collect(),
         fpm_pools,
         pm2,
         supervision,
