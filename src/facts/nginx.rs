@@ -1,7 +1,7 @@
 //! The nginx facts: sites, locations, pass targets and upstream pools read from a loaded
 //! configuration ([`crate::nginx_conf::Config`]), each with the place it was written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -221,7 +221,7 @@ pub fn extract(conf: &Config, prefix: &Path) -> NginxFacts {
 }
 
 fn collect_error_logs(directives: &[Directive], prefix: &Path, out: &mut Vec<PathBuf>) {
-    let mut seen: BTreeSet<PathBuf> = out.iter().cloned().collect();
+    let mut seen: HashSet<PathBuf> = out.iter().cloned().collect();
     collect_new_error_logs(directives, prefix, &mut seen, out);
 }
 
@@ -230,7 +230,7 @@ fn collect_error_logs(directives: &[Directive], prefix: &Path, out: &mut Vec<Pat
 fn collect_new_error_logs(
     directives: &[Directive],
     prefix: &Path,
-    seen: &mut BTreeSet<PathBuf>,
+    seen: &mut HashSet<PathBuf>,
     out: &mut Vec<PathBuf>,
 ) {
     for d in directives {
@@ -254,7 +254,7 @@ fn settings(parent: &BTreeMap<String, String>, children: &[Directive]) -> BTreeM
     let mut out = parent.clone();
     for d in children.iter().filter(|d| is_tracked(&d.name)) {
         let value: Vec<&str> = d.args.iter().map(|a| a.value.as_str()).collect();
-        out.insert(d.name.clone(), value.join(" "));
+        out.insert(d.name.to_string(), value.join(" "));
     }
     out
 }
@@ -319,7 +319,7 @@ impl Cx<'_> {
                 .filter(|s| s.name == "server")
                 .map(|s| UpstreamServer {
                     target: parse_address(s.arg(0).unwrap_or_default(), None, 80, &BTreeSet::new()),
-                    params: s.args.iter().skip(1).map(|a| a.value.clone()).collect(),
+                    params: s.args.iter().skip(1).map(|a| a.value.to_string()).collect(),
                     at: self.at_directive(s),
                 })
                 .collect(),
@@ -340,7 +340,7 @@ impl Cx<'_> {
             server_names: body
                 .iter()
                 .filter(|c| c.name == "server_name")
-                .flat_map(|c| c.args.iter().map(|a| a.value.clone()))
+                .flat_map(|c| c.args.iter().map(|a| a.value.to_string()))
                 .collect(),
             listen: body
                 .iter()
@@ -352,7 +352,7 @@ impl Cx<'_> {
                 .iter()
                 .filter(|c| c.name == "listen")
                 .filter_map(|c| {
-                    let words: Vec<String> = c.args.iter().map(|a| a.value.clone()).collect();
+                    let words: Vec<String> = c.args.iter().map(|a| a.value.to_string()).collect();
                     super::aim::Listen::from_args(&words)
                 })
                 .collect(),
@@ -375,6 +375,11 @@ impl Cx<'_> {
         {
             let children = d.children();
             let settings = settings(inherited, children);
+            // the nested locations inherit these settings; most locations have none
+            let nested = children
+                .iter()
+                .any(|c| c.name == "location" && c.block.is_some())
+                .then(|| settings.clone());
             let pass = children
                 .iter()
                 .find(|c| PASSES.contains(&c.name.as_str()))
@@ -389,17 +394,19 @@ impl Cx<'_> {
                     .join(" "),
                 at: self.at_directive(d),
                 pass,
-                settings: settings.clone(),
+                settings,
             });
-            self.locations(children, &settings, upstreams, out);
+            if let Some(settings) = nested {
+                self.locations(children, &settings, upstreams, out);
+            }
         }
     }
 
     fn pass(&self, d: &Directive, upstreams: &BTreeSet<&str>) -> Option<Pass> {
         let arg = d.args.first()?;
         Some(Pass {
-            directive: d.name.clone(),
-            raw: arg.value.clone(),
+            directive: d.name.to_string(),
+            raw: arg.value.to_string(),
             target: parse_pass(&d.name, &arg.value, upstreams),
             at: self.at_directive(d),
             arg: self.at_arg(d, arg),

@@ -154,58 +154,76 @@ struct Loader<'a> {
     prefix: PathBuf,
     files: Vec<SourceFile>,
     index: HashMap<PathBuf, usize>,
-    /// The chain of files being read, outermost first.
-    stack: Vec<PathBuf>,
+    /// The chain of files being read (index in `files`, path as included), outermost first.
+    stack: Vec<(usize, PathBuf)>,
 }
 
 impl Loader<'_> {
-    fn file(&mut self, path: &Path, from: Option<FilePos>) -> Result<Vec<Directive>, ConfError> {
-        if let Some(i) = self.stack.iter().position(|p| p == path) {
-            let mut chain: Vec<PathBuf> = self.stack.get(i..).unwrap_or_default().to_vec();
+    /// The directives of the file at `path` with its includes expanded; `from` is the `include`
+    /// that names it (none for the main file). A file included again is read and parsed from
+    /// the text kept at its first reading, as `nginx -T` shows it once.
+    fn file(&mut self, path: &Path, from: Option<&FilePos>) -> Result<Vec<Directive>, ConfError> {
+        let known = self.index.get(path).copied();
+        if let Some(i) = known.and_then(|idx| self.stack.iter().position(|(s, _)| *s == idx)) {
+            let mut chain: Vec<PathBuf> = self
+                .stack
+                .get(i..)
+                .unwrap_or_default()
+                .iter()
+                .map(|(_, p)| p.clone())
+                .collect();
             chain.push(path.to_path_buf());
             return Err(ConfError::Cycle {
                 // `from` is always set here: the main file is never on the stack yet
-                at: from.unwrap_or_else(|| FilePos {
+                at: from.cloned().unwrap_or_else(|| FilePos {
                     file: path.to_path_buf(),
                     pos: super::Pos { line: 1, col: 1 },
                 }),
                 chain,
             });
         }
-        let text = self.fs.read(path).map_err(|e| ConfError::Open {
-            path: path.to_path_buf(),
-            reason: io_reason(&e),
-            included_from: from,
-        })?;
-        let idx = match self.index.get(path) {
-            Some(&i) => i,
+        let idx = match known {
+            Some(i) => i,
             None => {
+                let text = self.fs.read(path).map_err(|e| ConfError::Open {
+                    path: path.to_path_buf(),
+                    reason: io_reason(&e),
+                    included_from: from.cloned(),
+                })?;
                 let i = self.files.len();
                 self.files.push(SourceFile {
                     path: path.to_path_buf(),
-                    text: text.clone(),
+                    text,
                 });
                 self.index.insert(path.to_path_buf(), i);
                 i
             }
         };
-        let directives = parse(path, &text, idx)?;
-        self.stack.push(path.to_path_buf());
-        let expanded = self.expand(directives, path);
+        let text = self.files.get(idx).map_or("", |f| f.text.as_str());
+        let mut directives = parse(path, text, idx)?;
+        self.stack.push((idx, path.to_path_buf()));
+        let expanded = self.expand(&mut directives, path);
         self.stack.pop();
-        expanded
+        expanded.map(|()| directives)
     }
 
     /// Replaces each `include` by itself followed by the directives it names, recursively.
-    fn expand(
-        &mut self,
-        directives: Vec<Directive>,
-        path: &Path,
-    ) -> Result<Vec<Directive>, ConfError> {
-        let mut out = Vec::with_capacity(directives.len());
-        for mut d in directives {
-            if let Some(children) = d.block.take() {
-                d.block = Some(self.expand(children, path)?);
+    fn expand(&mut self, directives: &mut Vec<Directive>, path: &Path) -> Result<(), ConfError> {
+        if !directives.iter().any(|d| d.name == "include") {
+            // nothing to insert at this level: the blocks are expanded where they stand
+            for d in directives.iter_mut() {
+                if let Some(children) = d.block.as_mut() {
+                    self.expand(children, path)?;
+                }
+            }
+            return Ok(());
+        }
+        let directives_in = std::mem::take(directives);
+        let out = directives;
+        out.reserve(directives_in.len());
+        for mut d in directives_in {
+            if let Some(children) = d.block.as_mut() {
+                self.expand(children, path)?;
             }
             if d.name != "include" {
                 out.push(d);
@@ -222,7 +240,7 @@ impl Loader<'_> {
                 });
             }
             let target = match d.args.as_slice() {
-                [arg] => self.prefix.join(&arg.value),
+                [arg] => self.prefix.join(arg.value.as_str()),
                 _ => {
                     return Err(ConfError::Syntax {
                         at,
@@ -233,7 +251,8 @@ impl Loader<'_> {
             out.push(d);
             let bytes = target.as_os_str().as_bytes();
             if !bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'[')) {
-                out.extend(self.file(&target, Some(at))?);
+                let included = self.file(&target, Some(&at))?;
+                out.extend(included);
                 continue;
             }
             let mut matches = self.fs.glob(&target).map_err(|e| ConfError::Glob {
@@ -243,10 +262,11 @@ impl Loader<'_> {
             })?;
             matches.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
             for m in matches {
-                out.extend(self.file(&m, Some(at.clone()))?);
+                let included = self.file(&m, Some(&at))?;
+                out.extend(included);
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -266,7 +286,7 @@ mod tests {
         ds.iter()
             .map(|d| match &d.block {
                 Some(b) => format!("{}{{{}}}", d.name, names(b).join(" ")),
-                None => d.name.clone(),
+                None => d.name.to_string(),
             })
             .collect()
     }

@@ -1,12 +1,14 @@
 //! Splits nginx configuration text into statements, following the rules of nginx's own
 //! `ngx_conf_read_token`: where words end, how quotes, `\` escapes, `${var}` and `#` comments work.
 
+use compact_str::CompactString;
+
 /// One word with its byte range (quotes included) and its unescaped value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Word {
     pub start: usize,
     pub end: usize,
-    pub value: String,
+    pub value: CompactString,
 }
 
 /// What ended a statement.
@@ -23,6 +25,7 @@ pub(crate) enum Stop {
 }
 
 /// The words of one directive and what ended them.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Statement {
     pub words: Vec<Word>,
@@ -52,13 +55,18 @@ fn is_space(ch: u8) -> bool {
 }
 
 /// nginx's unescaping: `\"`, `\'`, `\\` drop the backslash, `\t` `\r` `\n` become control
-/// characters, any other backslash stays.
-fn unescape(raw: &[u8]) -> String {
-    let mut out = Vec::with_capacity(raw.len());
+/// characters, any other backslash stays. A word without a backslash (nearly all) is copied as
+/// it is.
+fn unescape(raw: &str) -> CompactString {
+    let bytes = raw.as_bytes();
+    if !bytes.contains(&b'\\') {
+        return CompactString::new(raw);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while let Some(&b) = raw.get(i) {
+    while let Some(&b) = bytes.get(i) {
         if b == b'\\' {
-            match raw.get(i + 1) {
+            match bytes.get(i + 1) {
                 Some(&c @ (b'"' | b'\'' | b'\\')) => {
                     out.push(c);
                     i += 2;
@@ -85,7 +93,11 @@ fn unescape(raw: &[u8]) -> String {
         out.push(b);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // only ASCII bytes were dropped or replaced, so the text stays UTF-8
+    match String::from_utf8(out) {
+        Ok(text) => CompactString::from(text),
+        Err(e) => CompactString::from_utf8_lossy(e.as_bytes()),
+    }
 }
 
 impl<'a> Lexer<'a> {
@@ -102,9 +114,18 @@ impl<'a> Lexer<'a> {
     }
 
     /// Reads the words up to the next `;`, `{`, `}` or the end of the text.
+    #[cfg(test)]
     pub(crate) fn next_statement(&mut self) -> Result<Statement, LexError> {
+        let mut words = Vec::new();
+        let end = self.next_into(&mut words)?;
+        Ok(Statement { words, end })
+    }
+
+    /// Reads the words up to the next `;`, `{`, `}` or the end of the text into `words` (cleared
+    /// first, so that one buffer serves every statement) and returns what ended them.
+    pub(crate) fn next_into(&mut self, words: &mut Vec<Word>) -> Result<Stop, LexError> {
         let bytes = self.text.as_bytes();
-        let mut words: Vec<Word> = Vec::new();
+        words.clear();
         let mut need_space = false;
         let mut last_space = true;
         let mut comment = false;
@@ -124,10 +145,7 @@ impl<'a> Lexer<'a> {
                     let started = words.first().map_or(start, |w| w.start);
                     return Err(LexError::UnexpectedEof { started });
                 }
-                return Ok(Statement {
-                    words,
-                    end: Stop::Eof,
-                });
+                return Ok(Stop::Eof);
             };
             let at = self.pos;
             self.pos += 1;
@@ -149,7 +167,7 @@ impl<'a> Lexer<'a> {
                     continue;
                 }
                 if let Some(end) = terminator(ch, at) {
-                    return Ok(Statement { words, end });
+                    return Ok(end);
                 }
                 match ch {
                     b')' => {
@@ -180,16 +198,13 @@ impl<'a> Lexer<'a> {
                         } else {
                             Stop::Semicolon(at)
                         };
-                        return Ok(Statement { words, end });
+                        return Ok(end);
                     }
                     b'}' => {
                         if !words.is_empty() {
                             return Err(LexError::Unexpected { at, ch: '}' });
                         }
-                        return Ok(Statement {
-                            words,
-                            end: Stop::BlockEnd(at),
-                        });
+                        return Ok(Stop::BlockEnd(at));
                     }
                     b'#' => comment = true,
                     b'\\' => {
@@ -242,7 +257,7 @@ impl<'a> Lexer<'a> {
             } else {
                 last_space = true;
             }
-            let value = unescape(bytes.get(start..at).unwrap_or_default());
+            let value = unescape(self.text.get(start..at).unwrap_or_default());
             let (wstart, wend) = if quoted {
                 (start.saturating_sub(1), at + 1)
             } else {
@@ -254,7 +269,7 @@ impl<'a> Lexer<'a> {
                 value,
             });
             if let (false, Some(end)) = (quoted, terminator(ch, at)) {
-                return Ok(Statement { words, end });
+                return Ok(end);
             }
         }
     }
@@ -368,7 +383,10 @@ mod tests {
         loop {
             let st = lexer.next_statement().unwrap();
             let end = st.end;
-            out.push((st.words.into_iter().map(|w| w.value).collect(), end));
+            out.push((
+                st.words.into_iter().map(|w| w.value.to_string()).collect(),
+                end,
+            ));
             if end == Stop::Eof {
                 return out;
             }

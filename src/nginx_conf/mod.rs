@@ -13,6 +13,7 @@ mod parse;
 use std::fmt;
 use std::path::PathBuf;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 pub use include::{load, text_of_bytes, MemFs, RealFs, SourceFs};
@@ -46,9 +47,11 @@ impl fmt::Display for Pos {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Arg {
     /// The value as nginx sees it: quotes removed, `\"` `\'` `\\` `\t` `\r` `\n` unescaped.
-    pub value: String,
+    /// (A short word is held inline, without an allocation of its own: a large configuration
+    /// has hundreds of thousands of them.)
+    pub value: CompactString,
     /// The word exactly as written, quotes included.
-    pub raw: String,
+    pub raw: CompactString,
     /// Where `raw` stands in its file.
     pub span: Span,
     /// Line and column of the first byte of `raw`.
@@ -59,7 +62,7 @@ pub struct Arg {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directive {
     /// The directive name (the unescaped first word).
-    pub name: String,
+    pub name: CompactString,
     /// The arguments after the name.
     pub args: Vec<Arg>,
     /// Index of the file it was read from in [`Config::files`].
@@ -356,7 +359,7 @@ mod fixture_tests {
         fn check(conf: &Config, ds: &[Directive]) {
             for d in ds {
                 let text = conf.text_of(d).unwrap();
-                assert!(text.starts_with(&d.name), "{text}");
+                assert!(text.starts_with(d.name.as_str()), "{text}");
                 assert!(text.ends_with(';') || text.ends_with('}'), "{text}");
                 for a in &d.args {
                     let file = &conf.files[d.file].text;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::lexer::{LexError, Lexer, Statement, Stop, Word};
+use super::lexer::{LexError, Lexer, Stop, Word};
 use super::{Arg, ConfError, Directive, FilePos, Pos, Span};
 
 /// Blocks nested deeper than this are refused rather than risk the stack.
@@ -44,6 +44,8 @@ struct Parser<'a> {
     file: usize,
     lines: LineIndex<'a>,
     lexer: Lexer<'a>,
+    /// The words of the statement being read, one buffer for all of them.
+    words: Vec<Word>,
 }
 
 /// Parses the text of one file into its directives, without expanding `include`.
@@ -56,6 +58,7 @@ pub fn parse(path: &Path, text: &str, file: usize) -> Result<Vec<Directive>, Con
         file,
         lines: LineIndex::new(text),
         lexer: Lexer::new(text),
+        words: Vec::new(),
     };
     let (directives, _) = parser.block(None, 0)?;
     Ok(directives)
@@ -99,11 +102,7 @@ impl Parser<'_> {
 
     fn arg(&self, w: Word) -> Arg {
         Arg {
-            raw: self
-                .text
-                .get(w.start..w.end)
-                .unwrap_or_default()
-                .to_string(),
+            raw: self.text.get(w.start..w.end).unwrap_or_default().into(),
             span: Span {
                 start: w.start,
                 end: w.end,
@@ -122,10 +121,15 @@ impl Parser<'_> {
     ) -> Result<(Vec<Directive>, usize), ConfError> {
         let mut out = Vec::new();
         loop {
-            let Statement { words, end } =
-                self.lexer.next_statement().map_err(|e| self.lex_error(e))?;
-            let mut words = words.into_iter();
+            let end = self
+                .lexer
+                .next_into(&mut self.words)
+                .map_err(|e| self.lex_error(e))?;
+            let mut buffer = std::mem::take(&mut self.words);
+            let mut words = buffer.drain(..);
             let name = words.next();
+            let args: Vec<Arg> = words.map(|w| self.arg(w)).collect();
+            self.words = buffer;
             match (name, end) {
                 (_, Stop::BlockEnd(at)) => {
                     return match opened {
@@ -156,7 +160,7 @@ impl Parser<'_> {
                     let start = name.start;
                     out.push(Directive {
                         name: name.value,
-                        args: words.map(|w| self.arg(w)).collect(),
+                        args,
                         file: self.file,
                         span: Span { start, end: at + 1 },
                         pos: self.lines.pos(start),
@@ -171,7 +175,6 @@ impl Parser<'_> {
                             format!("blocks nested more than {MAX_DEPTH} levels deep"),
                         ));
                     }
-                    let args = words.map(|w| self.arg(w)).collect();
                     let (children, close) = if name.value.ends_with("_by_lua_block") {
                         // OpenResty: the block holds Lua code, kept opaque
                         let close = self.lexer.skip_lua_block(start).map_err(|e| match e {
