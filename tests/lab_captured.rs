@@ -72,12 +72,11 @@ fn save(lab: &Lab, name: &str, facts: &Value) {
     fs::create_dir_all(&dir).unwrap();
     let text = serde_json::to_string_pretty(facts).unwrap() + "\n";
     fs::write(dir.join(format!("{name}.json")), text).unwrap();
-    for file in ["medic.yaml", "config/web.env", "config/api.env"] {
-        let bytes = fs::read(lab.dir.join(file)).unwrap();
-        let flat = file.replace('/', "-");
-        fs::write(dir.join(format!("{name}.{flat}")), bytes).unwrap();
+    for env in ["web.env", "api.env"] {
+        let bytes = fs::read(lab.dir.join("config").join(env)).unwrap();
+        fs::write(dir.join(format!("{name}.{env}")), bytes).unwrap();
     }
-    fs::write(dir.join("lab-dir"), lab.dir.display().to_string()).unwrap();
+    fs::copy(lab.config(), dir.join("medic.yaml")).unwrap();
 }
 
 #[test]
