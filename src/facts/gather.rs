@@ -121,21 +121,9 @@ pub async fn gather_remembering(
         taken_at,
     );
     let worker = nginx.ok().and_then(|n| worker_identity(n.user.as_deref()));
-    let unix_paths = nginx.ok().map_or_else(Vec::new, |n| {
-        let mut paths: Vec<String> = all_dialled(n)
-            .into_iter()
-            .filter_map(|d| match d {
-                Dialled::Unix { path } => Some(path),
-                Dialled::Tcp { .. } => None,
-            })
-            .collect();
-        paths.sort();
-        paths.dedup();
-        paths
-            .iter()
-            .map(|p| unix_path_facts(p, worker.as_ref()))
-            .collect()
-    });
+    let unix_paths = nginx
+        .ok()
+        .map_or_else(Vec::new, |n| unix_paths_of(n, worker.as_ref()));
     let disk = disk_facts(settings, nginx.ok(), error_log.ok(), &pm2);
     let mut facts = Facts {
         taken_at,
@@ -157,8 +145,15 @@ pub async fn gather_remembering(
         verified_edits: Vec::new(),
         last_good,
     };
-    facts.backend_probes = backend_probes(&facts).await;
-    facts.reproductions = reproductions(&facts).await;
+    finish(settings, &mut facts).await;
+    facts
+}
+
+/// What every snapshot, full or targeted, reads last, from what it gathered: the direct
+/// requests, the reproductions, and what the audit journal says of the site files.
+async fn finish(settings: &Settings, facts: &mut Facts) {
+    facts.backend_probes = backend_probes(facts).await;
+    facts.reproductions = reproductions(facts).await;
     let mut site_files: Vec<&std::path::Path> = facts
         .routes
         .iter()
@@ -168,9 +163,26 @@ pub async fn gather_remembering(
     site_files.dedup();
     let rolled_back =
         super::attempts::rolled_back_directive_edits(&settings.state_dir, &site_files);
+    let verified = super::attempts::verified_edits(&settings.state_dir, &site_files);
     facts.rolled_back_edits = rolled_back;
-    facts.verified_edits = super::attempts::verified_edits(&settings.state_dir, &site_files);
-    facts
+    facts.verified_edits = verified;
+}
+
+/// What nginx's workers see at each unix socket path the configuration dials.
+fn unix_paths_of(
+    n: &super::nginx::NginxFacts,
+    worker: Option<&super::socket_access::WorkerIdentity>,
+) -> Vec<super::socket_access::UnixPathFacts> {
+    let mut paths: Vec<String> = all_dialled(n)
+        .into_iter()
+        .filter_map(|d| match d {
+            Dialled::Unix { path } => Some(path),
+            Dialled::Tcp { .. } => None,
+        })
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths.iter().map(|p| unix_path_facts(p, worker)).collect()
 }
 
 // --- the daemon's targeted snapshot ------------------------------------------------------------
@@ -324,22 +336,29 @@ pub async fn gather_targeted(
     if !pm2.is_empty() {
         return None; // a PM2 daemon appeared: the full snapshot reads its apps
     }
-    if !previous.reproductions.is_empty() {
-        return None; // a reproduction proves a fault only when it was made: never reused
-    }
+    // read again as a full snapshot does: a socket's owner and mode, the bind keys' values,
+    // the journal's record of the site files and the reproductions change with the fault
+    let unix_paths = unix_paths_of(n, previous.worker.as_ref());
+    let disk = disk_facts(settings, Some(n), error_log.ok(), &pm2);
+    let last_good = Gathered::from_result(
+        super::last_good::LastGood::load(&settings.state_dir)
+            .map_err(|e| crate::error_text::chain(&e)),
+    );
     let mut facts = Facts {
         taken_at,
         sockets: Gathered::Ok { data: sockets },
         units: Gathered::Ok { data: unit_list },
         error_log,
         routes: routes.into_iter().map(std::sync::Arc::new).collect(),
+        unix_paths,
         fpm_pools,
+        disk,
         pm2,
         supervision,
-        backend_probes: Vec::new(),
+        last_good,
         ..previous.clone()
     };
-    facts.backend_probes = backend_probes(&facts).await;
+    finish(settings, &mut facts).await;
     Some((facts, fresh))
 }
 
