@@ -28,10 +28,9 @@ fn captured(lab: &Lab) -> (Value, Facts) {
     (value, facts)
 }
 
-/// `(cause, unit)` of each finding, as the binary's `diagnose --json` prints them.
-fn binary_findings(lab: &Lab) -> Vec<(String, String)> {
-    let (_, diagnosed) = lab.medic_json(&["diagnose"]);
-    let mut found: Vec<(String, String)> = diagnosed["findings"]
+/// `(cause, unit)` of each finding of a `findings` JSON array, sorted.
+fn causes_and_units(findings: &Value) -> Vec<(String, String)> {
+    let mut found: Vec<(String, String)> = findings
         .as_array()
         .expect("findings")
         .iter()
@@ -46,23 +45,16 @@ fn binary_findings(lab: &Lab) -> Vec<(String, String)> {
     found
 }
 
+/// The findings as the binary's `diagnose --json` prints them.
+fn binary_findings(lab: &Lab) -> Vec<(String, String)> {
+    let (_, diagnosed) = lab.medic_json(&["diagnose"]);
+    causes_and_units(&diagnosed["findings"])
+}
+
 fn library_findings(facts: &Facts, settings: &Settings) -> Vec<(String, String)> {
     let playbooks = pipeline::load_playbooks(settings).expect("the shipped playbooks load");
     let d = pipeline::diagnose(facts, &playbooks, settings);
-    let value = serde_json::to_value(&d.findings).expect("findings serialize");
-    let mut found: Vec<(String, String)> = value
-        .as_array()
-        .expect("findings")
-        .iter()
-        .map(|f| {
-            (
-                f["cause"].as_str().unwrap_or_default().to_string(),
-                f["unit"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    found.sort();
-    found
+    causes_and_units(&serde_json::to_value(&d.findings).expect("findings serialize"))
 }
 
 fn save(lab: &Lab, name: &str, facts: &Value) {
