@@ -96,18 +96,7 @@ pub async fn gather_remembering(
                 remembered,
                 last_good: last_good.ok().unwrap_or(&no_memory),
             };
-            // each name once per snapshot: a name in many upstreams costs one lookup (and a
-            // dead resolver one timeout, not one per server)
-            let resolved = std::cell::RefCell::new(BTreeMap::<String, Vec<IpAddr>>::new());
-            let resolve_once = |host: &str| {
-                if let Some(ips) = resolved.borrow().get(host) {
-                    return ips.clone();
-                }
-                let ips = resolve(host);
-                resolved.borrow_mut().insert(host.to_string(), ips.clone());
-                ips
-            };
-            mapping::routes(n, &input, &resolve_once)
+            routes_resolving_once(n, &input)
         }
         _ => Vec::new(),
     };
@@ -166,6 +155,24 @@ async fn finish(settings: &Settings, facts: &mut Facts) {
     let verified = super::attempts::verified_edits(&settings.state_dir, &site_files);
     facts.rolled_back_edits = rolled_back;
     facts.verified_edits = verified;
+}
+
+/// The routes of the configuration, each host name resolved once per snapshot: a name in many
+/// upstreams costs one lookup (and a dead resolver one timeout, not one per server).
+fn routes_resolving_once(
+    n: &super::nginx::NginxFacts,
+    input: &MappingInput<'_>,
+) -> Vec<mapping::Route> {
+    let resolved = std::cell::RefCell::new(BTreeMap::<String, Vec<IpAddr>>::new());
+    let resolve_once = |host: &str| {
+        if let Some(ips) = resolved.borrow().get(host) {
+            return ips.clone();
+        }
+        let ips = resolve(host);
+        resolved.borrow_mut().insert(host.to_string(), ips.clone());
+        ips
+    };
+    mapping::routes(n, input, &resolve_once)
 }
 
 /// What nginx's workers see at each unix socket path the configuration dials.
@@ -305,16 +312,7 @@ pub async fn gather_targeted(
         remembered,
         last_good: previous.last_good.ok().unwrap_or(&no_memory),
     };
-    let resolved = std::cell::RefCell::new(BTreeMap::<String, Vec<IpAddr>>::new());
-    let resolve_once = |host: &str| {
-        if let Some(ips) = resolved.borrow().get(host) {
-            return ips.clone();
-        }
-        let ips = resolve(host);
-        resolved.borrow_mut().insert(host.to_string(), ips.clone());
-        ips
-    };
-    let routes = mapping::routes(n, &input, &resolve_once);
+    let routes = routes_resolving_once(n, &input);
     let taken_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
