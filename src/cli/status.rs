@@ -177,8 +177,8 @@ fn row(now: f64, t: &TargetStatus) -> Vec<String> {
     if b.rate_limited {
         brakes.push_str(", rate limited");
     }
-    if let Some(e) = &b.escalated {
-        brakes.push_str(&format!(", escalated: {e}"));
+    if let Some(e) = b.escalated {
+        brakes.push_str(&format!(", escalated: {}", e.as_str()));
     }
     vec![
         t.target.clone(),

@@ -22,7 +22,7 @@ pub const JOURNAL_WINDOW: u64 = 4 << 20;
 pub const ESCALATE: &str = "escalate";
 
 /// Why a target (or, for the breaker, every target) was handed to a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EscalationReason {
     /// Heals failed, or the fault came back right after them, too often.
@@ -486,8 +486,10 @@ impl Budget {
     }
 }
 
-/// A read-only view of one target's brakes, for `nginx-medic status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A read-only view of one target's brakes, for `nginx-medic status` (also as the status file
+/// holds it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Brakes {
     /// Remediations within the rate limit's window, and the limit.
     pub actions: u32,

@@ -632,7 +632,7 @@ impl Daemon {
                     opened: at(i.opened),
                     first_evidence: since_epoch(i.first_evidence),
                 }),
-                brakes: self.budget.brakes(address, now).into(),
+                brakes: self.budget.brakes(address, now),
             })
             .collect();
         let (paused, pause_error) = match self.pauses.as_ref().map(|w| w.state()) {

@@ -67,7 +67,7 @@ pub struct TargetStatus {
     /// Triggers about it absorbed by the storm rule in this state.
     pub absorbed: u64,
     pub incident: Option<IncidentStatus>,
-    pub brakes: BrakesStatus,
+    pub brakes: Brakes,
 }
 
 /// The state names (as `reconcile::State`), for reading the file back.
@@ -118,37 +118,6 @@ pub struct IncidentStatus {
     pub opened: f64,
     /// The fault's first evidence (`nginx_medic_heal_seconds` counts from here).
     pub first_evidence: f64,
-}
-
-/// A target's brakes (`budget::Brakes`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BrakesStatus {
-    pub actions: u32,
-    pub max_actions: u32,
-    pub rate_per_seconds: u64,
-    pub failures: u32,
-    pub max_failures: u32,
-    pub crash_within_seconds: u64,
-    pub rate_limited: bool,
-    /// `crash_loop`, `unit_restarts`, `rate_limited`, `circuit_open`, `own_environment`,
-    /// `rollback_incomplete`.
-    pub escalated: Option<String>,
-}
-
-impl From<Brakes> for BrakesStatus {
-    fn from(b: Brakes) -> Self {
-        Self {
-            actions: b.actions,
-            max_actions: b.max_actions,
-            rate_per_seconds: b.rate_per_seconds,
-            failures: b.failures,
-            max_failures: b.max_failures,
-            crash_within_seconds: b.crash_within_seconds,
-            rate_limited: b.rate_limited,
-            escalated: b.escalated.map(|e| e.as_str().to_string()),
-        }
-    }
 }
 
 /// A pause in force.
