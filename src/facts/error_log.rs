@@ -151,10 +151,41 @@ pub fn local_now() -> jiff::civil::DateTime {
 /// [`FUTURE_SLACK`]. A time that does not read as a date is not in the future (the parser
 /// only keeps lines that open with nginx's time stamp).
 pub fn is_future(time: &str, now: jiff::civil::DateTime) -> bool {
-    let Ok(at) = jiff::civil::DateTime::strptime("%Y/%m/%d %H:%M:%S", time) else {
-        return false;
-    };
-    now.checked_add(FUTURE_SLACK).is_ok_and(|limit| at > limit)
+    FutureLimit::of(now).is_passed_by(time)
+}
+
+/// [`is_future`]'s limit, worked out once for a whole log.
+struct FutureLimit {
+    limit: Option<jiff::civil::DateTime>,
+    /// The limit as nginx writes a time: a time of that fixed shape (zero-padded numbers,
+    /// largest first) that sorts at or before it as text is not later, so the common line is
+    /// told with one compare and no date parse.
+    text: Option<String>,
+}
+
+impl FutureLimit {
+    const FORMAT: &'static str = "%Y/%m/%d %H:%M:%S";
+
+    fn of(now: jiff::civil::DateTime) -> Self {
+        let limit = now.checked_add(FUTURE_SLACK).ok();
+        let text = limit
+            .map(|l| l.strftime(Self::FORMAT).to_string())
+            .filter(|t| split_time(t).is_some_and(|(_, rest)| rest.is_empty()));
+        FutureLimit { limit, text }
+    }
+
+    fn is_passed_by(&self, time: &str) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        let shaped = split_time(time).is_some_and(|(_, rest)| rest.is_empty());
+        if let Some(text) = &self.text {
+            if shaped && time <= text.as_str() {
+                return false;
+            }
+        }
+        jiff::civil::DateTime::strptime(Self::FORMAT, time).is_ok_and(|at| at > limit)
+    }
 }
 
 impl ErrorLogFacts {
@@ -165,7 +196,8 @@ impl ErrorLogFacts {
     /// every real line look old.
     pub fn reject_future(&mut self, now: jiff::civil::DateTime) {
         let before = self.entries.len();
-        self.entries.retain(|e| !is_future(&e.time, now));
+        let limit = FutureLimit::of(now);
+        self.entries.retain(|e| !limit.is_passed_by(&e.time));
         let rejected = before - self.entries.len();
         if rejected == 0 {
             return;
@@ -436,13 +468,13 @@ fn finders() -> &'static Finders {
     })
 }
 
-/// Where the last ` while ` starts in `message`. The message is short and the text near its
-/// end: a backward loop over its bytes beats a general reverse search there.
+/// Where the last ` while ` starts in `message`: the `w`s from the end, each checked for the
+/// whole text around it (a vectorised search for the one byte, then one compare).
 fn rfind_while(message: &str) -> Option<usize> {
     let bytes = message.as_bytes();
-    let last = bytes.len().checked_sub(WHILE.len())?;
-    (0..=last).rev().find(|&i| {
-        bytes.get(i + 1) == Some(&b'w') && bytes.get(i..i + WHILE.len()) == Some(WHILE.as_bytes())
+    memchr::memrchr_iter(b'w', bytes).find_map(|w| {
+        let i = w.checked_sub(1)?;
+        (bytes.get(i..i + WHILE.len()) == Some(WHILE.as_bytes())).then_some(i)
     })
 }
 
@@ -453,18 +485,15 @@ fn split_at_text<'s>(s: &'s str, text: &str) -> Option<(&'s str, &'s str)> {
     Some((s.get(..i)?, s.get(i + text.len()..)?))
 }
 
-/// Where the first `text` (of two bytes or more, the first ASCII) starts in `s`. The texts
-/// searched for this way are near (a field's end a few bytes on): a plain loop finds them
-/// sooner than a vectorised search gets going.
+/// Where the first `text` (of two bytes or more, the first ASCII) starts in `s`: each
+/// occurrence of its first byte (a vectorised search) is compared with the rest.
 fn find_text(s: &str, text: &str) -> Option<usize> {
     let (&first, rest) = text.as_bytes().split_first()?;
     let bytes = s.as_bytes();
-    (0..bytes.len()).find(|&i| {
-        bytes.get(i) == Some(&first)
-            && rest
-                .iter()
-                .enumerate()
-                .all(|(k, b)| bytes.get(i + 1 + k) == Some(b))
+    memchr::memchr_iter(first, bytes).find(|&i| {
+        bytes
+            .get(i + 1..)
+            .is_some_and(|after| after.starts_with(rest))
     })
 }
 
@@ -634,10 +663,7 @@ fn dialled_after_scheme<'u>(scheme: Option<&str>, rest: &'u str) -> Option<Cow<'
             None => Cow::Owned(format!("unix:{path}")),
         });
     }
-    let end = rest
-        .bytes()
-        .position(|b| b == b'/' || b == b'?')
-        .unwrap_or(rest.len());
+    let end = memchr::memchr2(b'/', b'?', rest.as_bytes()).unwrap_or(rest.len());
     let authority = rest.get(..end).unwrap_or(rest);
     if is_normal_ipv4_and_port(authority) {
         return Some(Cow::Borrowed(authority));
@@ -1188,6 +1214,9 @@ mod tests {
         assert!(is_future("2026/11/26 09:09:01", now));
         assert!(!is_future("2025/01/01 00:00:00", now));
         assert!(!is_future("not a time", now));
+        // of nginx's shape but no date: later as text, not later in time
+        assert!(!is_future("2026/13/40 99:99:99", now));
+        assert!(!is_future("2026/11/26 09:09:00 and more", now));
         // across midnight and a year's end
         let late = jiff::civil::date(2026, 12, 31).at(23, 59, 30, 0);
         assert!(!is_future("2027/01/01 00:00:29", late));
