@@ -270,6 +270,12 @@ pub async fn run(
     let first = guarded(daemon.evaluate(None), &mut signals, &shared.stop_requested).await;
     notifier.ready(&daemon.summary());
     tracing::info!(status = %daemon.summary(), "ready");
+    // start-up is over: its code need not stay resident (memory.rs)
+    let paged_out = memory::page_out_own_code();
+    tracing::debug!(
+        bytes = paged_out,
+        "the executable's start-up pages handed back"
+    );
     if first.retry {
         daemon.reconciler.retry_all(Instant::now());
     }
