@@ -27,12 +27,15 @@ struct Output<'a> {
 }
 
 pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
-    let d = diagnose(settings).await?;
-    let healthy = d.findings.is_empty();
+    let playbooks = playbooks(settings)?;
+    let facts = pipeline::gather(settings, &Procfs::system()).await;
+    // only the findings are printed: each target is dropped once evaluated
+    let (targets, findings) = pipeline::findings(&facts, &playbooks, settings);
+    let healthy = findings.is_empty();
     if args.json {
         let out = Output {
             healthy,
-            findings: &d.findings,
+            findings: &findings,
         };
         // straight to stdout: at 10,000 sites the text is ~19 MB, not worth holding twice
         let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
@@ -40,11 +43,11 @@ pub async fn run(settings: &Settings, args: &Args) -> anyhow::Result<Exit> {
         writeln!(stdout)?;
         stdout.flush()?;
     } else {
-        print!("{}", render(&d.findings, d.targets.len()));
+        print!("{}", render(&findings, targets));
     }
     // the process ends here: freeing a snapshot of thousands of sites piece by piece took
     // about a sixth of the run, and the OS takes the memory back at once
-    std::mem::forget(d);
+    std::mem::forget((facts, playbooks, findings));
     Ok(if healthy { Exit::Ok } else { Exit::Findings })
 }
 

@@ -7,18 +7,32 @@ use serde_json::Value;
 
 use crate::playbook::{Condition, FactPath, FactTest, Requirement};
 
+/// What conditions look facts up in: a whole context as JSON, or one that makes each top-level
+/// section JSON only when a condition first reads it (`engine::evaluate`).
+pub trait Facts {
+    /// The value at `path`, or `None` when the path is absent (missing, or through or onto
+    /// null).
+    fn fact(&self, path: &FactPath) -> Option<&Value>;
+}
+
+impl Facts for Value {
+    fn fact(&self, path: &FactPath) -> Option<&Value> {
+        lookup(path, self)
+    }
+}
+
 /// Whether `condition` holds in `ctx`.
-pub fn evaluate(condition: &Condition, ctx: &Value) -> bool {
+pub fn evaluate<C: Facts + ?Sized>(condition: &Condition, ctx: &C) -> bool {
     match condition {
         Condition::All(conditions) => conditions.iter().all(|c| evaluate(c, ctx)),
         Condition::Any(conditions) => conditions.iter().any(|c| evaluate(c, ctx)),
         Condition::Not(condition) => !evaluate(condition, ctx),
-        Condition::Fact { path, test } => test_fact(lookup(path, ctx), test),
+        Condition::Fact { path, test } => test_fact(ctx.fact(path), test),
     }
 }
 
 /// The `missing` texts of the requirements that do not hold in `ctx`, in order.
-pub fn unmet(requirements: &[Requirement], ctx: &Value) -> Vec<String> {
+pub fn unmet<C: Facts + ?Sized>(requirements: &[Requirement], ctx: &C) -> Vec<String> {
     requirements
         .iter()
         .filter(|r| !evaluate(&r.condition, ctx))
@@ -28,8 +42,12 @@ pub fn unmet(requirements: &[Requirement], ctx: &Value) -> Vec<String> {
 
 /// The value at `path`, or `None` when the path is absent (missing, or through or onto null).
 pub fn lookup<'a>(path: &FactPath, ctx: &'a Value) -> Option<&'a Value> {
-    let mut value = ctx;
-    for segment in path.segments() {
+    lookup_in(path.segments(), ctx)
+}
+
+/// [`lookup`] of the segments `path` below `value`.
+pub fn lookup_in<'a>(path: &[String], mut value: &'a Value) -> Option<&'a Value> {
+    for segment in path {
         value = match value {
             Value::Object(map) => map.get(segment)?,
             Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,

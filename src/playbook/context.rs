@@ -326,11 +326,50 @@ pub fn recent_classes() -> impl Iterator<Item = LogClass> {
     LogClass::ALL.into_iter().filter(|c| *c != LogClass::Other)
 }
 
+/// The top-level members of [`TargetContext::json`], in the order of the struct's fields.
+pub const SECTIONS: [&str; 12] = [
+    "site",
+    "pass",
+    "endpoint",
+    "unit",
+    "nginx",
+    "log",
+    "location",
+    "route",
+    "recent",
+    "reproduction",
+    "pm2",
+    "unsupervised",
+];
+
 impl TargetContext {
     /// The JSON playbooks see: what `when` conditions look up and templates render.
     pub fn json(&self) -> serde_json::Value {
         // a struct of strings, numbers and maps keyed by unit variants: it always serializes
         serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// One member of [`TargetContext::json`] (one of [`SECTIONS`]), alone: most conditions
+    /// read one or two sections, and the whole context is the larger part of a target's cost.
+    /// `null` for an absent section or a name that is none.
+    pub fn section_json(&self, name: &str) -> serde_json::Value {
+        use serde_json::to_value;
+        let value = match name {
+            "site" => to_value(&self.site),
+            "pass" => to_value(&self.pass),
+            "endpoint" => to_value(&self.endpoint),
+            "unit" => to_value(&self.unit),
+            "nginx" => to_value(&self.nginx),
+            "log" => to_value(&self.log),
+            "location" => to_value(&self.location),
+            "route" => to_value(&self.route),
+            "recent" => to_value(&self.recent),
+            "reproduction" => to_value(&self.reproduction),
+            "pm2" => to_value(&self.pm2),
+            "unsupervised" => to_value(&self.unsupervised),
+            _ => return serde_json::Value::Null,
+        };
+        value.unwrap_or(serde_json::Value::Null)
     }
 
     /// A context with every field filled in (unit and bind present, one other port, even
@@ -564,6 +603,25 @@ impl TargetContext {
 mod tests {
     use super::*;
     use serde_json::Value;
+
+    #[test]
+    fn each_section_alone_is_the_member_of_the_whole_context() {
+        let ctx = TargetContext::sample();
+        let Value::Object(whole) = ctx.json() else {
+            panic!("the context is an object");
+        };
+        let names: Vec<&str> = whole.keys().map(String::as_str).collect();
+        let mut sections = SECTIONS.to_vec();
+        sections.sort_unstable();
+        assert_eq!(
+            names, sections,
+            "SECTIONS names every member, and only those"
+        );
+        for name in SECTIONS {
+            assert_eq!(ctx.section_json(name), whole[name], "{name}");
+        }
+        assert_eq!(ctx.section_json("nope"), Value::Null);
+    }
 
     fn null_paths(value: &Value, path: &str, out: &mut Vec<String>) {
         match value {
