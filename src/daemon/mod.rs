@@ -31,7 +31,7 @@ use crate::engine::evaluate::Finding;
 use crate::engine::plan::{Plan, Step};
 use crate::facts::gather::{error_log_path, nginx_binary};
 use crate::facts::last_good::{LastGood, LocationKey};
-use crate::pipeline::{self, gather_remembering, InvalidPlaybooks};
+use crate::pipeline::{self, InvalidPlaybooks};
 use crate::playbook::PlaybookSet;
 use budget::{Budget, Decision, Escalation};
 use holds::{Announced, Change, Hold};
@@ -337,6 +337,7 @@ pub async fn run(
         }
     }
     notifier.stopping("stopping");
+    daemon.status.settle();
     tracing::info!("stopped");
     for task in tasks {
         task.abort();
@@ -476,7 +477,7 @@ struct Daemon {
     stuck_snapshot: Option<(JoinHandle<SnapshotResult>, Instant)>,
     /// The last snapshot, which a targeted one is built on.
     basis: Option<Arc<Basis>>,
-    /// The connection to systemd the heals use (`Daemon::systemd`).
+    /// The connection to systemd the snapshots and heals use (`Daemon::systemd`).
     bus: Option<Systemd>,
 }
 
@@ -527,6 +528,35 @@ struct StatusWriter {
     /// An instant and its wall time, taken at the first write.
     anchor: Option<(Instant, f64)>,
     warned: bool,
+    /// The write before a heal, on a thread of its own so that the heal does not wait for the
+    /// disk; the next write waits for it first, so the writes land in order.
+    in_flight: Option<std::thread::JoinHandle<Result<(), status::StatusError>>>,
+}
+
+impl StatusWriter {
+    /// Waits for the write in flight, if any, and notes how it went.
+    fn settle(&mut self) {
+        if let Some(write) = self.in_flight.take() {
+            match write.join() {
+                Ok(done) => self.noted(done),
+                Err(_) => tracing::warn!(
+                    "the status file's writer panicked; `nginx-medic status` shows an old state"
+                ),
+            }
+        }
+    }
+
+    fn noted(&mut self, done: Result<(), status::StatusError>) {
+        match done {
+            Ok(()) => self.warned = false,
+            Err(e) => {
+                if !self.warned {
+                    tracing::warn!(error = %one_line(&crate::error_text::chain(&e)), "cannot write the status file; `nginx-medic status` shows an old state");
+                }
+                self.warned = true;
+            }
+        }
+    }
 }
 
 /// The status file is written at most this often.
@@ -568,6 +598,13 @@ impl Daemon {
     /// The state as `nginx-medic status` reads it: written when it changed, at most once a
     /// second (a change within the second is written by the loop when the second is over).
     fn write_status(&mut self) {
+        self.write_status_now(false);
+    }
+
+    /// As [`Daemon::write_status`]; with `background`, the file is written on a thread of its
+    /// own (before a heal: the job is asked for without waiting for the disk).
+    fn write_status_now(&mut self, background: bool) {
+        self.status.settle();
         let doc = self.status_document();
         let changed = !self.status.written.as_ref().is_some_and(|w| {
             let mut w = w.clone();
@@ -584,15 +621,19 @@ impl Daemon {
         }
         self.status.last = Some(Instant::now());
         self.status.dirty = false;
-        match status::write(&self.settings.state_dir, &doc) {
-            Ok(()) => self.status.warned = false,
-            Err(e) => {
-                if !self.status.warned {
-                    tracing::warn!(error = %one_line(&crate::error_text::chain(&e)), "cannot write the status file; `nginx-medic status` shows an old state");
-                }
-                self.status.warned = true;
+        if background {
+            let (dir, written) = (self.settings.state_dir.clone(), doc.clone());
+            let spawned = std::thread::Builder::new()
+                .name("status".into())
+                .spawn(move || status::write(&dir, &written));
+            if let Ok(write) = spawned {
+                self.status.in_flight = Some(write);
+                self.status.written = Some(doc);
+                return;
             }
         }
+        let done = status::write(&self.settings.state_dir, &doc);
+        self.status.noted(done);
         self.status.written = Some(doc);
     }
 
@@ -754,6 +795,14 @@ impl Daemon {
         let _trim = memory::TrimOnDrop;
         crate::failpoint::stall_point!("daemon.evaluate");
         let started = Instant::now();
+        let waited = self
+            .triggered_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        tracing::debug!(
+            targeted = scope.is_some(),
+            since_trigger_us = waited.map(|w| w.as_micros() as u64),
+            "evaluating"
+        );
         self.refresh_pauses();
         let Some((facts, diagnosis, read)) = self.snapshot(scope.as_ref()).await else {
             return true; // evaluated again after the spacing
@@ -763,7 +812,7 @@ impl Daemon {
         let scope = match &read {
             Read::Full(_) => None,
             Read::Targeted(fresh) => {
-                tracing::debug!(units = ?fresh.units, sockets = fresh.sockets, error_log = fresh.error_log, took_ms = started.elapsed().as_millis() as u64, "targeted snapshot");
+                tracing::debug!(units = ?fresh.units, sockets = fresh.sockets, error_log = fresh.error_log, phases_us = ?fresh.took_us, took_ms = started.elapsed().as_millis() as u64, "targeted snapshot");
                 scope
             }
         };
@@ -955,7 +1004,7 @@ impl Daemon {
                         &finding.cause,
                         Instant::now(),
                     );
-                    self.write_status();
+                    self.write_status_now(true);
                     let verdict = self.act(&plan, finding, steps, error_log.clone()).await;
                     conclude(&key, verdict);
                 }
@@ -995,20 +1044,26 @@ impl Daemon {
         let owners = self.last_owners.clone();
         let basis = scope.and(self.basis.clone());
         let units = scope.map(|s| s.units.clone()).unwrap_or_default();
+        // the daemon's one connection (a new one per snapshot costs its handshake); without
+        // one, the snapshot tries its own
+        let systemd = self.systemd().await.ok();
         // the bus is driven by the daemon's own runtime meanwhile: a second runtime on the
         // thread would cost its memory at every snapshot
         let handle = tokio::runtime::Handle::current();
         let work = tokio::task::spawn_blocking(move || {
             let procfs = Procfs::system();
+            let systemd = systemd.as_ref();
             let targeted = basis.and_then(|b| {
                 handle.block_on(crate::facts::gather::gather_targeted(
-                    &settings, &procfs, &owners, &b.facts, &b.config, &units,
+                    &settings, &procfs, &owners, &b.facts, &b.config, &units, systemd,
                 ))
             });
             let (facts, read) = match targeted {
                 Some((facts, fresh)) => (facts, Read::Targeted(fresh)),
                 None => {
-                    let facts = handle.block_on(gather_remembering(&settings, &procfs, &owners));
+                    let facts = handle.block_on(crate::facts::gather::gather_on(
+                        &settings, &procfs, &owners, systemd,
+                    ));
                     let config = facts
                         .nginx
                         .ok()
@@ -1017,7 +1072,13 @@ impl Daemon {
                     (facts, Read::Full(config))
                 }
             };
+            let diagnosing = Instant::now();
             let diagnosis = pipeline::diagnose(&facts, &playbooks, &settings);
+            tracing::debug!(
+                took_us = diagnosing.elapsed().as_micros() as u64,
+                findings = diagnosis.findings.len(),
+                "diagnosed"
+            );
             (facts, diagnosis, read)
         });
         // the watchdog is fed meanwhile, for as long as the snapshot may take
@@ -1082,14 +1143,10 @@ impl Daemon {
         }
     }
 
-    /// The unit of the finding, when it has a job queued or is between states. Whether it has
-    /// a job is asked of systemd (`Unit.Job`), not counted from signals: a signal any client
-    /// can send must not hold a unit pending. A manager that cannot be asked holds nothing
-    /// (the heal's own calls would fail and escalate).
-    /// The daemon's connection to systemd for its heals, made at the first use and again
-    /// after one failed (the snapshots and the signal stream have their own).
+    /// The daemon's connection to systemd for its snapshots and heals, made at the first use
+    /// and again after one failed (the signal stream has its own).
     async fn systemd(&mut self) -> Result<Systemd, crate::adapters::systemd::SystemdError> {
-        if let Some(bus) = &self.bus {
+        if let Some(bus) = self.bus.as_ref().filter(|b| !b.is_broken()) {
             return Ok(bus.clone());
         }
         let bus = Systemd::connect(self.settings.bus).await?;
@@ -1097,6 +1154,10 @@ impl Daemon {
         Ok(bus)
     }
 
+    /// The unit of the finding, when it has a job queued or is between states. Whether it has
+    /// a job is asked of systemd (`Unit.Job`), not counted from signals: a signal any client
+    /// can send must not hold a unit pending. A manager that cannot be asked holds nothing
+    /// (the heal's own calls would fail and escalate).
     async fn in_transition(&mut self, finding: &Finding, targets: &[Target]) -> Option<String> {
         let unit = finding.unit.as_ref()?;
         let state = targets
@@ -1609,6 +1670,8 @@ async fn watch_units(bus: crate::config::Bus, shared: Arc<Shared>, tx: Unbounded
                 UnitSignal::ActiveState { unit, state } => (unit, state),
             };
             if locked(&shared.watched_units).contains(&unit) {
+                // when it arrived, before the loop hears it (the bench times both)
+                tracing::debug!(unit = %unit, what = %what, "unit signal");
                 let _ = tx.send(Trigger::Unit { unit, what });
             }
         }
