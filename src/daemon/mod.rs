@@ -256,6 +256,7 @@ pub async fn run(
         stuck_snapshot: None,
         basis: None,
         bus: None,
+        full_pass_at: Instant::now(),
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -292,6 +293,7 @@ pub async fn run(
             .next_due()
             .map(tokio::time::Instant::from_std);
         let flush = daemon.status.flush_at().map(tokio::time::Instant::from_std);
+        let full_pass = tokio::time::Instant::from_std(daemon.full_pass_at);
         tokio::select! {
             biased;
             stopping = signals.next() => {
@@ -332,6 +334,12 @@ pub async fn run(
             }
             _ = sleep_until(flush), if flush.is_some() => {
                 daemon.write_status();
+            }
+            () = tokio::time::sleep_until(full_pass) => {
+                // the whole host, as a reload asks: the incidents and brakes carry over
+                tracing::debug!("full pass due");
+                daemon.full_pass_at = Instant::now() + daemon.settings.daemon.full_pass_interval;
+                daemon.reconciler.retry_all(Instant::now());
             }
             () = beats.tick() => {}
         }
@@ -479,6 +487,9 @@ struct Daemon {
     basis: Option<Arc<Basis>>,
     /// The connection to systemd the snapshots and heals use (`Daemon::systemd`).
     bus: Option<Systemd>,
+    /// When the next full pass is asked for (`daemon.full_pass_interval` after the last full
+    /// snapshot, or after the last ask).
+    full_pass_at: Instant,
 }
 
 /// The last snapshot, and the identity of the configuration files the last full one parsed.
@@ -821,6 +832,7 @@ impl Daemon {
                 took_ms = started.elapsed().as_millis() as u64,
                 "full snapshot"
             );
+            self.full_pass_at = Instant::now() + self.settings.daemon.full_pass_interval;
         }
         let covers = |address: &str, unit: Option<&str>| {
             scope.as_ref().map_or(true, |s| s.covers(address, unit))
