@@ -326,7 +326,8 @@ fn medic_trial(rig: &dyn Rig, fault: Fault, every: Duration) -> (Option<Duration
         m.split_whitespace()
             .any(|w| w == "trigger" || w == "trigger:")
     });
-    let job = at(&|m| m.contains("job queued") && m.contains(UNIT));
+    // the daemon's own call (`job queued unit=…`), not the signal of a job (`what=job queued`)
+    let job = at(&|m| m.contains(&format!("job queued unit={UNIT}")));
     let logged = Logged {
         to_incident: at(&|m| m.contains(&format!("incident [{up} "))),
         to_action: action,
