@@ -539,8 +539,8 @@ struct StatusWriter {
     /// An instant and its wall time, taken at the first write.
     anchor: Option<(Instant, f64)>,
     warned: bool,
-    /// The write before a heal, on a thread of its own so that the heal does not wait for the
-    /// disk; the next write waits for it first, so the writes land in order.
+    /// The last write, on a thread of its own so that the loop does not wait for the disk;
+    /// no write starts before it ended, so the writes land in order.
     in_flight: Option<std::thread::JoinHandle<Result<(), status::StatusError>>>,
 }
 
@@ -608,13 +608,20 @@ impl Daemon {
 
     /// The state as `nginx-medic status` reads it: written when it changed, at most once a
     /// second (a change within the second is written by the loop when the second is over).
+    ///
+    /// The file is written on a thread of its own: its two fsyncs took up to 360 ms on a busy
+    /// disk, during which the loop heard no trigger (the gap between a fault's first trigger
+    /// and its evaluation). A write still in flight defers the next one to the flush timer.
     fn write_status(&mut self) {
-        self.write_status_now(false);
-    }
-
-    /// As [`Daemon::write_status`]; with `background`, the file is written on a thread of its
-    /// own (before a heal: the job is asked for without waiting for the disk).
-    fn write_status_now(&mut self, background: bool) {
+        if self
+            .status
+            .in_flight
+            .as_ref()
+            .is_some_and(|w| !w.is_finished())
+        {
+            self.status.dirty = true;
+            return;
+        }
         self.status.settle();
         let doc = self.status_document();
         let changed = !self.status.written.as_ref().is_some_and(|w| {
@@ -632,16 +639,14 @@ impl Daemon {
         }
         self.status.last = Some(Instant::now());
         self.status.dirty = false;
-        if background {
-            let (dir, written) = (self.settings.state_dir.clone(), doc.clone());
-            let spawned = std::thread::Builder::new()
-                .name("status".into())
-                .spawn(move || status::write(&dir, &written));
-            if let Ok(write) = spawned {
-                self.status.in_flight = Some(write);
-                self.status.written = Some(doc);
-                return;
-            }
+        let (dir, written) = (self.settings.state_dir.clone(), doc.clone());
+        let spawned = std::thread::Builder::new()
+            .name("status".into())
+            .spawn(move || status::write(&dir, &written));
+        if let Ok(write) = spawned {
+            self.status.in_flight = Some(write);
+            self.status.written = Some(doc);
+            return;
         }
         let done = status::write(&self.settings.state_dir, &doc);
         self.status.noted(done);
@@ -1016,7 +1021,7 @@ impl Daemon {
                         &finding.cause,
                         Instant::now(),
                     );
-                    self.write_status_now(true);
+                    self.write_status();
                     let verdict = self.act(&plan, finding, steps, error_log.clone()).await;
                     conclude(&key, verdict);
                 }
