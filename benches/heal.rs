@@ -20,7 +20,11 @@
 //! The site is polled through nginx every `BENCH_POLL_MS` (default 5) ms. From the daemon's own
 //! log (the lab: its stderr; the box: the journal), per trial: fault → incident, fault → first
 //! action (`healing`), and event → first action, the event being the daemon's first `trigger`
-//! (logged at debug) after the fault. `BENCH_TRIALS` (default 10) rounds.
+//! (logged at debug) after the fault, and event → job (systemd's answer to the daemon's
+//! `RestartUnit`, `job queued` at debug). `BENCH_TRIALS` (default 10) rounds. With
+//! `BENCH_HEAL_LOG=FILE`, the daemon's log of each trial is appended to FILE (where the time
+//! goes: `unit signal`, `trigger`, `evaluating`, `targeted snapshot` with its phases,
+//! `diagnosed`, `healing`, `job queued`).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -40,8 +44,9 @@ const UNIT: &str = "web.service";
 const BRAKES: &str = "  rate_limit: { max_actions: 100000, per: 1m }\n  \
     crash_loop: { max_failures: 100000, within: 1s, max_unit_restarts: 100000 }\n  \
     circuit_breaker: { max_failures: 100000, per: 1m }\n";
-/// The daemon's log filter: `trigger` is a debug event.
-const LOG_FILTER: &str = "info,nginx_medic::daemon=debug";
+/// The daemon's log filter: `trigger`, the phases of an evaluation and `job queued` are debug
+/// events.
+const LOG_FILTER: &str = "info,nginx_medic::daemon=debug,nginx_medic::adapters::systemd=debug";
 /// How long a trial waits for the first 200 after its fault.
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -51,12 +56,23 @@ enum Fault {
     Stop,
 }
 
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill -9",
+            Fault::Stop => "systemctl stop",
+        }
+    }
+}
+
 /// What the daemon's log says about one trial, each from the fault (µs since the epoch).
 #[derive(Default, Clone, Copy)]
 struct Logged {
     to_incident: Option<Duration>,
     to_action: Option<Duration>,
     event_to_action: Option<Duration>,
+    /// From the first trigger to systemd's answer to the daemon's `RestartUnit`.
+    event_to_job: Option<Duration>,
 }
 
 /// A place to run the trials: the lab or the box.
@@ -286,6 +302,19 @@ fn medic_trial(rig: &dyn Rig, fault: Fault, every: Duration) -> (Option<Duration
             rig.name()
         );
     }
+    if let Some(file) = std::env::var_os("BENCH_HEAL_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+        {
+            let _ = writeln!(f, "--- {} trial, fault at {wall} µs", fault.name());
+            for (t, m) in &entries {
+                let _ = writeln!(f, "+{:>8} µs {m}", t - wall);
+            }
+        }
+    }
     let at = |pred: &dyn Fn(&str) -> bool| {
         entries
             .iter()
@@ -297,10 +326,13 @@ fn medic_trial(rig: &dyn Rig, fault: Fault, every: Duration) -> (Option<Duration
         m.split_whitespace()
             .any(|w| w == "trigger" || w == "trigger:")
     });
+    // the daemon's own call (`job queued unit=…`), not the signal of a job (`what=job queued`)
+    let job = at(&|m| m.contains(&format!("job queued unit={UNIT}")));
     let logged = Logged {
         to_incident: at(&|m| m.contains(&format!("incident [{up} "))),
         to_action: action,
         event_to_action: action.zip(event).and_then(|(a, e)| a.checked_sub(e)),
+        event_to_job: job.zip(event).and_then(|(j, e)| j.checked_sub(e)),
     };
     (took, logged)
 }
@@ -415,14 +447,15 @@ fn print_table(
     println!("{UNIT}: StartLimitIntervalSec=0 (a drop-in), so that no trial's start is refused");
     println!("figures: median / p95; the log columns come from the daemon's own log");
     println!(
-        "{:<16} {:<16} {:>19} {:>7} {:>19} {:>19} {:>19}",
+        "{:<16} {:<16} {:>19} {:>7} {:>19} {:>19} {:>19} {:>19}",
         "fault",
         "who",
         "fault → 200",
         "no 200",
         "fault → incident",
         "fault → healing",
-        "trigger → healing"
+        "trigger → healing",
+        "trigger → job"
     );
     let kill_medic = stats(&s.medic_kill);
     let stop_medic = stats(&s.medic_stop);
@@ -437,12 +470,13 @@ fn print_table(
             logs.map_or(none.clone(), |l| cell(logged_stats(l, p)))
         };
         println!(
-            "{fault:<16} {who:<16} {:>19} {:>7} {:>19} {:>19} {:>19}",
+            "{fault:<16} {who:<16} {:>19} {:>7} {:>19} {:>19} {:>19} {:>19}",
             cell(st.0),
             st.1,
             l(|x| x.to_incident),
             l(|x| x.to_action),
             l(|x| x.event_to_action),
+            l(|x| x.event_to_job),
         );
     };
     row("kill -9", "nginx-medic", &kill_medic, Some(&s.log_kill));

@@ -388,6 +388,8 @@ struct DaemonSection {
     #[serde(deserialize_with = "duration")]
     debounce: Duration,
     #[serde(deserialize_with = "duration")]
+    full_pass_interval: Duration,
+    #[serde(deserialize_with = "duration")]
     start_failure_window: Duration,
     rate_limit: RateLimitSection,
     crash_loop: CrashLoopSection,
@@ -403,6 +405,7 @@ impl Default for DaemonSection {
             mode: DaemonMode::Observe,
             probe_interval: Duration::from_secs(5),
             debounce: Duration::from_millis(300),
+            full_pass_interval: DEFAULT_FULL_PASS_INTERVAL,
             start_failure_window: Duration::from_secs(5),
             rate_limit: RateLimitSection::default(),
             crash_loop: CrashLoopSection::default(),
@@ -413,6 +416,10 @@ impl Default for DaemonSection {
         }
     }
 }
+
+/// How often the daemon takes a full snapshot and evaluates every target, also while all is
+/// healthy, unless `daemon.full_pass_interval` says otherwise.
+pub const DEFAULT_FULL_PASS_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Where the Prometheus endpoint listens unless `daemon.metrics` says otherwise.
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9187";
@@ -497,6 +504,10 @@ pub struct DaemonSettings {
     pub probe_interval: Duration,
     /// How long a burst of triggers is gathered into one incident.
     pub debounce: Duration,
+    /// How often a full snapshot is taken and every target evaluated, whatever the triggers
+    /// (what no trigger reports, such as a file changed by hand, is seen within it). Incidents
+    /// and brakes carry over.
+    pub full_pass_interval: Duration,
     /// A main process that exits by itself with a failing status this soon after it started
     /// failed at its start (`start-failure`): a restart alone does not heal it.
     pub start_failure_window: Duration,
@@ -572,6 +583,12 @@ impl DaemonSection {
             "daemon.circuit_breaker.max_failures",
             self.circuit_breaker.max_failures,
         )?;
+        if self.full_pass_interval < Duration::from_secs(1) {
+            return Err(err(
+                "daemon.full_pass_interval".into(),
+                "must be at least 1s (a full snapshot reads the whole host)".into(),
+            ));
+        }
         let mut hooks = Vec::with_capacity(self.hooks.len());
         for (i, hook) in self.hooks.into_iter().enumerate() {
             let field = format!("daemon.hooks[{i}]");
@@ -644,6 +661,7 @@ impl DaemonSection {
             mode: self.mode,
             probe_interval: self.probe_interval,
             debounce: self.debounce,
+            full_pass_interval: self.full_pass_interval,
             start_failure_window: self.start_failure_window,
             rate_limit: RateLimit {
                 max_actions: self.rate_limit.max_actions,
@@ -792,6 +810,7 @@ mod tests {
         assert_eq!(d.mode, DaemonMode::Observe);
         assert_eq!(d.probe_interval, Duration::from_secs(5));
         assert_eq!(d.start_failure_window, Duration::from_secs(5));
+        assert_eq!(d.full_pass_interval, Duration::from_secs(300));
         assert_eq!(
             d.rate_limit,
             RateLimit {
@@ -810,13 +829,14 @@ mod tests {
     #[test]
     fn daemon_section_parses() {
         let s = parse(
-            "state_dir: /s\ndaemon:\n  mode: apply\n  probe_interval: 500ms\n  debounce: 100ms\n  rate_limit: { max_actions: 2, per: 1m }\n  crash_loop: { max_failures: 3, within: 30s, max_unit_restarts: 4 }\n  circuit_breaker: { max_failures: 9, per: 1h }\n  hooks:\n    - exec: [/bin/sh, -c, 'cat > /tmp/x']\n    - webhook: http://127.0.0.1:9000/medic\n  metrics: null\n  lock_file: /run/medic.lock\n",
+            "state_dir: /s\ndaemon:\n  mode: apply\n  probe_interval: 500ms\n  debounce: 100ms\n  full_pass_interval: 1m\n  rate_limit: { max_actions: 2, per: 1m }\n  crash_loop: { max_failures: 3, within: 30s, max_unit_restarts: 4 }\n  circuit_breaker: { max_failures: 9, per: 1h }\n  hooks:\n    - exec: [/bin/sh, -c, 'cat > /tmp/x']\n    - webhook: http://127.0.0.1:9000/medic\n  metrics: null\n  lock_file: /run/medic.lock\n",
         )
         .unwrap();
         let d = s.daemon;
         assert_eq!(d.mode, DaemonMode::Apply);
         assert_eq!(d.probe_interval, Duration::from_millis(500));
         assert_eq!(d.debounce, Duration::from_millis(100));
+        assert_eq!(d.full_pass_interval, Duration::from_secs(60));
         assert_eq!(d.rate_limit.per, Duration::from_secs(60));
         assert_eq!(d.crash_loop.max_unit_restarts, 4);
         assert_eq!(d.circuit_breaker.per, Duration::from_secs(3600));
@@ -880,6 +900,13 @@ mod tests {
         assert_eq!(
             e,
             "medic.yaml: `daemon.rate_limit.max_actions`: must be at least 1"
+        );
+        let e = parse("daemon:\n  full_pass_interval: 500ms\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`daemon.full_pass_interval`: must be at least 1s"),
+            "{e}"
         );
     }
 }

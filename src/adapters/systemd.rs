@@ -133,6 +133,16 @@ impl JobOp {
 #[derive(Clone)]
 pub struct Systemd {
     conn: zbus::Connection,
+    /// A call on it failed without an answer from the other end (the bus went away): a
+    /// long-lived holder connects again ([`Systemd::is_broken`]).
+    broken: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Listening for the manager's `JobRemoved` signals, subscribed: what a job waits on
+/// ([`Systemd::watch_jobs`], then [`JobWatch::run`]).
+pub struct JobWatch {
+    manager: ManagerProxy<'static>,
+    removed: JobRemovedStream,
 }
 
 impl Systemd {
@@ -144,7 +154,30 @@ impl Systemd {
             Bus::User => ("user", zbus::Connection::session().await),
         };
         let conn = conn.map_err(|source| SystemdError::Connect { bus: name, source })?;
-        Ok(Self { conn })
+        Ok(Self::on(conn))
+    }
+
+    fn on(conn: zbus::Connection) -> Self {
+        Self {
+            conn,
+            broken: Default::default(),
+        }
+    }
+
+    /// Whether a call failed for want of an answer (the connection is gone or the peer did
+    /// not reply): the holder of a connection kept for long makes a new one.
+    pub fn is_broken(&self) -> bool {
+        self.broken.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Notes `result`'s failure, if it was not an answer from the other end.
+    fn note<T>(&self, result: &Result<T, SystemdError>) {
+        if let Err(SystemdError::Call { source, .. }) = result {
+            if !matches!(source, zbus::Error::MethodError(..) | zbus::Error::FDO(_)) {
+                self.broken
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
     }
 
     async fn manager(&self) -> zbus::Result<ManagerProxy<'static>> {
@@ -155,9 +188,15 @@ impl Systemd {
     }
 
     /// Reads the facts of one unit, loading it if the manager has unloaded it (a stopped unit
-    /// that nothing references is unloaded, but still has a unit file). Three calls: `LoadUnit`
-    /// and one `GetAll` per interface.
+    /// that nothing references is unloaded, but still has a unit file). Three calls, two round
+    /// trips: `LoadUnit`, then one `GetAll` per interface at once.
     pub async fn unit(&self, name: &str) -> Result<UnitFacts, SystemdError> {
+        let read = self.unit_unnoted(name).await;
+        self.note(&read);
+        read
+    }
+
+    async fn unit_unnoted(&self, name: &str) -> Result<UnitFacts, SystemdError> {
         let call = |call: &'static str| {
             let unit = name.to_string();
             move |source| SystemdError::Call { call, unit, source }
@@ -169,19 +208,20 @@ impl Systemd {
             .load_unit(name)
             .await
             .map_err(call("LoadUnit"))?;
-        let unit = self
-            .properties(&path, UNIT_INTERFACE)
-            .await
-            .map_err(call("GetAll"))?;
+        let service = async {
+            match name.ends_with(".service") {
+                true => Some(self.properties(&path, SERVICE_INTERFACE).await),
+                false => None,
+            }
+        };
+        let (unit, service) =
+            futures_util::future::join(self.properties(&path, UNIT_INTERFACE), service).await;
+        let unit = unit.map_err(call("GetAll"))?;
         let load_state = unit.string("LoadState");
-        let service = if name.ends_with(".service") && load_state == "loaded" {
-            Some(
-                self.properties(&path, SERVICE_INTERFACE)
-                    .await
-                    .map_err(call("GetAll"))?,
-            )
-        } else {
-            None
+        // a unit that is not loaded has no service properties to read
+        let service = match service {
+            Some(read) if load_state == "loaded" => Some(read.map_err(call("GetAll"))?),
+            _ => None,
         };
         Ok(unit_facts(name, load_state, &unit, service.as_ref()))
     }
@@ -234,24 +274,57 @@ impl Systemd {
         op: JobOp,
         timeout: std::time::Duration,
     ) -> Result<(), SystemdError> {
-        use futures_lite::StreamExt;
+        let watch = self.watch_jobs(unit).await?;
+        watch.run(unit, op, timeout).await
+    }
+
+    /// Subscribes to the manager's signals and listens for `JobRemoved`, at once (one round
+    /// trip): done before a job is asked for, so that its end cannot slip past. `unit` names
+    /// the unit in an error.
+    pub async fn watch_jobs(&self, unit: &str) -> Result<JobWatch, SystemdError> {
         let call = |call: &'static str| {
             let unit = unit.to_string();
             move |source| SystemdError::Call { call, unit, source }
         };
         let manager = self.manager().await.map_err(call("Manager"))?;
-        subscribe(&manager).await.map_err(call("Subscribe"))?;
-        // Listen before asking, so the JobRemoved signal cannot slip past.
-        let mut removed = manager
-            .receive_job_removed()
-            .await
-            .map_err(call("JobRemoved"))?;
+        let (subscribed, removed) =
+            futures_util::future::join(subscribe(&manager), manager.receive_job_removed()).await;
+        let watched = match (subscribed, removed) {
+            (Err(e), _) => Err(call("Subscribe")(e)),
+            (Ok(()), removed) => removed.map_err(call("JobRemoved")),
+        };
+        self.note(&watched);
+        Ok(JobWatch {
+            manager,
+            removed: watched?,
+        })
+    }
+}
+
+impl JobWatch {
+    /// Asks for the job (mode `replace`) and waits until systemd reports it finished.
+    pub async fn run(
+        self,
+        unit: &str,
+        op: JobOp,
+        timeout: std::time::Duration,
+    ) -> Result<(), SystemdError> {
+        use futures_lite::StreamExt;
+        let call = |call: &'static str| {
+            let unit = unit.to_string();
+            move |source| SystemdError::Call { call, unit, source }
+        };
+        let JobWatch {
+            manager,
+            mut removed,
+        } = self;
         let job = match op {
             JobOp::Start => manager.start_unit(unit, "replace").await,
             JobOp::Restart => manager.restart_unit(unit, "replace").await,
             JobOp::Reload => manager.reload_unit(unit, "replace").await,
         }
         .map_err(call(op.name()))?;
+        tracing::debug!(unit = %unit, op = op.name(), "job queued");
         // A restart is one job: systemd is stopping the unit, or starting it again, now.
         crate::failpoint::fail_point!("systemd.job-queued");
         let wait = async {
@@ -281,7 +354,9 @@ impl Systemd {
             })
         }
     }
+}
 
+impl Systemd {
     /// `daemon-reload`: the manager rereads every unit file and drop-in.
     pub async fn daemon_reload(&self) -> Result<(), SystemdError> {
         let call = |call: &'static str| {
@@ -562,24 +637,10 @@ impl Systemd {
             let unit = name.to_string();
             move |source| SystemdError::Call { call, unit, source }
         };
-        let path = match self
-            .manager()
-            .await
-            .map_err(call("Manager"))?
-            .get_unit(name)
-            .await
-        {
-            Ok(path) => path,
-            Err(zbus::Error::MethodError(error, _, _))
-                if error.as_str() == "org.freedesktop.systemd1.NoSuchUnit" =>
-            {
-                return Ok(None)
-            }
-            Err(e) => return Err(call("GetUnit")(e)),
-        };
+        // the unit's object path is its escaped name: one round trip, not `GetUnit` first
         let proxy = zbus::fdo::PropertiesProxy::builder(&self.conn)
             .destination(SYSTEMD_BUS_NAME)
-            .and_then(|b| b.path(path))
+            .and_then(|b| b.path(unit_path(name)))
             .map_err(call("Properties"))?
             .cache_properties(CacheProperties::No)
             .build()
@@ -590,8 +651,16 @@ impl Systemd {
                 InterfaceName::from_static_str_unchecked(UNIT_INTERFACE),
                 "Job",
             )
-            .await
-            .map_err(|e| call("Get Job")(e.into()))?;
+            .await;
+        let value = match value {
+            Ok(value) => value,
+            Err(e) if is_not_loaded(&e) => return Ok(None),
+            Err(e) => {
+                let failed = Err(call("Get Job")(e.into()));
+                self.note(&failed);
+                return failed;
+            }
+        };
         let (id, _job) = <(u32, OwnedObjectPath)>::try_from(value)
             .map_err(|e| call("Get Job")(zbus::Error::Variant(e)))?;
         Ok((id != 0).then_some(id))
@@ -635,6 +704,36 @@ fn unit_signal(message: &zbus::Message) -> Option<UnitSignal> {
         }
         _ => None,
     }
+}
+
+/// A unit the manager has not loaded, in the answer to a property read on its path.
+fn is_not_loaded(e: &zbus::fdo::Error) -> bool {
+    match e {
+        zbus::fdo::Error::UnknownObject(_)
+        | zbus::fdo::Error::UnknownInterface(_)
+        | zbus::fdo::Error::UnknownProperty(_) => true,
+        zbus::fdo::Error::ZBus(zbus::Error::MethodError(name, _, _)) => {
+            name.as_str() == "org.freedesktop.systemd1.NoSuchUnit"
+        }
+        _ => false,
+    }
+}
+
+/// `api.service` → `/org/freedesktop/systemd1/unit/api_2eservice`: every byte outside
+/// `[A-Za-z0-9]`, and a leading digit, as `_xx` (systemd's own escaping of object paths).
+fn unit_path(name: &str) -> String {
+    let mut path = String::from("/org/freedesktop/systemd1/unit/");
+    for (i, b) in name.bytes().enumerate() {
+        if b.is_ascii_alphabetic() || (b.is_ascii_digit() && i > 0) {
+            path.push(char::from(b));
+        } else {
+            path.push_str(&format!("_{b:02x}"));
+        }
+    }
+    if name.is_empty() {
+        path.push('_');
+    }
+    path
 }
 
 /// `/org/freedesktop/systemd1/unit/api_2eservice` → `api.service` (systemd escapes every byte
@@ -824,7 +923,7 @@ mod tests {
             .build()
             .await
             .unwrap();
-        let systemd = Systemd { conn };
+        let systemd = Systemd::on(conn);
         let timeout = std::time::Duration::from_secs(10);
         for unit in ["a.service", "b.service"] {
             systemd
@@ -909,9 +1008,7 @@ mod tests {
             .build()
             .await
             .unwrap();
-        let systemd = Systemd {
-            conn: connect(&bus, None).await,
-        };
+        let systemd = Systemd::on(connect(&bus, None).await);
         let mut signals = systemd.unit_signals().await.unwrap();
         let ours = systemd.conn.unique_name().unwrap().to_string();
         let intruder = connect(&bus, None).await;
@@ -975,9 +1072,7 @@ mod tests {
             .build()
             .await
             .unwrap();
-        let systemd = Systemd {
-            conn: connect(&bus, None).await,
-        };
+        let systemd = Systemd::on(connect(&bus, None).await);
         let mut signals = systemd.unit_signals().await.unwrap();
         drop(systemd_conn);
         let end = tokio::time::timeout(std::time::Duration::from_secs(5), signals.next()).await;
@@ -1061,6 +1156,20 @@ mod tests {
         assert_eq!(props.get::<String>("MainPID"), None, "another type: none");
         let exec = props.get::<Vec<ExecStartEntry>>("ExecStart").unwrap();
         assert_eq!(exec[0].1[2], "8000");
+    }
+
+    #[test]
+    fn unit_paths_escape_as_systemd_does() {
+        for (name, path) in [
+            ("api.service", "api_2eservice"),
+            ("php8.2-fpm.service", "php8_2e2_2dfpm_2eservice"),
+            ("1x.service", "_31x_2eservice"),
+            ("a@b.service", "a_40b_2eservice"),
+        ] {
+            let full = format!("/org/freedesktop/systemd1/unit/{path}");
+            assert_eq!(unit_path(name), full);
+            assert_eq!(unit_name_of_path(&full).as_deref(), Some(name));
+        }
     }
 
     #[test]

@@ -27,8 +27,9 @@ const NGINX_TEST_ALLOWANCE: Duration = Duration::from_secs(10);
 /// The longest one probe request takes: `probe_until` may start its last one just before its
 /// deadline.
 const PROBE_REQUEST_MAX: Duration = Duration::from_secs(5);
-/// The longest wait between two requests of a verifying probe.
-const PROBE_POLL_MAX: Duration = Duration::from_millis(250);
+/// The longest wait between two requests of a verifying probe: short, so that the heal is
+/// verified within a few ms of the backend's answer (a request through nginx costs ~1 ms).
+const PROBE_POLL_MAX: Duration = Duration::from_millis(40);
 
 /// Told how long each step (and each rollback action) may legitimately take before it starts,
 /// and when it has ended: the daemon feeds systemd's watchdog only while steps keep inside
@@ -668,7 +669,7 @@ async fn answers_until(
 }
 
 /// Requests `url` until a status `accept`s, or `timeout` passes (5 ms after the first request,
-/// each wait twice the last, up to 250 ms): the status and how long it took, or the last
+/// each wait twice the last, up to `PROBE_POLL_MAX`): the status and how long it took, or the last
 /// status or error seen.
 async fn poll_until(
     url: &str,
@@ -734,7 +735,11 @@ async fn systemd_step(
     planned_at: u64,
 ) -> Result<StepDone, String> {
     let systemd = group.effects.systemd;
-    let facts = systemd.unit(unit).await.map_err(|e| chain(&e))?;
+    // the check and the listening for the job's end at once: two round trips before the job,
+    // not five
+    let (facts, watch) =
+        futures_util::future::join(systemd.unit(unit), systemd.watch_jobs(unit)).await;
+    let facts = facts.map_err(|e| chain(&e))?;
     let fresh =
         facts.active_state == "active" && facts.active_enter_timestamp / 1_000_000 > planned_at;
     if matches!(op, SystemdOp::Start | SystemdOp::Restart) && fresh {
@@ -755,8 +760,9 @@ async fn systemd_step(
     if let Some(txn) = group.txn.as_mut() {
         txn.note_unit(unit).map_err(|e| chain(&e))?;
     }
-    systemd
-        .run_job(unit, job, JOB_TIMEOUT)
+    watch
+        .map_err(|e| chain(&e))?
+        .run(unit, job, JOB_TIMEOUT)
         .await
         .map_err(|e| chain(&e))?;
     group.restarted_units.push(unit.to_string());

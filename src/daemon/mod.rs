@@ -31,7 +31,7 @@ use crate::engine::evaluate::Finding;
 use crate::engine::plan::{Plan, Step};
 use crate::facts::gather::{error_log_path, nginx_binary};
 use crate::facts::last_good::{LastGood, LocationKey};
-use crate::pipeline::{self, gather_remembering, InvalidPlaybooks};
+use crate::pipeline::{self, InvalidPlaybooks};
 use crate::playbook::PlaybookSet;
 use budget::{Budget, Decision, Escalation};
 use holds::{Announced, Change, Hold};
@@ -256,6 +256,7 @@ pub async fn run(
         stuck_snapshot: None,
         basis: None,
         bus: None,
+        full_pass_at: Instant::now(),
     };
     tracing::info!(
         mode = daemon.mode(),
@@ -298,6 +299,7 @@ pub async fn run(
             .next_due()
             .map(tokio::time::Instant::from_std);
         let flush = daemon.status.flush_at().map(tokio::time::Instant::from_std);
+        let full_pass = tokio::time::Instant::from_std(daemon.full_pass_at);
         tokio::select! {
             biased;
             stopping = signals.next() => {
@@ -339,10 +341,17 @@ pub async fn run(
             _ = sleep_until(flush), if flush.is_some() => {
                 daemon.write_status();
             }
+            () = tokio::time::sleep_until(full_pass) => {
+                // the whole host, as a reload asks: the incidents and brakes carry over
+                tracing::debug!("full pass due");
+                daemon.full_pass_at = Instant::now() + daemon.settings.daemon.full_pass_interval;
+                daemon.reconciler.retry_all(Instant::now());
+            }
             () = beats.tick() => {}
         }
     }
     notifier.stopping("stopping");
+    daemon.status.settle();
     tracing::info!("stopped");
     for task in tasks {
         task.abort();
@@ -482,8 +491,11 @@ struct Daemon {
     stuck_snapshot: Option<(JoinHandle<SnapshotResult>, Instant)>,
     /// The last snapshot, which a targeted one is built on.
     basis: Option<Arc<Basis>>,
-    /// The connection to systemd the heals use (`Daemon::systemd`).
+    /// The connection to systemd the snapshots and heals use (`Daemon::systemd`).
     bus: Option<Systemd>,
+    /// When the next full pass is asked for (`daemon.full_pass_interval` after the last full
+    /// snapshot, or after the last ask).
+    full_pass_at: Instant,
 }
 
 /// The last snapshot, and the identity of the configuration files the last full one parsed.
@@ -533,6 +545,35 @@ struct StatusWriter {
     /// An instant and its wall time, taken at the first write.
     anchor: Option<(Instant, f64)>,
     warned: bool,
+    /// The last write, on a thread of its own so that the loop does not wait for the disk;
+    /// no write starts before it ended, so the writes land in order.
+    in_flight: Option<std::thread::JoinHandle<Result<(), status::StatusError>>>,
+}
+
+impl StatusWriter {
+    /// Waits for the write in flight, if any, and notes how it went.
+    fn settle(&mut self) {
+        if let Some(write) = self.in_flight.take() {
+            match write.join() {
+                Ok(done) => self.noted(done),
+                Err(_) => tracing::warn!(
+                    "the status file's writer panicked; `nginx-medic status` shows an old state"
+                ),
+            }
+        }
+    }
+
+    fn noted(&mut self, done: Result<(), status::StatusError>) {
+        match done {
+            Ok(()) => self.warned = false,
+            Err(e) => {
+                if !self.warned {
+                    tracing::warn!(error = %one_line(&crate::error_text::chain(&e)), "cannot write the status file; `nginx-medic status` shows an old state");
+                }
+                self.warned = true;
+            }
+        }
+    }
 }
 
 /// The status file is written at most this often.
@@ -573,7 +614,21 @@ impl Daemon {
 
     /// The state as `nginx-medic status` reads it: written when it changed, at most once a
     /// second (a change within the second is written by the loop when the second is over).
+    ///
+    /// The file is written on a thread of its own: its two fsyncs took up to 360 ms on a busy
+    /// disk, during which the loop heard no trigger (the gap between a fault's first trigger
+    /// and its evaluation). A write still in flight defers the next one to the flush timer.
     fn write_status(&mut self) {
+        if self
+            .status
+            .in_flight
+            .as_ref()
+            .is_some_and(|w| !w.is_finished())
+        {
+            self.status.dirty = true;
+            return;
+        }
+        self.status.settle();
         let doc = self.status_document();
         let changed = !self.status.written.as_ref().is_some_and(|w| {
             let mut w = w.clone();
@@ -590,15 +645,17 @@ impl Daemon {
         }
         self.status.last = Some(Instant::now());
         self.status.dirty = false;
-        match status::write(&self.settings.state_dir, &doc) {
-            Ok(()) => self.status.warned = false,
-            Err(e) => {
-                if !self.status.warned {
-                    tracing::warn!(error = %one_line(&crate::error_text::chain(&e)), "cannot write the status file; `nginx-medic status` shows an old state");
-                }
-                self.status.warned = true;
-            }
+        let (dir, written) = (self.settings.state_dir.clone(), doc.clone());
+        let spawned = std::thread::Builder::new()
+            .name("status".into())
+            .spawn(move || status::write(&dir, &written));
+        if let Ok(write) = spawned {
+            self.status.in_flight = Some(write);
+            self.status.written = Some(doc);
+            return;
         }
+        let done = status::write(&self.settings.state_dir, &doc);
+        self.status.noted(done);
         self.status.written = Some(doc);
     }
 
@@ -760,6 +817,14 @@ impl Daemon {
         let _trim = memory::TrimOnDrop;
         crate::failpoint::stall_point!("daemon.evaluate");
         let started = Instant::now();
+        let waited = self
+            .triggered_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        tracing::debug!(
+            targeted = scope.is_some(),
+            since_trigger_us = waited.map(|w| w.as_micros() as u64),
+            "evaluating"
+        );
         self.refresh_pauses();
         let Some((facts, diagnosis, read)) = self.snapshot(scope.as_ref()).await else {
             return true; // evaluated again after the spacing
@@ -769,7 +834,7 @@ impl Daemon {
         let scope = match &read {
             Read::Full(_) => None,
             Read::Targeted(fresh) => {
-                tracing::debug!(units = ?fresh.units, sockets = fresh.sockets, error_log = fresh.error_log, took_ms = started.elapsed().as_millis() as u64, "targeted snapshot");
+                tracing::debug!(units = ?fresh.units, sockets = fresh.sockets, error_log = fresh.error_log, phases_us = ?fresh.took_us, took_ms = started.elapsed().as_millis() as u64, "targeted snapshot");
                 scope
             }
         };
@@ -778,6 +843,7 @@ impl Daemon {
                 took_ms = started.elapsed().as_millis() as u64,
                 "full snapshot"
             );
+            self.full_pass_at = Instant::now() + self.settings.daemon.full_pass_interval;
         }
         let covers = |address: &str, unit: Option<&str>| {
             scope.as_ref().map_or(true, |s| s.covers(address, unit))
@@ -1001,20 +1067,26 @@ impl Daemon {
         let owners = self.last_owners.clone();
         let basis = scope.and(self.basis.clone());
         let units = scope.map(|s| s.units.clone()).unwrap_or_default();
+        // the daemon's one connection (a new one per snapshot costs its handshake); without
+        // one, the snapshot tries its own
+        let systemd = self.systemd().await.ok();
         // the bus is driven by the daemon's own runtime meanwhile: a second runtime on the
         // thread would cost its memory at every snapshot
         let handle = tokio::runtime::Handle::current();
         let work = tokio::task::spawn_blocking(move || {
             let procfs = Procfs::system();
+            let systemd = systemd.as_ref();
             let targeted = basis.and_then(|b| {
                 handle.block_on(crate::facts::gather::gather_targeted(
-                    &settings, &procfs, &owners, &b.facts, &b.config, &units,
+                    &settings, &procfs, &owners, &b.facts, &b.config, &units, systemd,
                 ))
             });
             let (facts, read) = match targeted {
                 Some((facts, fresh)) => (facts, Read::Targeted(fresh)),
                 None => {
-                    let facts = handle.block_on(gather_remembering(&settings, &procfs, &owners));
+                    let facts = handle.block_on(crate::facts::gather::gather_on(
+                        &settings, &procfs, &owners, systemd,
+                    ));
                     let config = facts
                         .nginx
                         .ok()
@@ -1023,7 +1095,13 @@ impl Daemon {
                     (facts, Read::Full(config))
                 }
             };
+            let diagnosing = Instant::now();
             let diagnosis = pipeline::diagnose(&facts, &playbooks, &settings);
+            tracing::debug!(
+                took_us = diagnosing.elapsed().as_micros() as u64,
+                findings = diagnosis.findings.len(),
+                "diagnosed"
+            );
             (facts, diagnosis, read)
         });
         // the watchdog is fed meanwhile, for as long as the snapshot may take
@@ -1088,14 +1166,10 @@ impl Daemon {
         }
     }
 
-    /// The unit of the finding, when it has a job queued or is between states. Whether it has
-    /// a job is asked of systemd (`Unit.Job`), not counted from signals: a signal any client
-    /// can send must not hold a unit pending. A manager that cannot be asked holds nothing
-    /// (the heal's own calls would fail and escalate).
-    /// The daemon's connection to systemd for its heals, made at the first use and again
-    /// after one failed (the snapshots and the signal stream have their own).
+    /// The daemon's connection to systemd for its snapshots and heals, made at the first use
+    /// and again after one failed (the signal stream has its own).
     async fn systemd(&mut self) -> Result<Systemd, crate::adapters::systemd::SystemdError> {
-        if let Some(bus) = &self.bus {
+        if let Some(bus) = self.bus.as_ref().filter(|b| !b.is_broken()) {
             return Ok(bus.clone());
         }
         let bus = Systemd::connect(self.settings.bus).await?;
@@ -1103,6 +1177,10 @@ impl Daemon {
         Ok(bus)
     }
 
+    /// The unit of the finding, when it has a job queued or is between states. Whether it has
+    /// a job is asked of systemd (`Unit.Job`), not counted from signals: a signal any client
+    /// can send must not hold a unit pending. A manager that cannot be asked holds nothing
+    /// (the heal's own calls would fail and escalate).
     async fn in_transition(&mut self, finding: &Finding, targets: &[Target]) -> Option<String> {
         let unit = finding.unit.as_ref()?;
         let state = targets
@@ -1615,6 +1693,8 @@ async fn watch_units(bus: crate::config::Bus, shared: Arc<Shared>, tx: Unbounded
                 UnitSignal::ActiveState { unit, state } => (unit, state),
             };
             if locked(&shared.watched_units).contains(&unit) {
+                // when it arrived, before the loop hears it (the bench times both)
+                tracing::debug!(unit = %unit, what = %what, "unit signal");
                 let _ = tx.send(Trigger::Unit { unit, what });
             }
         }

@@ -49,6 +49,17 @@ pub async fn gather_remembering(
     procfs: &Procfs,
     remembered: &BTreeMap<String, String>,
 ) -> Facts {
+    gather_on(settings, procfs, remembered, None).await
+}
+
+/// As [`gather_remembering`], the units read on `systemd` (the daemon's own connection, kept
+/// for its whole life) when given, else on a connection of its own.
+pub async fn gather_on(
+    settings: &Settings,
+    procfs: &Procfs,
+    remembered: &BTreeMap<String, String>,
+    systemd: Option<&Systemd>,
+) -> Facts {
     let taken_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -66,7 +77,7 @@ pub async fn gather_remembering(
             reason: "the configuration names no error_log; set `nginx.error_log`".into(),
         },
     };
-    let mut units = gather_units(settings, nginx.ok(), sockets.ok(), remembered).await;
+    let mut units = gather_units(settings, nginx.ok(), sockets.ok(), remembered, systemd).await;
     if let Gathered::Ok { data } = &mut units {
         let user_bus = settings.bus == crate::config::Bus::User;
         data.iter_mut().for_each(|u| add_unit_output(u, user_bus));
@@ -134,15 +145,17 @@ pub async fn gather_remembering(
         verified_edits: Vec::new(),
         last_good,
     };
-    finish(settings, &mut facts).await;
+    finish(settings, &mut facts, &mut Phases::start()).await;
     facts
 }
 
 /// What every snapshot, full or targeted, reads last, from what it gathered: the direct
 /// requests, the reproductions, and what the audit journal says of the site files.
-async fn finish(settings: &Settings, facts: &mut Facts) {
+async fn finish(settings: &Settings, facts: &mut Facts, phases: &mut Phases) {
     facts.backend_probes = backend_probes(facts).await;
+    phases.done("backend_probes");
     facts.reproductions = reproductions(facts).await;
+    phases.done("reproductions");
     let mut site_files: Vec<&std::path::Path> = facts
         .routes
         .iter()
@@ -155,6 +168,7 @@ async fn finish(settings: &Settings, facts: &mut Facts) {
     let verified = super::attempts::verified_edits(&settings.state_dir, &site_files);
     facts.rolled_back_edits = rolled_back;
     facts.verified_edits = verified;
+    phases.done("attempts");
 }
 
 /// The routes of the configuration, each host name resolved once per snapshot: a name in many
@@ -194,10 +208,19 @@ fn unix_paths_of(
 
 // --- the daemon's targeted snapshot ------------------------------------------------------------
 
-/// What a file of the configuration was when it was parsed: device, inode, size and mtime (to
-/// the nanosecond), `None` when it could not be `stat`ed. The directories that hold the files
-/// are keyed too, so a file added to an `include` glob's directory is a change.
-pub type ConfigIdentity = BTreeMap<PathBuf, Option<(u64, u64, u64, i128)>>;
+/// What a file of the configuration was when it was parsed: device, inode, size, mtime and
+/// ctime (to the nanosecond), `None` when it could not be `stat`ed. The directories that hold
+/// the files are keyed too, so a file added to an `include` glob's directory is a change.
+///
+/// The ctime is what makes this stand in for the content hash `nginx -t`'s cache keeps: a
+/// tool can give a rewritten file its old size and mtime (`cp -p`, `touch -r`, `rsync -t`),
+/// but every write, and every setting of the mtime, sets the ctime to the kernel's clock, which
+/// no unprivileged call can set back. Hashing instead would read every file at each targeted
+/// snapshot (7.9 MB, some 20 ms, on a 10,000-server host), the whole of the budget of a heal.
+pub type ConfigIdentity = BTreeMap<PathBuf, Option<FileIdentity>>;
+
+/// Device, inode, size, mtime and ctime (ns since the epoch).
+pub type FileIdentity = (u64, u64, u64, i128, i128);
 
 /// The identity of every file of `files` (the ones nginx's configuration loaded) and of the
 /// directories they are in.
@@ -205,8 +228,9 @@ pub fn config_identity(files: &[PathBuf]) -> ConfigIdentity {
     use std::os::unix::fs::MetadataExt;
     let stamp = |p: &std::path::Path| {
         std::fs::metadata(p).ok().map(|m| {
-            let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-            (m.dev(), m.ino(), m.size(), mtime)
+            let ns = |s: i64, ns: i64| i128::from(s) * 1_000_000_000 + i128::from(ns);
+            let (mtime, ctime) = (ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec()));
+            (m.dev(), m.ino(), m.size(), mtime, ctime)
         })
     };
     files
@@ -226,6 +250,33 @@ pub struct Fresh {
     pub sockets: bool,
     /// The error log since the last snapshot's end.
     pub error_log: bool,
+    /// How long each phase took, in µs, in order (the daemon logs them at debug level).
+    pub took_us: Vec<(&'static str, u64)>,
+}
+
+/// The µs each phase of a snapshot took, in order.
+#[derive(Debug)]
+struct Phases {
+    last: std::time::Instant,
+    took: Vec<(&'static str, u64)>,
+}
+
+impl Phases {
+    fn start() -> Self {
+        Phases {
+            last: std::time::Instant::now(),
+            took: Vec::new(),
+        }
+    }
+
+    /// Ends the phase `name` now.
+    fn done(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        let us = now.saturating_duration_since(self.last).as_micros();
+        self.took
+            .push((name, u64::try_from(us).unwrap_or(u64::MAX)));
+        self.last = now;
+    }
 }
 
 /// A snapshot after a watched unit changed, built on `previous` (the last full snapshot, whose
@@ -245,7 +296,9 @@ pub async fn gather_targeted(
     previous: &Facts,
     config: &ConfigIdentity,
     units: &BTreeSet<String>,
+    systemd: Option<&Systemd>,
 ) -> Option<(Facts, Fresh)> {
+    let mut phases = Phases::start();
     let n = previous.nginx.ok()?;
     if !previous.pm2.is_empty() {
         return None; // its apps are read with `pm2 jlist`, too slow to take here
@@ -254,8 +307,10 @@ pub async fn gather_targeted(
         tracing::debug!("a configuration file changed: a full snapshot");
         return None;
     }
+    phases.done("config_identity");
     let previous_units = previous.units.ok()?;
     let sockets = procfs.socket_facts_reusing(previous.sockets.ok()?).ok()?;
+    phases.done("sockets");
     let error_log = match (&previous.error_log, error_log_path(settings, Some(n))) {
         (Gathered::Ok { data }, Some(path)) if data.path == path => Gathered::Ok {
             data: extend_error_log(data, ERROR_LOG_WINDOW)?,
@@ -265,7 +320,16 @@ pub async fn gather_targeted(
         }
         (log, None) => log.clone(),
     };
-    let systemd = Systemd::connect(settings.bus).await.ok()?;
+    phases.done("error_log");
+    // the daemon's own connection, kept for its whole life: a new one costs its handshake
+    let connected;
+    let systemd = match systemd {
+        Some(systemd) => systemd,
+        None => {
+            connected = Systemd::connect(settings.bus).await.ok()?;
+            &connected
+        }
+    };
     // nginx's own unit too: a failed probe may be about nginx itself
     let mut units = units.clone();
     units.insert(settings.nginx.unit.clone());
@@ -278,11 +342,8 @@ pub async fn gather_targeted(
     read.iter_mut()
         .filter(|u| !matches!(u.run.exec_main_code, CLD_KILLED | CLD_DUMPED))
         .for_each(|u| add_unit_output(u, user_bus));
-    let fresh = Fresh {
-        units: read.iter().map(|u| u.name.clone()).collect(),
-        sockets: true,
-        error_log: true,
-    };
+    phases.done("units");
+    let fresh_units: Vec<String> = read.iter().map(|u| u.name.clone()).collect();
     // in the last snapshot's order, each unit read again in its place
     let mut read: BTreeMap<String, UnitFacts> =
         read.into_iter().map(|u| (u.name.clone(), u)).collect();
@@ -313,6 +374,7 @@ pub async fn gather_targeted(
         last_good: previous.last_good.ok().unwrap_or(&no_memory),
     };
     let routes = routes_resolving_once(n, &input);
+    phases.done("routes");
     let taken_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -334,6 +396,7 @@ pub async fn gather_targeted(
     if !pm2.is_empty() {
         return None; // a PM2 daemon appeared: the full snapshot reads its apps
     }
+    phases.done("backends");
     // read again as a full snapshot does: a socket's owner and mode, the bind keys' values,
     // the journal's record of the site files and the reproductions change with the fault
     let unix_paths = unix_paths_of(n, previous.worker.as_ref());
@@ -356,7 +419,14 @@ pub async fn gather_targeted(
         last_good,
         ..previous.clone()
     };
-    finish(settings, &mut facts).await;
+    phases.done("disk");
+    finish(settings, &mut facts, &mut phases).await;
+    let fresh = Fresh {
+        units: fresh_units,
+        sockets: true,
+        error_log: true,
+        took_us: phases.took,
+    };
     Some((facts, fresh))
 }
 
@@ -867,14 +937,22 @@ async fn gather_units(
     nginx: Option<&nginx::NginxFacts>,
     sockets: Option<&super::sockets::SocketFacts>,
     remembered: &BTreeMap<String, String>,
+    systemd: Option<&Systemd>,
 ) -> Gathered<Vec<UnitFacts>> {
-    let systemd = match Systemd::connect(settings.bus).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Gathered::Unavailable {
-                reason: crate::error_text::chain(&e),
+    let connected;
+    let systemd = match systemd {
+        Some(systemd) => systemd,
+        None => match Systemd::connect(settings.bus).await {
+            Ok(s) => {
+                connected = s;
+                &connected
             }
-        }
+            Err(e) => {
+                return Gathered::Unavailable {
+                    reason: crate::error_text::chain(&e),
+                }
+            }
+        },
     };
     let mut names: BTreeSet<String> = BTreeSet::new();
     names.insert(settings.nginx.unit.clone());
@@ -900,7 +978,7 @@ async fn gather_units(
         .units(&names.iter().cloned().collect::<Vec<_>>())
         .await;
     if !unowned.is_empty() {
-        let mut more = loaded_services(&systemd, &names).await;
+        let mut more = loaded_services(systemd, &names).await;
         units.append(&mut more);
         let declared: Vec<String> = fpm_pools(&units)
             .into_iter()
@@ -1163,6 +1241,36 @@ mod tests {
         assert_ne!(edited, first);
         std::fs::write(dir.path().join("new.conf"), "").unwrap();
         assert_ne!(config_identity(&files), edited);
+    }
+
+    /// Issue 12: a rewrite to the same size given back its old mtime (`cp -p`, `touch -r`) is
+    /// a change too: its ctime tells, as the content hash of `nginx -t`'s cache would.
+    #[test]
+    fn the_config_identity_changes_with_a_rewrite_that_keeps_size_and_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("site.conf");
+        std::fs::write(&conf, "listen 8001;\n").unwrap();
+        let mtime = std::fs::metadata(&conf).unwrap().modified().unwrap();
+        let files = [conf.clone()];
+        let first = config_identity(&files);
+        // the kernel's clock for the ctime moves in ticks of a few ms
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&conf, "listen 8002;\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&conf)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let again = config_identity(&files);
+        let of = |i: &ConfigIdentity| i.get(&conf).copied().flatten().unwrap();
+        let (a, b) = (of(&first), of(&again));
+        assert_eq!(
+            (a.0, a.1, a.2, a.3),
+            (b.0, b.1, b.2, b.3),
+            "same inode, size, mtime"
+        );
+        assert_ne!(again, first, "the ctime moved");
     }
 
     #[test]
