@@ -133,7 +133,7 @@ impl<'a> Index<'a> {
                     .rev()
                     .filter_map(|l| {
                         let at = &l.pass.as_ref()?.at;
-                        Some(((at.file.as_path(), at.start, at.end), l))
+                        Some(((&*at.file, at.start, at.end), l))
                     })
                     .collect()
             }),
@@ -147,7 +147,7 @@ impl<'a> Index<'a> {
     }
 
     fn location(&self, at: &crate::facts::nginx::At) -> Option<&'a crate::facts::nginx::Location> {
-        let found = self.locations.get(&(at.file.as_path(), at.start, at.end))?;
+        let found = self.locations.get(&(&*at.file, at.start, at.end))?;
         found
             .pass
             .as_ref()
@@ -921,7 +921,7 @@ mod tests {
 
     fn at() -> crate::facts::nginx::At {
         crate::facts::nginx::At {
-            file: "/x".into(),
+            file: std::path::Path::new("/x").into(),
             line: 1,
             col: 1,
             start: 0,

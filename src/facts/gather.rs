@@ -143,11 +143,8 @@ pub async fn gather_remembering(
 async fn finish(settings: &Settings, facts: &mut Facts) {
     facts.backend_probes = backend_probes(facts).await;
     facts.reproductions = reproductions(facts).await;
-    let mut site_files: Vec<&std::path::Path> = facts
-        .routes
-        .iter()
-        .map(|r| r.pass.at.file.as_path())
-        .collect();
+    let mut site_files: Vec<&std::path::Path> =
+        facts.routes.iter().map(|r| &*r.pass.at.file).collect();
     site_files.sort();
     site_files.dedup();
     let rolled_back =
