@@ -1463,7 +1463,7 @@ impl Daemon {
                     locations: BTreeMap::new(),
                     files: BTreeMap::new(),
                 });
-            let file = t.route.pass.at.file.clone();
+            let file = t.route.pass.at.file.to_path_buf();
             site.files
                 .entry(file.clone())
                 .or_insert_with(|| mtime(&file));

@@ -958,7 +958,7 @@ mod tests {
 
     fn at() -> crate::facts::nginx::At {
         crate::facts::nginx::At {
-            file: "/x".into(),
+            file: std::path::Path::new("/x").into(),
             line: 1,
             col: 1,
             start: 0,

@@ -652,7 +652,7 @@ fn plan_site(
     let pass = &target.route.pass;
     let directive = validate_nginx_directive(&rendered, &pass.directive)
         .map_err(|e| format!("template `{template}` rendered `{}`: {e}", rendered.trim()))?;
-    let path = pass.at.file.clone();
+    let path = pass.at.file.to_path_buf();
     let before = read(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     let span = Span {
         start: pass.at.start,

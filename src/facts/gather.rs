@@ -156,11 +156,8 @@ async fn finish(settings: &Settings, facts: &mut Facts, phases: &mut Phases) {
     phases.done("backend_probes");
     facts.reproductions = reproductions(facts).await;
     phases.done("reproductions");
-    let mut site_files: Vec<&std::path::Path> = facts
-        .routes
-        .iter()
-        .map(|r| r.pass.at.file.as_path())
-        .collect();
+    let mut site_files: Vec<&std::path::Path> =
+        facts.routes.iter().map(|r| &*r.pass.at.file).collect();
     site_files.sort();
     site_files.dedup();
     let rolled_back =

@@ -198,7 +198,7 @@ pub fn routes(
                 site: site_name.clone(),
                 listen: site.listen.join("; "),
                 location: location.path.clone(),
-                file: pass.at.file.clone(),
+                file: pass.at.file.to_path_buf(),
             };
             let remembered = input.last_good.addresses(&key).unwrap_or_default();
             for e in endpoints
@@ -1101,7 +1101,7 @@ mod tests {
         };
         memory.answered(&key, &["127.0.0.1:18016".to_string()].into(), 1);
         let at = crate::facts::nginx::At {
-            file: file.clone(),
+            file: file.as_path().into(),
             line: 5,
             col: 9,
             start: 0,
@@ -1128,7 +1128,7 @@ mod tests {
                         at: at.clone(),
                         arg: at,
                     }),
-                    settings: BTreeMap::new(),
+                    settings: Default::default(),
                 }],
             }],
             conf: "/etc/nginx/nginx.conf".into(),
@@ -1360,7 +1360,7 @@ mod tests {
             listen: Vec::new(),
             listeners: Vec::new(),
             at: crate::facts::nginx::At {
-                file: "/etc/nginx/sites-enabled/shop".into(),
+                file: std::path::Path::new("/etc/nginx/sites-enabled/shop").into(),
                 line: 1,
                 col: 1,
                 start: 0,

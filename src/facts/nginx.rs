@@ -2,12 +2,15 @@
 //! configuration ([`crate::nginx_conf::Config`]), each with the place it was written.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-use crate::nginx_conf::{Arg, Config, Directive, Pos, Span};
+use crate::nginx_conf::{path_key, Arg, Config, Directive, Pos, Span};
 
 /// What the nginx configuration says about where requests go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,8 +33,9 @@ pub struct NginxFacts {
 /// Where something is written: file, 1-based line:col and byte span.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct At {
-    /// The file.
-    pub file: PathBuf,
+    /// The file (one allocation per file, shared by everything written in it: a large
+    /// configuration has a hundred thousand places).
+    pub file: Arc<Path>,
     /// Line, from 1.
     pub line: usize,
     /// Column in characters, from 1.
@@ -74,7 +78,8 @@ pub struct Location {
     /// The effective values of the tracked proxy_/fastcgi_ settings, inherited
     /// http → server → location → nested location; a setting written nowhere is absent (nginx
     /// then uses its default, e.g. 60s timeouts and `error timeout` for next_upstream).
-    pub settings: BTreeMap<String, String>,
+    /// Shared with the enclosing block when the location writes none of its own, as most do.
+    pub settings: Arc<BTreeMap<String, String>>,
 }
 
 /// A `proxy_pass`, `fastcgi_pass`, `uwsgi_pass` or `grpc_pass` directive.
@@ -179,7 +184,13 @@ fn is_tracked(name: &str) -> bool {
 /// Reads the facts out of a loaded configuration; `prefix` is nginx's prefix (`-p`), against
 /// which relative log paths resolve.
 pub fn extract(conf: &Config, prefix: &Path) -> NginxFacts {
-    let cx = Cx { conf };
+    let cx = Cx {
+        paths: conf
+            .files
+            .iter()
+            .map(|f| Arc::from(f.path.as_path()))
+            .collect(),
+    };
     let mut facts = NginxFacts {
         conf: conf
             .files
@@ -206,7 +217,7 @@ pub fn extract(conf: &Config, prefix: &Path) -> NginxFacts {
             .filter(|d| d.name == "upstream")
             .filter_map(|d| d.arg(0))
             .collect();
-        let inherited = settings(&BTreeMap::new(), http.children());
+        let inherited = settings(&Arc::default(), http.children());
         for d in http.children() {
             match d.name.as_str() {
                 "upstream" if d.block.is_some() => facts.upstreams.push(cx.upstream(d)),
@@ -221,7 +232,7 @@ pub fn extract(conf: &Config, prefix: &Path) -> NginxFacts {
 }
 
 fn collect_error_logs(directives: &[Directive], prefix: &Path, out: &mut Vec<PathBuf>) {
-    let mut seen: HashSet<PathBuf> = out.iter().cloned().collect();
+    let mut seen: HashSet<OsString> = out.iter().map(|p| path_key(p).into_owned()).collect();
     collect_new_error_logs(directives, prefix, &mut seen, out);
 }
 
@@ -230,7 +241,7 @@ fn collect_error_logs(directives: &[Directive], prefix: &Path, out: &mut Vec<Pat
 fn collect_new_error_logs(
     directives: &[Directive],
     prefix: &Path,
-    seen: &mut HashSet<PathBuf>,
+    seen: &mut HashSet<OsString>,
     out: &mut Vec<PathBuf>,
 ) {
     for d in directives {
@@ -240,7 +251,7 @@ fn collect_new_error_logs(
                     || target.starts_with("syslog:")
                     || target.starts_with("memory:");
                 let path = prefix.join(target);
-                if !skip && seen.insert(path.clone()) {
+                if !skip && seen.insert(path_key(&path).into_owned()) {
                     out.push(path);
                 }
             }
@@ -249,12 +260,36 @@ fn collect_new_error_logs(
     }
 }
 
-/// The tracked settings of `parent` overridden by those written directly in `children`.
-fn settings(parent: &BTreeMap<String, String>, children: &[Directive]) -> BTreeMap<String, String> {
-    let mut out = parent.clone();
-    for d in children.iter().filter(|d| is_tracked(&d.name)) {
-        let value: Vec<&str> = d.args.iter().map(|a| a.value.as_str()).collect();
-        out.insert(d.name.to_string(), value.join(" "));
+/// The tracked settings of `parent` overridden by those written directly in `children`: the
+/// parent's own map when `children` write none.
+fn settings(
+    parent: &Arc<BTreeMap<String, String>>,
+    children: &[Directive],
+) -> Arc<BTreeMap<String, String>> {
+    let mut own = children.iter().filter(|d| is_tracked(&d.name)).peekable();
+    if own.peek().is_none() {
+        return Arc::clone(parent);
+    }
+    let mut out = BTreeMap::clone(parent);
+    for d in own {
+        out.insert(String::from(d.name.as_str()), joined(&d.args));
+    }
+    Arc::new(out)
+}
+
+/// A word as a `String` (a `CompactString`'s `to_string` goes through the formatter).
+fn owned(word: &CompactString) -> String {
+    String::from(word.as_str())
+}
+
+/// The values of `args` joined by a space.
+fn joined(args: &[Arg]) -> String {
+    let mut out = String::new();
+    for (i, a) in args.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(&a.value);
     }
     out
 }
@@ -278,17 +313,17 @@ fn roots(body: &[Directive]) -> Vec<String> {
     out
 }
 
-struct Cx<'a> {
-    conf: &'a Config,
+struct Cx {
+    /// The path of each file of the configuration, by index.
+    paths: Vec<Arc<Path>>,
 }
 
-impl Cx<'_> {
-    fn path(&self, file: usize) -> PathBuf {
-        self.conf
-            .files
-            .get(file)
-            .map(|f| f.path.clone())
-            .unwrap_or_default()
+impl Cx {
+    fn path(&self, file: usize) -> Arc<Path> {
+        match self.paths.get(file) {
+            Some(p) => Arc::clone(p),
+            None => Arc::from(Path::new("")),
+        }
     }
 
     fn at(&self, file: usize, pos: Pos, span: Span) -> At {
@@ -319,7 +354,7 @@ impl Cx<'_> {
                 .filter(|s| s.name == "server")
                 .map(|s| UpstreamServer {
                     target: parse_address(s.arg(0).unwrap_or_default(), None, 80, &BTreeSet::new()),
-                    params: s.args.iter().skip(1).map(|a| a.value.to_string()).collect(),
+                    params: s.args.iter().skip(1).map(|a| owned(&a.value)).collect(),
                     at: self.at_directive(s),
                 })
                 .collect(),
@@ -329,7 +364,7 @@ impl Cx<'_> {
     fn site(
         &self,
         d: &Directive,
-        http: &BTreeMap<String, String>,
+        http: &Arc<BTreeMap<String, String>>,
         upstreams: &BTreeSet<&str>,
     ) -> Site {
         let body = d.children();
@@ -340,7 +375,7 @@ impl Cx<'_> {
             server_names: body
                 .iter()
                 .filter(|c| c.name == "server_name")
-                .flat_map(|c| c.args.iter().map(|a| a.value.to_string()))
+                .flat_map(|c| c.args.iter().map(|a| owned(&a.value)))
                 .collect(),
             listen: body
                 .iter()
@@ -352,7 +387,7 @@ impl Cx<'_> {
                 .iter()
                 .filter(|c| c.name == "listen")
                 .filter_map(|c| {
-                    let words: Vec<String> = c.args.iter().map(|a| a.value.to_string()).collect();
+                    let words: Vec<String> = c.args.iter().map(|a| owned(&a.value)).collect();
                     super::aim::Listen::from_args(&words)
                 })
                 .collect(),
@@ -365,7 +400,7 @@ impl Cx<'_> {
     fn locations(
         &self,
         body: &[Directive],
-        inherited: &BTreeMap<String, String>,
+        inherited: &Arc<BTreeMap<String, String>>,
         upstreams: &BTreeSet<&str>,
         out: &mut Vec<Location>,
     ) {
@@ -379,19 +414,14 @@ impl Cx<'_> {
             let nested = children
                 .iter()
                 .any(|c| c.name == "location" && c.block.is_some())
-                .then(|| settings.clone());
+                .then(|| Arc::clone(&settings));
             let pass = children
                 .iter()
                 .find(|c| PASSES.contains(&c.name.as_str()))
                 .or_else(|| find_in_ifs(children))
                 .and_then(|p| self.pass(p, upstreams));
             out.push(Location {
-                path: d
-                    .args
-                    .iter()
-                    .map(|a| a.value.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                path: joined(&d.args),
                 at: self.at_directive(d),
                 pass,
                 settings,
@@ -405,8 +435,8 @@ impl Cx<'_> {
     fn pass(&self, d: &Directive, upstreams: &BTreeSet<&str>) -> Option<Pass> {
         let arg = d.args.first()?;
         Some(Pass {
-            directive: d.name.to_string(),
-            raw: arg.value.to_string(),
+            directive: owned(&d.name),
+            raw: owned(&arg.value),
             target: parse_pass(&d.name, &arg.value, upstreams),
             at: self.at_directive(d),
             arg: self.at_arg(d, arg),
@@ -680,7 +710,7 @@ mod tests {
         let f = extract(&conf, Path::new("/etc/nginx"));
         let pass = f.sites[0].locations[1].pass.as_ref().unwrap();
         assert_eq!(
-            pass.at.file,
+            &*pass.at.file,
             Path::new("/etc/nginx/sites-enabled/10-app.conf")
         );
         assert_eq!((pass.at.line, pass.at.col), (15, 9));
@@ -740,7 +770,7 @@ mod tests {
         );
         assert_eq!(f.upstreams[0].servers[0].at.line, 3);
         assert_eq!(
-            f.upstreams[0].servers[0].at.file,
+            &*f.upstreams[0].servers[0].at.file,
             Path::new("/etc/nginx/upstreams.conf")
         );
     }

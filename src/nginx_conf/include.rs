@@ -2,13 +2,15 @@
 //! prefix (the main file's directory), globs sorted bytewise, a missing plain file an error,
 //! a glob matching nothing fine; each file listed once, cycles refused.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::parse::parse;
-use super::{ConfError, Config, Directive, FilePos, SourceFile};
+use super::{path_key, ConfError, Config, Directive, FilePos, Pos, SourceFile};
 
 /// Read access to configuration files, so the loader can run against memory in tests.
 pub trait SourceFs {
@@ -153,32 +155,56 @@ struct Loader<'a> {
     fs: &'a dyn SourceFs,
     prefix: PathBuf,
     files: Vec<SourceFile>,
-    index: HashMap<PathBuf, usize>,
-    /// The chain of files being read (index in `files`, path as included), outermost first.
-    stack: Vec<(usize, PathBuf)>,
+    /// The index in `files` of each file read, by [`path_key`].
+    index: HashMap<OsString, usize>,
+    /// The chain of files being read (index in `files`), outermost first.
+    stack: Vec<usize>,
+}
+
+/// The `include` directive that names a file: its file and position, made into a [`FilePos`]
+/// only for an error (a large configuration has tens of thousands of includes).
+#[derive(Clone, Copy)]
+struct IncludeAt<'a> {
+    file: &'a Path,
+    pos: Pos,
+}
+
+impl IncludeAt<'_> {
+    fn file_pos(self) -> FilePos {
+        FilePos {
+            file: self.file.to_path_buf(),
+            pos: self.pos,
+        }
+    }
 }
 
 impl Loader<'_> {
     /// The directives of the file at `path` with its includes expanded; `from` is the `include`
     /// that names it (none for the main file). A file included again is read and parsed from
     /// the text kept at its first reading, as `nginx -T` shows it once.
-    fn file(&mut self, path: &Path, from: Option<&FilePos>) -> Result<Vec<Directive>, ConfError> {
-        let known = self.index.get(path).copied();
-        if let Some(i) = known.and_then(|idx| self.stack.iter().position(|(s, _)| *s == idx)) {
+    fn file(&mut self, path: &Path, from: Option<IncludeAt>) -> Result<Vec<Directive>, ConfError> {
+        let key = path_key(path);
+        let known = self.index.get(&*key).copied();
+        if let Some(i) = known.and_then(|idx| self.stack.iter().position(|s| *s == idx)) {
+            // a file's path is the one it was first read by, which is equal to `path`
             let mut chain: Vec<PathBuf> = self
                 .stack
                 .get(i..)
                 .unwrap_or_default()
                 .iter()
-                .map(|(_, p)| p.clone())
+                .filter_map(|s| self.files.get(*s))
+                .map(|f| f.path.clone())
                 .collect();
             chain.push(path.to_path_buf());
             return Err(ConfError::Cycle {
                 // `from` is always set here: the main file is never on the stack yet
-                at: from.cloned().unwrap_or_else(|| FilePos {
-                    file: path.to_path_buf(),
-                    pos: super::Pos { line: 1, col: 1 },
-                }),
+                at: from.map_or_else(
+                    || FilePos {
+                        file: path.to_path_buf(),
+                        pos: Pos { line: 1, col: 1 },
+                    },
+                    IncludeAt::file_pos,
+                ),
                 chain,
             });
         }
@@ -188,20 +214,20 @@ impl Loader<'_> {
                 let text = self.fs.read(path).map_err(|e| ConfError::Open {
                     path: path.to_path_buf(),
                     reason: io_reason(&e),
-                    included_from: from.cloned(),
+                    included_from: from.map(IncludeAt::file_pos),
                 })?;
                 let i = self.files.len();
                 self.files.push(SourceFile {
                     path: path.to_path_buf(),
                     text,
                 });
-                self.index.insert(path.to_path_buf(), i);
+                self.index.insert(path_key(path).into_owned(), i);
                 i
             }
         };
         let text = self.files.get(idx).map_or("", |f| f.text.as_str());
         let mut directives = parse(path, text, idx)?;
-        self.stack.push((idx, path.to_path_buf()));
+        self.stack.push(idx);
         let expanded = self.expand(&mut directives, path);
         self.stack.pop();
         expanded.map(|()| directives)
@@ -229,40 +255,43 @@ impl Loader<'_> {
                 out.push(d);
                 continue;
             }
-            let at = FilePos {
-                file: path.to_path_buf(),
+            let at = IncludeAt {
+                file: path,
                 pos: d.pos,
             };
             if d.block.is_some() {
                 return Err(ConfError::Syntax {
-                    at,
+                    at: at.file_pos(),
                     reason: "directive \"include\" is not terminated by \";\"".into(),
                 });
             }
-            let target = match d.args.as_slice() {
-                [arg] => self.prefix.join(arg.value.as_str()),
+            let target: Cow<Path> = match d.args.as_slice() {
+                // an absolute path is its own target, as `join` would make it
+                [arg] if arg.value.starts_with('/') => Cow::Borrowed(Path::new(arg.value.as_str())),
+                [arg] => Cow::Owned(self.prefix.join(arg.value.as_str())),
                 _ => {
                     return Err(ConfError::Syntax {
-                        at,
+                        at: at.file_pos(),
                         reason: "invalid number of arguments in \"include\" directive".into(),
                     })
                 }
             };
-            out.push(d);
             let bytes = target.as_os_str().as_bytes();
             if !bytes.iter().any(|b| matches!(b, b'*' | b'?' | b'[')) {
-                let included = self.file(&target, Some(&at))?;
+                let included = self.file(&target, Some(at))?;
+                out.push(d);
                 out.extend(included);
                 continue;
             }
             let mut matches = self.fs.glob(&target).map_err(|e| ConfError::Glob {
-                at: at.clone(),
-                pattern: target.clone(),
+                at: at.file_pos(),
+                pattern: target.to_path_buf(),
                 reason: io_reason(&e),
             })?;
             matches.sort_by(|a, b| a.as_os_str().as_bytes().cmp(b.as_os_str().as_bytes()));
+            out.push(d);
             for m in matches {
-                let included = self.file(&m, Some(&at))?;
+                let included = self.file(&m, Some(at))?;
                 out.extend(included);
             }
         }

@@ -10,8 +10,11 @@ mod include;
 mod lexer;
 mod parse;
 
+use std::borrow::Cow;
+use std::ffi::OsStr;
 use std::fmt;
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -200,6 +203,22 @@ impl fmt::Display for Chain<'_> {
     }
 }
 
+/// The bytes of `path` with its components normalised as `Path`'s equality sees them (`a//b`
+/// is `a/b`; a trailing `/` or `/.` and an inner `/./` do not count), so that equal paths have
+/// equal keys. Hashing these bytes is much cheaper than hashing a `Path` (which hashes it
+/// component by component), and a path written plainly, as nearly all are, is its own key.
+pub(crate) fn path_key(path: &Path) -> Cow<'_, OsStr> {
+    let b = path.as_os_str().as_bytes();
+    let plain = !b.windows(2).any(|w| w == b"//")
+        && !b.windows(3).any(|w| w == b"/./")
+        && !(b.len() > 1 && (b.ends_with(b"/") || b.ends_with(b"/.")));
+    if plain {
+        Cow::Borrowed(path.as_os_str())
+    } else {
+        Cow::Owned(path.components().collect::<PathBuf>().into_os_string())
+    }
+}
+
 /// Replaces the bytes of `span` in `text` by `new`, leaving every other byte as it was.
 ///
 /// Returns `None` when the span is reversed, out of range or not on character boundaries.
@@ -238,6 +257,31 @@ mod tests {
             out,
             "http {\n    server { fastcgi_pass unix:/x.sock; }\n}\n"
         );
+    }
+
+    #[test]
+    fn path_keys_are_equal_when_the_paths_are() {
+        let key = |p: &str| path_key(Path::new(p)).into_owned();
+        for (a, b) in [
+            ("/a/b", "/a//b"),
+            ("/a/b", "/a/./b"),
+            ("/a/b", "/a/b/"),
+            ("/a/b", "/a/b/."),
+            ("/", "//"),
+            ("a/b", "a//b/"),
+        ] {
+            assert_eq!(Path::new(a), Path::new(b));
+            assert_eq!(key(a), key(b), "{a} {b}");
+        }
+        for (a, b) in [
+            ("/a/b", "/a/c"),
+            ("./a", "a"),
+            ("/a", "a"),
+            ("/a/../b", "/b"),
+        ] {
+            assert_ne!(Path::new(a), Path::new(b));
+            assert_ne!(key(a), key(b), "{a} {b}");
+        }
     }
 
     #[test]
@@ -346,6 +390,48 @@ mod fixture_tests {
         ] {
             let _ = parse(Path::new("/x"), text, 0);
         }
+    }
+
+    /// The fuzz target's property (`fuzz/fuzz_targets/nginx_conf.rs`) over its seeds: each seed
+    /// split at NUL bytes into the main file and files of `conf.d/`, loaded without a panic, and
+    /// every span naming its own bytes; then the facts drawn from it.
+    #[test]
+    fn the_fuzz_seeds_load_with_exact_spans() {
+        fn check(conf: &Config, ds: &[Directive]) {
+            for d in ds {
+                let file = &conf.files[d.file].text;
+                assert!(
+                    conf.text_of(d).is_some(),
+                    "span {:?} of `{}`",
+                    d.span,
+                    d.name
+                );
+                for a in &d.args {
+                    assert_eq!(file.get(a.span.start..a.span.end), Some(a.raw.as_str()));
+                }
+                check(conf, d.children());
+            }
+        }
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/nginx_conf");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(seeds).unwrap() {
+            let text = text_of_bytes(std::fs::read(entry.unwrap().path()).unwrap());
+            let mut fs = MemFs::new();
+            let main = Path::new("/etc/nginx/nginx.conf");
+            for (i, part) in text.splitn(4, '\0').enumerate() {
+                match i {
+                    0 => fs.insert(main, part),
+                    _ => fs.insert(format!("/etc/nginx/conf.d/{i}.conf"), part),
+                };
+            }
+            let _ = parse(main, &text, 0);
+            if let Ok(conf) = load(main, &fs) {
+                check(&conf, &conf.directives);
+                let _ = crate::facts::nginx::extract(&conf, Path::new("/etc/nginx"));
+            }
+            seen += 1;
+        }
+        assert!(seen > 10, "{seen} seeds");
     }
 
     #[test]

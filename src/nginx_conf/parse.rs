@@ -1,6 +1,7 @@
 //! Builds the directive tree of one file from the lexer's statements; `include` is left as an
 //! ordinary directive here (see `include.rs`).
 
+use std::cell::Cell;
 use std::path::Path;
 
 use super::lexer::{LexError, Lexer, Stop, Word};
@@ -13,6 +14,8 @@ const MAX_DEPTH: usize = 100;
 pub(crate) struct LineIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// The line of the last answer.
+    hint: Cell<usize>,
 }
 
 impl<'a> LineIndex<'a> {
@@ -24,13 +27,33 @@ impl<'a> LineIndex<'a> {
                 .filter(|&(_, b)| b == b'\n')
                 .map(|(i, _)| i + 1),
         );
-        LineIndex { text, starts }
+        LineIndex {
+            text,
+            starts,
+            hint: Cell::new(1),
+        }
     }
 
     pub(crate) fn pos(&self, offset: usize) -> Pos {
-        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        // the parser asks in nearly increasing order: try the line of the last answer and the
+        // next one before searching
+        let hint = self.hint.get();
+        let within = |line: usize| {
+            line >= 1
+                && self.starts.get(line - 1).is_some_and(|&s| s <= offset)
+                && self.starts.get(line).map_or(true, |&next| offset < next)
+        };
+        let line = if within(hint) {
+            hint
+        } else if within(hint + 1) {
+            hint + 1
+        } else {
+            self.starts.partition_point(|&s| s <= offset).max(1)
+        };
+        self.hint.set(line);
         let start = self.starts.get(line - 1).copied().unwrap_or(0);
         let col = match self.text.get(start..offset) {
+            Some(s) if s.is_ascii() => s.len(),
             Some(s) => s.chars().count(),
             None => offset.saturating_sub(start),
         };
@@ -233,6 +256,23 @@ mod tests {
         assert_eq!(listen.args[0].pos, Pos { line: 4, col: 10 });
         assert_eq!(listen.args[0].raw, "80");
         assert_eq!(tree[0].block, Some(vec![]));
+    }
+
+    #[test]
+    fn positions_do_not_depend_on_the_order_asked() {
+        let text = "a é b\n\nxé;\n  yy;\n";
+        let fresh = |o: usize| LineIndex::new(text).pos(o);
+        let reused = LineIndex::new(text);
+        let offsets: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+        for &o in offsets
+            .iter()
+            .chain(offsets.iter().rev())
+            .chain([&3, &0, &12, &1])
+        {
+            assert_eq!(reused.pos(o), fresh(o), "offset {o}");
+        }
+        assert_eq!(fresh(text.find('y').unwrap()), Pos { line: 4, col: 3 });
+        assert_eq!(fresh(text.find('b').unwrap()), Pos { line: 1, col: 5 });
     }
 
     #[test]
