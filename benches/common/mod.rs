@@ -145,10 +145,15 @@ pub fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
 
 /// VmRSS of PID in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A KiB figure of PID's `/proc/PID/status`, by its label (`VmRSS:`, `RssAnon:`).
+pub fn status_kib(pid: u32, label: &str) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(label))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
