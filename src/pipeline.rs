@@ -13,7 +13,7 @@ use crate::playbook::{load_dirs, PlaybookErrors, PlaybookSet};
 
 pub use crate::apply::execute::apply;
 pub use crate::engine::describe::describe as describe_action;
-pub use crate::facts::gather::{gather, gather_remembering};
+pub use crate::facts::gather::{gather, gather_on};
 
 /// The targets of a snapshot and what the playbooks found in them.
 #[derive(Debug, Clone)]

@@ -1084,9 +1084,8 @@ impl Daemon {
             let (facts, read) = match targeted {
                 Some((facts, fresh)) => (facts, Read::Targeted(fresh)),
                 None => {
-                    let facts = handle.block_on(crate::facts::gather::gather_on(
-                        &settings, &procfs, &owners, systemd,
-                    ));
+                    let facts =
+                        handle.block_on(pipeline::gather_on(&settings, &procfs, &owners, systemd));
                     let config = facts
                         .nginx
                         .ok()

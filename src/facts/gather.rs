@@ -21,38 +21,12 @@ pub const ERROR_LOG_WINDOW: u64 = 1 << 20;
 
 /// Reads every source and maps each route to its backend.
 pub async fn gather(settings: &Settings, procfs: &Procfs) -> Facts {
-    gather_remembering(settings, procfs, &BTreeMap::new()).await
-}
-
-/// [`gather_remembering`] for a blocking thread: the daemon runs a snapshot with
-/// `tokio::task::spawn_blocking(move || gather_blocking(handle, settings, procfs, remembered))`
-/// so that its file reads, /proc scans, config parsing and child processes never hold the
-/// runtime's only thread (the watchdog, the metrics endpoint and the signal stream keep
-/// running). `handle` is the runtime's (`tokio::runtime::Handle::current()`, taken before the
-/// spawn): the D-Bus calls are driven on it, which on a current-thread runtime works while its
-/// thread is in `block_on`, as the daemon's is. Everything is owned, so the closure is `'static`.
-/// Must not be called from inside an async task (it blocks on the runtime).
-pub fn gather_blocking(
-    handle: tokio::runtime::Handle,
-    settings: Settings,
-    procfs: Procfs,
-    remembered: BTreeMap<String, String>,
-) -> Facts {
-    handle.block_on(gather_remembering(&settings, &procfs, &remembered))
+    gather_on(settings, procfs, &BTreeMap::new(), None).await
 }
 
 /// As [`gather`], knowing the unit that last owned each address's listening socket (the
-/// daemon remembers them): a backend that just stopped is mapped at once, without searching
-/// every service of the host.
-pub async fn gather_remembering(
-    settings: &Settings,
-    procfs: &Procfs,
-    remembered: &BTreeMap<String, String>,
-) -> Facts {
-    gather_on(settings, procfs, remembered, None).await
-}
-
-/// As [`gather_remembering`], the units read on `systemd` (the daemon's own connection, kept
+/// daemon remembers them: a backend that just stopped is mapped at once, without searching
+/// every service of the host), the units read on `systemd` (the daemon's own connection, kept
 /// for its whole life) when given, else on a connection of its own.
 pub async fn gather_on(
     settings: &Settings,
@@ -1174,8 +1148,9 @@ mod tests {
         let (facts, ticks) = runtime.block_on(async move {
             let handle = tokio::runtime::Handle::current();
             let procfs = Procfs::system();
+            // as the daemon runs its snapshot
             let gathered = tokio::task::spawn_blocking(move || {
-                gather_blocking(handle, settings, procfs, BTreeMap::new())
+                handle.block_on(gather_on(&settings, &procfs, &BTreeMap::new(), None))
             });
             let mut ticks = 0u32;
             let mut gathered = std::pin::pin!(gathered);
