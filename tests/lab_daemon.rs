@@ -1007,7 +1007,7 @@ fn cpu_seconds(pid: i32) -> f64 {
 /// The process's anonymous memory (heap, stacks): what a storm could make grow. Its code is
 /// left out: the daemon hands its start-up pages back once ready (`memory::page_out_own_code`),
 /// so VmRSS climbs by whatever code the storm runs again, from the page cache.
-fn rss_kib(pid: i32) -> u64 {
+fn anon_kib(pid: i32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("status")
         .lines()
@@ -1053,7 +1053,7 @@ fn lab_daemon_a_storm_about_an_open_incident_costs_no_evaluation() {
         last = open.then_some(status);
         std::thread::sleep(Duration::from_secs(2));
     };
-    let (cpu0, rss0) = (cpu_seconds(daemon.pid()), rss_kib(daemon.pid()));
+    let (cpu0, rss0) = (cpu_seconds(daemon.pid()), anon_kib(daemon.pid()));
 
     // 5 s of 40,000 lines a second about it, in 50 ms batches, into nginx's own error log
     let line = format!(
@@ -1071,7 +1071,7 @@ fn lab_daemon_a_storm_about_an_open_incident_costs_no_evaluation() {
     }
     let burst = started.elapsed();
     std::thread::sleep(Duration::from_millis(1500)); // a status write is at most 1 s late
-    let (cpu1, rss1) = (cpu_seconds(daemon.pid()), rss_kib(daemon.pid()));
+    let (cpu1, rss1) = (cpu_seconds(daemon.pid()), anon_kib(daemon.pid()));
     let (_, after) = status_json(&lab);
     let cpu = cpu1 - cpu0;
     eprintln!(
