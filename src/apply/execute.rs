@@ -866,10 +866,10 @@ async fn roll_back(group: &mut Group<'_, '_>) -> Undone {
     }
     let progress = group.effects.progress;
     progress.step_started(STEP_SLACK);
-    let (reports, _) = txn.rollback_or_escalate();
+    let end = txn.rollback_or_escalate();
     progress.step_ended();
     let mut all_restored = true;
-    for r in &reports {
+    for r in &end.reports {
         let (status, detail) = match &r.outcome {
             RollbackOutcome::Restored => (
                 EntryStatus::RolledBack,
@@ -893,6 +893,17 @@ async fn roll_back(group: &mut Group<'_, '_>) -> Undone {
             &r.path.display().to_string(),
             status,
             &detail,
+        );
+    }
+    if let Some(why) = &end.unrecorded {
+        // The files are back, but on disk the transaction still reads as open: reported as
+        // incomplete (and so escalated) until the next start finishes it.
+        all_restored = false;
+        group.log(
+            "record_rollback",
+            group.txn_id,
+            EntryStatus::Failed,
+            &format!("the manifest cannot record the rollback: {why}; the next start finishes it"),
         );
     }
     let effects = group.effects;

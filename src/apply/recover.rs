@@ -290,7 +290,14 @@ fn recover_one(state_dir: &Path, id: &str, committed: bool) -> Recovered {
         };
     }
     let units = txn.units().to_vec();
-    let (files, state) = txn.rollback_or_escalate();
+    let super::transaction::RollbackEnd {
+        reports: files,
+        state,
+        unrecorded,
+    } = txn.rollback_or_escalate();
+    if let Some(why) = unrecorded {
+        tracing::error!(txn = id, error = %why, "the manifest cannot record how the recovery ended; the next start runs it again");
+    }
     remove_strays(&touched);
     let outcome = if state == TxnState::Escalated {
         let bad: Vec<String> = files

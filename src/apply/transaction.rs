@@ -171,6 +171,18 @@ pub struct RollbackReport {
     pub outcome: RollbackOutcome,
 }
 
+/// How a rollback ended: each file, the transaction's state, and whether its manifest says so.
+#[derive(Debug)]
+pub struct RollbackEnd {
+    /// Each touched file, last touched first.
+    pub reports: Vec<RollbackReport>,
+    /// The state reached.
+    pub state: TxnState,
+    /// Why the manifest could not record `state`, if it could not: on disk the transaction is
+    /// still open, and the next start rolls it back again (a no-op over restored files).
+    pub unrecorded: Option<String>,
+}
+
 /// A transaction folder as [`FileTransaction::scan`] finds it: its id and its manifest, or why
 /// that cannot be read.
 pub type Found = (String, Result<TxnManifest, TxnError>);
@@ -440,25 +452,32 @@ impl FileTransaction {
 
     /// Recovery's rollback of a transaction found open at start: as [`Self::rollback`], but a
     /// rollback that is not complete marks the transaction [`TxnState::Escalated`].
-    pub fn rollback_or_escalate(mut self) -> (Vec<RollbackReport>, TxnState) {
-        let reports = self.rollback_in_place();
+    pub fn rollback_or_escalate(mut self) -> RollbackEnd {
+        let (reports, mut unrecorded) = self.rollback_in_place();
         if self.state == TxnState::RollbackIncomplete {
             self.state = TxnState::Escalated;
-            if let Err(e) = self.write_manifest() {
-                tracing::error!(txn = %self.id, error = %crate::error_text::chain(&e), "cannot record the escalation in the manifest");
-            }
+            unrecorded = self.write_manifest().err().map(|e| {
+                let why = crate::error_text::chain(&e);
+                tracing::error!(txn = %self.id, error = %why, "cannot record the escalation in the manifest");
+                why
+            });
         }
-        (reports, self.state)
+        RollbackEnd {
+            reports,
+            state: self.state,
+            unrecorded,
+        }
     }
 
     /// Puts every touched file back byte for byte (with owner, mode and attributes), last
     /// touched first, and reports each: only over what nginx-medic wrote, so a file someone
     /// changed since is left alone (and reported). Failures do not stop the others.
     pub fn rollback(mut self) -> Vec<RollbackReport> {
-        self.rollback_in_place()
+        self.rollback_in_place().0
     }
 
-    fn rollback_in_place(&mut self) -> Vec<RollbackReport> {
+    /// The files put back, and why the manifest could not record it, if it could not.
+    fn rollback_in_place(&mut self) -> (Vec<RollbackReport>, Option<String>) {
         let mut reports = Vec::with_capacity(self.backups.len());
         for (i, b) in self.backups.iter().enumerate().rev() {
             let restored = match self.pinned.get(i) {
@@ -491,10 +510,12 @@ impl FileTransaction {
         } else {
             TxnState::RollbackIncomplete
         };
-        if let Err(e) = self.write_manifest() {
-            tracing::error!(txn = %self.id, error = %crate::error_text::chain(&e), "cannot record the rollback in the manifest");
-        }
-        reports
+        let unrecorded = self.write_manifest().err().map(|e| {
+            let why = crate::error_text::chain(&e);
+            tracing::error!(txn = %self.id, error = %why, "cannot record the rollback in the manifest");
+            why
+        });
+        (reports, unrecorded)
     }
 
     fn write_manifest(&self) -> Result<(), TxnError> {
@@ -529,7 +550,7 @@ impl Drop for FileTransaction {
             return;
         }
         tracing::warn!(txn = %self.id, files = self.backups.len(), "transaction dropped without commit or rollback; rolling back");
-        for report in self.rollback_in_place() {
+        for report in self.rollback_in_place().0 {
             match report.outcome {
                 RollbackOutcome::Failed { reason } => {
                     tracing::error!(txn = %self.id, path = %report.path.display(), %reason, "rollback failed")
@@ -814,6 +835,24 @@ mod tests {
         assert_eq!(fs::read(&other).unwrap(), b"other original");
         let m = read_manifest(&state.join("backups/t7").join(MANIFEST_FILE)).unwrap();
         assert_eq!(m.state, TxnState::RollbackIncomplete);
+    }
+
+    #[test]
+    fn a_rollback_the_manifest_cannot_record_says_so() {
+        let (_d, state, conf) = setup();
+        let original = fs::read(&conf).unwrap();
+        let mut txn = FileTransaction::begin(&state, "t10").unwrap();
+        txn.edit(&conf, Some(&afs::file_hash(&conf).unwrap()), b"a")
+            .unwrap();
+        // a directory where the manifest is: the rename over it fails
+        let manifest = state.join("backups/t10").join(MANIFEST_FILE);
+        fs::remove_file(&manifest).unwrap();
+        fs::create_dir_all(manifest.join("in-the-way")).unwrap();
+        let end = txn.rollback_or_escalate();
+        assert_eq!(fs::read(&conf).unwrap(), original, "the file is back");
+        assert_eq!(end.state, TxnState::RolledBack);
+        let why = end.unrecorded.expect("the manifest did not record it");
+        assert!(why.contains("manifest.json"), "{why}");
     }
 
     #[test]

@@ -306,8 +306,16 @@ impl Budget {
             .map(|(k, _)| k.as_str())
     }
 
-    /// A new incident opened on `target`: a fault within `crash_loop.within` of the last heal
-    /// is a relapse and counts as a failure.
+    /// A new incident opened on `target`: the healthy time an escalated target is released
+    /// after starts again.
+    pub fn fault_opened(&mut self, target: &str) {
+        if let Some(state) = self.targets.get_mut(target) {
+            state.healthy_since = None;
+        }
+    }
+
+    /// An incident on `target` is about to be acted on: a fault within `crash_loop.within` of
+    /// the last heal is a relapse and counts as a failure.
     pub fn fault_seen(&mut self, target: &str, now: Instant) -> Option<Escalation> {
         let within = self.crash.within;
         let state = self.target(target);

@@ -173,6 +173,9 @@ struct Incident {
     unit: Option<String>,
     /// The plan (or inconclusive reason) last reported, so it is reported once, not per probe.
     reported: Option<String>,
+    /// Whether the budget has judged the incident a relapse or not: once, when it is about
+    /// to be acted on (a held fault, or someone's restart seen half-way, is none).
+    relapse_judged: bool,
 }
 
 /// Runs until SIGTERM or SIGINT. `config` is re-read on SIGHUP.
@@ -590,6 +593,15 @@ impl StatusWriter {
 /// States of a unit in the middle of a change: nothing is done to it until it settles.
 const IN_TRANSITION: [&str; 3] = ["activating", "deactivating", "reloading"];
 
+/// Whether the snapshot saw the finding's unit in the middle of a change.
+fn changing_in_snapshot(finding: &Finding, targets: &[Target]) -> bool {
+    let state = targets
+        .get(finding.target)
+        .and_then(|t| t.context.unit.as_ref())
+        .map_or("", |u| u.active_state.as_str());
+    finding.unit.is_some() && IN_TRANSITION.contains(&state)
+}
+
 impl Daemon {
     fn mode(&self) -> &'static str {
         match self.settings.daemon.mode {
@@ -927,14 +939,10 @@ impl Daemon {
                     cause: f.cause.clone(),
                     unit: f.unit.clone(),
                     reported: None,
+                    relapse_judged: false,
                 },
             );
-            if self.hold(f.unit.as_deref(), &f.upstream).is_some() {
-                continue; // a held target is no relapse
-            }
-            if let Some(e) = self.budget.fault_seen(&f.upstream, now) {
-                self.escalate(&f.upstream, Some(f), e).await;
-            }
+            self.budget.fault_opened(&f.upstream);
         }
 
         // what the evaluation concludes per target: healthy unless a finding says otherwise
@@ -1006,6 +1014,10 @@ impl Daemon {
                 events::settling(finding, &unit);
                 retry = true;
                 conclude(&key, Verdict::Settling);
+                continue;
+            }
+            if self.escalated_as_relapse(finding).await {
+                conclude(&key, Verdict::LeftAlone(LeftAlone::Escalated));
                 continue;
             }
             match self.settings.daemon.mode {
@@ -1182,12 +1194,7 @@ impl Daemon {
     /// (the heal's own calls would fail and escalate).
     async fn in_transition(&mut self, finding: &Finding, targets: &[Target]) -> Option<String> {
         let unit = finding.unit.as_ref()?;
-        let state = targets
-            .get(finding.target)
-            .and_then(|t| t.context.unit.as_ref())
-            .map(|u| u.active_state.as_str())
-            .unwrap_or("");
-        if IN_TRANSITION.contains(&state) {
+        if changing_in_snapshot(finding, targets) {
             return Some(unit.clone());
         }
         let job = match self.systemd().await {
@@ -1202,6 +1209,22 @@ impl Daemon {
                 None
             }
         }
+    }
+
+    /// A fault about to be acted on within `crash_loop.within` of the target's last heal is a
+    /// relapse, judged once per incident; whether it escalated the target.
+    async fn escalated_as_relapse(&mut self, finding: &Finding) -> bool {
+        let Some(incident) = self.incidents.get_mut(&finding.upstream) else {
+            return false;
+        };
+        if std::mem::replace(&mut incident.relapse_judged, true) {
+            return false;
+        }
+        let Some(e) = self.budget.fault_seen(&finding.upstream, Instant::now()) else {
+            return false;
+        };
+        self.escalate(&finding.upstream, Some(finding), e).await;
+        true
     }
 
     /// `observe`: the plan, once per incident (and again when it changes).
@@ -1580,6 +1603,7 @@ impl Daemon {
         if let Some(incident) = self.incidents.get_mut(&finding.upstream) {
             incident.opened = Instant::now();
             incident.first_evidence = SystemTime::now(); // a held fault is not the heal's to time
+            incident.relapse_judged = true; // nor a relapse
         }
         true
     }
