@@ -8,11 +8,8 @@
 //! both sides read it from the page cache. Ours streams the file and extracts the fields of
 //! every line it reports (class, upstream address, request, host; borrowed, as `scan` hands
 //! them out); grep only counts. Two rows of ours:
-//! - the product's path: reads of half the follower's `WINDOW`, so that what `scan` is handed
-//!   stays under its two-thread split, as it nearly always does in the follower (which hands
-//!   `scan` at most `WINDOW` new bytes, plus an unfinished line kept from the read before, and
-//!   cuts the first line of a full window: only a read within a line of the window is split):
-//!   one thread;
+//! - the product's path: reads of the follower's `CHUNK` (64 KiB), as the follower hands
+//!   them to `scan` (after an unfinished line kept from the read before): one thread;
 //! - 4 MiB reads, which `scan` searches on two threads (what this bench measured before).
 //!
 //! Prints the medians of 3 runs, GB/s and the ratio (< 1: nginx-medic is faster).
@@ -26,8 +23,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 3;
-/// The product's reads: half the follower's window (see the module doc).
-const PRODUCT_READ: usize = (nginx_medic::daemon::follow::WINDOW / 2) as usize;
+/// The product's reads: the follower's (see the module doc).
+const PRODUCT_READ: usize = nginx_medic::daemon::follow::CHUNK;
 /// Reads that `scan` cuts in two and searches on two threads.
 const SPLIT_READ: usize = 4 << 20;
 

@@ -8,21 +8,22 @@
 //! the offset is read again from 0). Old lines present at startup are not reported: they are
 //! history, not news.
 
+use super::inotify::{InotifyError, Watches};
 use crate::facts::error_log::{LogClass, MAX_LINE_BYTES};
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use nix::sys::inotify::{AddWatchFlags, WatchDescriptor};
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::io::unix::AsyncFd;
 
-/// How often the file is checked even without an inotify event (a safety net, e.g. when the
-/// directory cannot be watched).
+/// How often the file is checked even without an inotify event while the file itself cannot
+/// be watched (its directory's events still tell a rotation).
 const RESCAN: Duration = Duration::from_secs(2);
+
+/// The same safety net while the file is watched: an event missed is the only reason left.
+const RESCAN_WATCHED: Duration = Duration::from_secs(10);
 
 /// The least time between two reads while lines keep coming. The first line after a quiet
 /// spell is read at once (the leading edge: a fault is heard without delay); while a storm
@@ -33,20 +34,10 @@ const SPACING: Duration = Duration::from_millis(20);
 /// Setting up the follower failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
-    #[error("cannot set up inotify: {0}")]
-    Inotify(nix::Error),
+    #[error(transparent)]
+    Inotify(#[from] InotifyError),
     #[error("cannot watch `{}`: {source}", path.display())]
     Watch { path: PathBuf, source: nix::Error },
-    #[error("cannot register inotify with the runtime: {0}")]
-    Register(std::io::Error),
-}
-
-struct Fd(Inotify);
-
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
 }
 
 /// The open file being read and where.
@@ -57,8 +48,10 @@ struct Open {
     /// The last bytes before `offset`, to notice a truncation that was written past the old
     /// size again before this follower looked (copytruncate racing nginx).
     tail: Vec<u8>,
-    /// The bytes of an unfinished last line (at most `MAX_LINE_BYTES`).
-    partial: Vec<u8>,
+    /// The read buffer, kept (`CHUNK` + `MAX_LINE_BYTES`, allocated at the first read); its
+    /// first `held` bytes are an unfinished last line (at most `MAX_LINE_BYTES`).
+    buf: Vec<u8>,
+    held: usize,
     /// The bytes up to the next newline are the rest of a line not read whole (skipped after
     /// a storm, or longer than `MAX_LINE_BYTES`): dropped.
     skip_to_newline: bool,
@@ -67,6 +60,9 @@ struct Open {
 
 /// At most this much of the file is read per wake-up (1 MiB).
 pub const WINDOW: u64 = 1 << 20;
+
+/// The file is read this much at a time, through one buffer.
+pub const CHUNK: usize = 64 * 1024;
 
 /// What new lines said about one upstream: its class and the address nginx dialled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +93,7 @@ fn bytes_before(file: &File, end: u64, len: u64) -> Vec<u8> {
 /// An error-log follower; `run` calls back for each upstream failure heard.
 pub struct Follower {
     path: PathBuf,
-    inotify: AsyncFd<Fd>,
+    inotify: Watches,
     open: Option<Open>,
 }
 
@@ -113,20 +109,15 @@ const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
 impl Follower {
     /// Starts following `path` at its current end (or from its start once it appears).
     pub fn new(path: &Path) -> Result<Self, FollowError> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .map_err(FollowError::Inotify)?;
+        let inotify = Watches::new()?;
         if let Some(dir) = path.parent() {
             inotify
-                .add_watch(dir, DIR_EVENTS)
+                .add(dir, DIR_EVENTS)
                 .map_err(|source| FollowError::Watch {
                     path: dir.to_path_buf(),
                     source,
                 })?;
         }
-        // SAFETY: `Fd` owns the inotify descriptor and never closes or swaps it, so the raw fd
-        // stays open and the same for as long as the `AsyncFd` holding it lives.
-        let inotify = unsafe { AsyncFd::register(Fd(inotify)) }
-            .map_err(|e| FollowError::Register(e.into()))?;
         let mut follower = Self {
             path: path.to_path_buf(),
             inotify,
@@ -139,21 +130,12 @@ impl Follower {
     /// Follows forever, calling `on_failure` with what each wake-up's new lines said.
     pub async fn run(mut self, mut on_failure: impl FnMut(&Failure)) {
         loop {
-            let woke = tokio::time::timeout(RESCAN, self.inotify.readable()).await;
-            if let Ok(Ok(mut guard)) = woke {
-                // Drain every queued event; which ones came matters less than reading again.
-                loop {
-                    match guard.get_inner().0.read_events() {
-                        Ok(_) => continue,
-                        Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "error log follower: inotify read failed");
-                            guard.clear_ready();
-                        }
-                    }
-                    break;
-                }
-            }
+            // woken by an event, or by the rescan
+            let rescan = match &self.open {
+                Some(Open { watch: Some(_), .. }) => RESCAN_WATCHED,
+                _ => RESCAN,
+            };
+            let _ = tokio::time::timeout(rescan, self.inotify.changed()).await;
             let before = self.position();
             for failure in self.poll() {
                 on_failure(&failure);
@@ -187,7 +169,7 @@ impl Follower {
         if rotated {
             if let Some(old) = self.open.take() {
                 if let Some(wd) = old.watch {
-                    let _ = self.inotify.get_ref().0.rm_watch(wd);
+                    self.inotify.remove(wd);
                 }
                 tracing::info!(path = %self.path.display(), "error log rotated; following the new file");
             }
@@ -205,9 +187,7 @@ impl Follower {
         let offset = if at_end { meta.len() } else { 0 };
         let watch = self
             .inotify
-            .get_ref()
-            .0
-            .add_watch(&self.path, FILE_EVENTS)
+            .add(&self.path, FILE_EVENTS)
             .map_err(|e| tracing::debug!(error = %e, "cannot watch the error log file itself"))
             .ok();
         let tail = bytes_before(&file, offset, TAIL_BYTES);
@@ -216,7 +196,8 @@ impl Follower {
             ino: meta.ino(),
             offset,
             tail,
-            partial: Vec::new(),
+            buf: Vec::new(),
+            held: 0,
             skip_to_newline: false,
             watch,
         })
@@ -225,6 +206,10 @@ impl Follower {
 
 /// Reads `open` from its offset to its end (at most the last `WINDOW` bytes of it); a file
 /// now shorter was truncated and is read from 0.
+///
+/// The bytes go through the one buffer `open` keeps, `CHUNK` at a time, so a storm costs the
+/// same memory as a quiet day: a buffer sized to each read was taken from the heap at every
+/// wake-up, and the allocator kept the high-water mark after the storm ended.
 fn read_new(open: &mut Open, path: &Path) -> Vec<Failure> {
     let Ok(meta) = open.file.metadata() else {
         return Vec::new();
@@ -235,7 +220,7 @@ fn read_new(open: &mut Open, path: &Path) -> Vec<Failure> {
         tracing::info!(path = %path.display(), "error log truncated; reading it from the start");
         open.offset = 0;
         open.tail.clear();
-        open.partial.clear();
+        open.held = 0;
         open.skip_to_newline = false;
     }
     if meta.len() == open.offset {
@@ -247,57 +232,78 @@ fn read_new(open: &mut Open, path: &Path) -> Vec<Failure> {
         // the skipped ones said
         tracing::debug!(path = %path.display(), skipped_bytes = behind - WINDOW, "error log: reading only the newest window");
         open.offset = meta.len() - WINDOW;
-        open.partial.clear();
+        open.held = 0;
         open.skip_to_newline = true;
     }
-    let want = usize::try_from(meta.len() - open.offset).unwrap_or(0);
-    let mut buf = std::mem::take(&mut open.partial);
-    let held = buf.len();
-    buf.resize(held + want, 0);
-    let mut got = 0;
     if open.file.seek(SeekFrom::Start(open.offset)).is_err() {
         return Vec::new();
     }
-    while got < want {
-        let Some(into) = buf.get_mut(held + got..) else {
-            break;
-        };
-        match open.file.read(into) {
+    let mut want = usize::try_from(meta.len() - open.offset).unwrap_or(0);
+    let mut failures = Vec::new();
+    while want > 0 {
+        let got = match read_chunk(open, want) {
             Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Ok(got) => got,
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot read the error log");
                 break;
             }
+        };
+        want -= got;
+        open.offset += got as u64;
+        remember_tail(open, got);
+        scan_held(open, got, &mut failures);
+    }
+    failures
+}
+
+/// Reads up to `want` bytes (at most `CHUNK`) after the unfinished line `open` holds.
+fn read_chunk(open: &mut Open, want: usize) -> std::io::Result<usize> {
+    if open.buf.len() < CHUNK + MAX_LINE_BYTES {
+        open.buf.resize(CHUNK + MAX_LINE_BYTES, 0);
+    }
+    let end = open.held + want.min(CHUNK);
+    let Some(into) = open.buf.get_mut(open.held..end) else {
+        return Ok(0);
+    };
+    loop {
+        match open.file.read(into) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            read => return read,
         }
     }
-    buf.truncate(held + got);
-    open.offset += got as u64;
-    let fresh = buf.get(held..).unwrap_or_default();
-    let mut tail = std::mem::take(&mut open.tail);
-    tail.extend_from_slice(
-        fresh
-            .get(fresh.len().saturating_sub(TAIL_BYTES as usize)..)
-            .unwrap_or_default(),
-    );
-    let drop = tail.len().saturating_sub(TAIL_BYTES as usize);
-    tail.drain(..drop);
-    open.tail = tail;
+}
+
+/// Keeps the last `TAIL_BYTES` before the offset, from the `got` bytes just read.
+fn remember_tail(open: &mut Open, got: usize) {
+    let fresh = open.buf.get(open.held..open.held + got).unwrap_or_default();
+    let fresh = fresh
+        .get(fresh.len().saturating_sub(TAIL_BYTES as usize)..)
+        .unwrap_or_default();
+    open.tail.extend_from_slice(fresh);
+    let drop = open.tail.len().saturating_sub(TAIL_BYTES as usize);
+    open.tail.drain(..drop);
+}
+
+/// Classifies the complete lines of what `open` holds plus the `got` bytes just read, counts
+/// each upstream failure into `failures`, and keeps the unfinished last line for the next read.
+fn scan_held(open: &mut Open, got: usize, failures: &mut Vec<Failure>) {
+    let len = open.held + got;
+    let bytes = open.buf.get(..len).unwrap_or_default();
     let mut from = 0;
     if open.skip_to_newline {
-        match memchr::memchr(b'\n', &buf) {
+        match memchr::memchr(b'\n', bytes) {
             Some(i) => {
                 from = i + 1;
                 open.skip_to_newline = false;
             }
-            None => return Vec::new(),
+            None => {
+                open.held = 0;
+                return;
+            }
         }
     }
-    let text = buf.get(from..).unwrap_or_default();
-    // keyed by what the lines borrow from `buf`: a storm of one failure copies nothing per line
-    type Heard<'a> = BTreeMap<(LogClass, Option<Cow<'a, str>>, Option<&'a str>), usize>;
-    let mut heard: Heard<'_> = BTreeMap::new();
+    let text = bytes.get(from..).unwrap_or_default();
     let rest = crate::facts::log_scan::scan(text, |_, line| {
         if line.class != LogClass::Other {
             let address = line.dialled_str();
@@ -306,25 +312,41 @@ fn read_new(open: &mut Open, path: &Path) -> Vec<Failure> {
             } else {
                 None
             };
-            *heard.entry((line.class, address, named)).or_default() += 1;
+            count(failures, line.class, address, named);
         }
     });
-    let failures = heard
-        .into_iter()
-        .map(|((class, upstream_addr, upstream), lines)| Failure {
-            class,
-            upstream_addr: upstream_addr.map(Cow::into_owned),
-            upstream: upstream.map(str::to_string),
-            lines,
-        })
-        .collect();
-    let unfinished = text.get(rest..).unwrap_or_default();
-    if unfinished.len() > MAX_LINE_BYTES {
+    let unfinished = len - (from + rest).min(len);
+    if unfinished > MAX_LINE_BYTES {
         open.skip_to_newline = true;
+        open.held = 0;
     } else {
-        open.partial = unfinished.to_vec();
+        open.buf.copy_within(len - unfinished..len, 0);
+        open.held = unfinished;
     }
-    failures
+}
+
+/// One more line about (class, dialled address, named upstream): a storm of one failure
+/// copies its text once, not once per line.
+fn count(
+    failures: &mut Vec<Failure>,
+    class: LogClass,
+    address: Option<Cow<'_, str>>,
+    named: Option<&str>,
+) {
+    let same = |f: &&mut Failure| {
+        f.class == class
+            && f.upstream_addr.as_deref() == address.as_deref()
+            && f.upstream.as_deref() == named
+    };
+    match failures.iter_mut().find(same) {
+        Some(f) => f.lines += 1,
+        None => failures.push(Failure {
+            class,
+            upstream_addr: address.map(Cow::into_owned),
+            upstream: named.map(str::to_string),
+            lines: 1,
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -374,12 +396,28 @@ mod tests {
             heard[0].lines
         );
         let open = f.open.as_ref().unwrap();
-        assert!(open.partial.len() <= MAX_LINE_BYTES);
+        assert!(open.held <= MAX_LINE_BYTES);
+        assert_eq!(open.buf.len(), CHUNK + MAX_LINE_BYTES, "one buffer, kept");
         // and it continues exactly at the end
         append(&log, REFUSED);
         let heard = f.poll();
         assert_eq!(heard.len(), 1);
         assert_eq!(heard[0].lines, 1);
+    }
+
+    #[tokio::test]
+    async fn lines_across_the_reads_of_one_wake_up_are_each_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("error.log");
+        append(&log, NOTICE);
+        let mut f = Follower::new(&log).unwrap();
+        // several chunks, their boundaries falling inside lines
+        let lines = 5 * CHUNK / REFUSED.len() + 3;
+        append(&log, &format!("{REFUSED}{NOTICE}").repeat(lines));
+        let heard = f.poll();
+        assert_eq!(heard.len(), 1, "{heard:?}");
+        assert_eq!(heard[0].lines, lines);
+        assert_eq!(f.open.as_ref().unwrap().held, 0);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ pub mod events;
 pub mod follow;
 pub mod holds;
 pub mod hooks;
+pub mod inotify;
 pub mod lock;
 pub mod memory;
 pub mod metrics;

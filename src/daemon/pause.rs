@@ -9,6 +9,7 @@
 use crate::config::BackendHint;
 use crate::engine::plan::PlannedAction;
 use crate::state_file::{StateFile, StateFileError};
+use nix::sys::inotify::AddWatchFlags;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -395,14 +396,41 @@ impl PauseWatch {
     }
 }
 
-/// Calls `changed` within a quarter second of the pause file changing or a pause ending, so a
-/// `pause`/`resume` (or an expiry) is acted on promptly: four `stat`s a second, never a read
-/// of an unchanged file.
+/// How often the pause file is looked at without an event: the safety net when an event was
+/// missed (the state directory replaced), and the polling interval where inotify is refused.
+const RESCAN: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(250);
+
+/// The state directory's events that can change what its pause file holds (it is replaced by
+/// a rename, or written, or removed).
+const DIR_EVENTS: AddWatchFlags = AddWatchFlags::IN_CREATE
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_CLOSE_WRITE)
+    .union(AddWatchFlags::IN_DELETE_SELF)
+    .union(AddWatchFlags::IN_MOVE_SELF);
+
+/// Calls `changed` as soon as the pause file changes (inotify on the state directory) or a
+/// pause ends (a timer set to the earliest end), so a `pause`/`resume` (or an expiry) is acted
+/// on promptly without waking the daemon while nothing happens. Without inotify, four `stat`s
+/// a second, never a read of an unchanged file.
 pub async fn watch(state_dir: PathBuf, changed: impl Fn()) {
     let mut watch = PauseWatch::new(&state_dir);
     let mut last = watch.active(unix_now());
+    let mut events = dir_events(&state_dir);
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        match &events {
+            Some(events) => {
+                let wait = next_end(&last, SystemTime::now()).map_or(RESCAN, |d| d.min(RESCAN));
+                let _ = tokio::time::timeout(wait, events.changed()).await;
+            }
+            None => {
+                tokio::time::sleep(POLL).await;
+                // the state directory may exist by now
+                events = dir_events(&state_dir);
+            }
+        }
         let reread = watch.refresh();
         let active = watch.active(unix_now());
         if reread || active != last {
@@ -410,6 +438,31 @@ pub async fn watch(state_dir: PathBuf, changed: impl Fn()) {
             changed();
         }
     }
+}
+
+/// The state directory watched, or `None` (polled) when inotify cannot watch it.
+fn dir_events(state_dir: &Path) -> Option<super::inotify::Watches> {
+    let events = super::inotify::Watches::new()
+        .map_err(|e| tracing::debug!(error = %e, "pause watcher: polling"))
+        .ok()?;
+    match events.add(state_dir, DIR_EVENTS) {
+        Ok(_) => Some(events),
+        Err(e) => {
+            tracing::debug!(dir = %state_dir.display(), error = %e, "pause watcher: cannot watch the state directory; polling");
+            None
+        }
+    }
+}
+
+/// How long from `now` until the first of `active` ends (a pause is over from its `until`
+/// second on), if one has an end.
+fn next_end(active: &[(String, Pause)], now: SystemTime) -> Option<Duration> {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    active
+        .iter()
+        .filter_map(|(_, p)| p.until)
+        .map(|until| Duration::from_secs(until).saturating_sub(now) + Duration::from_millis(10))
+        .min()
 }
 
 fn stamp_of(path: &Path) -> Option<(u64, u64, i64, i64)> {
@@ -443,6 +496,57 @@ pub fn utc(secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::config::UpstreamAddr;
+
+    #[test]
+    fn the_next_end_is_the_earliest_until_of_the_active_pauses() {
+        let at = |secs: u64, millis: u64| UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis);
+        let pause = |until| Pause { since: T0, until };
+        let active = vec![
+            ("a".to_string(), pause(None)),
+            ("b".to_string(), pause(Some(T0 + 60))),
+            ("c".to_string(), pause(Some(T0 + 5))),
+        ];
+        assert_eq!(
+            next_end(&active, at(T0, 250)),
+            Some(Duration::from_millis(4750 + 10))
+        );
+        assert_eq!(next_end(&active[..1], at(T0, 0)), None, "until resumed");
+        assert_eq!(
+            next_end(&active, at(T0 + 9, 0)),
+            Some(Duration::from_millis(10))
+        );
+    }
+
+    #[tokio::test]
+    async fn the_watch_hears_a_pause_at_once_and_its_end_on_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(watch(dir.path().to_path_buf(), move || {
+            let _ = tx.send(std::time::Instant::now());
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut state = PauseState::empty();
+        let now = unix_now();
+        state.pause(&names(&["api.service"]), now, Some(Duration::from_secs(2)));
+        let saved = std::time::Instant::now();
+        state.save(dir.path()).unwrap();
+        let heard = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            heard.duration_since(saved) < POLL,
+            "heard from inotify: {:?}",
+            heard.duration_since(saved)
+        );
+        let ended = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(unix_now() >= now + 2, "the end is heard once it is due");
+        assert!(ended.duration_since(saved) < Duration::from_secs(3));
+        task.abort();
+    }
 
     const T0: u64 = 1_795_684_057; // 2026-11-26 09:07:37 UTC
 
