@@ -143,6 +143,7 @@ pub fn load(conf: &Path, fs: &dyn SourceFs) -> Result<Config, ConfError> {
         files: Vec::new(),
         index: HashMap::new(),
         stack: Vec::new(),
+        leaves: Vec::new(),
     };
     let directives = loader.file(conf, None)?;
     Ok(Config {
@@ -159,6 +160,28 @@ struct Loader<'a> {
     index: HashMap<OsString, usize>,
     /// The chain of files being read (index in `files`), outermost first.
     stack: Vec<usize>,
+    /// By index in `files`: what is known of a file that includes nothing (a snippet, included
+    /// at every site that needs it).
+    leaves: Vec<Leaf>,
+}
+
+/// What the loader knows of a file's directives when it is included again.
+#[derive(Default)]
+enum Leaf {
+    /// Not parsed yet, or it includes other files: parsed at each include.
+    #[default]
+    Unknown,
+    /// Parsed once, and it includes nothing.
+    Seen,
+    /// Its directives, parsed a second time and kept: an include is textual and the text is the
+    /// one kept at the first reading, so each further include is a copy of them.
+    Kept(Vec<Directive>),
+}
+
+/// Whether any directive of `ds`, at any depth, is an `include`.
+fn includes_any(ds: &[Directive]) -> bool {
+    ds.iter()
+        .any(|d| d.name == "include" || includes_any(d.children()))
 }
 
 /// The `include` directive that names a file: its file and position, made into a [`FilePos`]
@@ -225,8 +248,23 @@ impl Loader<'_> {
                 i
             }
         };
+        if let Some(Leaf::Kept(directives)) = self.leaves.get(idx) {
+            return Ok(directives.clone());
+        }
         let text = self.files.get(idx).map_or("", |f| f.text.as_str());
         let mut directives = parse(path, text, idx)?;
+        if !includes_any(&directives) {
+            if self.leaves.len() <= idx {
+                self.leaves.resize_with(idx + 1, Leaf::default);
+            }
+            if let Some(leaf) = self.leaves.get_mut(idx) {
+                *leaf = match leaf {
+                    Leaf::Unknown => Leaf::Seen,
+                    _ => Leaf::Kept(directives.clone()),
+                };
+            }
+            return Ok(directives);
+        }
         self.stack.push(idx);
         let expanded = self.expand(&mut directives, path);
         self.stack.pop();
