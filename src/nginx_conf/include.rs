@@ -410,6 +410,27 @@ mod tests {
     }
 
     #[test]
+    fn a_snippet_included_many_times_gives_what_parsing_it_gives() {
+        let snippet = "a 1;\nb \"x y\" {\n  c;\n}\n";
+        let fs = fs(&[
+            (
+                "/c/nginx.conf",
+                "http {\n  include s.conf;\n  server {\n    include s.conf;\n    location / { include s.conf; include s.conf; }\n  }\n}\n",
+            ),
+            ("/c/s.conf", snippet),
+        ]);
+        let c = load(Path::new("/c/nginx.conf"), &fs).unwrap();
+        let parsed = parse(Path::new("/c/s.conf"), snippet, 1).unwrap();
+        let http = c.directives[0].children();
+        let server = http[3].children();
+        let location = server[3].children();
+        for got in [&http[1..3], &server[1..3], &location[1..3], &location[4..6]] {
+            assert_eq!(got, parsed.as_slice());
+        }
+        assert_eq!(c.files.len(), 2);
+    }
+
+    #[test]
     fn empty_glob_is_fine_missing_file_is_not() {
         let fs = fs(&[(
             "/c/nginx.conf",
