@@ -143,6 +143,7 @@ pub fn load(conf: &Path, fs: &dyn SourceFs) -> Result<Config, ConfError> {
         files: Vec::new(),
         index: HashMap::new(),
         stack: Vec::new(),
+        leaves: Vec::new(),
     };
     let directives = loader.file(conf, None)?;
     Ok(Config {
@@ -159,6 +160,28 @@ struct Loader<'a> {
     index: HashMap<OsString, usize>,
     /// The chain of files being read (index in `files`), outermost first.
     stack: Vec<usize>,
+    /// By index in `files`: what is known of a file that includes nothing (a snippet, included
+    /// at every site that needs it).
+    leaves: Vec<Leaf>,
+}
+
+/// What the loader knows of a file's directives when it is included again.
+#[derive(Default)]
+enum Leaf {
+    /// Not parsed yet, or it includes other files: parsed at each include.
+    #[default]
+    Unknown,
+    /// Parsed once, and it includes nothing.
+    Seen,
+    /// Its directives, parsed a second time and kept: an include is textual and the text is the
+    /// one kept at the first reading, so each further include is a copy of them.
+    Kept(Vec<Directive>),
+}
+
+/// Whether any directive of `ds`, at any depth, is an `include`.
+fn includes_any(ds: &[Directive]) -> bool {
+    ds.iter()
+        .any(|d| d.name == "include" || includes_any(d.children()))
 }
 
 /// The `include` directive that names a file: its file and position, made into a [`FilePos`]
@@ -225,8 +248,23 @@ impl Loader<'_> {
                 i
             }
         };
+        if let Some(Leaf::Kept(directives)) = self.leaves.get(idx) {
+            return Ok(directives.clone());
+        }
         let text = self.files.get(idx).map_or("", |f| f.text.as_str());
         let mut directives = parse(path, text, idx)?;
+        if !includes_any(&directives) {
+            if self.leaves.len() <= idx {
+                self.leaves.resize_with(idx + 1, Leaf::default);
+            }
+            if let Some(leaf) = self.leaves.get_mut(idx) {
+                *leaf = match leaf {
+                    Leaf::Unknown => Leaf::Seen,
+                    _ => Leaf::Kept(directives.clone()),
+                };
+            }
+            return Ok(directives);
+        }
         self.stack.push(idx);
         let expanded = self.expand(&mut directives, path);
         self.stack.pop();
@@ -369,6 +407,27 @@ mod tests {
         let c = load(Path::new("/c/nginx.conf"), &fs).unwrap();
         assert_eq!(c.files.len(), 2);
         assert_eq!(names(&c.directives), ["include", "x", "include", "x"]);
+    }
+
+    #[test]
+    fn a_snippet_included_many_times_gives_what_parsing_it_gives() {
+        let snippet = "a 1;\nb \"x y\" {\n  c;\n}\n";
+        let fs = fs(&[
+            (
+                "/c/nginx.conf",
+                "http {\n  include s.conf;\n  server {\n    include s.conf;\n    location / { include s.conf; include s.conf; }\n  }\n}\n",
+            ),
+            ("/c/s.conf", snippet),
+        ]);
+        let c = load(Path::new("/c/nginx.conf"), &fs).unwrap();
+        let parsed = parse(Path::new("/c/s.conf"), snippet, 1).unwrap();
+        let http = c.directives[0].children();
+        let server = http[3].children();
+        let location = server[3].children();
+        for got in [&http[1..3], &server[1..3], &location[1..3], &location[4..6]] {
+            assert_eq!(got, parsed.as_slice());
+        }
+        assert_eq!(c.files.len(), 2);
     }
 
     #[test]

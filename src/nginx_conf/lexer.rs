@@ -54,6 +54,34 @@ fn is_space(ch: u8) -> bool {
     matches!(ch, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// The bytes that only continue an unquoted word: all but the blanks, `;`, `{`, `\\` and `$`.
+static PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < table.len() {
+        table[i] = !matches!(
+            i as u8,
+            b' ' | b'\t' | b'\r' | b'\n' | b';' | b'{' | b'\\' | b'$'
+        );
+        i += 1;
+    }
+    table
+};
+
+fn is_plain(ch: u8) -> bool {
+    PLAIN.get(usize::from(ch)).copied().unwrap_or(false)
+}
+
+/// How many bytes from `from` on satisfy `class`.
+fn skip_while(bytes: &[u8], from: usize, class: fn(u8) -> bool) -> usize {
+    bytes
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .position(|&b| !class(b))
+        .unwrap_or(bytes.len().saturating_sub(from))
+}
+
 /// nginx's unescaping: `\"`, `\'`, `\\` drop the backslash, `\t` `\r` `\n` become control
 /// characters, any other backslash stays. A word without a backslash (nearly all) is copied as
 /// it is.
@@ -134,9 +162,37 @@ impl<'a> Lexer<'a> {
         let mut s_quoted = false;
         let mut d_quoted = false;
         let mut start = self.pos;
+        // whether the word being read holds a `\\` (nearly none do: no unescaping then)
+        let mut backslash = false;
         let mut quote_at = self.pos;
 
         loop {
+            // bulk skips over the bytes that the step below would pass over one at a time
+            // without changing any state: a comment's text up to its newline, the blanks
+            // between words, the plain bytes of a word and the text of a quoted string
+            if comment {
+                self.pos = memchr::memchr(b'\n', bytes.get(self.pos..).unwrap_or_default())
+                    .map_or(bytes.len(), |i| self.pos + i);
+            } else if escaped || need_space {
+            } else if last_space {
+                self.pos += skip_while(bytes, self.pos, is_space);
+            } else if d_quoted || s_quoted {
+                let quote = if d_quoted { b'"' } else { b'\'' };
+                let rest = bytes.get(self.pos..).unwrap_or_default();
+                let skipped = memchr::memchr2(quote, b'\\', rest).unwrap_or(rest.len());
+                if skipped > 0 {
+                    // in a quoted string `$` only keeps a following `{` from ending a word,
+                    // which a `{` cannot do there anyway
+                    variable = false;
+                    self.pos += skipped;
+                }
+            } else {
+                let skipped = skip_while(bytes, self.pos, is_plain);
+                if skipped > 0 {
+                    variable = false;
+                    self.pos += skipped;
+                }
+            }
             let Some(&ch) = bytes.get(self.pos) else {
                 if s_quoted || d_quoted {
                     return Err(LexError::UnterminatedQuote { opened: quote_at });
@@ -185,6 +241,7 @@ impl<'a> Lexer<'a> {
 
             if last_space {
                 start = at;
+                backslash = false;
                 if is_space(ch) {
                     continue;
                 }
@@ -209,6 +266,7 @@ impl<'a> Lexer<'a> {
                     b'#' => comment = true,
                     b'\\' => {
                         escaped = true;
+                        backslash = true;
                         last_space = false;
                     }
                     b'"' | b'\'' => {
@@ -233,6 +291,7 @@ impl<'a> Lexer<'a> {
             variable = false;
             if ch == b'\\' {
                 escaped = true;
+                backslash = true;
                 continue;
             }
             if ch == b'$' {
@@ -257,7 +316,12 @@ impl<'a> Lexer<'a> {
             } else {
                 last_space = true;
             }
-            let value = unescape(self.text.get(start..at).unwrap_or_default());
+            let text = self.text.get(start..at).unwrap_or_default();
+            let value = if backslash {
+                unescape(text)
+            } else {
+                CompactString::new(text)
+            };
             let (wstart, wend) = if quoted {
                 (start.saturating_sub(1), at + 1)
             } else {

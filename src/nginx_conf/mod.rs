@@ -53,12 +53,18 @@ pub struct Arg {
     /// (A short word is held inline, without an allocation of its own: a large configuration
     /// has hundreds of thousands of them.)
     pub value: CompactString,
-    /// The word exactly as written, quotes included.
-    pub raw: CompactString,
-    /// Where `raw` stands in its file.
+    /// Where the word stands in its file, quotes included ([`Arg::raw`] is its text).
     pub span: Span,
-    /// Line and column of the first byte of `raw`.
+    /// Line and column of the word's first byte.
     pub pos: Pos,
+}
+
+impl Arg {
+    /// The word exactly as written, quotes included, out of `text`, its file's text (the word is
+    /// not kept twice: [`Config::text_of`] reads a directive the same way).
+    pub fn raw<'t>(&self, text: &'t str) -> Option<&'t str> {
+        text.get(self.span.start..self.span.end)
+    }
 }
 
 /// A simple directive (`name args;`) or a block directive (`name args { ... }`).
@@ -209,9 +215,15 @@ impl fmt::Display for Chain<'_> {
 /// component by component), and a path written plainly, as nearly all are, is its own key.
 pub(crate) fn path_key(path: &Path) -> Cow<'_, OsStr> {
     let b = path.as_os_str().as_bytes();
-    let plain = !b.windows(2).any(|w| w == b"//")
-        && !b.windows(3).any(|w| w == b"/./")
-        && !(b.len() > 1 && (b.ends_with(b"/") || b.ends_with(b"/.")));
+    // no `//` or `/./`, and no `/` or `/.` at the end of a path longer than one byte
+    let plain = memchr::memchr_iter(b'/', b).all(|i| {
+        let after = b.get(i + 1..).unwrap_or_default();
+        match after {
+            [] => b.len() == 1,
+            [b'/', ..] | [b'.'] | [b'.', b'/', ..] => false,
+            _ => true,
+        }
+    });
     if plain {
         Cow::Borrowed(path.as_os_str())
     } else {
@@ -407,7 +419,8 @@ mod fixture_tests {
                     d.name
                 );
                 for a in &d.args {
-                    assert_eq!(file.get(a.span.start..a.span.end), Some(a.raw.as_str()));
+                    let raw = a.raw(file).unwrap();
+                    assert!(raw == a.value || raw.contains(['"', '\'', '\\']), "{raw}");
                 }
                 check(conf, d.children());
             }
@@ -449,7 +462,8 @@ mod fixture_tests {
                 assert!(text.ends_with(';') || text.ends_with('}'), "{text}");
                 for a in &d.args {
                     let file = &conf.files[d.file].text;
-                    assert_eq!(&file[a.span.start..a.span.end], a.raw);
+                    let raw = a.raw(file).unwrap();
+                    assert!(raw == a.value || raw.contains(['"', '\'', '\\']), "{raw}");
                 }
                 check(conf, d.children());
             }

@@ -21,12 +21,7 @@ pub(crate) struct LineIndex<'a> {
 impl<'a> LineIndex<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
-        starts.extend(
-            text.bytes()
-                .enumerate()
-                .filter(|&(_, b)| b == b'\n')
-                .map(|(i, _)| i + 1),
-        );
+        starts.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1));
         LineIndex {
             text,
             starts,
@@ -69,6 +64,8 @@ struct Parser<'a> {
     lexer: Lexer<'a>,
     /// The words of the statement being read, one buffer for all of them.
     words: Vec<Word>,
+    /// The directives read so far of the blocks being read, innermost last.
+    pending: Vec<Directive>,
 }
 
 /// Parses the text of one file into its directives, without expanding `include`.
@@ -82,6 +79,7 @@ pub fn parse(path: &Path, text: &str, file: usize) -> Result<Vec<Directive>, Con
         lines: LineIndex::new(text),
         lexer: Lexer::new(text),
         words: Vec::new(),
+        pending: Vec::new(),
     };
     let (directives, _) = parser.block(None, 0)?;
     Ok(directives)
@@ -125,7 +123,6 @@ impl Parser<'_> {
 
     fn arg(&self, w: Word) -> Arg {
         Arg {
-            raw: self.text.get(w.start..w.end).unwrap_or_default().into(),
             span: Span {
                 start: w.start,
                 end: w.end,
@@ -142,7 +139,9 @@ impl Parser<'_> {
         opened: Option<usize>,
         depth: usize,
     ) -> Result<(Vec<Directive>, usize), ConfError> {
-        let mut out = Vec::new();
+        // the directives of every open block stand on one stack, this block's from `base` on,
+        // and move into a vector of their exact size when it closes
+        let base = self.pending.len();
         loop {
             let end = self
                 .lexer
@@ -156,13 +155,13 @@ impl Parser<'_> {
             match (name, end) {
                 (_, Stop::BlockEnd(at)) => {
                     return match opened {
-                        Some(_) => Ok((out, at)),
+                        Some(_) => Ok((self.pending.split_off(base), at)),
                         None => Err(self.error(at, "unexpected \"}\"".to_string())),
                     }
                 }
                 (_, Stop::Eof) => {
                     return match opened {
-                        None => Ok((out, self.text.len())),
+                        None => Ok((self.pending.split_off(base), self.text.len())),
                         Some(o) => Err(self.error(
                             self.text.len(),
                             format!(
@@ -181,7 +180,7 @@ impl Parser<'_> {
                 }
                 (Some(name), Stop::Semicolon(at)) => {
                     let start = name.start;
-                    out.push(Directive {
+                    self.pending.push(Directive {
                         name: name.value,
                         args,
                         file: self.file,
@@ -214,7 +213,7 @@ impl Parser<'_> {
                     } else {
                         self.block(Some(start), depth + 1)?
                     };
-                    out.push(Directive {
+                    self.pending.push(Directive {
                         name: name.value,
                         args,
                         file: self.file,
@@ -254,7 +253,7 @@ mod tests {
         assert_eq!(listen.pos, Pos { line: 4, col: 3 });
         assert_eq!(&text[listen.span.start..listen.span.end], "listen 80;");
         assert_eq!(listen.args[0].pos, Pos { line: 4, col: 10 });
-        assert_eq!(listen.args[0].raw, "80");
+        assert_eq!(listen.args[0].raw(text), Some("80"));
         assert_eq!(tree[0].block, Some(vec![]));
     }
 
