@@ -211,8 +211,7 @@ impl Rig for BoxRig {
             .iter()
             .filter_map(|e| {
                 let at: u64 = e["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?;
-                let msg = e["MESSAGE"].as_str()?.to_owned();
-                (at >= micros).then_some((at, msg))
+                (at >= micros).then(|| (at, with_fields(e)))
             })
             .collect()
     }
@@ -229,6 +228,32 @@ impl Rig for BoxRig {
         }
         self.b.systemctl_ok(&["daemon-reload"]);
     }
+}
+
+/// A journal entry's message with the event's own fields after it (`key=value`, the journal's
+/// upper-case names in lower case), as the lab's log shows them: the journal keeps them apart.
+fn with_fields(entry: &serde_json::Value) -> String {
+    /// Fields the journal or the journald layer add to every entry.
+    const OWN: [&str; 7] = [
+        "MESSAGE",
+        "PRIORITY",
+        "SYSLOG_IDENTIFIER",
+        "SYSLOG_FACILITY",
+        "TARGET",
+        "CODE_FILE",
+        "CODE_LINE",
+    ];
+    let mut out = entry["MESSAGE"].as_str().unwrap_or_default().to_owned();
+    for (key, value) in entry.as_object().into_iter().flatten() {
+        if key.starts_with('_') || OWN.contains(&key.as_str()) {
+            continue;
+        }
+        let value = value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        out.push_str(&format!(" {}={value}", key.to_lowercase()));
+    }
+    out
 }
 
 /// The backend runs and its site answers 200 (restarted once if not).
@@ -326,8 +351,13 @@ fn medic_trial(rig: &dyn Rig, fault: Fault, every: Duration) -> (Option<Duration
         m.split_whitespace()
             .any(|w| w == "trigger" || w == "trigger:")
     });
-    // the daemon's own call (`job queued unit=…`), not the signal of a job (`what=job queued`)
-    let job = at(&|m| m.contains(&format!("job queued unit={UNIT}")));
+    // the daemon's own call (`job queued unit=…`), not the signal of a job (`what=job queued`);
+    // the box's journal lists the fields in another order
+    let job = at(&|m| {
+        m.contains("job queued")
+            && !m.contains("what=job queued")
+            && m.contains(&format!("unit={UNIT}"))
+    });
     let logged = Logged {
         to_incident: at(&|m| m.contains(&format!("incident [{up} "))),
         to_action: action,

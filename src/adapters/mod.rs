@@ -9,5 +9,6 @@ pub mod pm2;
 pub mod probe;
 pub mod procfs;
 pub mod sandbox;
+pub mod sock_diag;
 pub mod systemd;
 pub mod unit_log;

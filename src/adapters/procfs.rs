@@ -1,7 +1,8 @@
 //! Reads socket and process facts from `/proc` (or a fixture tree laid out like it).
 //!
 //! Parsing lives in `facts::sockets`; this module only opens files, walks `PID/fd` links and
-//! stats unix socket paths.
+//! stats unix socket paths. The host's listening sockets come from the kernel over netlink
+//! (`adapters::sock_diag`, listeners only), from `/proc/net` when netlink is refused.
 
 use std::collections::HashMap;
 use std::fs;
@@ -11,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
+use crate::adapters::sock_diag;
 use crate::facts::sockets::{
     parse_cmdline, parse_stat, parse_tcp_listeners, parse_unix_listeners, socket_inode,
-    unit_cgroup, Owner, SocketFacts, SocketFile,
+    unit_cgroup, Owner, Parsed, SocketFacts, SocketFile, TcpSocket, UnixSocket,
 };
 
 /// Failures reading `/proc`.
@@ -42,17 +44,26 @@ pub enum ProcfsError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Procfs {
     root: PathBuf,
+    /// Listening sockets are asked of this process's kernel over netlink first: only for the
+    /// host's own `/proc`, whose `net/` is the same network namespace's.
+    sock_diag: bool,
 }
 
 impl Procfs {
-    /// A proc filesystem at `root` (a fixture tree in tests).
+    /// A proc filesystem at `root` (a fixture tree in tests); sockets from its `net/` files.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            sock_diag: false,
+        }
     }
 
-    /// The host's `/proc`.
+    /// The host's `/proc`, its listening sockets asked of the kernel over netlink.
     pub fn system() -> Self {
-        Self::new("/proc")
+        Self {
+            root: PathBuf::from("/proc"),
+            sock_diag: true,
+        }
     }
 
     /// Listening TCP and unix sockets with the processes holding them.
@@ -76,12 +87,10 @@ impl Procfs {
         &self,
         previous: Option<&SocketFacts>,
     ) -> Result<SocketFacts, ProcfsError> {
-        let tcp4 = parse_tcp_listeners(&read_text(&self.root.join("net/tcp"))?);
-        let tcp6 = parse_tcp_listeners(&read_optional(&self.root.join("net/tcp6"))?);
-        let unix = parse_unix_listeners(&read_optional(&self.root.join("net/unix"))?);
-        let skipped_lines = tcp4.skipped_lines + tcp6.skipped_lines + unix.skipped_lines;
-        let mut tcp = tcp4.items;
-        tcp.extend(tcp6.items);
+        let tcp = self.tcp_listeners()?;
+        let unix = self.unix_listeners()?;
+        let skipped_lines = tcp.skipped_lines + unix.skipped_lines;
+        let mut tcp = tcp.items;
         let mut unix = unix.items;
 
         // the owners seen before, of sockets whose every holder is still there
@@ -145,6 +154,38 @@ impl Procfs {
             unix,
             skipped_lines,
         })
+    }
+
+    /// TCP sockets in LISTEN, IPv4 then IPv6: from netlink, else `net/tcp` and `net/tcp6`.
+    fn tcp_listeners(&self) -> Result<Parsed<TcpSocket>, ProcfsError> {
+        if self.sock_diag {
+            match sock_diag::tcp_listeners() {
+                Ok(tcp) => return Ok(tcp),
+                Err(e) => {
+                    tracing::debug!(error = %crate::error_text::chain(&e), "TCP listeners from /proc/net instead")
+                }
+            }
+        }
+        let mut tcp = parse_tcp_listeners(&read_text(&self.root.join("net/tcp"))?);
+        let tcp6 = parse_tcp_listeners(&read_optional(&self.root.join("net/tcp6"))?);
+        tcp.items.extend(tcp6.items);
+        tcp.skipped_lines += tcp6.skipped_lines;
+        Ok(tcp)
+    }
+
+    /// Named unix stream sockets in LISTEN: from netlink, else `net/unix`.
+    fn unix_listeners(&self) -> Result<Parsed<UnixSocket>, ProcfsError> {
+        if self.sock_diag {
+            match sock_diag::unix_listeners() {
+                Ok(unix) => return Ok(unix),
+                Err(e) => {
+                    tracing::debug!(error = %crate::error_text::chain(&e), "unix listeners from /proc/net instead")
+                }
+            }
+        }
+        Ok(parse_unix_listeners(&read_optional(
+            &self.root.join("net/unix"),
+        )?))
     }
 
     /// Fills `holders` (keyed by socket inode) with the pids that hold each socket, in pid order.
@@ -508,5 +549,37 @@ mod tests {
         let own = procfs.process(me).unwrap();
         assert_eq!(&own, main);
         assert!(procfs.process(i32::MAX).is_err());
+    }
+
+    #[test]
+    fn netlink_and_proc_net_read_the_same_listeners() {
+        // listeners of each kind of our own, beside whatever else the host has
+        let _tcp4 = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _tcp6 = TcpListener::bind("[::1]:0").ok(); // a host without IPv6 has none
+        let dir = tempfile::tempdir().unwrap();
+        let _unix = UnixListener::bind(dir.path().join("medic.sock")).unwrap();
+        let sorted = |mut f: SocketFacts| {
+            f.tcp.sort_by_key(|s| s.inode);
+            f.unix.sort_by_key(|s| s.inode);
+            f
+        };
+        let netlink = Procfs::system();
+        let files = Procfs::new("/proc");
+        assert!(sock_diag::tcp_listeners().is_ok() && sock_diag::unix_listeners().is_ok());
+        // other programs on this host open and close listeners meanwhile: the same twice in a
+        // row, of a few tries
+        let mut last = None;
+        for _ in 0..5 {
+            let a = sorted(netlink.socket_facts().unwrap());
+            let b = sorted(files.socket_facts().unwrap());
+            let again = sorted(netlink.socket_facts().unwrap());
+            if a == b && a == again {
+                assert!(a.tcp.len() >= 2 && !a.unix.is_empty(), "{a:#?}");
+                return;
+            }
+            last = Some((a, b));
+        }
+        let (a, b) = last.unwrap();
+        assert_eq!(a, b, "netlink (left) and /proc/net (right) disagree");
     }
 }

@@ -188,8 +188,9 @@ impl Systemd {
     }
 
     /// Reads the facts of one unit, loading it if the manager has unloaded it (a stopped unit
-    /// that nothing references is unloaded, but still has a unit file). Three calls, two round
-    /// trips: `LoadUnit`, then one `GetAll` per interface at once.
+    /// that nothing references is unloaded, but still has a unit file). One round trip: a
+    /// `GetAll` per interface at once, on the unit's object path (systemd loads a unit asked
+    /// for by its path); `LoadUnit` first only when the manager does not know the path.
     pub async fn unit(&self, name: &str) -> Result<UnitFacts, SystemdError> {
         let read = self.unit_unnoted(name).await;
         self.note(&read);
@@ -201,6 +202,13 @@ impl Systemd {
             let unit = name.to_string();
             move |source| SystemdError::Call { call, unit, source }
         };
+        let path = OwnedObjectPath::try_from(unit_path(name))
+            .map_err(|e| call("GetAll")(zbus::Error::Variant(e)))?;
+        let read = self.unit_at(name, &path).await;
+        match read {
+            Err(e) if is_not_loaded(&e) => {}
+            read => return read.map_err(|e| call("GetAll")(e.into())),
+        }
         let path = self
             .manager()
             .await
@@ -208,19 +216,30 @@ impl Systemd {
             .load_unit(name)
             .await
             .map_err(call("LoadUnit"))?;
+        self.unit_at(name, &path)
+            .await
+            .map_err(|e| call("GetAll")(e.into()))
+    }
+
+    /// The facts of unit `name`, whose object is at `path`: both interfaces read at once.
+    async fn unit_at(
+        &self,
+        name: &str,
+        path: &OwnedObjectPath,
+    ) -> Result<UnitFacts, zbus::fdo::Error> {
         let service = async {
             match name.ends_with(".service") {
-                true => Some(self.properties(&path, SERVICE_INTERFACE).await),
+                true => Some(self.properties(path, SERVICE_INTERFACE).await),
                 false => None,
             }
         };
         let (unit, service) =
-            futures_util::future::join(self.properties(&path, UNIT_INTERFACE), service).await;
-        let unit = unit.map_err(call("GetAll"))?;
+            futures_util::future::join(self.properties(path, UNIT_INTERFACE), service).await;
+        let unit = unit?;
         let load_state = unit.string("LoadState");
         // a unit that is not loaded has no service properties to read
         let service = match service {
-            Some(read) if load_state == "loaded" => Some(read.map_err(call("GetAll"))?),
+            Some(read) if load_state == "loaded" => Some(read?),
             _ => None,
         };
         Ok(unit_facts(name, load_state, &unit, service.as_ref()))
@@ -254,7 +273,7 @@ impl Systemd {
         &self,
         path: &OwnedObjectPath,
         interface: &'static str,
-    ) -> zbus::Result<Properties> {
+    ) -> Result<Properties, zbus::fdo::Error> {
         let proxy = zbus::fdo::PropertiesProxy::builder(&self.conn)
             .destination(SYSTEMD_BUS_NAME)?
             .path(path.clone())?
