@@ -13,7 +13,6 @@
 //! escaping, so a value may hold `"` or even `", host: "`. The trailing pairs are therefore parsed
 //! with the order nginx writes them in and a small backtracking search, not by splitting on `", `.
 
-use memchr::memmem;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
@@ -452,19 +451,27 @@ const WHILE: &str = " while ";
 const CLIENT: &str = ", client: ";
 const UNRESOLVED: &str = " could not be resolved";
 
-/// The searchers for the texts every line is searched for, built once.
-struct Finders {
-    client: memmem::Finder<'static>,
-    unresolved: memmem::Finder<'static>,
-    upstream: memmem::Finder<'static>,
+/// Whether `message` holds ` could not be resolved`: found by its `v` (a vectorised search for
+/// a letter the other messages of the table hardly have), then one compare. A substring
+/// searcher's set-up per call cost more than the search on lines this short.
+fn has_unresolved(message: &[u8]) -> bool {
+    const V_AT: usize = 19;
+    debug_assert_eq!(UNRESOLVED.as_bytes().get(V_AT), Some(&b'v'));
+    memchr::memchr_iter(b'v', message).any(|v| {
+        v.checked_sub(V_AT)
+            .and_then(|start| message.get(start..))
+            .is_some_and(|from| from.starts_with(UNRESOLVED.as_bytes()))
+    })
 }
 
-fn finders() -> &'static Finders {
-    static FINDERS: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
-    FINDERS.get_or_init(|| Finders {
-        client: memmem::Finder::new(CLIENT),
-        unresolved: memmem::Finder::new(UNRESOLVED),
-        upstream: memmem::Finder::new("upstream"),
+/// Where each `, client: ` starts in `body`, first to last (by its comma, which is rare in a
+/// message; the text cannot overlap itself).
+fn client_starts(body: &str) -> impl Iterator<Item = usize> + '_ {
+    let bytes = body.as_bytes();
+    memchr::memchr_iter(b',', bytes).filter(move |&i| {
+        bytes
+            .get(i..)
+            .is_some_and(|from| from.starts_with(CLIENT.as_bytes()))
     })
 }
 
@@ -516,7 +523,7 @@ fn classify(message: &str, phase: Option<&str>, errno: Option<i32>) -> LogClass 
     let bytes = message.as_bytes();
     // what follows is only asked for a line with an errno the table knows
     let upstream_context = || {
-        phase.is_some_and(|p| finders().upstream.find(p.as_bytes()).is_some())
+        phase.is_some_and(|p| find_text(p, "upstream").is_some())
             || has_prefix(bytes, "connect() failed")
             || has_prefix(bytes, "connect() to ")
     };
@@ -524,9 +531,7 @@ fn classify(message: &str, phase: Option<&str>, errno: Option<i32>) -> LogClass 
         .iter()
         .find(|(pattern, _)| match pattern {
             Pattern::Prefix(text) => has_prefix(bytes, text),
-            Pattern::Contains(text) if *text == UNRESOLVED => {
-                finders().unresolved.find(bytes).is_some()
-            }
+            Pattern::Contains(text) if *text == UNRESOLVED => has_unresolved(bytes),
             Pattern::Contains(text) => message.contains(text),
             Pattern::UpstreamErrno(n) => errno == Some(*n) && upstream_context(),
         })
@@ -773,7 +778,7 @@ struct Tail<'a> {
 /// does, the line was cut by nginx's line-length limit: the first one is parsed leniently.
 fn split_tail(body: &str) -> (&str, Option<Tail<'_>>) {
     for lenient in [false, true] {
-        for i in finders().client.find_iter(body.as_bytes()) {
+        for i in client_starts(body) {
             let (message, rest) = body.split_at(i);
             if let Some(tail) = parse_tail(rest.get(CLIENT.len()..).unwrap_or(""), lenient) {
                 return (message, Some(tail));
@@ -1173,6 +1178,30 @@ fn read_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_short_searches_find_what_a_substring_search_finds() {
+        let texts = [
+            "",
+            " could not be resolved",
+            "app could not be resolved (3: Host not found)",
+            "x could not be resolve",
+            "live invalid resolved v could not be resolved, client: a, client: b",
+            ", client: ",
+            "a,, client: , client: x",
+            ",client: no space",
+            "recv() failed (104: Connection reset by peer) while reading response header from upstream",
+        ];
+        for text in texts {
+            assert_eq!(
+                has_unresolved(text.as_bytes()),
+                text.contains(UNRESOLVED),
+                "{text:?}"
+            );
+            let want: Vec<usize> = text.match_indices(CLIENT).map(|(i, _)| i).collect();
+            assert_eq!(client_starts(text).collect::<Vec<_>>(), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn a_line_dated_in_the_future_is_not_evidence_and_is_counted() {
