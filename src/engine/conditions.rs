@@ -4,21 +4,20 @@
 //! except `exists: false`.
 
 use serde_json::Value;
-use std::borrow::Cow;
 
 use crate::playbook::{Condition, FactPath, FactTest, Requirement};
 
-/// What conditions look facts up in: a whole context as JSON, or a typed context that makes
-/// only the value at the end of each path JSON (`engine::evaluate`).
+/// What conditions look facts up in: a whole context as JSON, or one that makes each top-level
+/// section JSON only when a condition first reads it (`engine::evaluate`).
 pub trait Facts {
     /// The value at `path`, or `None` when the path is absent (missing, or through or onto
     /// null).
-    fn fact(&self, path: &FactPath) -> Option<Cow<'_, Value>>;
+    fn fact(&self, path: &FactPath) -> Option<&Value>;
 }
 
 impl Facts for Value {
-    fn fact(&self, path: &FactPath) -> Option<Cow<'_, Value>> {
-        lookup(path, self).map(Cow::Borrowed)
+    fn fact(&self, path: &FactPath) -> Option<&Value> {
+        lookup(path, self)
     }
 }
 
@@ -28,7 +27,7 @@ pub fn evaluate<C: Facts + ?Sized>(condition: &Condition, ctx: &C) -> bool {
         Condition::All(conditions) => conditions.iter().all(|c| evaluate(c, ctx)),
         Condition::Any(conditions) => conditions.iter().any(|c| evaluate(c, ctx)),
         Condition::Not(condition) => !evaluate(condition, ctx),
-        Condition::Fact { path, test } => test_fact(ctx.fact(path).as_deref(), test),
+        Condition::Fact { path, test } => test_fact(ctx.fact(path), test),
     }
 }
 

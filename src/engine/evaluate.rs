@@ -2,15 +2,14 @@
 //! playbook whose `when` holds names the cause; later matches are reported as "also matched" and
 //! never act. A finding whose `conclusive` requirements fail is reported with what is missing.
 
-use super::conditions::{evaluate as holds, unmet, Facts};
+use super::conditions::{evaluate as holds, lookup_in, unmet, Facts};
 use super::context::Target;
-use super::pick::pick;
 use super::render::{render_evidence, without_nulls, RenderContext};
 use crate::playbook::context::{TargetContext, SECTIONS};
 use crate::playbook::{FactPath, PlaybookSet, Severity};
 use serde::Serialize;
 use serde_json::Value;
-use std::borrow::Cow;
+use std::cell::OnceCell;
 
 /// A named cause found on one target, with the evidence.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -50,8 +49,9 @@ pub fn evaluate(playbooks: &PlaybookSet, targets: &[Target]) -> Vec<Finding> {
         .collect()
 }
 
-/// A playbook set made ready to match many targets: what each playbook's evidence templates
-/// read is worked out once, not for every target (it was a tenth of evaluating one).
+/// A playbook set made ready to match many targets: which sections each playbook's evidence
+/// templates read is worked out once, not for every target (the text searches were a tenth
+/// of evaluating one).
 pub struct Evaluator<'p> {
     playbooks: &'p PlaybookSet,
     /// For each playbook, in order: which context sections its evidence may read.
@@ -72,7 +72,7 @@ impl<'p> Evaluator<'p> {
     /// The finding of one target, if a playbook's `when` holds for it (`index`: its place in
     /// the evaluated list).
     pub fn finding_for(&self, index: usize, target: &Target) -> Option<Finding> {
-        let ctx = Picked(&target.context);
+        let ctx = Lazy::of(&target.context);
         let mut matched = self
             .playbooks
             .iter()
@@ -81,10 +81,7 @@ impl<'p> Evaluator<'p> {
         let (first, sections) = matched.next()?;
         let missing = unmet(&first.conclusive, &ctx);
         let also_matched = matched.map(|(p, _)| p.id.clone()).collect();
-        let evidence = render_evidence(
-            &first.evidence,
-            &RenderContext::of(sections_json(&target.context, sections)),
-        );
+        let evidence = render_evidence(&first.evidence, &RenderContext::of(ctx.json_of(sections)));
         Some(Finding {
             cause: first.id.clone(),
             description: first.description.clone(),
@@ -103,17 +100,6 @@ impl<'p> Evaluator<'p> {
     }
 }
 
-/// A target's context as conditions see it (without nulls): each fact is taken from the typed
-/// context by its path, and only that value is made JSON. Making whole sections JSON for the
-/// conditions to read one member of each was most of the cost of evaluating a target.
-struct Picked<'a>(&'a TargetContext);
-
-impl Facts for Picked<'_> {
-    fn fact(&self, path: &FactPath) -> Option<Cow<'_, Value>> {
-        pick(self.0, path.segments()).map(Cow::Owned)
-    }
-}
-
 /// Which sections `templates` may read: every section whose name one of them holds, or all
 /// of them when one could reach the root without naming a section.
 fn template_sections(templates: &[String]) -> [bool; SECTIONS.len()] {
@@ -121,17 +107,51 @@ fn template_sections(templates: &[String]) -> [bool; SECTIONS.len()] {
     SECTIONS.map(|name| whole || templates.iter().any(|t| t.contains(name)))
 }
 
-/// The context templates render against (without nulls), with only the `wanted` sections: the
-/// text is what the whole context gives, since the others are never read.
-fn sections_json(context: &TargetContext, wanted: &[bool; SECTIONS.len()]) -> Value {
-    let mut map = serde_json::Map::new();
-    for (name, _) in SECTIONS.iter().zip(wanted).filter(|(_, w)| **w) {
-        let value = without_nulls(context.section_json(name));
-        if !value.is_null() {
-            map.insert(name.to_string(), value);
+/// A target's context as conditions and templates see it (without nulls), each top-level
+/// section made JSON only when a condition first reads it: turning whole contexts into JSON
+/// was about a quarter of `diagnose` at 10,000 sites, and most conditions read one section.
+struct Lazy<'a> {
+    context: &'a TargetContext,
+    sections: [OnceCell<Value>; SECTIONS.len()],
+}
+
+impl<'a> Lazy<'a> {
+    fn of(context: &'a TargetContext) -> Self {
+        Lazy {
+            context,
+            sections: Default::default(),
         }
     }
-    Value::Object(map)
+
+    /// The context templates render against: the `wanted` sections (see
+    /// [`template_sections`]), so the text is what the whole context gives.
+    fn json_of(self, wanted: &[bool; SECTIONS.len()]) -> Value {
+        let mut map = serde_json::Map::new();
+        for ((cell, name), wanted) in self.sections.into_iter().zip(SECTIONS).zip(wanted) {
+            if !wanted {
+                continue;
+            }
+            let value = cell
+                .into_inner()
+                .unwrap_or_else(|| without_nulls(self.context.section_json(name)));
+            if !value.is_null() {
+                map.insert(name.to_string(), value);
+            }
+        }
+        Value::Object(map)
+    }
+}
+
+impl Facts for Lazy<'_> {
+    fn fact(&self, path: &FactPath) -> Option<&Value> {
+        let (first, rest) = path.segments().split_first()?;
+        let (name, cell) = SECTIONS
+            .iter()
+            .zip(&self.sections)
+            .find(|(name, _)| *name == first)?;
+        let section = cell.get_or_init(|| without_nulls(self.context.section_json(name)));
+        lookup_in(rest, section)
+    }
 }
 
 /// Whether a template may read the context's root without naming a section: `@root`, `../`,
@@ -175,22 +195,22 @@ mod tests {
     }
 
     #[test]
-    fn the_picked_context_decides_and_renders_as_the_whole_one() {
+    fn the_lazy_context_decides_and_renders_as_the_whole_one() {
         let playbooks = shipped();
         for context in contexts() {
             let whole = without_nulls(context.json());
             for p in playbooks.iter() {
-                let picked = Picked(&context);
-                assert_eq!(holds(&p.when, &picked), holds(&p.when, &whole), "{}", p.id);
+                let lazy = Lazy::of(&context);
+                assert_eq!(holds(&p.when, &lazy), holds(&p.when, &whole), "{}", p.id);
                 assert_eq!(
-                    unmet(&p.conclusive, &picked),
+                    unmet(&p.conclusive, &lazy),
                     unmet(&p.conclusive, &whole),
                     "{}",
                     p.id
                 );
                 let rendered = render_evidence(
                     &p.evidence,
-                    &RenderContext::of(sections_json(&context, &template_sections(&p.evidence))),
+                    &RenderContext::of(Lazy::of(&context).json_of(&template_sections(&p.evidence))),
                 );
                 let expected = render_evidence(&p.evidence, &RenderContext::of(whole.clone()));
                 assert_eq!(rendered, expected, "{}", p.id);
@@ -210,7 +230,7 @@ mod tests {
             "{{#each unit.output}}{{../site.name}}{{/each}}"
         ));
         let context = TargetContext::sample();
-        let json = |t: &str| sections_json(&context, &template_sections(&[t.to_string()]));
+        let json = |t: &str| Lazy::of(&context).json_of(&template_sections(&[t.to_string()]));
         let Value::Object(map) = json("{{this}}") else {
             panic!("an object");
         };

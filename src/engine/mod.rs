@@ -9,7 +9,6 @@ pub mod describe;
 pub mod dropin;
 pub mod evaluate;
 pub mod evidence;
-pub mod pick;
 pub mod plan;
 pub mod pm2_plan;
 pub mod preflight;
