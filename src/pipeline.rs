@@ -57,14 +57,13 @@ pub fn findings(
 ) -> (usize, Vec<Finding>) {
     let mut count = 0;
     let mut findings = Vec::new();
+    let evaluator = crate::engine::evaluate::Evaluator::new(playbooks);
     crate::engine::context::each_target(
         facts,
         &settings.backends,
         settings.daemon.start_failure_window,
         |target| {
-            findings.extend(crate::engine::evaluate::finding_for(
-                playbooks, count, &target,
-            ));
+            findings.extend(evaluator.finding_for(count, &target));
             count += 1;
         },
     );

@@ -41,40 +41,70 @@ pub struct Finding {
 
 /// Matches every target against the playbooks.
 pub fn evaluate(playbooks: &PlaybookSet, targets: &[Target]) -> Vec<Finding> {
+    let evaluator = Evaluator::new(playbooks);
     targets
         .iter()
         .enumerate()
-        .filter_map(|(index, target)| finding_for(playbooks, index, target))
+        .filter_map(|(index, target)| evaluator.finding_for(index, target))
         .collect()
 }
 
-/// The finding of one target, if a playbook's `when` holds for it (`index`: its place in the
-/// evaluated list).
-pub fn finding_for(playbooks: &PlaybookSet, index: usize, target: &Target) -> Option<Finding> {
-    let ctx = Lazy::of(&target.context);
-    let mut matched = playbooks.iter().filter(|p| holds(&p.when, &ctx));
-    let first = matched.next()?;
-    let missing = unmet(&first.conclusive, &ctx);
-    let also_matched = matched.map(|p| p.id.clone()).collect();
-    let evidence = render_evidence(
-        &first.evidence,
-        &RenderContext::of(ctx.json_for(&first.evidence)),
-    );
-    Some(Finding {
-        cause: first.id.clone(),
-        description: first.description.clone(),
-        severity: first.severity,
-        site: target.route.site.clone(),
-        location: target.route.location.clone(),
-        upstream: target.endpoint.address.clone(),
-        unit: target.endpoint.unit.clone(),
-        evidence,
-        conclusive: missing.is_empty(),
-        missing,
-        also_matched,
-        covered_by: None,
-        target: index,
-    })
+/// A playbook set made ready to match many targets: which sections each playbook's evidence
+/// templates read is worked out once, not for every target (the text searches were a tenth
+/// of evaluating one).
+pub struct Evaluator<'p> {
+    playbooks: &'p PlaybookSet,
+    /// For each playbook, in order: which context sections its evidence may read.
+    sections: Vec<[bool; SECTIONS.len()]>,
+}
+
+impl<'p> Evaluator<'p> {
+    pub fn new(playbooks: &'p PlaybookSet) -> Self {
+        Evaluator {
+            playbooks,
+            sections: playbooks
+                .iter()
+                .map(|p| template_sections(&p.evidence))
+                .collect(),
+        }
+    }
+
+    /// The finding of one target, if a playbook's `when` holds for it (`index`: its place in
+    /// the evaluated list).
+    pub fn finding_for(&self, index: usize, target: &Target) -> Option<Finding> {
+        let ctx = Lazy::of(&target.context);
+        let mut matched = self
+            .playbooks
+            .iter()
+            .zip(&self.sections)
+            .filter(|(p, _)| holds(&p.when, &ctx));
+        let (first, sections) = matched.next()?;
+        let missing = unmet(&first.conclusive, &ctx);
+        let also_matched = matched.map(|(p, _)| p.id.clone()).collect();
+        let evidence = render_evidence(&first.evidence, &RenderContext::of(ctx.json_of(sections)));
+        Some(Finding {
+            cause: first.id.clone(),
+            description: first.description.clone(),
+            severity: first.severity,
+            site: target.route.site.clone(),
+            location: target.route.location.clone(),
+            upstream: target.endpoint.address.clone(),
+            unit: target.endpoint.unit.clone(),
+            evidence,
+            conclusive: missing.is_empty(),
+            missing,
+            also_matched,
+            covered_by: None,
+            target: index,
+        })
+    }
+}
+
+/// Which sections `templates` may read: every section whose name one of them holds, or all
+/// of them when one could reach the root without naming a section.
+fn template_sections(templates: &[String]) -> [bool; SECTIONS.len()] {
+    let whole = templates.iter().any(|t| reaches_root(t));
+    SECTIONS.map(|name| whole || templates.iter().any(|t| t.contains(name)))
 }
 
 /// A target's context as conditions and templates see it (without nulls), each top-level
@@ -93,14 +123,12 @@ impl<'a> Lazy<'a> {
         }
     }
 
-    /// The context `templates` render against: every section whose name a template holds
-    /// (all of them when a template could reach the root without naming a section), so the
-    /// text is what the whole context gives.
-    fn json_for(self, templates: &[String]) -> Value {
-        let whole = templates.iter().any(|t| reaches_root(t));
+    /// The context templates render against: the `wanted` sections (see
+    /// [`template_sections`]), so the text is what the whole context gives.
+    fn json_of(self, wanted: &[bool; SECTIONS.len()]) -> Value {
         let mut map = serde_json::Map::new();
-        for (cell, name) in self.sections.into_iter().zip(SECTIONS) {
-            if !whole && !templates.iter().any(|t| t.contains(name)) {
+        for ((cell, name), wanted) in self.sections.into_iter().zip(SECTIONS).zip(wanted) {
+            if !wanted {
                 continue;
             }
             let value = cell
@@ -182,7 +210,7 @@ mod tests {
                 );
                 let rendered = render_evidence(
                     &p.evidence,
-                    &RenderContext::of(Lazy::of(&context).json_for(&p.evidence)),
+                    &RenderContext::of(Lazy::of(&context).json_of(&template_sections(&p.evidence))),
                 );
                 let expected = render_evidence(&p.evidence, &RenderContext::of(whole.clone()));
                 assert_eq!(rendered, expected, "{}", p.id);
@@ -202,12 +230,12 @@ mod tests {
             "{{#each unit.output}}{{../site.name}}{{/each}}"
         ));
         let context = TargetContext::sample();
-        let Value::Object(map) = Lazy::of(&context).json_for(&["{{this}}".to_string()]) else {
+        let json = |t: &str| Lazy::of(&context).json_of(&template_sections(&[t.to_string()]));
+        let Value::Object(map) = json("{{this}}") else {
             panic!("an object");
         };
         assert_eq!(map.len(), SECTIONS.len());
-        let Value::Object(map) = Lazy::of(&context).json_for(&["{{endpoint.address}}".to_string()])
-        else {
+        let Value::Object(map) = json("{{endpoint.address}}") else {
             panic!("an object");
         };
         assert_eq!(map.keys().collect::<Vec<_>>(), ["endpoint"]);
