@@ -633,8 +633,9 @@ fn upstream_pair_address(upstream: &str) -> Option<Cow<'_, str>> {
         .and_then(|(scheme, rest)| dialled_after_scheme(Some(scheme), rest))
 }
 
-/// `s` split around its first `://`, as `split_once("://")`.
-fn split_scheme(s: &str) -> Option<(&str, &str)> {
+/// `s` split around its first `://`, as `split_once("://")` (without building a substring
+/// searcher per call; `proxy_pass` targets are split with it too).
+pub(crate) fn split_scheme(s: &str) -> Option<(&str, &str)> {
     let i = find_text(s, "://")?;
     Some((s.get(..i)?, s.get(i + 3..)?))
 }

@@ -461,7 +461,7 @@ pub fn parse_pass(directive: &str, raw: &str, upstreams: &BTreeSet<&str>) -> Tar
             raw: raw.to_string(),
         };
     }
-    let (scheme, rest) = match split_scheme(raw) {
+    let (scheme, rest) = match crate::facts::error_log::split_scheme(raw) {
         Some((s, rest)) => (Some(s.to_ascii_lowercase()), rest),
         None => (None, raw),
     };
@@ -496,14 +496,6 @@ pub fn parse_pass(directive: &str, raw: &str, upstreams: &BTreeSet<&str>) -> Tar
         Some(port) => parse_address_with(authority, scheme, Some(port), upstreams, raw),
         None => parse_address_with(authority, scheme, None, upstreams, raw),
     }
-}
-
-/// `raw` split at its first `://`, as `split_once("://")` does, without building a substring
-/// searcher for each pass directive.
-fn split_scheme(raw: &str) -> Option<(&str, &str)> {
-    let bytes = raw.as_bytes();
-    let at = memchr::memchr_iter(b':', bytes).find(|&i| bytes.get(i + 1..i + 3) == Some(b"//"))?;
-    Some((raw.get(..at)?, raw.get(at + 3..)?))
 }
 
 /// Interprets an upstream `server` address: `host[:port]`, `[v6][:port]` or `unix:/path`.
@@ -877,7 +869,11 @@ mod tests {
             "h://",
             "é://é",
         ] {
-            assert_eq!(split_scheme(raw), raw.split_once("://"), "{raw}");
+            assert_eq!(
+                crate::facts::error_log::split_scheme(raw),
+                raw.split_once("://"),
+                "{raw}"
+            );
         }
     }
 
