@@ -456,11 +456,7 @@ impl FileTransaction {
         let (reports, mut unrecorded) = self.rollback_in_place();
         if self.state == TxnState::RollbackIncomplete {
             self.state = TxnState::Escalated;
-            unrecorded = self.write_manifest().err().map(|e| {
-                let why = crate::error_text::chain(&e);
-                tracing::error!(txn = %self.id, error = %why, "cannot record the escalation in the manifest");
-                why
-            });
+            unrecorded = self.record("escalation");
         }
         RollbackEnd {
             reports,
@@ -510,12 +506,17 @@ impl FileTransaction {
         } else {
             TxnState::RollbackIncomplete
         };
-        let unrecorded = self.write_manifest().err().map(|e| {
-            let why = crate::error_text::chain(&e);
-            tracing::error!(txn = %self.id, error = %why, "cannot record the rollback in the manifest");
-            why
-        });
+        let unrecorded = self.record("rollback");
         (reports, unrecorded)
+    }
+
+    /// Writes the manifest with the state just reached (`what`: `rollback`, `escalation`);
+    /// why it could not, logged, if it could not.
+    fn record(&self, what: &str) -> Option<String> {
+        let e = self.write_manifest().err()?;
+        let why = crate::error_text::chain(&e);
+        tracing::error!(txn = %self.id, error = %why, "cannot record the {what} in the manifest");
+        Some(why)
     }
 
     fn write_manifest(&self) -> Result<(), TxnError> {
