@@ -158,34 +158,41 @@ impl Procfs {
 
     /// TCP sockets in LISTEN, IPv4 then IPv6: from netlink, else `net/tcp` and `net/tcp6`.
     fn tcp_listeners(&self) -> Result<Parsed<TcpSocket>, ProcfsError> {
-        if self.sock_diag {
-            match sock_diag::tcp_listeners() {
-                Ok(tcp) => return Ok(tcp),
-                Err(e) => {
-                    tracing::debug!(error = %crate::error_text::chain(&e), "TCP listeners from /proc/net instead")
-                }
-            }
-        }
-        let mut tcp = parse_tcp_listeners(&read_text(&self.root.join("net/tcp"))?);
-        let tcp6 = parse_tcp_listeners(&read_optional(&self.root.join("net/tcp6"))?);
-        tcp.items.extend(tcp6.items);
-        tcp.skipped_lines += tcp6.skipped_lines;
-        Ok(tcp)
+        self.netlink_first("TCP", sock_diag::tcp_listeners, || {
+            let mut tcp = parse_tcp_listeners(&read_text(&self.root.join("net/tcp"))?);
+            let tcp6 = parse_tcp_listeners(&read_optional(&self.root.join("net/tcp6"))?);
+            tcp.items.extend(tcp6.items);
+            tcp.skipped_lines += tcp6.skipped_lines;
+            Ok(tcp)
+        })
     }
 
     /// Named unix stream sockets in LISTEN: from netlink, else `net/unix`.
     fn unix_listeners(&self) -> Result<Parsed<UnixSocket>, ProcfsError> {
+        self.netlink_first("unix", sock_diag::unix_listeners, || {
+            Ok(parse_unix_listeners(&read_optional(
+                &self.root.join("net/unix"),
+            )?))
+        })
+    }
+
+    /// `ask`s the kernel when this is the host's `/proc`, and `read`s its `net/` files when
+    /// it is not or netlink is refused (`what`: the kind of listener, for the log).
+    fn netlink_first<T>(
+        &self,
+        what: &str,
+        ask: fn() -> Result<Parsed<T>, sock_diag::SockDiagError>,
+        read: impl FnOnce() -> Result<Parsed<T>, ProcfsError>,
+    ) -> Result<Parsed<T>, ProcfsError> {
         if self.sock_diag {
-            match sock_diag::unix_listeners() {
-                Ok(unix) => return Ok(unix),
+            match ask() {
+                Ok(found) => return Ok(found),
                 Err(e) => {
-                    tracing::debug!(error = %crate::error_text::chain(&e), "unix listeners from /proc/net instead")
+                    tracing::debug!(error = %crate::error_text::chain(&e), "{what} listeners from /proc/net instead")
                 }
             }
         }
-        Ok(parse_unix_listeners(&read_optional(
-            &self.root.join("net/unix"),
-        )?))
+        read()
     }
 
     /// Fills `holders` (keyed by socket inode) with the pids that hold each socket, in pid order.

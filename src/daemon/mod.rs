@@ -594,15 +594,6 @@ impl StatusWriter {
 /// States of a unit in the middle of a change: nothing is done to it until it settles.
 const IN_TRANSITION: [&str; 3] = ["activating", "deactivating", "reloading"];
 
-/// Whether the snapshot saw the finding's unit in the middle of a change.
-fn changing_in_snapshot(finding: &Finding, targets: &[Target]) -> bool {
-    let state = targets
-        .get(finding.target)
-        .and_then(|t| t.context.unit.as_ref())
-        .map_or("", |u| u.active_state.as_str());
-    finding.unit.is_some() && IN_TRANSITION.contains(&state)
-}
-
 impl Daemon {
     fn mode(&self) -> &'static str {
         match self.settings.daemon.mode {
@@ -1195,7 +1186,11 @@ impl Daemon {
     /// (the heal's own calls would fail and escalate).
     async fn in_transition(&mut self, finding: &Finding, targets: &[Target]) -> Option<String> {
         let unit = finding.unit.as_ref()?;
-        if changing_in_snapshot(finding, targets) {
+        let state = targets
+            .get(finding.target)
+            .and_then(|t| t.context.unit.as_ref())
+            .map_or("", |u| u.active_state.as_str());
+        if IN_TRANSITION.contains(&state) {
             return Some(unit.clone());
         }
         let job = match self.systemd().await {
