@@ -1008,12 +1008,8 @@ fn cpu_seconds(pid: i32) -> f64 {
 /// left out: the daemon hands its start-up pages back once ready (`memory::page_out_own_code`),
 /// so VmRSS climbs by whatever code the storm runs again, from the page cache.
 fn anon_kib(pid: i32) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("RssAnon")
+    let pid = u32::try_from(pid).expect("a pid");
+    crate::support::lab::status_kib(pid, "RssAnon:").expect("RssAnon")
 }
 
 #[test]

@@ -148,14 +148,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS:")
 }
 
-/// A KiB figure of PID's `/proc/PID/status`, by its label (`VmRSS:`, `RssAnon:`).
-pub fn status_kib(pid: u32, label: &str) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(label))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
+pub use crate::support::lab::status_kib;
 
 /// The summed CPU seconds (own + reaped children) of PIDS; the gone ones count 0.
 pub fn cpu_of(pids: &[u32]) -> f64 {

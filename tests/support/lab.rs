@@ -482,6 +482,15 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// A KiB figure of PID's `/proc/PID/status`, by its label (`VmRSS:`, `RssAnon:`).
+pub fn status_kib(pid: u32, label: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// True while PID exists and is not a zombie (a killed process may linger as one for a moment).
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
